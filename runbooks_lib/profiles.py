@@ -1,0 +1,267 @@
+"""Environment profiles: which cluster, Vault, Prometheus, SLOs and services a run targets.
+
+A profile is ``parameters/<env>.yaml``; the service catalog is ``parameters/services.yaml``.
+Values may refer to the process environment, ``${env:NAME}`` or ``${env:NAME:-default}``, or to
+the live sandbox, ``${sandbox:NAME}``, read from ``.sandbox/env`` (written by ``runbook sandbox
+up``), so no tracked file is rewritten when the sandbox starts on new ports. Sandbox values are
+never taken from the shell: a ``KUBECONFIG`` exported for production cannot leak into a drill.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ProfileError
+
+__all__ = [
+    "Profile",
+    "ServiceSpec",
+    "ServiceCatalog",
+    "load_profile",
+    "load_catalog",
+    "available_envs",
+    "project_home",
+    "sandbox_env",
+]
+
+_REF = re.compile(r"\$\{(env|sandbox):([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    # Typos in a profile are errors, not silently ignored keys.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterIdentity(_Model):
+    """How to recognise the cluster a profile is meant for (checked before any change)."""
+
+    kind: Literal["namespace-uid", "configmap"] = "namespace-uid"
+    namespace: str = "kube-system"
+    name: str | None = Field(None, description="ConfigMap name, for kind=configmap")
+    key: str | None = Field(None, description="ConfigMap key, for kind=configmap")
+    expected: str = Field(min_length=1, description="The UID or ConfigMap value expected")
+
+
+class ClusterSettings(_Model):
+    kubeconfig: str | None = Field(None, description="Path of the kubeconfig; None = default loading")
+    context: str | None = Field(None, description="kubeconfig context; None = current context")
+    namespace: str = Field(min_length=1)
+    identity: ClusterIdentity
+
+
+class VaultAuth(_Model):
+    method: Literal["token", "kubernetes", "approle"] = "token"
+    token: SecretStr | None = Field(None, description="For method=token; better taken from ${env:VAULT_TOKEN}")
+    role: str | None = Field(None, description="For kubernetes/approle auth")
+
+
+class VaultSettings(_Model):
+    address: str
+    auth: VaultAuth = VaultAuth()
+    path: str = Field(description="KV v2 path including the mount, e.g. secret/veza/production")
+
+    @property
+    def mount(self) -> str:
+        return self.path.split("/", 1)[0]
+
+    @property
+    def secret_path(self) -> str:
+        return self.path.split("/", 1)[1] if "/" in self.path else ""
+
+
+class PrometheusSettings(_Model):
+    url: str
+
+
+class DatabaseSettings(_Model):
+    primary_dsn: SecretStr | None = None
+    standby_dsn: SecretStr | None = None
+
+
+class SLO(_Model):
+    """Service level objectives that post-deploy and canary checks hold a version to."""
+
+    success_rate_min: float = Field(0.99, gt=0, le=1, description="Fraction of non-5xx requests")
+    p99_latency_max_ms: float = Field(500, gt=0, description="99th percentile latency bound")
+
+
+class Timeouts(_Model):
+    rollout_s: float = Field(600, gt=0)
+    rollback_s: float = Field(300, gt=0, description="The guide: rollback in under 5 minutes")
+    health_s: float = Field(120, gt=0)
+
+
+class Approvals(_Model):
+    required: bool = False
+    approvers: tuple[str, ...] = ()
+
+
+class Records(_Model):
+    url: str = Field("outputs", description="Where records go: a folder, file:// or s3:// URL")
+
+
+class Profile(_Model):
+    """One environment a runbook can target."""
+
+    name: str
+    description: str = ""
+    cluster: ClusterSettings
+    vault: VaultSettings
+    prometheus: PrometheusSettings
+    database: DatabaseSettings = DatabaseSettings()
+    slo: SLO = SLO()
+    canary_steps: tuple[int, ...] = (5, 25, 50, 100)
+    timeouts: Timeouts = Timeouts()
+    approvals: Approvals = Approvals()
+    records: Records = Records()
+    services: "ServiceCatalog"
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps_increase_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
+            raise ValueError("canary steps must increase strictly, start above 0 and end at 100")
+        return steps
+
+
+class ServiceSpec(_Model):
+    """A Veza service as the runbooks know it."""
+
+    port: int = Field(gt=0, lt=65536, description="Container port")
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+    replicas: int = Field(1, ge=0)
+    smoke_routes: tuple[str, ...] = ()
+    critical: bool = True
+
+
+class ServiceCatalog(_Model):
+    image_repository: str = Field(description="Images are <image_repository>/<service>:<version>")
+    services: dict[str, ServiceSpec]
+
+    def get(self, name: str) -> ServiceSpec:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise ProfileError(
+                f"unknown service {name!r}; known services: {', '.join(sorted(self.services))}"
+            ) from None
+
+    def image(self, service: str, version: str) -> str:
+        self.get(service)
+        return f"{self.image_repository}/{service}:{version}"
+
+
+Profile.model_rebuild()
+
+
+def project_home() -> Path:
+    """The folder holding parameters/ and notebooks/.
+
+    ``RUNBOOKS_HOME`` wins; otherwise the nearest parent of the working directory that has
+    ``parameters/services.yaml`` (papermill runs kernels in the notebook's folder); otherwise
+    the checkout this package was installed from.
+    """
+    if home := os.environ.get("RUNBOOKS_HOME"):
+        return Path(home).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "parameters" / "services.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def sandbox_env(home: Path | None = None) -> dict[str, str]:
+    """The live sandbox's values (``.sandbox/env``, KEY=VALUE lines), or {} when it is down."""
+    path = Path(os.environ.get("RUNBOOKS_SANDBOX_ENV") or (home or project_home()) / ".sandbox" / "env")
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def available_envs(home: Path | None = None) -> list[str]:
+    folder = (home or project_home()) / "parameters"
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "services")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not valid YAML: {e}") from e
+
+
+def _interpolate(value: Any, where: str, sandbox: dict[str, str] | None) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}", sandbox) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", sandbox) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def resolve(match: re.Match[str]) -> str:
+        source, name, default = match.groups()
+        found = os.environ.get(name) if source == "env" else (sandbox or {}).get(name)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        if source == "sandbox":
+            raise ProfileError(
+                f"{where} needs the sandbox's {name}, but the sandbox is not running "
+                "(no .sandbox/env): start it with `runbook sandbox up`"
+            )
+        raise ProfileError(f"{where} needs the environment variable {name}, which is not set")
+
+    return _REF.sub(resolve, value)
+
+
+def _format_validation(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid profile"]
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        lines.append(f"  {loc}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_catalog(home: Path | None = None) -> ServiceCatalog:
+    path = (home or project_home()) / "parameters" / "services.yaml"
+    if not path.is_file():
+        raise ProfileError(f"no service catalog at {path}")
+    try:
+        return ServiceCatalog.model_validate(_read_yaml(path))
+    except ValidationError as e:
+        raise ProfileError(_format_validation(path, e)) from None
+
+
+def load_profile(env: str, home: Path | None = None) -> Profile:
+    """Load and validate ``parameters/<env>.yaml``; every problem is a ProfileError."""
+    home = home or project_home()
+    envs = available_envs(home)
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", env or "") or env not in envs:
+        raise ProfileError(f"unknown env {env!r}; profiles in {home / 'parameters'}: {', '.join(envs)}")
+    path = home / "parameters" / f"{env}.yaml"
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    if raw.get("name", env) != env:
+        raise ProfileError(f"{path}: name {raw.get('name')!r} does not match the file name {env!r}")
+    raw = _interpolate(raw, env, sandbox_env(home) if "${sandbox:" in path.read_text() else None)
+    raw.setdefault("name", env)
+    raw["services"] = load_catalog(home).model_dump()
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as e:
+        # from None: pydantic's own message would repeat the input values, secrets included.
+        raise ProfileError(_format_validation(path, e)) from None

@@ -1,0 +1,1 @@
+"""Cluster state and behaviour, with no HTTP (moto's models.py split)."""
