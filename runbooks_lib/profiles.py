@@ -120,6 +120,9 @@ class Profile(_Model):
     approvals: Approvals = Approvals()
     records: Records = Records()
     services: "ServiceCatalog"
+    sandbox: dict[str, Any] | None = Field(
+        None, description="Sandbox-only settings (image behaviours...), read by runbooks_sandbox alone"
+    )
 
     @field_validator("canary_steps")
     @classmethod

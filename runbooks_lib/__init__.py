@@ -1,0 +1,74 @@
+"""runbooks_lib: what Veza runbooks call, in production as in the sandbox.
+
+Notebooks import from here only. Names are loaded on first use so that ``import runbooks_lib``
+stays cheap (no kubernetes, pandas or matplotlib until a runbook needs them); ``__all__`` is
+the public surface and a test pins it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AwaitingApproval,
+    BackendUnavailable,
+    CheckFailed,
+    Conflict,
+    GuardRefused,
+    LockHeld,
+    NoData,
+    NotFound,
+    ParameterError,
+    ProfileError,
+    RunbookError,
+    RunbookTimeout,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it, imported lazily on first attribute access.
+_LAZY = {
+    "start": "context",
+    "RunContext": "context",
+    "SUMMARY_MIME": "context",
+    "Profile": "profiles",
+    "load_profile": "profiles",
+    "check_cluster_identity": "guard",
+    "run_notebook": "runner",
+    "read_summary": "runner",
+}
+
+__all__ = [
+    "AwaitingApproval",
+    "BackendUnavailable",
+    "CheckFailed",
+    "Conflict",
+    "GuardRefused",
+    "LockHeld",
+    "NoData",
+    "NotFound",
+    "ParameterError",
+    "ProfileError",
+    "RunbookError",
+    "RunbookTimeout",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:
+    from .context import SUMMARY_MIME, RunContext, start
+    from .guard import check_cluster_identity
+    from .profiles import Profile, load_profile
+    from .runner import read_summary, run_notebook
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runbooks_lib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

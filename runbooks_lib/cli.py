@@ -1,0 +1,85 @@
+"""The ``runbook`` command: a thin adapter over the Python API (papermill's CLI is the model).
+
+Subcommands from other packages plug in through the ``runbook.commands`` entry point group
+(``runbook sandbox ...`` comes from runbooks_sandbox), so runbooks_lib never imports them.
+"""
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import click
+
+from .errors import RunbookError
+
+__all__ = ["main", "cli"]
+
+PLUGIN_GROUP = "runbook.commands"
+
+
+class _PluginGroup(click.Group):
+    """A group whose extra commands are loaded from entry points only when asked for."""
+
+    def _plugins(self) -> dict:
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        plugin = self._plugins().get(name)
+        if plugin is None:
+            return None
+        try:
+            return plugin.load()
+        except (ImportError, AttributeError) as e:
+            raise click.ClickException(f"the {name!r} commands could not be loaded: {e}") from e
+
+
+@click.group(cls=_PluginGroup)
+def cli() -> None:
+    """Veza runbooks: run, record and drill operational procedures."""
+
+
+@cli.command("run")
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option("--env", "env", required=True, help="Profile name: sandbox, staging, production...")
+@click.option("-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="A runbook parameter; converted to the type the notebook declares.")
+@click.option("-f", "--parameters-file", "param_file", type=click.Path(path_type=Path),
+              help="YAML file of parameters (for lists and mappings).")
+@click.option("--dry-run", is_flag=True, help="Run every change with the API server's dryRun=All.")
+def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | None, dry_run: bool) -> None:
+    """Execute NOTEBOOK against ENV and keep the executed notebook as the record.
+
+    Exit codes: 0 done, 1 the runbook failed (record written), 2 bad parameters (nothing
+    changed), 3 awaiting approval, 4 refused by a guard (wrong cluster, lock held).
+    """
+    from .runner import run_notebook
+
+    result = run_notebook(notebook, env, list(parameters), param_file, dry_run=dry_run)
+    outcome = (result.summary or {}).get("outcome", "no summary")
+    click.echo(f"record: {result.record}")
+    click.echo(f"outcome: {outcome}")
+    if result.summary and result.summary.get("failed_step"):
+        click.echo(f"failed step: {result.summary['failed_step']}: {result.summary.get('error')}")
+    sys.exit(result.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: library errors become a one-line message and their exit code."""
+    try:
+        cli.main(args=argv, prog_name="runbook", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if isinstance(e, click.UsageError) else 1)
+    except RunbookError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)

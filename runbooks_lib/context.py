@@ -1,0 +1,339 @@
+"""The run context: one call at the top of a runbook resolves everything a run needs.
+
+``start(runbook, env, **params)`` loads and validates the profile and the parameters, checks
+the cluster identity, and returns a ``RunContext`` that names and times steps, journals each
+one (so a later run can resume safely), collects measured figures, and writes the summary
+scrap (mime type ``application/vnd.veza.runbook+json``) at the end — or, when a cell fails,
+from an IPython hook, so a failed run's record still says which step failed and why.
+"""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import AwaitingApproval, GuardRefused, ParameterError, RunbookError
+from .profiles import Profile, load_profile, project_home
+
+__all__ = ["RunContext", "StepRecord", "start", "SUMMARY_MIME", "current"]
+
+SUMMARY_MIME = "application/vnd.veza.runbook+json"
+SUMMARY_VERSION = 1
+
+# Parameter names whose values never go into a record, whatever their value looks like.
+_SECRET_NAME_HINTS = ("password", "secret", "token", "api_key", "apikey", "credential", "private_key")
+
+_current: "RunContext | None" = None
+
+
+def current() -> "RunContext | None":
+    """The run started last in this process (the kernel), if any."""
+    return _current
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
+def outcome_of(error: BaseException) -> str:
+    """The record's outcome for an error that ended a run."""
+    if isinstance(error, GuardRefused):
+        return "refused"
+    if isinstance(error, AwaitingApproval):
+        return "awaiting approval"
+    if isinstance(error, ParameterError):
+        return "refused"
+    if isinstance(error, KeyboardInterrupt):
+        return "aborted"
+    return "failed"
+
+
+@dataclass
+class StepRecord:
+    """One step of a run, as the summary and the journal keep it."""
+
+    name: str
+    key: str
+    started: str
+    finished: str | None = None
+    duration_s: float | None = None
+    outcome: str = "running"
+    error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, **detail: Any) -> None:
+        """Attach figures or facts to the step (they go to the summary)."""
+        self.detail.update(detail)
+
+
+class Journal:
+    """Append-only JSON lines per run: the basis for resuming a failed run step by step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **entry: Any) -> None:
+        entry.setdefault("at", _iso(utcnow()))
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def _git_sha(home: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _masked(params: Mapping[str, Any]) -> dict[str, Any]:
+    masked = {}
+    for name, value in params.items():
+        secret_name = any(hint in name.lower() for hint in _SECRET_NAME_HINTS)
+        masked[name] = "********" if secret_name and value not in (None, "") else value
+    return masked
+
+
+def _in_ipython() -> Any:
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython else None
+
+
+class RunContext:
+    """A run of one runbook against one environment."""
+
+    def __init__(
+        self,
+        runbook: str,
+        env: str,
+        profile: Profile | None,
+        params: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        home: Path | None = None,
+    ) -> None:
+        self.runbook = runbook
+        self.env = env
+        self.profile = profile
+        self.params = params
+        self.home = home or project_home()
+        self.run_id = run_id or os.environ.get("RUNBOOK_RUN_ID") or uuid.uuid4().hex[:12]
+        self.started = utcnow()
+        self.finished: datetime | None = None
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.failed_step: str | None = None
+        self.steps: list[StepRecord] = []
+        self.figures: dict[str, float | int | None] = {}
+        self.links: list[dict[str, str]] = []
+        self.cluster: dict[str, Any] | None = None
+        self.operator = os.environ.get("RUNBOOK_OPERATOR") or getpass.getuser()
+        # A refused run may carry any string as env: keep it out of the path unless it is a name.
+        folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
+        self.journal = Journal(self.home / "outputs" / "journal" / folder / f"{self.run_id}.jsonl")
+        self.journal.write(event="run-started", runbook=runbook, env=env, params=_masked(params))
+
+    # -- what a runbook calls ------------------------------------------------------------
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.params.get("dry_run", False))
+
+    @property
+    def service(self) -> str | None:
+        return self.params.get("service")
+
+    @contextlib.contextmanager
+    def step(self, name: str, key: str | None = None) -> Iterator[StepRecord]:
+        """Time, name and journal one step. ``key`` identifies it for a safe resume."""
+        record = StepRecord(name=name, key=key or name, started=_iso(utcnow()) or "")
+        self.steps.append(record)
+        self.journal.write(event="step-started", step=name, key=record.key)
+        print(f"▶ {name}", flush=True)
+        begun = time.monotonic()
+        try:
+            yield record
+        except BaseException as e:
+            record.outcome = outcome_of(e)
+            record.error = f"{type(e).__name__}: {e}"
+            self.failed_step = name
+            raise
+        else:
+            record.outcome = "succeeded"
+        finally:
+            record.duration_s = round(time.monotonic() - begun, 3)
+            record.finished = _iso(utcnow())
+            self.journal.write(
+                event="step-finished", step=name, key=record.key, outcome=record.outcome,
+                duration_s=record.duration_s, error=record.error,
+            )
+            mark = "✓" if record.outcome == "succeeded" else "✗"
+            print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
+
+    def figure(self, name: str, value: float | int | None) -> None:
+        """A named measurement for the record (time_to_rollback_s, failed_requests, ...)."""
+        self.figures[name] = value
+
+    def link(self, relation: str, record: str) -> None:
+        """Relate this run to another record (e.g. the deploy a rollback undid)."""
+        self.links.append({"relation": relation, "record": record})
+
+    # -- the end of a run ----------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": SUMMARY_VERSION,
+            "runbook": self.runbook,
+            "env": self.env,
+            "service": self.service,
+            "run_id": self.run_id,
+            "parameters": _masked(self.params),
+            "operator": self.operator,
+            "git_sha": _git_sha(self.home),
+            "notebook_sha256": os.environ.get("RUNBOOK_NOTEBOOK_SHA256"),
+            "cluster": self.cluster,
+            "started": _iso(self.started),
+            "finished": _iso(self.finished),
+            "duration_s": round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
+            "outcome": self.outcome or "running",
+            "failed_step": self.failed_step,
+            "error": self.error,
+            "steps": [asdict(s) for s in self.steps],
+            "figures": dict(self.figures),
+            "links": list(self.links),
+        }
+
+    def finish(self, outcome: str = "succeeded") -> dict[str, Any]:
+        """End the run and write the summary scrap into the record."""
+        self.outcome = outcome
+        self.finished = utcnow()
+        summary = self.summary()
+        self.journal.write(event="run-finished", outcome=outcome)
+        _show_summary(summary)
+        return summary
+
+    def fail(self, error: BaseException) -> dict[str, Any]:
+        """End the run because of ``error``; the summary names the failing step."""
+        self.error = f"{type(error).__name__}: {error}"
+        if self.failed_step is None and self.steps and self.steps[-1].outcome != "succeeded":
+            self.failed_step = self.steps[-1].name
+        return self.finish(outcome_of(error))
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.finished is None:
+            self.fail(exc) if exc is not None else self.finish()
+
+
+def _show_summary(summary: dict[str, Any]) -> None:
+    line = (
+        f"{summary['runbook']} on {summary['env']}: {summary['outcome']}"
+        + (f" at step {summary['failed_step']!r}" if summary.get("failed_step") else "")
+        + (f" in {summary['duration_s']:.1f} s" if summary.get("duration_s") is not None else "")
+    )
+    if _in_ipython() is not None:
+        from IPython.display import display
+
+        display({SUMMARY_MIME: summary, "text/plain": line}, raw=True)
+    else:
+        print(line)
+
+
+def _on_cell_error(result: Any) -> None:
+    """IPython post_run_cell hook: a failing cell ends the run with a failed summary."""
+    ctx = _current
+    error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+    if ctx is None or error is None or ctx.finished is not None:
+        return
+    ctx.fail(error)
+
+
+def _install_failure_hook() -> None:
+    ip = _in_ipython()
+    if ip is None:
+        return
+    callbacks = ip.events.callbacks.get("post_run_cell", [])
+    if _on_cell_error not in callbacks:
+        ip.events.register("post_run_cell", _on_cell_error)
+
+
+def _validate(schema: type[BaseModel] | None, params: dict[str, Any]) -> dict[str, Any]:
+    if schema is None:
+        return params
+    try:
+        return schema.model_validate(params).model_dump()
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(all)'}: {err['msg']}" for err in e.errors())
+        raise ParameterError(f"invalid parameters: {problems}") from None
+
+
+def start(
+    runbook: str,
+    env: str,
+    *,
+    schema: type[BaseModel] | None = None,
+    check_cluster: bool = True,
+    home: Path | None = None,
+    **params: Any,
+) -> RunContext:
+    """Begin a run: validate everything, check the cluster, and return the run's context.
+
+    Raises ProfileError/ParameterError (exit 2) or GuardRefused (exit 4) before anything changes;
+    in a notebook the failure hook still writes a summary saying the run was refused.
+    """
+    global _current
+    _install_failure_hook()
+    home = home or project_home()
+    try:
+        profile = load_profile(env, home)
+        values = _validate(schema, dict(params))
+        if values.get("service") is not None:
+            profile.services.get(values["service"])
+    except RunbookError as e:
+        _refused_before_start(runbook, env, params, home, e)
+        raise
+    ctx = RunContext(runbook, env, profile, values, home=home)
+    _current = ctx
+    if check_cluster:
+        from .guard import check_cluster_identity
+
+        with ctx.step("Check cluster identity", key="cluster-identity") as step:
+            check = check_cluster_identity(profile)
+            ctx.cluster = {"server": check.server, "context": check.context, "identity": check.found}
+            step.note(server=check.server, identity=check.found)
+    return ctx
+
+
+def _refused_before_start(runbook: str, env: str, params: dict[str, Any], home: Path, error: RunbookError) -> None:
+    """Even a run refused for bad parameters leaves a summary saying so."""
+    global _current
+    _current = RunContext(runbook, env, None, dict(params), home=home)
+    _current.failed_step = "validate parameters"
+    _current.fail(error)

@@ -1,0 +1,75 @@
+"""Connecting to the cluster a profile names, and translating the client's errors.
+
+The official ``kubernetes`` client is imported lazily: ``import runbooks_lib`` stays cheap.
+Every ``ApiException`` or connection error is turned into the library's own hierarchy by
+``translate`` so no client-library exception reaches a runbook.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import BackendUnavailable, Conflict, GuardRefused, NotFound, ParameterError, RunbookError
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from .profiles import ClusterSettings
+
+__all__ = ["api_client", "translate", "server_url"]
+
+
+def api_client(cluster: "ClusterSettings") -> "ApiClient":
+    """A client for the profile's kubeconfig and context (not the process-wide default)."""
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = os.path.expanduser(cluster.kubeconfig) if cluster.kubeconfig else None
+    if path and not os.path.isfile(path):
+        raise BackendUnavailable(f"kubeconfig {path} does not exist")
+    try:
+        return config.new_client_from_config(config_file=path, context=cluster.context or None)
+    except ConfigException as e:
+        raise BackendUnavailable(f"cannot load kubeconfig {path or '(default)'}: {e}") from e
+
+
+def server_url(client: "ApiClient") -> str:
+    return str(client.configuration.host)
+
+
+def _status_message(body: Any) -> str:
+    try:
+        return json.loads(body).get("message", "") or ""
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Run a block of client calls; re-raise client errors as RunbookError children.
+
+    ``what`` says what was being done, e.g. "read deployment veza-backend-api".
+    """
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    try:
+        yield
+    except RunbookError:
+        raise
+    except ApiException as e:
+        detail = _status_message(e.body) or e.reason or "error"
+        message = f"{what}: {detail} (HTTP {e.status})"
+        if e.status == 404:
+            raise NotFound(message) from e
+        if e.status == 409:
+            raise Conflict(message) from e
+        if e.status in (400, 422):
+            raise ParameterError(message) from e
+        if e.status in (401, 403):
+            raise GuardRefused(message) from e
+        raise BackendUnavailable(message) from e
+    except (Urllib3Error, OSError) as e:
+        raise BackendUnavailable(f"{what}: cannot reach the API server ({type(e).__name__})") from e
