@@ -1,0 +1,139 @@
+"""Defaulting and validation hooks run by the store, per resource type.
+
+They mirror the API server's defaulting closely enough that objects read back look like a
+cluster's (kubectl describe, rollout history and the controllers rely on these fields), without
+trying to be complete.
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import threading
+from typing import Any
+
+from .errors import Invalid
+from .selectors import from_label_selector_object, labels_match
+
+Obj = dict[str, Any]
+
+
+class Allocator:
+    """Cluster-wide unique values: Service cluster IPs on loopback (served by part 2's proxy)."""
+
+    def __init__(self, service_network: str = "127.96.0.0/16") -> None:
+        self._hosts = ipaddress.ip_network(service_network).hosts()
+        self._lock = threading.Lock()
+        next(self._hosts)  # .1 is left out, as clusters keep it for the kubernetes Service
+
+    def cluster_ip(self) -> str:
+        with self._lock:
+            return str(next(self._hosts))
+
+
+def namespace(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    name = obj["metadata"]["name"]
+    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def _container(container: Obj) -> None:
+    image = container.get("image", "")
+    tagged = ":" in image.rsplit("/", 1)[-1] or "@" in image
+    latest = not tagged or image.endswith(":latest")
+    container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    container.setdefault("resources", {})
+    for port in container.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+
+
+def pod_spec(spec: Obj) -> None:
+    """Default a PodSpec in place (pods and pod templates alike)."""
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        _container(container)
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+
+
+def pod(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    pod_spec(obj.setdefault("spec", {}))
+    if old is None:
+        obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+
+
+def _template(obj: Obj) -> None:
+    template = obj.setdefault("spec", {}).setdefault("template", {})
+    template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    pod_spec(template.setdefault("spec", {}))
+
+
+def deployment(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    _template(obj)
+    if old is None:
+        obj["status"] = {}
+
+
+def replicaset(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    obj.setdefault("spec", {}).setdefault("replicas", 1)
+    _template(obj)
+    if old is None:
+        obj["status"] = {"replicas": 0}
+
+
+def service(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    old_spec = (old or {}).get("spec", {})
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec.get("clusterIP") or alloc.cluster_ip()
+    spec["clusterIPs"] = [spec["clusterIP"]]
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    if old is None:
+        obj["status"] = {"loadBalancer": {}}
+
+
+def secret(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    """stringData is write-only: merged into base64 data, as the API server does."""
+    string_data = obj.pop("stringData", None) or {}
+    if string_data:
+        data = obj.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    obj.setdefault("type", "Opaque")
+
+
+def validate_selector(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    """apps/v1 workloads need a selector that matches their template's labels."""
+    kind, name = obj.get("kind", ""), obj["metadata"].get("name")
+    selector = obj.get("spec", {}).get("selector")
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        raise Invalid.field(kind, name, "spec.selector", "Required value")
+    labels = obj["spec"].get("template", {}).get("metadata", {}).get("labels") or {}
+    if not labels_match(from_label_selector_object(selector), labels):
+        raise Invalid.field(kind, name, "spec.template.metadata.labels",
+                            f"Invalid value: {labels}: `selector` does not match template `labels`")
+    replicas = obj["spec"].get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        raise Invalid.field(kind, name, "spec.replicas",
+                            f"Invalid value: {replicas}: must be greater than or equal to 0")
