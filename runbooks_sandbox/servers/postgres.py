@@ -1,0 +1,325 @@
+"""A real PostgreSQL 15 primary and streaming standby for the sandbox, holding ``veza_db``.
+
+Debian's server binaries live in /usr/lib/postgresql/15/bin. initdb refuses to run as
+root, so when we are root every server command runs as user ``postgres`` through
+``runuser``, and the data directories are chowned to it: the state directory must then be
+one that user can traverse. Each start makes a fresh cluster (initdb takes ~0.4 s): the
+sandbox is disposable, and a drill that breaks the database must not break the next one.
+
+Authentication is ``trust`` on loopback and the private socket directory only; the
+DSNs carry no password.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ports import (
+    LOOPBACK,
+    PackageMissing,
+    PidFile,
+    ServerError,
+    ServerStartFailed,
+    StaleState,
+    claim_port,
+    process_alive,
+    wait_port_closed,
+)
+from .veza_schema import SEED_SQL
+
+__all__ = ["PostgresCluster", "ReplicationLag", "PG_BIN_DIR", "DATABASE"]
+
+PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+DATABASE = "veza_db"
+SUPERUSER = "postgres"
+OS_USER = "postgres"
+
+# Appended to postgresql.conf. fsync off: a killed server keeps its data in the page
+# cache, only a host crash could lose it, and the sandbox is disposable.
+_PRIMARY_CONF = """
+# --- veza sandbox ---
+listen_addresses = '{host}'
+port = {port}
+unix_socket_directories = '{sockets}'
+cluster_name = 'veza-primary'
+wal_level = replica
+max_wal_senders = 5
+wal_keep_size = '128MB'
+hot_standby = on
+fsync = off
+shared_buffers = '32MB'
+max_connections = 60
+log_min_messages = warning
+"""
+
+_HBA = """# veza sandbox: trust on loopback and the private socket directory only
+local   all          all                 trust
+local   replication  all                 trust
+host    all          all   127.0.0.1/32  trust
+host    replication  all   127.0.0.1/32  trust
+"""
+
+
+@dataclass(frozen=True)
+class ReplicationLag:
+    """How far the standby is behind: WAL bytes not yet replayed, and seconds."""
+
+    bytes: int | None  # from the primary's pg_stat_replication (None: primary unreachable)
+    seconds: float | None  # from the standby: 0 when caught up, else age of the last replayed commit
+    state: str | None  # the walsender state, 'streaming' when healthy
+
+
+@dataclass
+class PostgresCluster:
+    """A PostgreSQL 15 primary and (optionally) a streaming standby on loopback ports.
+
+    Files live under ``state_dir/postgres``: ``primary/`` and ``standby/`` data directories,
+    ``sockets/``, and one log per server. ``stop()`` from a fresh instance on the same state
+    directory stops servers an earlier process started.
+    """
+
+    state_dir: Path
+    primary_port: int | None = None
+    standby_port: int | None = None
+    host: str = LOOPBACK
+    with_standby: bool = True
+    seed: bool = True
+    bin_dir: Path = PG_BIN_DIR
+    start_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        self.home = self.state_dir / "postgres"
+        self.sockets = self.home / "sockets"
+        self._pidfiles = {role: PidFile(self.home / f"{role}.pid", "postgres") for role in ("primary", "standby")}
+        recorded = self._read_state()
+        if recorded:
+            self.primary_port = self.primary_port or recorded.get("primary_port")
+            self.standby_port = self.standby_port or recorded.get("standby_port")
+
+    # -- addresses -----------------------------------------------------------------------
+    def dsn(self, role: str = "primary", dbname: str = DATABASE) -> str:
+        """libpq URI for ``role`` ('primary' or 'standby'), e.g. postgresql://postgres@127.0.0.1:5433/veza_db."""
+        port = self.primary_port if role == "primary" else self.standby_port
+        if port is None:
+            raise ServerError(f"postgres: no {role} port (not started?)")
+        return f"postgresql://{SUPERUSER}@{self.host}:{port}/{dbname}"
+
+    @property
+    def primary_dsn(self) -> str:
+        return self.dsn("primary")
+
+    @property
+    def standby_dsn(self) -> str:
+        return self.dsn("standby")
+
+    def data_dir(self, role: str) -> Path:
+        return self.home / role
+
+    def log_path(self, role: str) -> Path:
+        return self.home / f"{role}.log"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "PostgresCluster":
+        """initdb, start the primary, create and fill veza_db, clone and start the standby."""
+        initdb = self._binary("initdb")
+        self._refuse_stale()
+        self.primary_port = claim_port(self.primary_port, "postgres primary", self.host)
+        if self.with_standby:
+            self.standby_port = claim_port(self.standby_port, "postgres standby", self.host)
+            if self.standby_port == self.primary_port:
+                self.standby_port = claim_port(None, "postgres standby", self.host)
+        self._prepare_home()
+        self._write_state()
+        try:
+            self._run([initdb, "-D", str(self.data_dir("primary")), "-U", SUPERUSER, "-A", "trust",
+                       "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"])
+            primary = self.data_dir("primary")
+            with (primary / "postgresql.conf").open("a") as conf:
+                conf.write(_PRIMARY_CONF.format(host=self.host, port=self.primary_port, sockets=self.sockets))
+            (primary / "pg_hba.conf").write_text(_HBA)
+            self._pg_ctl_start("primary")
+            if self.seed:
+                self._seed()
+            if self.with_standby:
+                self._start_standby()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _binary(self, name: str) -> str:
+        path = Path(self.bin_dir) / name
+        if not os.access(path, os.X_OK):
+            raise PackageMissing(str(path), "postgresql-15")
+        return str(path)
+
+    def _refuse_stale(self) -> None:
+        for role, pidfile in self._pidfiles.items():
+            pid = pidfile.running_pid() or self._postmaster_pid(role)
+            if pid is not None:
+                raise StaleState(
+                    f"postgres: the {role} from an earlier run (pid {pid}) still runs on "
+                    f"{self.data_dir(role)}; stop it first (`runbook sandbox down`, or "
+                    f"PostgresCluster(state_dir).stop())"
+                )
+            pidfile.remove()
+        # Nothing runs: whatever data an earlier (maybe crashed) run left is discarded.
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _postmaster_pid(self, role: str) -> int | None:
+        try:
+            pid = int((self.data_dir(role) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if process_alive(pid, "postgres") else None
+
+    def _prepare_home(self) -> None:
+        self.sockets.mkdir(parents=True, exist_ok=True)
+        socket_path = self.sockets / f".s.PGSQL.{self.primary_port}"
+        if len(str(socket_path)) > 100:  # sun_path is 108 bytes
+            raise ServerError(f"postgres: state directory path too long for a unix socket: {self.sockets}")
+        if os.geteuid() != 0:
+            return
+        blocked = [p for p in self.home.parents if p.exists() and not os.stat(p).st_mode & stat.S_IXOTH]
+        if blocked:
+            raise ServerError(
+                f"postgres runs as user {OS_USER}, who cannot traverse {blocked[0]} "
+                f"(mode {oct(os.stat(blocked[0]).st_mode & 0o777)}); use a state directory under "
+                f"a world-traversable path, or `chmod o+x {blocked[0]}`"
+            )
+        shutil.chown(self.home, OS_USER, OS_USER)
+        shutil.chown(self.sockets, OS_USER, OS_USER)
+
+    def _state_path(self) -> Path:
+        return self.state_dir / "postgres.json"
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._state_path().read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_path().write_text(json.dumps(
+            {"host": self.host, "primary_port": self.primary_port, "standby_port": self.standby_port}))
+
+    def _run(self, argv: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a server command, as user postgres when we are root."""
+        program = Path(argv[0]).name
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", OS_USER, "--", *argv]
+        # PG* variables of the caller's shell must not redirect our tools to another server.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=self.home,
+                                timeout=timeout or self.start_timeout, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise ServerStartFailed(f"postgres: {program} failed (exit {result.returncode}): {' | '.join(tail)}")
+        return result
+
+    def _pg_ctl_start(self, role: str) -> None:
+        data = self.data_dir(role)
+        try:
+            self._run([self._binary("pg_ctl"), "start", "-D", str(data), "-l", str(self.log_path(role)),
+                       "-w", "-t", str(int(self.start_timeout))])
+        except ServerStartFailed as e:
+            raise ServerStartFailed(f"{e}; see {self.log_path(role)}") from e
+        pid = self._postmaster_pid(role)
+        if pid is None:
+            raise ServerStartFailed(f"postgres {role} did not stay up; see {self.log_path(role)}")
+        self._pidfiles[role].write(pid)
+
+    def _start_standby(self) -> None:
+        standby = self.data_dir("standby")
+        self._run([self._binary("pg_basebackup"), "-h", self.host, "-p", str(self.primary_port),
+                   "-U", SUPERUSER, "-D", str(standby), "-R", "-X", "stream", "-c", "fast", "--no-sync"])
+        with (standby / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {self.standby_port}\ncluster_name = 'veza-standby'\n")
+        self._pg_ctl_start("standby")
+        self._wait_streaming()
+
+    def _wait_streaming(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.replication_lag().state == "streaming":
+                return
+            time.sleep(0.02)
+        raise ServerStartFailed(f"postgres standby is not streaming; see {self.log_path('standby')}")
+
+    def _seed(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn("primary", "postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+        with psycopg.connect(self.primary_dsn, autocommit=True) as conn:
+            conn.execute(SEED_SQL)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the standby, then the primary (fast shutdown), killing what does not stop."""
+        for role in ("standby", "primary"):
+            data = self.data_dir(role)
+            if self._postmaster_pid(role) is not None:
+                try:
+                    self._run([self._binary("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w",
+                               "-t", str(int(grace))], timeout=grace + 5)
+                except (ServerError, subprocess.TimeoutExpired):
+                    pass  # the PID file below kills it
+            self._pidfiles[role].stop(grace=1.0)
+        for port in (self.primary_port, self.standby_port):
+            if port is not None:
+                wait_port_closed(port, self.host)
+        self._state_path().unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        """What runs where: per role running/pid/port/dsn, and replication lag."""
+        info: dict[str, Any] = {"server": "postgres"}
+        for role in ("primary", "standby"):
+            pid = self._pidfiles[role].running_pid() or self._postmaster_pid(role)
+            port = self.primary_port if role == "primary" else self.standby_port
+            info[role] = {"running": pid is not None, "pid": pid, "port": port,
+                          "dsn": self.dsn(role) if port else None}
+        if info["primary"]["running"] and info["standby"]["running"]:
+            lag = self.replication_lag()
+            info["replication"] = {"bytes": lag.bytes, "seconds": lag.seconds, "state": lag.state}
+        return info
+
+    # -- replication -------------------------------------------------------------------
+    def replication_lag(self) -> ReplicationLag:
+        """Lag of the standby: bytes (pg_stat_replication) and seconds (replay timestamp)."""
+        import psycopg
+
+        lag_bytes: int | None = None
+        state: str | None = None
+        try:
+            with psycopg.connect(self.primary_dsn, connect_timeout=2) as conn:
+                row = conn.execute(
+                    "SELECT state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
+                    "FROM pg_stat_replication WHERE application_name = 'veza-standby'"
+                ).fetchone()
+                if row:
+                    state, lag_bytes = row[0], (int(row[1]) if row[1] is not None else None)
+        except psycopg.Error:
+            pass
+        seconds: float | None = None
+        if self.standby_port is not None:
+            try:
+                with psycopg.connect(self.standby_dsn, connect_timeout=2) as conn:
+                    # Idle primary: replay timestamp ages although nothing is missing, so
+                    # "all received WAL replayed" counts as zero lag.
+                    row = conn.execute(
+                        "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                        "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+                    ).fetchone()
+                    seconds = float(row[0]) if row and row[0] is not None else None
+            except psycopg.Error:
+                pass
+        return ReplicationLag(bytes=lag_bytes, seconds=seconds, state=state)
