@@ -83,3 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     except RunbookError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

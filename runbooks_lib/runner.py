@@ -8,6 +8,7 @@ predictable name under ``outputs/<env>/<date>/``. Exit codes are DESIGN.md's.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -54,10 +55,21 @@ def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
     return declared
 
 
+def declared_type(spec: dict[str, Any]) -> str | None:
+    """The declared type: the annotation if any, else the type of the literal default."""
+    annotated = spec.get("inferred_type_name")
+    if annotated and annotated != "None":
+        return annotated
+    try:
+        default = ast.literal_eval(spec.get("default") or "None")
+    except (ValueError, SyntaxError):
+        return None
+    return None if default is None else type(default).__name__
+
+
 def _describe(declared: dict[str, dict[str, Any]]) -> str:
     return ", ".join(
-        f"{name} ({spec.get('inferred_type_name') or 'any'}, default {spec.get('default')})"
-        for name, spec in declared.items()
+        f"{name} ({declared_type(spec) or 'any'}, default {spec.get('default')})" for name, spec in declared.items()
     )
 
 
@@ -103,7 +115,7 @@ def resolve_parameters(
             f"unknown parameter(s) {', '.join(unknown)}; this runbook takes: {_describe(declared)}"
         )
     return {
-        name: _convert(name, value, declared[name].get("inferred_type_name"), from_cli)
+        name: _convert(name, value, declared_type(declared[name]), from_cli)
         for name, value, from_cli in given
     }
 

@@ -1,0 +1,46 @@
+# Two commands matter (see README): `make demo` and `make test`. Each bootstraps what it needs:
+# Debian packages (prometheus, postgresql-15, kubectl if missing), a .venv with the project and
+# its extras. Re-running is quick: every step is skipped when already done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# Jupyter and IPython write under $HOME by default; keep them inside the project.
+export RUNBOOKS_HOME := $(CURDIR)
+export JUPYTER_CONFIG_DIR := $(CURDIR)/.jupyter/config
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
+export IPYTHONDIR := $(CURDIR)/.jupyter/ipython
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lab bootstrap system python clean
+
+bootstrap: system python
+
+system:
+	@bash scripts/bootstrap-system.sh
+
+python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+test: bootstrap
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(BIN)/runbook gameday
+
+lab: bootstrap
+	$(BIN)/runbook sandbox up
+	@mkdir -p .jupyter/workspaces
+	. .sandbox/env && $(BIN)/jupyter lab --allow-root --no-browser \
+		--ServerApp.root_dir=$(CURDIR)/notebooks \
+		--LabApp.workspaces_dir=$(CURDIR)/.jupyter/workspaces
+
+clean:
+	-$(BIN)/runbook sandbox down
+	rm -rf $(VENV) .jupyter .pytest_cache

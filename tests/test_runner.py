@@ -1,0 +1,111 @@
+"""`runbook run`: parameters checked before anything runs, records named, exit codes kept."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib.runner import read_summary
+
+from .kube_stub import KubeSystemStub
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runbook_fixture.ipynb"
+
+
+def runbook(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, RUNBOOKS_HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "runbooks_lib.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def records(home: Path) -> list[Path]:
+    return sorted((home / "outputs").rglob("*.ipynb"))
+
+
+@pytest.fixture
+def sandbox_stub(project_copy: Path, tmp_path: Path):
+    with KubeSystemStub("uid-sandbox") as stub:
+        env = project_copy / ".sandbox" / "env"
+        env.write_text(
+            env.read_text()
+            .replace("/nonexistent/kubeconfig", str(stub.write_kubeconfig(tmp_path / "kc")))
+            .replace("00000000-test-uid", "uid-sandbox")
+        )
+        yield stub
+
+
+def test_unknown_parameter_exits_2_and_runs_nothing(project_copy: Path, jupyter_dirs: None) -> None:
+    result = runbook("run", str(FIXTURE), "--env", "sandbox", "-p", "verison", "v2", home=project_copy)
+    assert result.returncode == 2, result.stderr
+    assert "unknown parameter(s) verison" in result.stderr
+    # the message lists what the runbook does take, with types
+    assert "version (str" in result.stderr and "replicas (int" in result.stderr
+    assert records(project_copy) == []
+
+
+def test_mistyped_value_exits_2(project_copy: Path, jupyter_dirs: None) -> None:
+    result = runbook("run", str(FIXTURE), "--env", "sandbox", "-p", "replicas", "three", home=project_copy)
+    assert result.returncode == 2
+    assert "parameter 'replicas' must be a int, got 'three'" in result.stderr
+    assert records(project_copy) == []
+
+
+def test_unknown_env_exits_2(project_copy: Path, jupyter_dirs: None) -> None:
+    result = runbook("run", str(FIXTURE), "--env", "prod", home=project_copy)
+    assert result.returncode == 2 and "unknown env 'prod'" in result.stderr
+    assert records(project_copy) == []
+
+
+def test_good_run_is_recorded_with_typed_parameters(project_copy: Path, sandbox_stub, jupyter_dirs: None) -> None:
+    # "1.10" must stay the string "1.10" (papermill alone would make it the float 1.1)
+    result = runbook(
+        "run", str(FIXTURE), "--env", "sandbox", "-p", "version", "1.10", "-p", "replicas", "5",
+        "-p", "ratio", "1", home=project_copy,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [record] = records(project_copy)
+    assert record.parent.parent.name == "sandbox" and record.name.startswith("runbook_fixture-")
+    summary = read_summary(record)
+    assert summary["outcome"] == "succeeded"
+    assert summary["parameters"]["version"] == "1.10" and summary["parameters"]["replicas"] == 5
+    assert summary["figures"] == {"replicas": 5}
+    assert summary["cluster"]["identity"] == "uid-sandbox"
+    assert [s["name"] for s in summary["steps"]] == ["Check cluster identity", "Report the parameters", "Maybe fail"]
+    assert record.stem.endswith(summary["run_id"])
+    text = record.read_text()
+    assert "version='1.10' replicas=5 ratio=1.0" in text
+
+
+def test_failing_step_exits_1_and_the_record_names_it(project_copy: Path, sandbox_stub, jupyter_dirs: None) -> None:
+    result = runbook("run", str(FIXTURE), "--env", "sandbox", "-p", "fail_at", "step", home=project_copy)
+    assert result.returncode == 1
+    [record] = records(project_copy)
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "Maybe fail"
+    assert "error rate 8.1 % > 1 %" in summary["error"]
+    assert "failed step: Maybe fail" in result.stdout
+
+
+def test_wrong_cluster_exits_4_before_any_step(project_copy: Path, tmp_path: Path, jupyter_dirs: None) -> None:
+    with KubeSystemStub("uid-of-another-cluster") as stub:
+        env = project_copy / ".sandbox" / "env"
+        env.write_text(env.read_text().replace("/nonexistent/kubeconfig", str(stub.write_kubeconfig(tmp_path / "kc"))))
+        result = runbook("run", str(FIXTURE), "--env", "sandbox", home=project_copy)
+    assert result.returncode == 4, result.stdout + result.stderr
+    [record] = records(project_copy)
+    summary = read_summary(record)
+    assert summary["outcome"] == "refused" and summary["failed_step"] == "Check cluster identity"
+    assert "wrong cluster" in summary["error"]
+    assert [s["name"] for s in summary["steps"]] == ["Check cluster identity"]
+
+
+def test_dry_run_flag_sets_the_parameter(project_copy: Path, sandbox_stub, jupyter_dirs: None) -> None:
+    result = runbook("run", str(FIXTURE), "--env", "sandbox", "--dry-run", home=project_copy)
+    assert result.returncode == 0, result.stderr
+    [record] = records(project_copy)
+    assert read_summary(record)["parameters"]["dry_run"] is True
