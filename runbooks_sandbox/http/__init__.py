@@ -1,0 +1,1 @@
+"""The thin HTTP layer of the sandbox API server: routes, responses, discovery, tables, watch."""
