@@ -1,0 +1,182 @@
+"""The Veza platform as the sandbox deploys it: namespace, Secret, Deployments and Services.
+
+Shaped as the deployment guide writes them (section 4.1): one Deployment and one Service per
+service, named after the service; pods labelled ``app`` and ``version``; RollingUpdate with
+maxSurge 1 and maxUnavailable 0; liveness on /health and readiness on /ready; application
+secrets from the Secret ``veza-secrets``, whose keys (database-url, redis-url, jwt-secret,
+stripe-api-key) are synced from OpenBao ``secret/veza/sandbox``; Services on port 80 to the
+container port. Probe timings are the guide's scaled down to the sandbox's seconds-long
+starts (the guide waits 10 s before the first readiness probe; the workload is ready in 0.3 s).
+
+The manifests are plain dicts, applied through the real Kubernetes client by the sandbox.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "NAMESPACE",
+    "SECRET_NAME",
+    "SECRET_KEYS",
+    "INITIAL_VERSION",
+    "SANDBOX_REPLICAS",
+    "ServiceSpec",
+    "load_services",
+    "namespace",
+    "secret_from_vault",
+    "deployment",
+    "service",
+    "veza_manifests",
+    "expected_pods",
+]
+
+NAMESPACE = "veza-sandbox"
+SECRET_NAME = "veza-secrets"
+VAULT_PATH = "secret/veza/sandbox"
+# Kubernetes Secret key -> key in the Vault secret (the guide's 7.2 and 8.1 spellings).
+SECRET_KEYS = {
+    "database-url": "database_url",
+    "redis-url": "redis_url",
+    "jwt-secret": "jwt_secret",
+    "stripe-api-key": "stripe_api_key",
+}
+# The version the sandbox starts with: a healthy one with a healthy version on either side, so
+# a deploy (v1.6.0) and a rollback (v1.4.0) can both be drilled from the first `up`.
+INITIAL_VERSION = "v1.5.0"
+# backend-api as in production; one pod of the others keeps the sandbox small on a laptop.
+SANDBOX_REPLICAS = {"veza-backend-api": 3}
+DEFAULT_OTHER_REPLICAS = 1
+# Environment each container gets from the Secret (the guide's list; backend-api bills too).
+_ENV_FROM_SECRET = {
+    "DATABASE_URL": "database-url",
+    "REDIS_URL": "redis-url",
+    "JWT_SECRET": "jwt-secret",
+}
+_BILLING_SERVICES = ("veza-backend-api",)
+
+
+class ServiceSpec:
+    """What the manifests need of a service from parameters/services.yaml."""
+
+    def __init__(self, name: str, port: int, health_path: str = "/health", ready_path: str = "/ready") -> None:
+        self.name, self.port, self.health_path, self.ready_path = name, port, health_path, ready_path
+
+    def __repr__(self) -> str:
+        return f"ServiceSpec({self.name!r}, port={self.port})"
+
+
+def load_services(home: Path) -> tuple[str, list[ServiceSpec]]:
+    """The image repository and the services of ``<home>/parameters/services.yaml``."""
+    raw = yaml.safe_load((home / "parameters" / "services.yaml").read_text()) or {}
+    specs = [
+        ServiceSpec(name, int(spec["port"]), spec.get("health_path", "/health"), spec.get("ready_path", "/ready"))
+        for name, spec in (raw.get("services") or {}).items()
+    ]
+    return str(raw.get("image_repository", "registry.veza.app")), specs
+
+
+def namespace(name: str = NAMESPACE) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza", "veza.app/env": "sandbox"}}}
+
+
+def secret_from_vault(vault_secret: dict[str, str], ns: str = NAMESPACE) -> dict[str, Any]:
+    """The Secret veza-secrets holding the Vault secret's application keys (as stringData)."""
+    missing = [vault_key for vault_key in SECRET_KEYS.values() if vault_key not in vault_secret]
+    if missing:
+        raise KeyError(f"{VAULT_PATH} lacks {', '.join(missing)}")
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": SECRET_NAME, "namespace": ns,
+                     "labels": {"app.kubernetes.io/part-of": "veza"},
+                     "annotations": {"veza.app/synced-from": VAULT_PATH}},
+        "stringData": {k8s_key: vault_secret[vault_key] for k8s_key, vault_key in SECRET_KEYS.items()},
+    }
+
+
+def _probe(path: str, port: int, *, initial_delay: int, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port, "scheme": "HTTP"}, "initialDelaySeconds": initial_delay,
+            "periodSeconds": period, "timeoutSeconds": timeout, "failureThreshold": failures,
+            "successThreshold": 1}
+
+
+def _container(spec: ServiceSpec, image: str) -> dict[str, Any]:
+    env_names = dict(_ENV_FROM_SECRET)
+    if spec.name in _BILLING_SERVICES:
+        env_names["STRIPE_API_KEY"] = "stripe-api-key"
+    env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
+        for name, key in env_names.items()
+    ]
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    return {
+        "name": spec.name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        # The guide's probes (same paths, port and thresholds), sandbox-fast delays and periods.
+        "livenessProbe": _probe(spec.health_path, spec.port, initial_delay=5, period=5, timeout=2, failures=3),
+        "readinessProbe": _probe(spec.ready_path, spec.port, initial_delay=0, period=1, timeout=1, failures=2),
+    }
+
+
+def deployment(spec: ServiceSpec, repository: str, version: str = INITIAL_VERSION,
+               replicas: int | None = None, ns: str = NAMESPACE) -> dict[str, Any]:
+    """The guide's Deployment for one service (RollingUpdate maxSurge 1, maxUnavailable 0)."""
+    labels = {"app": spec.name, "version": version}
+    if replicas is None:
+        replicas = SANDBOX_REPLICAS.get(spec.name, DEFAULT_OTHER_REPLICAS)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": spec.name, "namespace": ns, "labels": dict(labels)},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": 120,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "selector": {"matchLabels": {"app": spec.name}},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    # Prometheus' relabelling sends every pod to :8080 unless told otherwise.
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port)},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [_container(spec, f"{repository}/{spec.name}:{version}")],
+                },
+            },
+        },
+    }
+
+
+def service(spec: ServiceSpec, ns: str = NAMESPACE) -> dict[str, Any]:
+    """A ClusterIP Service: port 80 to the container port, selecting the service's pods."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": spec.name, "namespace": ns, "labels": {"app": spec.name}},
+        "spec": {"type": "ClusterIP", "selector": {"app": spec.name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": spec.port, "protocol": "TCP"}]},
+    }
+
+
+def veza_manifests(home: Path, vault_secret: dict[str, str], version: str = INITIAL_VERSION,
+                   replicas: dict[str, int] | None = None, ns: str = NAMESPACE) -> list[dict[str, Any]]:
+    """Everything in apply order: namespace, Secret, then each service's Service and Deployment."""
+    repository, specs = load_services(home)
+    objects = [namespace(ns), secret_from_vault(vault_secret, ns)]
+    for spec in specs:
+        objects.append(service(spec, ns))
+        objects.append(deployment(spec, repository, version, (replicas or {}).get(spec.name), ns))
+    return objects
+
+
+def expected_pods(home: Path, replicas: dict[str, int] | None = None) -> int:
+    """How many pods the Veza deployments ask for (what the health waits count)."""
+    _, specs = load_services(home)
+    return sum((replicas or {}).get(s.name, SANDBOX_REPLICAS.get(s.name, DEFAULT_OTHER_REPLICAS)) for s in specs)
