@@ -1,0 +1,34 @@
+"""Records you can trust: secrets kept out, a tamper-evident ledger, a catalog, HTML exports.
+
+Importing this package is cheap; heavy modules (nbformat, nbconvert, pandas) load on use.
+"""
+from __future__ import annotations
+
+from .redaction import MASK, is_secret_name, redact, register_secret
+from .secret import SecretValue
+
+__all__ = ["MASK", "SecretValue", "register_secret", "redact", "is_secret_name", "install_filters",
+           "summaries", "seal_record", "Ledger", "Catalog"]
+
+
+def install_filters() -> bool:
+    """Install the kernel's redaction filters now (start() does it too). False outside IPython."""
+    from .kernel import install_filters as install
+
+    return install()
+
+
+def __getattr__(name: str):  # lazy: these pull nbformat/nbconvert/pandas
+    if name in ("summaries", "Catalog"):
+        from . import catalog
+
+        return getattr(catalog, name)
+    if name == "seal_record":
+        from .seal import seal_record
+
+        return seal_record
+    if name == "Ledger":
+        from .ledger import Ledger
+
+        return Ledger
+    raise AttributeError(f"module 'runbooks_lib.records' has no attribute {name!r}")

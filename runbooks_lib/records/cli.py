@@ -1,0 +1,138 @@
+"""``runbook records list|show|verify|seal|export``: the catalog and the ledger from a shell."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["records"]
+
+
+def _root(root: str | None) -> Path:
+    from .ledger import records_root
+
+    return Path(root) if root else records_root()
+
+
+_root_option = click.option("--root", "root", default=None, metavar="FOLDER",
+                            help="Records folder (default: RUNBOOKS_RECORDS_URL, else outputs/).")
+
+
+@click.group("records")
+def records() -> None:
+    """Find, verify, seal and export run records."""
+
+
+@records.command("list")
+@_root_option
+@click.option("--env")
+@click.option("--runbook")
+@click.option("--service")
+@click.option("--outcome")
+@click.option("--since", help="7d, 12h, 30m, or an ISO date")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
+def list_command(root: str | None, env: str | None, runbook: str | None, service: str | None,
+                 outcome: str | None, since: str | None, as_json: bool) -> None:
+    """Records, newest first."""
+    from .catalog import Catalog, RecordFilter, parse_since
+
+    where = RecordFilter(env=env, runbook=runbook, service=service, outcome=outcome, since=parse_since(since))
+    rows = Catalog(_root(root)).rows(where)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    if not rows:
+        click.echo("no records")
+        return
+    click.echo(f"{'started (UTC)':24} {'run id':12} {'env':10} {'runbook':22} {'service':18} {'outcome':10} sealed")
+    for r in rows:
+        click.echo(f"{str(r.get('started') or '-'):24} {str(r.get('run_id') or '-'):12} {str(r.get('env') or '-'):10} "
+                   f"{str(r.get('runbook') or '-'):22} {str(r.get('service') or '-'):18} {str(r.get('outcome')):10} "
+                   f"{'yes' if r.get('sealed') else 'NO'}")
+
+
+@records.command("show")
+@_root_option
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def show_command(root: str | None, run_id: str, as_json: bool) -> None:
+    """One run's summary (RUN_ID or a unique prefix)."""
+    from ..runner import read_summary
+    from .catalog import Catalog
+
+    catalog = Catalog(_root(root))
+    row = catalog.find(run_id)
+    if row is None:
+        raise click.ClickException(f"no single record with run id {run_id!r}")
+    summary: dict[str, Any] = read_summary(catalog.root / row["record"]) or {}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(f"{summary.get('runbook')} on {summary.get('env')}: {summary.get('outcome')}")
+    click.echo(f"record: {catalog.root / row['record']}  (sealed: {'yes' if row['sealed'] else 'NO'})")
+    for key in ("service", "operator", "started", "finished", "duration_s", "git_sha", "failed_step", "error"):
+        if summary.get(key) is not None:
+            click.echo(f"{key}: {summary[key]}")
+    for step in summary.get("steps") or []:
+        click.echo(f"  {'✓' if step.get('outcome') == 'succeeded' else '✗'} {step.get('name')}: "
+                   f"{step.get('outcome')} in {step.get('duration_s')} s")
+    for name, value in (summary.get("figures") or {}).items():
+        click.echo(f"  {name} = {value}")
+
+
+@records.command("verify")
+@_root_option
+@click.option("--expect-head", help="The ledger's last hash as published elsewhere.")
+def verify_command(root: str | None, expect_head: str | None) -> None:
+    """Check the ledger's chain and every sealed record; exit 1 naming each problem."""
+    from .ledger import Ledger
+
+    ledger = Ledger(_root(root))
+    problems = ledger.verify(expect_head)
+    if problems:
+        for problem in problems:
+            click.echo(f"✗ {problem}")
+        click.echo(f"{len(problems)} problem(s) in {ledger.path}", err=True)
+        sys.exit(1)
+    click.echo(f"✓ {len(ledger.entries())} sealed record(s) intact; ledger head {ledger.head}")
+
+
+@records.command("seal")
+@_root_option
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mask-parameters", is_flag=True,
+              help="First mask secret-named parameters papermill injected in clear (papermill #271).")
+@click.option("--no-html", is_flag=True, help="Do not write the HTML export.")
+def seal_command(root: str | None, files: tuple[Path, ...], mask_parameters: bool, no_html: bool) -> None:
+    """Scan FILES for secrets, export them to HTML and chain them into the ledger."""
+    from .seal import SealRefused, seal_record
+
+    refused = 0
+    for path in files:
+        try:
+            result = seal_record(path, _root(root), html=not no_html, mask_parameters=mask_parameters)
+        except SealRefused as e:
+            click.echo(str(e), err=True)
+            refused += 1
+            continue
+        state = "already sealed" if result.already_sealed else "sealed"
+        click.echo(f"{state}: {result.record}" + (f" (+ {result.html.name})" if result.html else ""))
+    sys.exit(1 if refused else 0)
+
+
+@records.command("export")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+def export_command(file: Path, output: Path | None) -> None:
+    """Write FILE's HTML export (refused if the record holds a secret)."""
+    from .export import export_html
+    from .seal import SealRefused, scan_notebook
+
+    findings = scan_notebook(file)
+    if findings:
+        raise click.ClickException(str(SealRefused(file, findings, reason="holds secrets; not exporting")))
+    click.echo(export_html(file, output))

@@ -1,0 +1,110 @@
+"""HTML export of a record, for a reader without Jupyter.
+
+The page opens with the run's summary (outcome, who, when, steps with their timings, the
+failing step in red, measured figures, related records); each code cell's source is folded
+into a ``<details>`` element (collapsed, one click to read it), outputs and plots follow
+inline (images are embedded), and the cell where the run failed is preceded by a banner,
+as papermill's own error banner does.
+"""
+from __future__ import annotations
+
+import copy
+import html
+from pathlib import Path
+from typing import Any
+
+__all__ = ["export_html", "summary_html"]
+
+_OUTCOME_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "refused": "#9a6700", "aborted": "#cf222e"}
+
+
+def _row(label: str, value: Any) -> str:
+    return f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(label)}</th><td>{html.escape(str(value))}</td></tr>"
+
+
+def summary_html(summary: dict[str, Any]) -> str:
+    """The summary block that opens the page."""
+    outcome = str(summary.get("outcome") or "unknown")
+    colour = _OUTCOME_COLOURS.get(outcome, "#57606a")
+    head = (
+        f"<h1>{html.escape(str(summary.get('runbook')))} on {html.escape(str(summary.get('env')))}: "
+        f"<span style='color:{colour}'>{html.escape(outcome)}</span></h1>"
+    )
+    facts = [("service", summary.get("service")), ("operator", summary.get("operator")),
+             ("run id", summary.get("run_id")), ("started (UTC)", summary.get("started")),
+             ("finished (UTC)", summary.get("finished")), ("duration (s)", summary.get("duration_s")),
+             ("runbooks git sha", summary.get("git_sha")), ("notebook sha256", summary.get("notebook_sha256"))]
+    parts = [head, "<table>", *(_row(k, v) for k, v in facts if v is not None), "</table>"]
+    if summary.get("failed_step"):
+        parts.append(
+            f"<p style='color:#cf222e;font-weight:bold'>✗ failed at step “{html.escape(str(summary['failed_step']))}”: "
+            f"{html.escape(str(summary.get('error') or ''))}</p>"
+        )
+    steps = summary.get("steps") or []
+    if steps:
+        parts.append("<h2>Steps</h2><table><tr><th>step</th><th>outcome</th><th>duration (s)</th></tr>")
+        for step in steps:
+            failed = step.get("outcome") not in ("succeeded", "running")
+            style = " style='color:#cf222e;font-weight:bold'" if failed else ""
+            parts.append(
+                f"<tr{style}><td>{'✗ ' if failed else ''}{html.escape(str(step.get('name')))}</td>"
+                f"<td>{html.escape(str(step.get('outcome')))}</td><td>{step.get('duration_s')}</td></tr>"
+            )
+        parts.append("</table>")
+    if summary.get("figures"):
+        parts += ["<h2>Figures</h2><table>", *(_row(k, v) for k, v in summary["figures"].items()), "</table>"]
+    if summary.get("links"):
+        parts += ["<h2>Related records</h2><ul>",
+                  *(f"<li>{html.escape(str(l.get('relation')))}: {html.escape(str(l.get('record')))}</li>" for l in summary["links"]),
+                  "</ul>"]
+    return "\n".join(parts)
+
+
+def _failing_cell(nb: Any) -> int | None:
+    for index, cell in enumerate(nb.cells):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return index
+    return None
+
+
+def _presentable(nb: Any, summary: dict[str, Any] | None) -> Any:
+    """A copy of the notebook arranged for reading: summary first, sources folded."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    failing = _failing_cell(nb)
+    cells = []
+    if summary:
+        cells.append(nbformat.v4.new_markdown_cell(summary_html(summary)))
+    for index, cell in enumerate(nb.cells):
+        if index == failing:
+            step = (summary or {}).get("failed_step") or "this cell"
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"<div style='background:#ffebe9;border-left:4px solid #cf222e;padding:.5em'>"
+                f"<b>✗ The run failed here</b> (step “{html.escape(str(step))}”)</div>"))
+        if cell.cell_type == "code" and cell.source.strip():
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"<details><summary>code</summary><pre>{html.escape(cell.source)}</pre></details>"))
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def export_html(record: Path, target: Path | None = None) -> Path:
+    """Write ``record``'s HTML export next to it (``.html``) and return its path."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from ..runner import read_summary
+
+    record = Path(record)
+    nb = nbformat.read(str(record), as_version=4)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True  # the sources are shown folded, above their outputs
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(_presentable(nb, read_summary(record)),
+                                          resources={"metadata": {"name": record.stem}})
+    target = Path(target) if target else record.with_suffix(".html")
+    target.write_text(body)
+    return target

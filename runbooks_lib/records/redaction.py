@@ -1,0 +1,319 @@
+"""The registry of secret values, and the functions that mask them in any text or output.
+
+Everything ``runbooks_lib`` reads from Vault or a Kubernetes Secret is registered here
+(``register_secret``), as are parameters with a secret-looking name. ``redact`` replaces every
+registered value (and its JSON-, repr- and HTML-escaped forms) and every common token shape
+(Vault tokens, AWS keys, JWTs, Stripe keys, private keys, passwords in DSNs) with ``********``.
+
+Other processes need to know what was registered without being told the values: the seal
+of a record runs in ``runbook run`` or ``runbook records seal``, not in the kernel. So each
+registered value also leaves a keyed fingerprint (BLAKE2b with a per-project salt, in a 0600
+folder ``outputs/.fingerprints``); ``FingerprintStore.find`` slides over a text and reports
+where a window's fingerprint matches, without the clear value ever being written anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import secrets as _random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .secret import MASK, SecretValue
+
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "SECRET_NAME_HINTS",
+    "TOKEN_SHAPES",
+    "FingerprintStore",
+    "ShapeHit",
+    "register_secret",
+    "registered_count",
+    "is_secret_name",
+    "redact",
+    "redact_object",
+    "find_shapes",
+    "strip_ansi",
+    "forget_secrets",
+]
+
+#: Values shorter than this are not masked in output (masking "abc" everywhere would garble
+#: every record); the seal still refuses secret-named parameters given in clear.
+MIN_SECRET_LENGTH = 4
+
+#: A parameter whose name contains one of these is a secret, whatever its value looks like.
+SECRET_NAME_HINTS = (
+    "password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key", "dsn",
+)
+
+# Common token shapes, named for the seal's message. The regexes match the secret part only
+# where a prefix helps the reader ("postgresql://veza:********@db" keeps user and host).
+TOKEN_SHAPES: dict[str, re.Pattern[str]] = {
+    "Vault service token": re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}"),
+    "Vault legacy token": re.compile(r"(?<![A-Za-z0-9_.])[sbr]\.[A-Za-z0-9]{24}(?![A-Za-z0-9])"),
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{16}\b"),
+    "AWS secret access key": re.compile(
+        r"(?i)(?<=aws_secret_access_key)(?:[\"']?\s*[:=]\s*[\"']?)([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+    ),
+    "JSON web token": re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    "Stripe key": re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),
+    "private key": re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)?", re.S
+    ),
+    "password in a URL": re.compile(
+        r"(?<=://)[^\s:/@'\"<>]+:(?!\*{3,}@)(?!\$\{)([^\s@/'\"<>]{1,256})(?=@[^\s/@'\"<>]+)"
+    ),
+    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}"),
+    "Slack token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+_lock = threading.Lock()
+_values: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (tracebacks are coloured)."""
+    return _ANSI.sub("", text)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a parameter or key name that says it holds a secret."""
+    lowered = name.lower()
+    return any(hint in lowered for hint in SECRET_NAME_HINTS)
+
+
+def _variants(value: str) -> set[str]:
+    """The forms a value takes once printed, repr'd, JSON-encoded or HTML-escaped."""
+    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1], html.escape(value), html.escape(value, quote=False)}
+    forms.add(json.dumps(html.escape(value))[1:-1])
+    # A multi-line secret (a private key) is also caught line by line.
+    forms.update(line for line in value.splitlines() if len(line) >= 16)
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def register_secret(value: Any, *, persist: bool = True) -> None:
+    """Mask ``value`` in every output from now on, and let seals in other processes find it.
+
+    The secrets module calls this for every value it reads; ``start()`` calls it for
+    parameters with a secret-looking name. Accepts a str, a SecretValue, or a mapping or
+    list of them (a whole Vault secret). Empty and very short values are ignored.
+    """
+    new = set()
+    for item in _leaves(value):
+        if len(item) >= MIN_SECRET_LENGTH and item not in _values:
+            new.add(item)
+    if not new:
+        return
+    global _pattern
+    with _lock:
+        _values.update(new)
+        forms = sorted({form for v in _values for form in _variants(v)}, key=len, reverse=True)
+        _pattern = re.compile("|".join(map(re.escape, forms)))
+    if persist:
+        FingerprintStore.default().add(new)
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, SecretValue):
+        yield value.reveal()
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, bytes):
+        yield value.decode("utf-8", "replace")
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _leaves(item)
+
+
+def registered_count() -> int:
+    return len(_values)
+
+
+def forget_secrets() -> None:
+    """Empty the in-process registry (tests only; fingerprints on disk stay)."""
+    global _pattern
+    with _lock:
+        _values.clear()
+        _pattern = None
+
+
+def _mask_shapes(text: str) -> str:
+    for shape in TOKEN_SHAPES.values():
+        if shape.groups:
+            text = shape.sub(lambda m: m.group(0).replace(m.group(1), MASK), text)
+        else:
+            text = shape.sub(MASK, text)
+    return text
+
+
+def redact(text: str, *, shapes: bool = True) -> str:
+    """``text`` with every registered value and token shape replaced by ``********``."""
+    if not isinstance(text, str) or not text:
+        return text
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    if shapes:
+        text = _mask_shapes(text)
+    if "\x1b[" in text:
+        # Colour codes can split a value (a highlighted traceback line): judge the plain text,
+        # and if it still holds a secret, give up the colours rather than the secret.
+        plain = strip_ansi(text)
+        cleaned = redact(plain, shapes=shapes)
+        if cleaned != plain:
+            return cleaned
+    return text
+
+
+def redact_object(value: Any, *, shapes: bool = True, _key: str = "") -> Any:
+    """A copy of a JSON-like structure (a message, a display bundle) with strings redacted.
+
+    Image payloads are left alone: they are base64 pixels, not text that could hold a value.
+    """
+    if isinstance(value, str):
+        return value if _key.startswith("image/") and not _key.startswith("image/svg") else redact(value, shapes=shapes)
+    if isinstance(value, dict):
+        return {
+            (redact(k, shapes=shapes) if isinstance(k, str) else k): redact_object(v, shapes=shapes, _key=str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_object(v, shapes=shapes, _key=_key) for v in value]
+    if isinstance(value, tuple):
+        return tuple(redact_object(v, shapes=shapes, _key=_key) for v in value)
+    if isinstance(value, SecretValue):
+        return MASK
+    return value
+
+
+@dataclass(frozen=True)
+class ShapeHit:
+    """A token shape found in a text: which shape, and where (offset)."""
+
+    shape: str
+    offset: int
+    excerpt: str
+
+
+def find_shapes(text: str) -> list[ShapeHit]:
+    """Every token shape in ``text``, with a masked excerpt to show the reader."""
+    hits = []
+    for name, shape in TOKEN_SHAPES.items():
+        for match in shape.finditer(text):
+            start = max(0, match.start() - 20)
+            excerpt = redact(text[start : match.end() + 20].replace("\n", " "))
+            hits.append(ShapeHit(name, match.start(), excerpt))
+    return hits
+
+
+class FingerprintStore:
+    """Keyed fingerprints of registered values: a seal finds them without knowing them.
+
+    ``<home>/outputs/.fingerprints/salt`` (random, 0600) keys BLAKE2b; ``fingerprints.jsonl``
+    holds one ``{"length": n, "fp": hex}`` line per value form, appended under O_APPEND so
+    concurrent kernels do not clobber each other.
+    """
+
+    _default: "FingerprintStore | None" = None
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @classmethod
+    def default(cls) -> "FingerprintStore":
+        from ..profiles import project_home
+
+        folder = Path(os.environ.get("RUNBOOKS_FINGERPRINTS") or project_home() / "outputs" / ".fingerprints")
+        if cls._default is None or cls._default.folder != folder:
+            cls._default = cls(folder)
+        return cls._default
+
+    def _salt(self, create: bool) -> bytes | None:
+        path = self.folder / "salt"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError):
+            if not create:
+                return None
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        salt = _random.token_bytes(16)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another kernel won the race: use its salt
+            return bytes.fromhex(path.read_text().strip())
+        with os.fdopen(fd, "w") as f:
+            f.write(salt.hex())
+        return salt
+
+    @staticmethod
+    def _digest(salt: bytes, text: str) -> str:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), key=salt, digest_size=16).hexdigest()
+
+    def add(self, values: Iterable[str]) -> None:
+        """Record the fingerprints of ``values`` (and of their printed forms)."""
+        try:
+            salt = self._salt(create=True)
+            assert salt is not None
+            lines = sorted(
+                {json.dumps({"length": len(form), "fp": self._digest(salt, form)})
+                 for value in values for form in _variants(value)}
+            )
+            fd = os.open(self.folder / "fingerprints.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError:
+            # The in-process mask still works; the seal falls back to token shapes.
+            pass
+
+    def load(self) -> dict[int, set[str]]:
+        """Fingerprints by length."""
+        by_length: dict[int, set[str]] = {}
+        try:
+            text = (self.folder / "fingerprints.jsonl").read_text()
+        except OSError:
+            return by_length
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+                by_length.setdefault(int(entry["length"]), set()).add(str(entry["fp"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return by_length
+
+    def finder(self) -> "FingerprintFinder":
+        return FingerprintFinder(self._salt(create=False), self.load())
+
+
+class FingerprintFinder:
+    """Slides a window of each registered length over a text and reports matching offsets."""
+
+    def __init__(self, salt: bytes | None, by_length: dict[int, set[str]]) -> None:
+        self.salt = salt
+        self.by_length = by_length if salt is not None else {}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_length)
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """``(offset, length)`` of each place in ``text`` where a registered value appears."""
+        if not self.by_length or not text:
+            return []
+        salt, digest, hits = self.salt, FingerprintStore._digest, []
+        assert salt is not None
+        for length, fingerprints in self.by_length.items():
+            for offset in range(0, len(text) - length + 1):
+                if digest(salt, text[offset : offset + length]) in fingerprints:
+                    hits.append((offset, length))
+        return sorted(hits)
