@@ -37,7 +37,15 @@ class _PluginGroup(click.Group):
         try:
             return plugin.load()
         except (ImportError, AttributeError) as e:
-            raise click.ClickException(f"the {name!r} commands could not be loaded: {e}") from e
+            problem = f"the {name!r} commands could not be loaded: {e}"
+
+            # Help must still list the other commands; using this one says what is wrong.
+            @click.command(name, help=f"(unavailable: {problem})", context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(problem)
+
+            return unavailable
 
 
 @click.group(cls=_PluginGroup)
@@ -68,6 +76,19 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     if result.summary and result.summary.get("failed_step"):
         click.echo(f"failed step: {result.summary['failed_step']}: {result.summary.get('error')}")
     sys.exit(result.exit_code)
+
+
+@cli.command("gameday")
+@click.option("--env", "env", default="sandbox", show_default=True, help="Profile to drill against.")
+@click.option("--scenarios", "scenarios_file", type=click.Path(path_type=Path), default=None,
+              help="Scenario file (default parameters/gameday.yaml).")
+def gameday_command(env: str, scenarios_file: Path | None) -> None:
+    """Run the game day's scenarios and print one table; exit 1 if any ended unexpectedly."""
+    from .gameday import format_table, load_scenarios, run_gameday
+
+    results = run_gameday(env, load_scenarios(scenarios_file))
+    click.echo("\n" + format_table(results))
+    sys.exit(0 if all(r.as_expected for r in results) else 1)
 
 
 def main(argv: list[str] | None = None) -> None:

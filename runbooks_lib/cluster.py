@@ -1,0 +1,218 @@
+"""The cluster as runbooks see it: deployments, pods, events, through the official client.
+
+Objects come back as plain dicts in the API's own camelCase shape (what ``kubectl get -o json``
+shows), which keeps runbook code and the record close to what an engineer already reads.
+Every mutating call honours ``dry_run`` with the API server's ``dryRun=All``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from .kube import api_client, translate
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from .profiles import Profile
+
+__all__ = ["Cluster", "DeploymentState", "PodState"]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    ip: str | None
+    image: str | None
+    version: str | None
+    waiting_reason: str | None
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What ``kubectl rollout status`` reads, as numbers."""
+
+    name: str
+    desired: int
+    updated: int
+    ready: int
+    available: int
+    unavailable: int
+    generation: int
+    observed_generation: int
+    image: str | None
+    revision: str | None
+    progressing_reason: str | None
+    paused: bool
+
+    @property
+    def rolled_out(self) -> bool:
+        """kubectl's rule: observed the latest spec, all replicas updated and available, no old ones left."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated == self.desired
+            and self.available >= self.desired
+            and self.ready >= self.desired
+            and self.unavailable == 0
+        )
+
+    @property
+    def deadline_exceeded(self) -> bool:
+        return self.progressing_reason == "ProgressDeadlineExceeded"
+
+
+def _condition(obj: Obj, kind: str) -> Obj | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
+
+
+def deployment_state(dep: Obj) -> DeploymentState:
+    spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    progressing = _condition(dep, "Progressing")
+    return DeploymentState(
+        name=meta.get("name", ""),
+        desired=int(spec.get("replicas", 1)),
+        updated=int(status.get("updatedReplicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        unavailable=int(status.get("unavailableReplicas") or 0),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        image=containers[0].get("image"),
+        revision=(meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+        progressing_reason=progressing.get("reason") if progressing else None,
+        paused=bool(spec.get("paused")),
+    )
+
+
+def pod_state(pod: Obj) -> PodState:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    waiting = next((c["state"]["waiting"].get("reason") for c in containers if (c.get("state") or {}).get("waiting")), None)
+    ready = _condition(pod, "Ready")
+    spec_containers = (pod.get("spec") or {}).get("containers") or [{}]
+    image = spec_containers[0].get("image")
+    return PodState(
+        name=meta.get("name", ""),
+        phase=status.get("phase", "Unknown"),
+        ready=bool(ready and ready.get("status") == "True"),
+        restarts=sum(int(c.get("restartCount") or 0) for c in containers),
+        ip=status.get("podIP"),
+        image=image,
+        version=(meta.get("labels") or {}).get("version") or (image.rsplit(":", 1)[-1] if image and ":" in image else None),
+        waiting_reason=waiting,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+class Cluster:
+    """One namespace of one cluster, as a profile names it."""
+
+    def __init__(self, profile: "Profile", *, dry_run: bool = False, client: "ApiClient | None" = None) -> None:
+        self.profile = profile
+        self.namespace = profile.cluster.namespace
+        self.dry_run = dry_run
+        self._client = client
+
+    @cached_property
+    def client(self) -> "ApiClient":
+        return self._client or api_client(self.profile.cluster)
+
+    @cached_property
+    def core(self) -> Any:
+        from kubernetes import client as k8s
+
+        return k8s.CoreV1Api(self.client)
+
+    @cached_property
+    def apps(self) -> Any:
+        from kubernetes import client as k8s
+
+        return k8s.AppsV1Api(self.client)
+
+    @cached_property
+    def coordination(self) -> Any:
+        from kubernetes import client as k8s
+
+        return k8s.CoordinationV1Api(self.client)
+
+    @cached_property
+    def custom(self) -> Any:
+        from kubernetes import client as k8s
+
+        return k8s.CustomObjectsApi(self.client)
+
+    def _dict(self, obj: Any) -> Any:
+        return self.client.sanitize_for_serialization(obj)
+
+    @property
+    def _dry(self) -> dict[str, str]:
+        return {"dry_run": "All"} if self.dry_run else {}
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def deployment(self, name: str) -> Obj:
+        with translate(f"read deployment {self.namespace}/{name}"):
+            return self._dict(self.apps.read_namespaced_deployment(name, self.namespace))
+
+    def deployments(self, label_selector: str | None = None) -> list[Obj]:
+        with translate(f"list deployments in {self.namespace}"):
+            found = self.apps.list_namespaced_deployment(self.namespace, label_selector=label_selector)
+        return self._dict(found).get("items", [])
+
+    def deployment_state(self, name: str) -> DeploymentState:
+        return deployment_state(self.deployment(name))
+
+    def replica_sets(self, label_selector: str | None = None) -> list[Obj]:
+        with translate(f"list replicasets in {self.namespace}"):
+            found = self.apps.list_namespaced_replica_set(self.namespace, label_selector=label_selector)
+        return self._dict(found).get("items", [])
+
+    def pods(self, label_selector: str | None = None) -> list[Obj]:
+        with translate(f"list pods in {self.namespace}"):
+            found = self.core.list_namespaced_pod(self.namespace, label_selector=label_selector)
+        return self._dict(found).get("items", [])
+
+    def pod_states(self, label_selector: str | None = None) -> list[PodState]:
+        return [pod_state(p) for p in self.pods(label_selector)]
+
+    def events(self, since: timedelta = timedelta(minutes=15), involving: str | None = None) -> list[Obj]:
+        """Recent events, newest last; ``involving`` keeps those whose object name starts with it."""
+        with translate(f"list events in {self.namespace}"):
+            found = self._dict(self.core.list_namespaced_event(self.namespace)).get("items", [])
+        cutoff = datetime.now(timezone.utc) - since
+        recent = []
+        for event in found:
+            stamp = event.get("lastTimestamp") or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp")
+            when = _parse_time(stamp)
+            name = (event.get("involvedObject") or {}).get("name", "")
+            if (when is None or when >= cutoff) and (involving is None or name.startswith(involving)):
+                recent.append(event)
+        return sorted(recent, key=lambda e: _parse_time(e.get("lastTimestamp") or e.get("eventTime")) or cutoff)
+
+    def secret_keys(self, name: str) -> dict[str, str]:
+        """A Secret's keys with a short hash of each value — never the values."""
+        import hashlib
+
+        with translate(f"read secret {self.namespace}/{name}"):
+            secret = self._dict(self.core.read_namespaced_secret(name, self.namespace))
+        return {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in (secret.get("data") or {}).items()}
+
+
+def _parse_time(stamp: Any) -> datetime | None:
+    if not stamp:
+        return None
+    if isinstance(stamp, datetime):
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,149 @@
+"""Prometheus, through prometheus-api-client: one number per question, or a time series.
+
+As in Flagger's metric providers, a query that returns no samples raises ``NoData``, which is
+its own outcome, not a failure: the caller decides whether silence halts a rollout or fails it.
+The golden-signal queries use the raw metrics (``http_requests_total`` and the
+``http_request_duration_seconds`` histogram), so they work on any Prometheus that scrapes the
+pods, with or without our recording rules.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendUnavailable, NoData, ParameterError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Metrics", "GoldenSignals", "golden_signal_queries"]
+
+
+@dataclass(frozen=True)
+class GoldenSignals:
+    """One service's traffic, errors and latency over a window; None where there was no data."""
+
+    service: str
+    window: str
+    requests_per_s: float | None
+    success_rate: float | None
+    p99_ms: float | None
+
+    def within(self, success_rate_min: float, p99_latency_max_ms: float) -> bool:
+        return (
+            self.success_rate is not None and self.success_rate >= success_rate_min
+            and self.p99_ms is not None and self.p99_ms <= p99_latency_max_ms
+        )
+
+
+def golden_signal_queries(selector: str, window: str) -> dict[str, str]:
+    """PromQL for the three signals of the pods matched by ``selector`` (e.g. ``job="x"``)."""
+    total = f"sum(rate(http_requests_total{{{selector}}}[{window}]))"
+    errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
+    return {
+        "requests_per_s": total,
+        # "or vector(0)": no 5xx series at all means no errors, not no data.
+        "success_rate": f"1 - (({errors}) or vector(0)) / {total}",
+        "p99_ms": f"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))",
+    }
+
+
+class Metrics:
+    """A Prometheus server."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    @cached_property
+    def _client(self) -> Any:
+        from prometheus_api_client import PrometheusConnect
+
+        return PrometheusConnect(url=self.url, disable_ssl=True)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        try:
+            return fn(*args, **kwargs, params={"timeout": f"{self.timeout_s}s"})
+        except PrometheusApiClientException as e:
+            raise ParameterError(f"Prometheus rejected {what}: {e}") from e
+        except requests.RequestException as e:
+            raise BackendUnavailable(f"Prometheus at {self.url} unreachable during {what} ({type(e).__name__})") from e
+
+    def is_online(self) -> bool:
+        import requests
+
+        try:
+            return requests.get(f"{self.url}/-/healthy", timeout=self.timeout_s).ok
+        except requests.RequestException:
+            return False
+
+    def query(self, promql: str) -> float:
+        """The single value of an instant query. NoData when there is no sample or it is NaN."""
+        result = self._call(f"query {promql}", self._client.custom_query, promql)
+        values = [float(r["value"][1]) for r in result or []]
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            raise NoData(f"no data for {promql}")
+        if len(values) > 1:
+            raise ParameterError(f"{promql} returned {len(values)} series; aggregate it to one")
+        return values[0]
+
+    def vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """Every series of an instant query with its labels."""
+        result = self._call(f"query {promql}", self._client.custom_query, promql)
+        return [(r.get("metric", {}), float(r["value"][1])) for r in result or []]
+
+    def range(self, promql: str, minutes: float = 10, step_s: float = 5, end: datetime | None = None) -> "pd.DataFrame":
+        """A range query as a DataFrame: one column per series (named by its labels), time index."""
+        import pandas as pd
+
+        end = end or datetime.now(timezone.utc)
+        start = end - timedelta(minutes=minutes)
+        result = self._call(
+            f"range query {promql}", self._client.custom_query_range, promql,
+            start_time=start, end_time=end, step=f"{step_s}s",
+        )
+        columns = {}
+        for series in result or []:
+            labels = series.get("metric", {})
+            name = ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "value"
+            index = pd.to_datetime([float(t) for t, _ in series["values"]], unit="s", utc=True)
+            columns[name] = pd.Series([float(v) for _, v in series["values"]], index=index)
+        if not columns:
+            raise NoData(f"no data for {promql} over the last {minutes} min")
+        return pd.DataFrame(columns).sort_index()
+
+    def alert_rules(self) -> list[str]:
+        """Names of the alerting rules Prometheus has loaded."""
+        import requests
+
+        try:
+            reply = requests.get(f"{self.url}/api/v1/rules", params={"type": "alert"}, timeout=self.timeout_s)
+            reply.raise_for_status()
+        except requests.RequestException as e:
+            raise BackendUnavailable(f"Prometheus at {self.url}: cannot list rules ({type(e).__name__})") from e
+        return [r["name"] for g in reply.json()["data"]["groups"] for r in g["rules"]]
+
+    def golden_signals(self, service: str, window: str = "1m", selector: str | None = None) -> GoldenSignals:
+        queries = golden_signal_queries(selector or f'job="{service}"', window)
+        values: dict[str, float | None] = {}
+        for name, promql in queries.items():
+            try:
+                values[name] = self.query(promql)
+            except NoData:
+                values[name] = None
+        if values["p99_ms"] is not None and math.isinf(values["p99_ms"]):
+            values["p99_ms"] = None  # all requests above the last finite bucket: no usable estimate
+        return GoldenSignals(service, window, **values)  # type: ignore[arg-type]
+
+
+# prometheus-api-client's dataframe helpers warn under pandas 3 (DESIGN.md); we do not use them,
+# but importing the package may still emit it.
+warnings.filterwarnings("ignore", module="prometheus_api_client")
