@@ -7,6 +7,7 @@ The pod runtime resolves a pod's image with :func:`load_image_catalog` (an unkno
 """
 from .catalog import CatalogError, ImageBehaviour, ImageCatalog, ImagePullError, ResolvedImage, load_image_catalog
 from .faults import Fault, clear_fault, inject_fault, read_fault
+from .launch import WorkloadProcess, start_workload, workload_command
 from .routes import API_ROUTES, routes_for
 
 __all__ = [
@@ -17,9 +18,12 @@ __all__ = [
     "ImageCatalog",
     "ImagePullError",
     "ResolvedImage",
+    "WorkloadProcess",
     "clear_fault",
     "inject_fault",
     "load_image_catalog",
     "read_fault",
     "routes_for",
+    "start_workload",
+    "workload_command",
 ]

@@ -274,22 +274,24 @@ class WorkloadServer(ThreadingHTTPServer):
         self.workload.draining = True
         self.shutdown()  # the accept loop; returns within its poll interval
         self.socket.close()  # new connections are now refused
-        with self._conn_lock:
-            for conn, busy in self._busy.items():
-                if not busy:
-                    # SHUT_RD wakes the handler blocked reading the next request; the write side
-                    # stays open in case a request line slipped in just before.
+        closed: set[socket.socket] = set()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._conn_lock:
+                if not self._busy:
+                    return True
+                # Re-checked every pass: a connection accepted just before the listener closed
+                # registers late. SHUT_RD wakes a handler blocked reading the next request; the
+                # write side stays open in case a request line slipped in just before.
+                for conn in [c for c, busy in self._busy.items() if not busy and c not in closed]:
+                    closed.add(conn)
                     try:
                         conn.shutdown(socket.SHUT_RD)
                     except OSError:
                         pass
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._conn_lock:
-                if not self._busy:
-                    return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
-        return False
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
