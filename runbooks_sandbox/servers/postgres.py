@@ -294,13 +294,17 @@ class PostgresCluster:
 
     # -- replication -------------------------------------------------------------------
     def replication_lag(self) -> ReplicationLag:
-        """Lag of the standby: bytes (pg_stat_replication) and seconds (replay timestamp)."""
+        """Lag of the standby: bytes (pg_stat_replication) and seconds (replay timestamp).
+
+        Queries go to the ``postgres`` database: replication is cluster-wide, and a drill may
+        have dropped or be restoring veza_db.
+        """
         import psycopg
 
         lag_bytes: int | None = None
         state: str | None = None
         try:
-            with psycopg.connect(self.primary_dsn, connect_timeout=2) as conn:
+            with psycopg.connect(self.dsn("primary", "postgres"), connect_timeout=2) as conn:
                 row = conn.execute(
                     "SELECT state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
                     "FROM pg_stat_replication WHERE application_name = 'veza-standby'"
@@ -312,7 +316,7 @@ class PostgresCluster:
         seconds: float | None = None
         if self.standby_port is not None:
             try:
-                with psycopg.connect(self.standby_dsn, connect_timeout=2) as conn:
+                with psycopg.connect(self.dsn("standby", "postgres"), connect_timeout=2) as conn:
                     # Idle primary: replay timestamp ages although nothing is missing, so
                     # "all received WAL replayed" counts as zero lag.
                     row = conn.execute(

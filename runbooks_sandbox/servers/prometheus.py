@@ -14,7 +14,6 @@ not ``/-/ready``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -88,12 +87,15 @@ def golden_signal_rules(window: str = "1m", alert_for: str = "30s") -> dict[str,
     """Recording rules (rate, 5xx ratio, p99) per job and per job+version, and two alerts."""
     records: list[dict[str, str]] = []
     for level, by in (("job", "job"), ("job_version", "job, version")):
+        requests = f"sum by ({by}) (rate(http_requests_total[{window}]))"
         records += [
             {"record": f"{level}:http_requests:rate{window}",
-             "expr": f"sum by ({by}) (rate(http_requests_total[{window}]))"},
+             "expr": requests},
+            # A version that never failed has no 5xx series: `or ... * 0` makes its ratio 0
+            # instead of absent, so a healthy canary is judged healthy, not "no data".
             {"record": f"{level}:http_requests_errors:ratio_rate{window}",
-             "expr": f'sum by ({by}) (rate(http_requests_total{{code=~"5.."}}[{window}]))'
-                     f" / sum by ({by}) (rate(http_requests_total[{window}]))"},
+             "expr": f'(sum by ({by}) (rate(http_requests_total{{code=~"5.."}}[{window}]))'
+                     f" or {requests} * 0) / {requests}"},
             {"record": f"{level}:http_request_duration_seconds:p99_{window}",
              "expr": f"histogram_quantile(0.99, sum by ({by}, le) "
                      f"(rate(http_request_duration_seconds_bucket[{window}])))"},
