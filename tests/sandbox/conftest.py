@@ -53,13 +53,19 @@ def kubectl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 Kubectl = Callable[..., subprocess.CompletedProcess]
 
 
+@pytest.fixture(scope="session")
+def kubectl_command(kubeconfig: Path, kubectl_cache: Path) -> list[str]:
+    """kubectl with the sandbox's kubeconfig and a fresh cache, for tests that run it themselves."""
+    return [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(kubectl_cache)]
+
+
 @pytest.fixture
-def kubectl(kubeconfig: Path, kubectl_cache: Path, namespace: str) -> Kubectl:
+def kubectl(kubectl_command: list[str], namespace: str) -> Kubectl:
     """Run the real kubectl against the sandbox in the test's namespace; check=True by default."""
 
     def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60,
             namespaced: bool = True) -> subprocess.CompletedProcess:
-        command = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(kubectl_cache)]
+        command = list(kubectl_command)
         if namespaced:
             command += ["-n", namespace]
         result = subprocess.run(command + list(args), input=input, capture_output=True, text=True,
