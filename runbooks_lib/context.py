@@ -9,7 +9,6 @@ from an IPython hook, so a failed run's record still says which step failed and 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import re
@@ -27,14 +26,12 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import AwaitingApproval, GuardRefused, ParameterError, RunbookError
 from .profiles import Profile, load_profile, project_home
+from .records.redaction import MASK, is_secret_name, redact, redact_object, register_secret
 
 __all__ = ["RunContext", "StepRecord", "start", "SUMMARY_MIME", "current"]
 
 SUMMARY_MIME = "application/vnd.veza.runbook+json"
 SUMMARY_VERSION = 1
-
-# Parameter names whose values never go into a record, whatever their value looks like.
-_SECRET_NAME_HINTS = ("password", "secret", "token", "api_key", "apikey", "credential", "private_key")
 
 _current: "RunContext | None" = None
 
@@ -93,7 +90,8 @@ class Journal:
     def write(self, **entry: Any) -> None:
         entry.setdefault("at", _iso(utcnow()))
         with self.path.open("a") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
+            # The journal is a log: registered secrets and token shapes never reach it.
+            f.write(redact(json.dumps(entry, default=str)) + "\n")
 
     def entries(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -112,11 +110,20 @@ def _git_sha(home: Path) -> str | None:
 
 
 def _masked(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as a record may show them: secret-named ones masked, secrets redacted."""
     masked = {}
     for name, value in params.items():
-        secret_name = any(hint in name.lower() for hint in _SECRET_NAME_HINTS)
-        masked[name] = "********" if secret_name and value not in (None, "") else value
+        masked[name] = MASK if is_secret_name(name) and value not in (None, "") else redact_object(value)
     return masked
+
+
+def _protect(params: Mapping[str, Any]) -> None:
+    """Filter the kernel's outputs and register secret-named parameters, before anything prints."""
+    from .records.kernel import install_filters
+
+    install_filters()
+    register_secret([v for name, v in params.items() if is_secret_name(name) and isinstance(v, str)] +
+                    [v for v in params.values() if type(v).__name__ == "SecretValue"])
 
 
 def _in_ipython() -> Any:
@@ -152,7 +159,11 @@ class RunContext:
         self.figures: dict[str, float | int | None] = {}
         self.links: list[dict[str, str]] = []
         self.cluster: dict[str, Any] | None = None
-        self.operator = os.environ.get("RUNBOOK_OPERATOR") or getpass.getuser()
+        from .records.identity import operator_identity, operator_name
+
+        # Who ran it: Vault display name and accessor, Kubernetes user — never a token.
+        self.identity = operator_identity(profile)
+        self.operator = operator_name(self.identity)
         # A refused run may carry any string as env: keep it out of the path unless it is a name.
         folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
         self.journal = Journal(self.home / "outputs" / "journal" / folder / f"{self.run_id}.jsonl")
@@ -180,7 +191,7 @@ class RunContext:
             yield record
         except BaseException as e:
             record.outcome = outcome_of(e)
-            record.error = f"{type(e).__name__}: {e}"
+            record.error = redact(f"{type(e).__name__}: {e}")
             self.failed_step = name
             raise
         else:
@@ -214,6 +225,8 @@ class RunContext:
             "run_id": self.run_id,
             "parameters": _masked(self.params),
             "operator": self.operator,
+            "identity": self.identity,
+            "record": os.environ.get("RUNBOOK_RECORD"),
             "git_sha": _git_sha(self.home),
             "notebook_sha256": os.environ.get("RUNBOOK_NOTEBOOK_SHA256"),
             "cluster": self.cluster,
@@ -239,7 +252,7 @@ class RunContext:
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         """End the run because of ``error``; the summary names the failing step."""
-        self.error = f"{type(error).__name__}: {error}"
+        self.error = redact(f"{type(error).__name__}: {error}")
         if self.failed_step is None and self.steps and self.steps[-1].outcome != "succeeded":
             self.failed_step = self.steps[-1].name
         return self.finish(outcome_of(error))
@@ -309,6 +322,7 @@ def start(
     in a notebook the failure hook still writes a summary saying the run was refused.
     """
     global _current
+    _protect(params)
     _install_failure_hook()
     home = home or project_home()
     try:
