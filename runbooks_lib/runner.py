@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +45,9 @@ class RunResult:
     exit_code: int
     record: Path
     summary: dict[str, Any] | None
+    sealed: bool = False
+    html: Path | None = None
+    seal_refusal: str | None = None
 
 
 def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
@@ -192,26 +197,72 @@ def run_notebook(
     parameters = resolve_parameters(declared, cli, file_params)
     profile = load_profile(env, home)  # a bad profile is exit 2, before any kernel starts
 
-    run_id = uuid.uuid4().hex[:12]
-    root = Path(profile.records.url)
-    record = _record_path(root if root.is_absolute() else home / root, env, notebook.stem, run_id)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    _kernel_environment(home, run_id, hashlib.sha256(notebook.read_bytes()).hexdigest())
-    logging.getLogger("papermill").setLevel(logging.INFO)
+    from .records.finalize import finalize_record, runner_summary
+    from .records.redaction import is_secret_name, redact, register_secret
+    from .records.seal import SealRefused
 
-    error_name = None
+    run_id = uuid.uuid4().hex[:12]
+    root = Path(os.environ.get("RUNBOOKS_RECORDS_URL") or profile.records.url).expanduser()
+    root = root if root.is_absolute() else home / root
+    record = _record_path(root, env, notebook.stem, run_id)
+    notebook_sha = hashlib.sha256(notebook.read_bytes()).hexdigest()
+    _kernel_environment(home, run_id, notebook_sha)
+    os.environ["RUNBOOK_RECORD"] = record.relative_to(root).as_posix()
+    secret_names = {name for name in parameters if is_secret_name(name)}
+    register_secret([v for name, v in parameters.items() if name in secret_names and isinstance(v, str)])
+    _redact_logs(redact)
+    # papermill writes the injected parameters in clear as it goes (papermill #271): execute
+    # into a private folder and let only the masked, sealed notebook reach the records.
+    private = Path(tempfile.mkdtemp(prefix="runbook-"))
+    executed = private / record.name
+
+    error_name = error_text = None
     try:
-        papermill.execute_notebook(
-            str(notebook), str(record), parameters=parameters, progress_bar=True,
-            log_output=True, cwd=str(notebook.parent.resolve()),
-        )
-    except PapermillExecutionError as e:
-        error_name = e.ename
-    except RunbookError:
-        raise
-    except Exception as e:  # kernel died, nbclient timeout...: the run failed, the record stays
-        error_name = type(e).__name__
-        if not record.exists():
-            raise RunbookError(f"the run could not start: {type(e).__name__}: {e}") from e
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=parameters, progress_bar=True,
+                log_output=True, cwd=str(notebook.parent.resolve()),
+            )
+        except PapermillExecutionError as e:
+            error_name = e.ename
+        except RunbookError:
+            raise
+        except Exception as e:  # kernel died, nbclient timeout...: the run failed, the record stays
+            error_name, error_text = type(e).__name__, f"{type(e).__name__}: {e}"
+            if not executed.exists():
+                raise RunbookError(redact(f"the run could not start: {type(e).__name__}: {e}")) from None
+        fallback = None
+        if error_text is not None:
+            fallback = runner_summary(
+                runbook=notebook.stem, env=env, run_id=run_id, parameters=parameters, error=error_text,
+                journal=home / "outputs" / "journal" / env / f"{run_id}.jsonl", notebook_sha256=notebook_sha,
+                record=os.environ["RUNBOOK_RECORD"],
+            )
+        sealing = finalize_record(executed, record, root, secret_names=secret_names, fallback_summary=fallback)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     summary = read_summary(record)
-    return RunResult(_exit_code(summary, error_name), record, summary)
+    exit_code = _exit_code(summary, error_name)
+    if isinstance(sealing, SealRefused):
+        logging.getLogger("runbooks_lib").error("%s", sealing)
+        return RunResult(exit_code or EXIT_FAILED, record, summary, seal_refusal=str(sealing))
+    return RunResult(exit_code, record, summary, sealed=True, html=sealing.html)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets in papermill's log lines (it logs every cell output with log_output)."""
+
+    def __init__(self, redact: Any) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        return True
+
+
+def _redact_logs(redact: Any) -> None:
+    logger = logging.getLogger("papermill")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(f, _RedactingFilter) for f in logger.filters):
+        logger.addFilter(_RedactingFilter(redact))
