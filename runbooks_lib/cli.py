@@ -91,6 +91,11 @@ def gameday_command(env: str, scenarios_file: Path | None) -> None:
     sys.exit(0 if all(r.as_expected for r in results) else 1)
 
 
+from .records.cli import records  # noqa: E402  (the records commands are part of the library)
+
+cli.add_command(records)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become a one-line message and their exit code."""
     try:
