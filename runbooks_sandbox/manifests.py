@@ -31,6 +31,9 @@ __all__ = [
     "service",
     "veza_manifests",
     "expected_pods",
+    "read_vault_secret",
+    "apply_veza",
+    "wait_available",
 ]
 
 NAMESPACE = "veza-sandbox"
@@ -180,3 +183,101 @@ def expected_pods(home: Path, replicas: dict[str, int] | None = None) -> int:
     """How many pods the Veza deployments ask for (what the health waits count)."""
     _, specs = load_services(home)
     return sum((replicas or {}).get(s.name, SANDBOX_REPLICAS.get(s.name, DEFAULT_OTHER_REPLICAS)) for s in specs)
+
+
+# -- applying them through the real client ------------------------------------------------------
+
+
+def read_vault_secret(vault_addr: str, token: str, path: str = VAULT_PATH) -> dict[str, str]:
+    """The KV v2 secret at ``secret/<path>`` (e.g. secret/veza/sandbox), read with hvac."""
+    import hvac
+
+    mount, _, sub_path = path.partition("/")
+    client = hvac.Client(url=vault_addr, token=token, timeout=5)
+    reply = client.secrets.kv.v2.read_secret_version(path=sub_path, mount_point=mount, raise_on_deleted_version=True)
+    return dict(reply["data"]["data"])
+
+
+def apply_veza(kubeconfig: str, home: Path, vault_addr: str, vault_token: str, ns: str = NAMESPACE) -> list[str]:
+    """Create the namespace, the Secret synced from OpenBao and the services' manifests.
+
+    Goes through the official Kubernetes client, as an operator's ``kubectl apply`` would.
+    Returns ``kind/name`` of each object created.
+    """
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    creators = {
+        "Namespace": lambda o: core.create_namespace(o),
+        "Secret": lambda o: core.create_namespaced_secret(ns, o),
+        "Service": lambda o: core.create_namespaced_service(ns, o),
+        "Deployment": lambda o: apps.create_namespaced_deployment(ns, o),
+    }
+    created = []
+    try:
+        for obj in veza_manifests(home, read_vault_secret(vault_addr, vault_token), ns=ns):
+            creators[obj["kind"]](obj)
+            created.append(f"{obj['kind'].lower()}/{obj['metadata']['name']}")
+    finally:
+        api_client.close()
+    return created
+
+
+def wait_available(kubeconfig: str, ns: str, deadline: float, progress: Any = None) -> None:
+    """Wait until every deployment in ``ns`` has all its replicas updated and available.
+
+    ``progress(total, description)`` makes a tqdm-like bar (``update``/``close``/``n``);
+    the bar counts available pods. On timeout, TimeoutError names what is not ready and why.
+    """
+    import time
+
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    bar = None
+    try:
+        while True:
+            deployments = apps.list_namespaced_deployment(ns).items
+            wanted = sum(d.spec.replicas or 0 for d in deployments)
+            available = sum(min(d.status.available_replicas or 0, d.spec.replicas or 0) for d in deployments)
+            if progress is not None and bar is None and wanted:
+                bar = progress(wanted, f"pods available in {ns}")
+            if bar is not None:
+                bar.update(available - bar.n)
+            if deployments and all(_rolled_out(d) for d in deployments):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployments not available in time: {_not_ready(deployments, core, ns)}")
+            time.sleep(0.2)
+    finally:
+        if bar is not None:
+            bar.close()
+        api_client.close()
+
+
+def _rolled_out(d: Any) -> bool:
+    want = d.spec.replicas or 0
+    st = d.status
+    return ((st.observed_generation or 0) >= (d.metadata.generation or 0)
+            and (st.updated_replicas or 0) == want and (st.available_replicas or 0) == want
+            and (st.replicas or 0) == want)
+
+
+def _not_ready(deployments: list[Any], core: Any, ns: str) -> str:
+    """``name: 1/3 available (pod x: CrashLoopBackOff ...)`` for each deployment not rolled out."""
+    parts = []
+    for d in deployments:
+        if _rolled_out(d):
+            continue
+        reasons = []
+        pods = core.list_namespaced_pod(ns, label_selector=f"app={d.metadata.name}").items
+        for pod in pods:
+            for cs in pod.status.container_statuses or []:
+                waiting = cs.state.waiting if cs.state else None
+                if waiting is not None or not cs.ready:
+                    reasons.append(f"{pod.metadata.name}: {waiting.reason if waiting else 'not ready'}")
+        parts.append(f"{d.metadata.name} {d.status.available_replicas or 0}/{d.spec.replicas} available"
+                     + (f" ({'; '.join(reasons)})" if reasons else ""))
+    return ", ".join(parts) or "none listed"

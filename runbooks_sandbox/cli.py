@@ -1,0 +1,167 @@
+"""``runbook sandbox up|down|status|traffic|fault``: the local Veza platform from the command line.
+
+Plugged into ``runbook`` through the ``runbook.commands`` entry point; each command is a thin
+adapter over :class:`runbooks_sandbox.stack.Sandbox`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .servers.ports import ServerError
+
+__all__ = ["sandbox"]
+
+_state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where the sandbox keeps its files and .sandbox/env (default: <project>/.sandbox).")
+
+
+def _sandbox(state_dir: Path | None) -> Any:
+    from .stack import Sandbox
+
+    return Sandbox(state_dir)
+
+
+def _fail(error: Exception) -> click.ClickException:
+    return click.ClickException(str(error))
+
+
+@click.group("sandbox")
+def sandbox() -> None:
+    """Start, inspect and stop the local Veza platform (pods as processes, OpenBao, PostgreSQL, Prometheus)."""
+
+
+@sandbox.command("up")
+@_state_dir_option
+@click.option("--no-wait", is_flag=True, help="Return once everything is started, without waiting for healthy pods.")
+@click.option("--timeout", "timeout_s", type=float, default=180.0, show_default=True,
+              help="Seconds to wait for every deployment and Prometheus target.")
+def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float) -> None:
+    """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
+    import time
+
+    from tqdm import tqdm
+
+    box = _sandbox(state_dir)
+
+    def progress(total: int, description: str) -> Any:
+        return tqdm(total=total, desc=description, unit="pod", file=sys.stderr, leave=False,
+                    disable=None)  # None: no bar when stderr is not a terminal
+
+    started = time.monotonic()
+    try:
+        values = box.up(wait=not no_wait, progress=progress, timeout_s=timeout_s,
+                        say=lambda line: click.echo(line, err=True))
+    except (ServerError, TimeoutError) as e:
+        raise _fail(e) from e
+    click.echo(f"sandbox up in {time.monotonic() - started:.1f} s: namespace {values.get('NAMESPACE')}, "
+               f"API {_server(values.get('KUBECONFIG'))}")
+    click.echo(f"env: {box.env_path}  (use it: `. {box.env_path}`; stop: `runbook sandbox down`)")
+
+
+def _server(kubeconfig: str | None) -> str:
+    if not kubeconfig:
+        return "?"
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+    except (OSError, KeyError, IndexError, TypeError):
+        return kubeconfig
+
+
+@sandbox.command("down")
+@_state_dir_option
+def down_command(state_dir: Path | None) -> None:
+    """Stop every process the sandbox started and remove .sandbox/env (safe to repeat)."""
+    box = _sandbox(state_dir)
+    try:
+        stopped = box.down(say=lambda line: click.echo(line, err=True))
+    except ServerError as e:
+        raise _fail(e) from e
+    click.echo(f"sandbox down: stopped {', '.join(stopped)}" if stopped else "sandbox down: nothing was running")
+
+
+@sandbox.command("status")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_command(state_dir: Path | None, as_json: bool) -> None:
+    """What runs where: components, PIDs, URLs, and each deployment's ready pods."""
+    info = _sandbox(state_dir).status()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"sandbox {'running' if info['running'] else 'not running'} ({info['state_dir']})")
+    for name, part in info["components"].items():
+        where = part.get("url") or part.get("api_url") or (f":{part['port']}" if part.get("port") else "")
+        click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {'alive' if part['alive'] else 'DEAD':<6} {where}")
+    for name, d in info["deployments"].items():
+        click.echo(f"  deploy/{name:<22} {d['ready']}/{d['replicas']} ready  {d['image']}")
+
+
+@sandbox.command("traffic")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--since", help="Only requests sent at or after this ISO time (UTC if no offset).")
+def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) -> None:
+    """Requests and failures per service (and version) seen by the load generator."""
+    from .runtime.load import parse_since
+
+    try:
+        moment = parse_since(since) if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from e
+    try:
+        report = _sandbox(state_dir).traffic(moment)
+    except (ServerError, OSError) as e:
+        raise _fail(e) from e
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for service, totals in report.items():
+        click.echo(f"{service:<22} {totals['requests']:>7} requests {totals['failed']:>6} failed")
+        for version, v in totals["by_version"].items():
+            click.echo(f"  {version:<20} {v['requests']:>7} requests {v['failed']:>6} failed  "
+                       f"p50 {v['p50_ms']} ms  p99 {v['p99_ms']} ms")
+
+
+@sandbox.command("fault")
+@_state_dir_option
+@click.argument("target")
+@click.option("-n", "--namespace", default=None, help="Namespace of the pods (default: veza-sandbox).")
+@click.option("--error-rate", type=click.FloatRange(0, 1), help="Fraction of API requests answered 500.")
+@click.option("--latency-ms", type=click.FloatRange(0), help="Milliseconds added to every API request.")
+@click.option("--health-fail", is_flag=True, help="/health fails: the liveness probe restarts the container.")
+@click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
+@click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
+@click.option("--clear", is_flag=True, help="Remove every injected fault.")
+def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
+                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, clear: bool) -> None:
+    """Inject faults into the running pods of a service (or one pod), for incident drills.
+
+    TARGET is a service (veza-backend-api: all its pods) or a pod name.
+    """
+    faults: dict[str, Any] = {}
+    if error_rate is not None:
+        faults["error_rate"] = error_rate
+    if latency_ms is not None:
+        faults["extra_latency_ms"] = latency_ms
+    if health_fail:
+        faults["health_fail"] = True
+    if ready_fail:
+        faults["ready_fail"] = True
+    if crash:
+        faults["crash_now"] = True
+    if not faults and not clear:
+        raise click.UsageError("say which fault: --error-rate, --latency-ms, --health-fail, --ready-fail, --crash or --clear")
+    try:
+        pods = _sandbox(state_dir).fault(target, faults, clear=clear, namespace=namespace)
+    except (ServerError, LookupError, ValueError) as e:
+        raise _fail(e) from e
+    what = "cleared faults on" if clear and not faults else f"injected {', '.join(faults)} into"
+    click.echo(f"{what} {len(pods)} pod(s): {', '.join(pods)}")

