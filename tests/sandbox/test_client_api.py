@@ -28,8 +28,14 @@ def test_create_read_replace_patch_deployment(api_client, namespace: str) -> Non
     read = apps.read_namespaced_deployment("api", namespace)
     assert read.spec.template.spec.containers[0].image.endswith(":1.0.0")
 
-    read.spec.replicas = 3
-    replaced = apps.replace_namespaced_deployment("api", namespace, read)
+    while True:  # controllers write status meanwhile: read-modify-replace until no conflict
+        read = apps.read_namespaced_deployment("api", namespace)
+        read.spec.replicas = 3
+        try:
+            replaced = apps.replace_namespaced_deployment("api", namespace, read)
+            break
+        except ApiException as e:
+            assert e.status == 409
     assert replaced.spec.replicas == 3 and replaced.metadata.generation == 2
 
     patched = apps.patch_namespaced_deployment("api", namespace, {"spec": {"template": {"spec": {
