@@ -42,6 +42,7 @@ class DeploymentState:
 
     name: str
     desired: int
+    replicas: int
     updated: int
     ready: int
     available: int
@@ -55,13 +56,14 @@ class DeploymentState:
 
     @property
     def rolled_out(self) -> bool:
-        """kubectl's rule: observed the latest spec, all replicas updated and available, no old ones left."""
+        """kubectl's rule (rollout_status.go): the latest spec observed, every replica updated and
+        available, and no old replica left."""
         return (
             self.observed_generation >= self.generation
             and self.updated == self.desired
             and self.available >= self.desired
             and self.ready >= self.desired
-            and self.unavailable == 0
+            and self.replicas == self.updated
         )
 
     @property
@@ -80,6 +82,7 @@ def deployment_state(dep: Obj) -> DeploymentState:
     return DeploymentState(
         name=meta.get("name", ""),
         desired=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         available=int(status.get("availableReplicas") or 0),

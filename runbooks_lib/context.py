@@ -159,6 +159,7 @@ class RunContext:
         self.figures: dict[str, float | int | None] = {}
         self.links: list[dict[str, str]] = []
         self.cluster: dict[str, Any] | None = None
+        self._on_finish: list[Any] = []
         from .records.identity import operator_identity, operator_name
 
         # Who ran it: Vault display name and accessor, Kubernetes user — never a token.
@@ -206,6 +207,10 @@ class RunContext:
             mark = "✓" if record.outcome == "succeeded" else "✗"
             print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
 
+    def on_finish(self, callback: Any) -> None:
+        """Run ``callback()`` when the run ends, succeeded or not (e.g. release a lock)."""
+        self._on_finish.append(callback)
+
     def figure(self, name: str, value: float | int | None) -> None:
         """A named measurement for the record (time_to_rollback_s, failed_requests, ...)."""
         self.figures[name] = value
@@ -245,6 +250,12 @@ class RunContext:
         """End the run and write the summary scrap into the record."""
         self.outcome = outcome
         self.finished = utcnow()
+        while self._on_finish:
+            callback = self._on_finish.pop()
+            try:
+                callback()
+            except Exception as e:  # the run's end must still be recorded
+                print(f"warning: cleanup {getattr(callback, '__name__', callback)} failed: {type(e).__name__}: {e}")
         summary = self.summary()
         self.journal.write(event="run-finished", outcome=outcome)
         _show_summary(summary)

@@ -29,6 +29,9 @@ __all__ = [
     "sandbox_env",
 ]
 
+# Files in parameters/ that are not environment profiles.
+_NOT_PROFILES = {"services", "gameday"}
+
 _REF = re.compile(r"\$\{(env|sandbox):([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -119,6 +122,9 @@ class Profile(_Model):
     timeouts: Timeouts = Timeouts()
     approvals: Approvals = Approvals()
     records: Records = Records()
+    load_report_url: str | None = Field(
+        None, description="A load generator's report of failed requests (the sandbox has one)"
+    )
     services: "ServiceCatalog"
     sandbox: dict[str, Any] | None = Field(
         None, description="Sandbox-only settings (image behaviours...), read by runbooks_sandbox alone"
@@ -195,7 +201,7 @@ def sandbox_env(home: Path | None = None) -> dict[str, str]:
 
 def available_envs(home: Path | None = None) -> list[str]:
     folder = (home or project_home()) / "parameters"
-    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "services")
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in _NOT_PROFILES)
 
 
 def _read_yaml(path: Path) -> Any:

@@ -1,0 +1,325 @@
+"""Deploying a new version of one service: the guide's sections 3–8 and 12.
+
+``Deployment`` carries one deploy run: the pre-deployment checklist, the lock, the secrets
+from Vault, the rollout (rolling, or blue-green in ``bluegreen``), the post-deploy checks,
+and the automatic rollback when any check fails. Each method is one notebook step and
+returns a table for the record; failures raise CheckFailed with the numbers behind them.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import difflib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .checks import pod_checks, service_url, smoke_checks
+from .cluster import Cluster
+from .errors import BackendUnavailable, CheckFailed, NoData, NotFound, RunbookError, RunbookTimeout
+from .kube import translate
+from .lock import DeployLock
+from .rollback import RollbackResult, roll_back
+from .rollout import set_image, wait_for_rollout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .context import RunContext
+
+__all__ = ["DeployParams", "Deployment", "SECRET_NAME", "vault_key_to_secret_key", "diff_objects"]
+
+SECRET_NAME = "veza-secrets"
+# Pods that will never become ready without a human: fail at once instead of waiting.
+_HOPELESS = {"ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}
+
+
+class DeployParams(BaseModel):
+    """The deploy runbook's parameters, validated before anything changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Image tag")
+    strategy: Literal["rolling", "blue-green"] = "rolling"
+    dry_run: bool = False
+    change_cause: str = ""
+    ticket: str = ""
+    analysis_s: float = Field(10, ge=0, description="Traffic to observe before judging the new version")
+    monitor_s: float = Field(15, ge=0, description="Blue-green: watch green this long before deleting blue")
+
+
+def vault_key_to_secret_key(key: str) -> str:
+    """Vault's database_url is the Secret's database-url (the guide's naming)."""
+    return key.replace("_", "-")
+
+
+def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A unified diff of two objects' specs and labels/annotations, as YAML."""
+    def view(obj: dict[str, Any]) -> list[str]:
+        meta = obj.get("metadata") or {}
+        shown = {"metadata": {k: meta.get(k) for k in ("labels", "annotations") if meta.get(k)}, "spec": obj.get("spec")}
+        shown["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+        return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"
+
+
+@dataclass
+class Deployment:
+    """One deploy of one service to one environment."""
+
+    ctx: "RunContext"
+    params: DeployParams
+    cluster: Cluster = field(init=False)
+    started: datetime = field(init=False)
+    rollback: RollbackResult | None = field(default=None, init=False)
+    lock: DeployLock | None = field(default=None, init=False)
+    diffs: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.cluster = Cluster(self.ctx.profile, dry_run=self.params.dry_run)
+        self.spec = self.ctx.profile.services.get(self.params.service)
+        self.image = self.ctx.profile.services.image(self.params.service, self.params.version)
+        self.started = datetime.now(timezone.utc)
+        self.deployment_name = self.active_deployment()
+
+    # -- what is running -------------------------------------------------------------------
+
+    def active_deployment(self) -> str:
+        """The Deployment the Service sends traffic to (blue-green renames it by colour)."""
+        service = self.params.service
+        try:
+            with translate(f"read service {service}"):
+                svc = self.cluster._dict(self.cluster.core.read_namespaced_service(service, self.cluster.namespace))
+        except NotFound:
+            return service
+        colour = ((svc.get("spec") or {}).get("selector") or {}).get("color")
+        if not colour:
+            return service
+        for dep in self.cluster.deployments(label_selector=f"app={service}"):
+            labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+            if labels.get("color") == colour:
+                return dep["metadata"]["name"]
+        return service
+
+    # -- 1. checklist ----------------------------------------------------------------------
+
+    def checklist(self) -> "pd.DataFrame":
+        """The guide's pre-deployment checklist, checked; a failing item stops before any change."""
+        import pandas as pd
+
+        from .metrics import Metrics
+
+        items: list[tuple[str, str, str]] = []
+
+        def item(name: str, ok: bool | None, detail: str) -> None:
+            items.append((name, "n/a" if ok is None else ("pass" if ok else "FAIL"), detail))
+
+        state = self.cluster.deployment_state(self.deployment_name)
+        current_image = state.image or ""
+        item("service is in the catalog", True, f"{self.params.service} (:{self.spec.port}, {self.spec.replicas} replicas)")
+        item("new version differs from the running one", current_image != self.image,
+             f"running {current_image}, deploying {self.image}")
+        item("no rollout in progress", state.rolled_out and not state.paused,
+             f"{state.ready}/{state.desired} ready, {state.updated} updated, revision {state.revision}")
+        item("previous revision available for rollback", state.revision is not None and state.ready >= 1,
+             f"revision {state.revision} ({current_image}) serves {state.ready} ready replicas")
+        lock = DeployLock(self.cluster, self.params.service, self.ctx.run_id)
+        held = lock.read()
+        item("no other deploy holds the lock", held is None or held[0].expired(),
+             "free" if held is None else f"held by {held[0].holder}" + (" (stale)" if held[0].expired() else ""))
+        metrics = Metrics(self.ctx.profile.prometheus.url)
+        try:
+            rules = metrics.alert_rules()
+            item("Prometheus reachable and alert rules loaded", bool(rules), f"{len(rules)} alert rules: {', '.join(rules[:4])}")
+        except BackendUnavailable as e:
+            item("Prometheus reachable and alert rules loaded", False, str(e))
+        item("staging already runs this version", *self._staging_runs_version())
+        table = pd.DataFrame(items, columns=["item", "status", "detail"]).set_index("item")
+        failing = table[table["status"] == "FAIL"]
+        if not failing.empty:
+            raise CheckFailed("pre-deployment checklist failed: " + "; ".join(f"{i}: {d}" for i, d in failing["detail"].items()))
+        return table
+
+    def _staging_runs_version(self) -> tuple[bool | None, str]:
+        if self.ctx.env != "production":
+            return None, f"only checked for production deploys (this is {self.ctx.env})"
+        from .profiles import load_profile
+
+        try:
+            staging = Cluster(load_profile("staging"))
+            image = staging.deployment_state(self.params.service).image
+        except RunbookError as e:
+            return False, f"cannot read staging: {e}"
+        return image == self.image, f"staging runs {image}"
+
+    # -- 2. lock ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[DeployLock]:
+        """Hold the env+service lease for the changing part of the run."""
+        self.lock = DeployLock(self.cluster, self.params.service, self.ctx.run_id)
+        with self.lock:
+            if self.lock.stale_taken_over is not None:
+                stale = self.lock.stale_taken_over
+                print(f"took over a stale lock left by {stale.holder} (last renewed {stale.renewed})")
+            yield self.lock
+
+    def acquire_lock(self) -> str:
+        """Notebook form: take the lock now; ``release_lock`` (also run on failure) gives it back."""
+        self.lock = DeployLock(self.cluster, self.params.service, self.ctx.run_id)
+        self.lock.acquire()
+        self.ctx.on_finish(self.release_lock)
+        stale = self.lock.stale_taken_over
+        note = f" (took over a stale lock of {stale.holder})" if stale else ""
+        return f"lock {self.lock.name} held by run {self.ctx.run_id}{note}" + (" [dry run: checked only]" if self.params.dry_run else "")
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    # -- 3. secrets ------------------------------------------------------------------------
+
+    def sync_secrets(self) -> "pd.DataFrame":
+        """Vault's secret/veza/<env> → the Kubernetes Secret the pods read; shows keys and hashes only."""
+        import hashlib
+
+        import pandas as pd
+
+        from .secrets import Vault, fingerprint
+
+        values = Vault(self.ctx.profile.vault).read()
+        wanted = {vault_key_to_secret_key(k): v for k, v in values.items()}
+        try:
+            with translate(f"read secret {SECRET_NAME}"):
+                live = self.cluster._dict(self.cluster.core.read_namespaced_secret(SECRET_NAME, self.cluster.namespace))
+        except NotFound:
+            live = None
+        live_data = (live or {}).get("data") or {}
+        live_hashes = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live_data.items()}
+        body = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": SECRET_NAME, "annotations": {"veza.app/synced-from": self.ctx.profile.vault.path}},
+            "data": {k: base64.b64encode(v.reveal().encode()).decode() for k, v in wanted.items()},
+        }
+        with translate(f"apply secret {SECRET_NAME}"):
+            if live is None:
+                self.cluster.core.create_namespaced_secret(self.cluster.namespace, body, **self.cluster._dry)
+            else:
+                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+                self.cluster.core.replace_namespaced_secret(SECRET_NAME, self.cluster.namespace, body, **self.cluster._dry)
+        rows = [{"key": k, "vault sha256": fingerprint(v), "cluster sha256 before": live_hashes.get(k, "(absent)"),
+                 "changed": live_hashes.get(k) != fingerprint(v)} for k, v in sorted(wanted.items())]
+        rows += [{"key": k, "vault sha256": "(absent)", "cluster sha256 before": h, "changed": True}
+                 for k, h in sorted(live_hashes.items()) if k not in wanted]
+        self.ctx.figure("secret_keys_changed", sum(1 for r in rows if r["changed"]))
+        return pd.DataFrame(rows).set_index("key")
+
+    # -- 4a. rolling -----------------------------------------------------------------------
+
+    def _change_cause(self) -> str:
+        cause = self.params.change_cause or f"deploy {self.params.version}"
+        return f"{cause} (ticket {self.params.ticket}, run {self.ctx.run_id})" if self.params.ticket else f"{cause} (run {self.ctx.run_id})"
+
+    def _fail_fast(self, _: Any) -> None:
+        stuck = {p.waiting_reason for p in self.cluster.pod_states(f"app={self.params.service},version={self.params.version}")
+                 if p.waiting_reason in _HOPELESS}
+        if stuck:
+            raise CheckFailed(f"new pods of {self.params.version} cannot start: {', '.join(sorted(stuck))}")
+
+    def roll_out(self) -> str:
+        """Set the image (with change-cause), then wait as ``kubectl rollout status`` does."""
+        before = self.cluster.deployment(self.deployment_name)
+        after = set_image(self.cluster, self.deployment_name, self.params.service, self.image,
+                          version=self.params.version, change_cause=self._change_cause())
+        self.diffs[self.deployment_name] = diff_objects(before, after)
+        if self.params.dry_run:
+            return f"dry run: the API server accepted the change; nothing was applied\n\n{self.diffs[self.deployment_name]}"
+        state = wait_for_rollout(self.cluster, self.deployment_name, self.ctx.profile.timeouts.rollout_s,
+                                 on_progress=self._fail_fast)
+        self.ctx.figure("time_to_healthy_s", round((datetime.now(timezone.utc) - self.started).total_seconds(), 3))
+        return f"{self.deployment_name} rolled out: revision {state.revision}, {state.ready}/{state.desired} ready"
+
+    # -- post-deploy checks ------------------------------------------------------------------
+
+    def verify(self, *, base_url: str | None = None, label_selector: str | None = None) -> dict[str, "pd.DataFrame"]:
+        """Health, readiness and version of each new pod, smoke requests, then the golden signals."""
+        if self.params.dry_run:
+            return {}
+        selector = label_selector or f"app={self.params.service},version={self.params.version}"
+        tables = {"pods": pod_checks(self.cluster, self.params.service, self.spec, label_selector=selector)}
+        tables["smoke"] = smoke_checks(base_url or service_url(self.cluster, self.params.service), self.spec)
+        tables["signals"] = self.judge_metrics()
+        return tables
+
+    def judge_metrics(self) -> "pd.DataFrame":
+        """Error rate and p99 of the new version's pods over ``analysis_s``, against the SLOs."""
+        import pandas as pd
+
+        from .metrics import Metrics
+        from tqdm.auto import tqdm
+
+        slo = self.ctx.profile.slo
+        for _ in tqdm(range(int(self.params.analysis_s)), desc=f"observing {self.params.version}", unit="s"):
+            time.sleep(1)
+        window = f"{max(int(self.params.analysis_s), 5)}s"
+        selector = f'job="{self.params.service}",version="{self.params.version}"'
+        signals = Metrics(self.ctx.profile.prometheus.url).golden_signals(self.params.service, window, selector)
+        row = {"version": self.params.version, "window": window, "requests/s": signals.requests_per_s,
+               "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
+               "SLO success %": 100 * slo.success_rate_min,
+               "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
+        self.ctx.figure("success_rate", signals.success_rate)
+        self.ctx.figure("p99_ms", signals.p99_ms)
+        table = pd.DataFrame([row]).set_index("version")
+        if signals.success_rate is None or signals.p99_ms is None:
+            raise NoData(f"no traffic data for {self.params.version} over {window}: cannot judge the new version")
+        if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
+            raise CheckFailed(
+                f"{self.params.version}: success rate {100 * signals.success_rate:.2f} % "
+                f"(SLO ≥ {100 * slo.success_rate_min:g} %), p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms) "
+                f"over {window}"
+            )
+        return table
+
+    # -- 5. automatic rollback ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def rollback_on_failure(self) -> Iterator[None]:
+        """Any failed rollout or check inside this block rolls the service back, then re-raises."""
+        try:
+            yield
+        except (CheckFailed, RunbookTimeout, NoData) as failure:
+            if self.params.dry_run:
+                raise
+            print(f"✗ {failure}\n↩ rolling back automatically")
+            self.ctx.figure("rolled_back", True)
+            with self.ctx.step("Automatic rollback", key="auto-rollback") as step:
+                self.rollback = roll_back(self.cluster, self.params.service, self.deployment_name,
+                                          timeout_s=self.ctx.profile.timeouts.rollback_s)
+                step.note(reason=str(failure), to_revision=self.rollback.to_revision, to_version=self.rollback.to_version)
+                self.ctx.figure("time_to_rollback_s", self.rollback.time_to_rollback_s)
+            raise CheckFailed(
+                f"{failure} — rolled back to revision {self.rollback.to_revision} ({self.rollback.to_version}) "
+                f"in {self.rollback.time_to_rollback_s:.1f} s"
+            ) from failure
+
+    # -- 6. summary ------------------------------------------------------------------------
+
+    def failed_requests(self) -> str:
+        """What the load generator saw during the deploy (sandbox), as a figure for the record."""
+        from .traffic import failed_requests
+
+        seen = failed_requests(self.ctx.profile.load_report_url, self.params.service, self.started)
+        if seen is None:
+            return "no load generator in this environment: see the golden signals above"
+        total, failed = seen
+        self.ctx.figure("requests_during_deploy", total)
+        self.ctx.figure("failed_requests", failed)
+        return f"{failed} failed of {total} requests to {self.params.service} since the deploy started"

@@ -1,0 +1,161 @@
+"""One change at a time per environment and service: a Kubernetes Lease held for the run.
+
+The Lease ``runbook-lock-<service>`` in the profile's namespace names its holder (run id,
+runbook, operator) and is renewed while the run lasts. A second run finds it held and is
+refused with exit 4 (``LockHeld``) before any change. A lease whose holder stopped renewing
+(a crashed run) is reported as stale, with who held it and since when, and taken over.
+Release happens at the end of the run, also when it fails.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from .errors import Conflict, LockHeld, NotFound
+from .kube import translate
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+__all__ = ["DeployLock", "LeaseState"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _micro(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    holder: str
+    acquired: datetime | None
+    renewed: datetime | None
+    duration_s: int
+
+    def expired(self, now: datetime | None = None) -> bool:
+        if self.renewed is None:
+            return True
+        return (now or _now()) > self.renewed + timedelta(seconds=self.duration_s)
+
+
+def _parse(stamp: Any) -> datetime | None:
+    if stamp is None:
+        return None
+    if isinstance(stamp, datetime):
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+
+
+class DeployLock:
+    """A lease-based lock; use as a context manager around the changing part of a run."""
+
+    def __init__(self, cluster: "Cluster", service: str, holder: str, *, duration_s: int = 30) -> None:
+        self.cluster = cluster
+        self.name = f"runbook-lock-{service}"
+        self.holder = holder
+        self.duration_s = duration_s
+        self.stale_taken_over: LeaseState | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._held = False
+
+    @property
+    def _api(self) -> Any:
+        return self.cluster.coordination
+
+    def _body(self, acquired: datetime, resource_version: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "veza-runbooks"}}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        return {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+            "spec": {"holderIdentity": self.holder, "leaseDurationSeconds": self.duration_s,
+                     "acquireTime": _micro(acquired), "renewTime": _micro(_now())},
+        }
+
+    def read(self) -> tuple[LeaseState, str] | None:
+        """The lease as it stands (and its resourceVersion), or None when nobody holds it."""
+        try:
+            with translate(f"read lease {self.name}"):
+                lease = self.cluster._dict(self._api.read_namespaced_lease(self.name, self.cluster.namespace))
+        except NotFound:
+            return None
+        spec = lease.get("spec") or {}
+        state = LeaseState(spec.get("holderIdentity") or "", _parse(spec.get("acquireTime")),
+                           _parse(spec.get("renewTime")), int(spec.get("leaseDurationSeconds") or self.duration_s))
+        return state, lease["metadata"]["resourceVersion"]
+
+    def acquire(self) -> None:
+        """Take the lock or raise LockHeld naming the holder. Dry runs only check."""
+        current = self.read()
+        if current is not None:
+            state, version = current
+            if state.holder != self.holder and not state.expired():
+                raise LockHeld(
+                    f"{self.name} is held by {state.holder} since {state.acquired:%Y-%m-%d %H:%M:%S} UTC "
+                    f"(renewed {(_now() - state.renewed).total_seconds():.0f} s ago); refusing a concurrent change"
+                )
+            if state.holder != self.holder:
+                self.stale_taken_over = state
+            if self.cluster.dry_run:
+                return
+            try:
+                with translate(f"take over stale lease {self.name}"):
+                    self._api.replace_namespaced_lease(self.name, self.cluster.namespace, self._body(_now(), version))
+            except Conflict as e:
+                raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
+        else:
+            if self.cluster.dry_run:
+                return
+            try:
+                with translate(f"create lease {self.name}"):
+                    self._api.create_namespaced_lease(self.cluster.namespace, self._body(_now()))
+            except Conflict as e:
+                raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
+        self._held = True
+        self._renewer = threading.Thread(target=self._renew_until_released, name=f"renew-{self.name}", daemon=True)
+        self._renewer.start()
+
+    def _renew_until_released(self) -> None:
+        while not self._stop.wait(self.duration_s / 3):
+            try:
+                current = self.read()
+                if current is None or current[0].holder != self.holder:
+                    return  # lost it: release() will not delete someone else's lease
+                state, version = current
+                with translate(f"renew lease {self.name}"):
+                    self._api.replace_namespaced_lease(
+                        self.name, self.cluster.namespace, self._body(state.acquired or _now(), version)
+                    )
+            except Exception:  # a missed renewal is retried; the lease outlives a few of them
+                continue
+
+    def release(self) -> None:
+        """Give the lock back (only if we still hold it)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+        if not self._held:
+            return
+        self._held = False
+        current = self.read()
+        if current is not None and current[0].holder == self.holder:
+            from kubernetes import client as k8s
+
+            with translate(f"delete lease {self.name}"):
+                self._api.delete_namespaced_lease(
+                    self.name, self.cluster.namespace,
+                    body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=current[1])),
+                )
+
+    def __enter__(self) -> "DeployLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

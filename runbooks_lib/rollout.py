@@ -1,0 +1,179 @@
+"""Rolling out and rolling back one Deployment, with kubectl's semantics.
+
+``wait_for_rollout`` is ``kubectl rollout status`` with a progress bar; ``history`` and
+``undo`` follow kubectl's rollback.go and history.go: revisions are read from the
+Deployment's ReplicaSets, and an undo copies the chosen ReplicaSet's pod template (without
+its pod-template-hash label) back onto the Deployment. Every change honours dry run.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .cluster import DeploymentState, deployment_state
+from .errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
+from .kube import translate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .cluster import Cluster
+
+__all__ = ["Revision", "set_image", "wait_for_rollout", "history", "history_table", "undo", "CHANGE_CAUSE"]
+
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+REVISION = "deployment.kubernetes.io/revision"
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    replica_set: str
+    image: str | None
+    version: str | None
+    change_cause: str | None
+    created: str | None
+    replicas: int
+    template: dict[str, Any]
+
+
+def set_image(cluster: "Cluster", deployment: str, container: str, image: str, *,
+              version: str | None = None, change_cause: str | None = None) -> dict[str, Any]:
+    """``kubectl set image`` plus the version label and a change-cause, in one strategic-merge patch."""
+    template: dict[str, Any] = {"spec": {"containers": [{"name": container, "image": image}]}}
+    if version:
+        template["metadata"] = {"labels": {"version": version}}
+    patch: dict[str, Any] = {"spec": {"template": template}}
+    if change_cause:
+        patch["metadata"] = {"annotations": {CHANGE_CAUSE: change_cause}}
+    with translate(f"set image of deployment {deployment} to {image}"):
+        result = cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
+    return cluster._dict(result)
+
+
+def _describe(state: DeploymentState) -> str:
+    if state.observed_generation < state.generation:
+        return "waiting for the spec update to be observed"
+    if state.updated < state.desired:
+        return f"{state.updated} of {state.desired} new replicas updated"
+    if state.replicas > state.updated:
+        return f"{state.replicas - state.updated} old replicas pending termination"
+    if state.available < state.updated:
+        return f"{state.available} of {state.updated} updated replicas available"
+    return "rolled out"
+
+
+def wait_for_rollout(cluster: "Cluster", deployment: str, timeout_s: float, *, poll_s: float = 0.25,
+                     on_progress: Callable[[DeploymentState], None] | None = None) -> DeploymentState:
+    """Wait until the rollout is complete (kubectl's rule), showing progress.
+
+    Raises CheckFailed when the Deployment reports ProgressDeadlineExceeded (kubectl exits non-zero
+    there too) and RunbookTimeout past ``timeout_s``.
+    """
+    from tqdm.auto import tqdm
+
+    deadline = time.monotonic() + timeout_s
+    state = cluster.deployment_state(deployment)
+    with tqdm(total=max(state.desired, 1), desc=f"rollout {deployment}", unit="replica", leave=True) as bar:
+        while True:
+            state = cluster.deployment_state(deployment)
+            bar.total = max(state.desired, 1)
+            bar.n = min(state.available if state.updated >= state.desired else state.updated, bar.total)
+            bar.set_postfix_str(_describe(state))
+            bar.refresh()
+            if on_progress:
+                on_progress(state)
+            if state.rolled_out:
+                return state
+            if state.deadline_exceeded:
+                raise CheckFailed(
+                    f"deployment {deployment} exceeded its progress deadline: {state.ready}/{state.desired} ready, "
+                    f"{state.updated} updated"
+                )
+            if time.monotonic() > deadline:
+                raise RunbookTimeout(
+                    f"deployment {deployment} not rolled out after {timeout_s:.0f} s: {_describe(state)}"
+                )
+            time.sleep(poll_s)
+
+
+def _owned_replica_sets(cluster: "Cluster", dep: dict[str, Any]) -> list[dict[str, Any]]:
+    uid = dep["metadata"]["uid"]
+    selector = ",".join(f"{k}={v}" for k, v in ((dep["spec"].get("selector") or {}).get("matchLabels") or {}).items())
+    return [
+        rs for rs in cluster.replica_sets(label_selector=selector or None)
+        if any(o.get("uid") == uid and o.get("controller") for o in rs["metadata"].get("ownerReferences") or [])
+    ]
+
+
+def history(cluster: "Cluster", deployment: str) -> list[Revision]:
+    """The Deployment's revisions, oldest first, from its ReplicaSets (as kubectl reads them)."""
+    dep = cluster.deployment(deployment)
+    revisions = []
+    for rs in _owned_replica_sets(cluster, dep):
+        meta = rs["metadata"]
+        number = int((meta.get("annotations") or {}).get(REVISION, 0))
+        template = rs["spec"]["template"]
+        containers = template["spec"].get("containers") or [{}]
+        revisions.append(Revision(
+            number=number, replica_set=meta["name"], image=containers[0].get("image"),
+            version=(template.get("metadata", {}).get("labels") or {}).get("version"),
+            change_cause=(meta.get("annotations") or {}).get(CHANGE_CAUSE),
+            created=meta.get("creationTimestamp"), replicas=int(rs["spec"].get("replicas") or 0),
+            template=template,
+        ))
+    return sorted(revisions, key=lambda r: r.number)
+
+
+def history_table(revisions: list[Revision], current: int | None = None) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([
+        {"revision": r.number, "current": r.number == current, "version": r.version, "image": r.image,
+         "change-cause": r.change_cause, "replicas": r.replicas, "replica set": r.replica_set, "created": r.created}
+        for r in revisions
+    ]).set_index("revision") if revisions else pd.DataFrame()
+
+
+def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    clean = copy.deepcopy(template)
+    (clean.get("metadata", {}).get("labels") or {}).pop("pod-template-hash", None)
+    return clean
+
+
+def choose_revision(revisions: list[Revision], current: int, to_revision: int | None) -> Revision:
+    """kubectl's choice: an explicit revision, or the highest one below the current."""
+    if to_revision:
+        found = next((r for r in revisions if r.number == to_revision), None)
+        if found is None:
+            raise NotFound(
+                f"unable to find revision {to_revision}; revisions available: "
+                + (", ".join(str(r.number) for r in revisions) or "none")
+            )
+        return found
+    previous = [r for r in revisions if r.number < current]
+    if not previous:
+        raise NotFound("no rollout history found: there is no previous revision to roll back to")
+    return previous[-1]
+
+
+def undo(cluster: "Cluster", deployment: str, to_revision: int | None = None) -> tuple[Revision, dict[str, Any]]:
+    """``kubectl rollout undo``: copy the chosen revision's template back onto the Deployment."""
+    dep = cluster.deployment(deployment)
+    if dep["spec"].get("paused"):
+        raise ParameterError(f"deployment {deployment} is paused; resume it before rolling back")
+    current = int((dep["metadata"].get("annotations") or {}).get(REVISION, 0))
+    target = choose_revision(history(cluster, deployment), current, to_revision)
+    template = _without_hash(target.template)
+    annotations = dict(dep["metadata"].get("annotations") or {})
+    if target.change_cause:
+        annotations[CHANGE_CAUSE] = target.change_cause
+    patch = [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+    with translate(f"roll back deployment {deployment} to revision {target.number}"):
+        result = cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
+    return target, cluster._dict(result)
