@@ -5,8 +5,8 @@ service, named after the service; pods labelled ``app`` and ``version``; Rolling
 maxSurge 1 and maxUnavailable 0; liveness on /health and readiness on /ready; application
 secrets from the Secret ``veza-secrets``, whose keys (database-url, redis-url, jwt-secret,
 stripe-api-key) are synced from OpenBao ``secret/veza/sandbox``; Services on port 80 to the
-container port. Probe timings are the guide's scaled down to the sandbox's seconds-long
-starts (the guide waits 10 s before the first readiness probe; the workload is ready in 0.3 s).
+container port. Probe timings are the guide's as written: the sandbox's pod runtime runs them
+on a shorter clock (its ``time_scale``), so a drill reads the same manifests as production.
 
 The manifests are plain dicts, applied through the real Kubernetes client by the sandbox.
 """
@@ -122,9 +122,9 @@ def _container(spec: ServiceSpec, image: str) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "env": env,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-        # The guide's probes (same paths, port and thresholds), sandbox-fast delays and periods.
-        "livenessProbe": _probe(spec.health_path, spec.port, initial_delay=5, period=5, timeout=2, failures=3),
-        "readinessProbe": _probe(spec.ready_path, spec.port, initial_delay=0, period=1, timeout=1, failures=2),
+        # The guide's probes as written; the sandbox's pod runtime scales their times down.
+        "livenessProbe": _probe(spec.health_path, spec.port, initial_delay=30, period=10, timeout=5, failures=3),
+        "readinessProbe": _probe(spec.ready_path, spec.port, initial_delay=10, period=5, timeout=3, failures=3),
     }
 
 
@@ -150,7 +150,7 @@ def deployment(spec: ServiceSpec, repository: str, version: str = INITIAL_VERSIO
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port)},
                 },
                 "spec": {
-                    "terminationGracePeriodSeconds": 10,
+                    "terminationGracePeriodSeconds": 30,
                     "containers": [_container(spec, f"{repository}/{spec.name}:{version}")],
                 },
             },

@@ -33,7 +33,7 @@ from .manifests import NAMESPACE, expected_pods
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer
 from .servers.openbao import find_bao
 from .servers.ports import (
-    PackageMissing, ServerError, process_alive, terminate, wait_port_closed,
+    PackageMissing, ServerError, process_alive, process_cmdline, terminate, wait_port_closed,
 )
 from .servers.postgres import PG_BIN_DIR
 from .supervisor import STATUS_FILE, write_json_atomically
@@ -297,6 +297,7 @@ class Sandbox:
             running = {name: s for name, s in servers.items() if _server_running(s)}
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
+        stopped += self._kill_strays()
         for host, port in ports:
             if not wait_port_closed(port, host, timeout=10.0):
                 say(f"warning: {host}:{port} is still bound")
@@ -310,6 +311,18 @@ class Sandbox:
         for pid in leftovers:
             terminate(pid, grace=2.0)
         return [f"leftover pid {pid}" for pid in leftovers]
+
+    def _kill_strays(self) -> list[str]:
+        """Processes still naming a file of this state directory (pods of a killed supervisor).
+
+        Only processes whose command line holds a path under ``state_dir`` qualify: nothing
+        another sandbox or another user started can match.
+        """
+        mark = str(self.state_dir) + os.sep
+        strays = [pid for pid in _pids_with_arg_under(mark) if pid != os.getpid()]
+        for pid in strays:
+            terminate(pid, grace=3.0)
+        return [f"stray pid {pid}" for pid in strays]
 
     def _bound_ports(self) -> list[tuple[str, int]]:
         """Every (host, port) the sandbox holds: servers, supervisor endpoints, pods and Services."""
@@ -399,6 +412,50 @@ class Sandbox:
         return fetch_report(self.traffic_url().removesuffix("/traffic"), since)
 
 
+    def fault(self, target: str, faults: dict[str, Any], clear: bool = False,
+              namespace: str | None = None) -> list[str]:
+        """Inject ``faults`` (workload fault fields) into the pods of a service or into one pod.
+
+        ``clear`` first removes the faults in force. Goes through each pod's fault file, which
+        its workload process polls (see :mod:`runbooks_sandbox.workload.faults`). Returns the
+        pod names.
+        """
+        from .workload import clear_fault, inject_fault
+
+        pods = self._running_pods(target, namespace or NAMESPACE)
+        files = {name: self._fault_file(ip) for name, ip in pods}
+        for name, path in files.items():
+            if clear:
+                clear_fault(path)
+            if faults:
+                inject_fault(path, **faults)
+        return sorted(files)
+
+    def _running_pods(self, target: str, namespace: str) -> list[tuple[str, str]]:
+        import requests
+
+        api = self._read_json(self.supervisor_status_path).get("api_url")
+        if not api or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        items = requests.get(f"{api}/api/v1/namespaces/{namespace}/pods", timeout=5).json().get("items", [])
+        chosen = [p for p in items if p["metadata"]["name"] == target] or \
+                 [p for p in items if (p["metadata"].get("labels") or {}).get("app") == target]
+        running = [(p["metadata"]["name"], p["status"]["podIP"]) for p in chosen
+                   if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")]
+        if not running:
+            raise LookupError(f"no running pod of {target!r} in {namespace} (a service name or a pod name)")
+        return running
+
+    def _fault_file(self, pod_ip: str) -> Path:
+        """The fault file the workload listening on ``pod_ip`` polls (from its command line)."""
+        for pid in _pids_with_arg_under(str(self.state_dir) + os.sep):
+            args = process_cmdline(pid)
+            if "runbooks_sandbox.workload" in args and "--fault-file" in args and "--host" in args and \
+                    args[args.index("--host") + 1] == pod_ip:
+                return Path(args[args.index("--fault-file") + 1])
+        raise LookupError(f"no workload process listens on {pod_ip} (is the pod restarting?)")
+
+
 def _server_running(server: Any) -> bool:
     status = server.status()
     if "running" in status:
@@ -415,6 +472,34 @@ def _pids_in_group(pgid: int) -> list[int]:
                     found.append(int(entry.name))
             except (ProcessLookupError, PermissionError):
                 continue
+    return found
+
+
+_OUR_PROGRAMS = ("prometheus", "postgres", "bao")
+_OUR_MODULES = ("runbooks_sandbox.workload", SUPERVISOR_MARK)
+
+
+def _pids_with_arg_under(prefix: str) -> list[int]:
+    """Sandbox programs (workload, supervisor, servers) whose arguments name a path under prefix.
+
+    A shell that merely mentions the state directory (``bash -c 'runbook sandbox down
+    --state-dir ...'``) is not one of them, nor is any ancestor of this process.
+    """
+    ancestors, pid = set(), os.getpid()
+    while pid > 1:
+        ancestors.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in ancestors or not process_alive(int(entry.name)):
+            continue
+        args = process_cmdline(int(entry.name))
+        ours = bool(args) and (Path(args[0]).name in _OUR_PROGRAMS or any(m in args for m in _OUR_MODULES))
+        if ours and any(prefix in arg for arg in args[1:]):
+            found.append(int(entry.name))
     return found
 
 

@@ -109,7 +109,9 @@ class Supervisor:
 
             log.warning("runtime.pods not available: pods are simulated without processes")
             return InstantRuntime(ready_after=0.2)
-        return process_runtime(state_dir=self.state_dir / "pods")
+        pods_dir = self.state_dir / "pods"
+        pods_dir.mkdir(parents=True, exist_ok=True)
+        return process_runtime(state_dir=str(pods_dir))
 
     def _make_proxy(self) -> Any:
         proxy_class = _optional("runbooks_sandbox.runtime.proxy", "ServiceProxy")
