@@ -1,0 +1,249 @@
+"""The process pod runtime: the sandbox's kubelet, where every pod is a real local process.
+
+:class:`ProcessRuntime` implements the ``PodRuntime`` seam of ``models.api``. It watches pods in
+the store and, for each, binds it to the sandbox node, gives it its own loopback address,
+resolves its image (through the workload image catalog) and environment (Secrets, ConfigMaps),
+starts ``python -m runbooks_sandbox.workload`` on podIP:containerPort, probes it, restarts it
+with back-off when it crashes or fails liveness, and reports status and Events as a kubelet does.
+
+Times from pod specs (probe delays and periods, grace periods) and the kubelet's back-offs are
+multiplied by ``RuntimeSettings.time_scale`` (default 0.1: the guide's 10 s readiness delay is
+1 s here), so drills run the guide's manifests unchanged and still finish quickly.
+
+Deletion is graceful as on a cluster: the runtime puts a finalizer (``FINALIZER``) on every pod it
+runs, so deleting a pod only marks it (``deletionTimestamp``, shown as Terminating). The runtime
+then reports the pod not ready (the Endpoints controller and the Service proxy drop it), sends
+SIGTERM, waits up to the (scaled) grace period, sends SIGKILL, and removes its finalizer, which
+completes the deletion. A pod removed outright (namespace deletion) is stopped the same way.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..models.api import StoreEvent, Store
+from ..models.errors import ApiError, BadRequest, NotFound
+from ..models.resources import NODES, PODS
+from ..models.store import now_rfc3339
+from ..workload import ImageCatalog, clear_fault, inject_fault, load_image_catalog
+from .events import EventRecorder
+from .ipam import AddressPool
+from .logs import DEFAULT_MAX_LINES
+from .podworker import PodWorker
+
+__all__ = ["FINALIZER", "NODE_NAME", "ProcessRuntime", "RuntimeSettings"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+NODE_NAME = "sandbox-node"
+FINALIZER = "sandbox.veza.app/kubelet"  # holds a deleted pod until its processes have stopped
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How the runtime runs pods; the defaults suit drills and tests."""
+
+    time_scale: float = 0.1  # multiplies probe delays/periods/timeouts, grace periods and back-offs
+    pod_network: str = "127.10.0.0/16"  # loopback range pod IPs come from
+    catalog: str | None = None  # sandbox profile with the image catalog (default parameters/sandbox.yaml)
+    access_log: bool = False  # workload logs every request (costly under load) or only start-up/faults/5xx
+    log_lines: int = DEFAULT_MAX_LINES  # lines kept per container instance
+    state_dir: str | None = None  # pod folders (fault files); a temporary folder when None
+    min_probe_timeout_s: float = 1.0  # scaled probe timeouts never go below this
+    config_retry_s: float = 1.0  # how often a pod blocked on a missing Secret/ConfigMap retries
+    backoff_initial_s: float = 10.0  # kubelet's crash/pull back-off start (scaled)
+    backoff_max_s: float = 300.0  # and its ceiling (scaled)
+    stop_grace_s: float = 2.0  # SIGTERM-to-SIGKILL time when the runtime itself stops
+
+
+class ProcessRuntime:
+    """Implements ``PodRuntime``: pods as processes on loopback addresses (see the module doc)."""
+
+    def __init__(self, settings: RuntimeSettings | None = None, **overrides: Any) -> None:
+        base = settings or RuntimeSettings()
+        self.settings = RuntimeSettings(**{**base.__dict__, **overrides})
+        self.addresses = AddressPool(self.settings.pod_network)
+        self.catalog: ImageCatalog | None = None
+        self.store: Store | None = None
+        self.events: EventRecorder | None = None
+        self.pulled_images: set[str] = set()
+        self._workers: dict[str, PodWorker] = {}  # by pod uid
+        self._lock = threading.RLock()
+        self._processes: set[Any] = set()  # every Popen still running, for stop()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
+        self._own_state_dir = self.settings.state_dir is None
+        self.state_dir = Path(self.settings.state_dir or tempfile.mkdtemp(prefix="veza-sandbox-pods-"))
+
+    # --- PodRuntime ------------------------------------------------------------------------
+
+    def start(self, store: Store) -> None:
+        """Register the node, then run every pod in the store and every pod created later."""
+        self.catalog = load_image_catalog(self.settings.catalog)
+        self.store = store
+        self.events = EventRecorder(store, "kubelet", NODE_NAME)
+        self._register_node(store)
+        self._unsubscribe = store.subscribe(self._on_event)
+        for pod in store.list(PODS)[0]:
+            self._on_event(StoreEvent("ADDED", PODS, pod, int(pod["metadata"]["resourceVersion"])))
+
+    def stop(self) -> None:
+        """Stop every pod process (SIGTERM, then SIGKILL) and thread; leaves no process behind."""
+        self._stopping = True
+        if self._unsubscribe:
+            self._unsubscribe()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.request_stop()
+        deadline = time.monotonic() + self.settings.stop_grace_s + 3
+        for worker in workers:
+            worker.thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._kill_leftovers()
+        self._release_finalizers()
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # --- what the API server and the orchestrator use -------------------------------------
+
+    def logs(
+        self, namespace: str, name: str, container: str | None = None, tail: int | None = None, *,
+        previous: bool = False, timestamps: bool = False, since_seconds: float | None = None,
+    ) -> str:
+        """A container's log as ``GET /api/v1/namespaces/<ns>/pods/<name>/log`` returns it.
+
+        Raises NotFound / BadRequest with the API server's messages (kubectl prints them).
+        """
+        worker = self._worker(namespace, name)
+        runner = worker.container(container)
+        if previous and not runner.log.has_previous():
+            raise BadRequest(f'previous terminated container "{runner.name}" in pod "{name}" not found')
+        if not previous and not runner.ever_started:
+            reason = runner.waiting[0] if runner.waiting else "ContainerCreating"
+            raise BadRequest(f'container "{runner.name}" in pod "{name}" is waiting to start: {reason}')
+        return runner.log.text(tail=tail, previous=previous, timestamps=timestamps, since_seconds=since_seconds)
+
+    def fault(self, namespace: str, pod: str, **fields: Any) -> dict[str, Any]:
+        """Inject faults into a running pod (see ``runbooks_sandbox.workload.faults``)."""
+        return inject_fault(self._worker(namespace, pod).fault_file, **fields)
+
+    def clear_fault(self, namespace: str, pod: str, *names: str) -> dict[str, Any]:
+        return clear_fault(self._worker(namespace, pod).fault_file, *names)
+
+    def pids(self) -> dict[str, int]:
+        """``namespace/pod/container`` -> PID of every running container process."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return {f"{w.namespace}/{w.name}/{c.name}": c.process.pid
+                for w in workers for c in w.containers if c.process is not None and c.running}
+
+    def pod_ip(self, namespace: str, name: str) -> str | None:
+        return self._worker(namespace, name).ip
+
+    # --- used by pod workers ---------------------------------------------------------------
+
+    def track(self, process: Any) -> None:
+        with self._lock:
+            self._processes.add(process)
+
+    def untrack(self, process: Any) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def forget(self, worker: PodWorker) -> None:
+        with self._lock:
+            if self._workers.get(worker.uid) is worker:
+                del self._workers[worker.uid]
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _worker(self, namespace: str, name: str) -> PodWorker:
+        with self._lock:
+            found = [w for w in self._workers.values() if w.namespace == namespace and w.name == name]
+        if not found:
+            raise NotFound.of("pods", name)
+        return max(found, key=lambda w: w.created)
+
+    def _on_event(self, event: StoreEvent) -> None:
+        """Store callback (writer's thread): hand the change to the pod's worker, never block."""
+        if event.resource != PODS or self._stopping:
+            return
+        pod = event.object
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            worker = self._workers.get(uid)
+            if worker is None and event.type != "DELETED" and not pod["metadata"].get("deletionTimestamp"):
+                if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                    return  # a finished pod is not run again
+                worker = PodWorker(self, pod)
+                self._workers[uid] = worker
+                worker.thread.start()
+                return
+        if worker is not None:
+            worker.observe(pod, deleting=bool(pod["metadata"].get("deletionTimestamp")), gone=event.type == "DELETED")
+        elif event.type != "DELETED" and FINALIZER in (pod["metadata"].get("finalizers") or []):
+            # Deleted while no worker runs it (e.g. a runtime restart): nothing to stop.
+            threading.Thread(target=self.remove_finalizer, args=(pod["metadata"]["namespace"], pod["metadata"]["name"]),
+                             daemon=True).start()
+
+    def remove_finalizer(self, namespace: str, name: str) -> None:
+        """Drop our finalizer; on a deleted pod this completes the deletion."""
+        assert self.store is not None
+        try:
+            pod = self.store.get(PODS, namespace, name)
+            remaining = [f for f in pod["metadata"].get("finalizers") or [] if f != FINALIZER]
+            if len(remaining) != len(pod["metadata"].get("finalizers") or []):
+                self.store.patch(PODS, namespace, name, {"metadata": {"finalizers": remaining or None}}, "merge")
+        except ApiError:
+            pass  # already gone
+
+    def _kill_leftovers(self) -> None:
+        with self._lock:
+            leftovers = list(self._processes)
+        for process in leftovers:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.wait()
+            self.untrack(process)
+
+    def _release_finalizers(self) -> None:
+        """Without a runtime nobody would complete pod deletions: drop our finalizers."""
+        if self.store is None or getattr(self.store, "closed", False):
+            return
+        try:
+            pods = self.store.list(PODS)[0]
+        except ApiError:
+            return
+        for pod in pods:
+            if FINALIZER in (pod["metadata"].get("finalizers") or []):
+                self.remove_finalizer(pod["metadata"]["namespace"], pod["metadata"]["name"])
+
+    def _register_node(self, store: Store) -> None:
+        node = {"metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                                                             "node-role.kubernetes.io/control-plane": ""}},
+                "spec": {}}
+        try:
+            store.create(NODES, None, node)
+        except ApiError:
+            pass  # registered by an earlier runtime
+        now = now_rfc3339()
+        store.update_status(NODES, None, NODE_NAME, {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
+            "nodeInfo": {"kubeletVersion": "v1.32.0-sandbox", "containerRuntimeVersion": "sandbox://processes",
+                         "operatingSystem": "linux", "architecture": "amd64"},
+        })

@@ -1,0 +1,405 @@
+"""One pod's kubelet loop: admit, start containers, probe, restart with back-off, terminate.
+
+Each pod gets a thread (:class:`PodWorker`) that owns all of the pod's state; the store callback
+only hands it the latest object or a deletion, so no store write ever waits for a process.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..models.errors import ApiError
+from ..models.resources import PODS
+from ..models.store import now_rfc3339
+from ..workload import ImagePullError
+from .containers import ContainerConfigError, ContainerRunner, WorkloadCommand, base_environment, resolve_env
+from .ipam import PoolExhausted, can_bind
+from .logs import ContainerLog
+from .probes import Probe
+
+if TYPE_CHECKING:
+    from .pods import ProcessRuntime
+
+__all__ = ["PodWorker"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+_HEARTBEAT_S = 1.0  # the longest the loop sleeps without a reason: a safety net, not a timer
+_PULL_BACKOFF_AFTER_S = 0.5  # ErrImagePull shows this long before ImagePullBackOff
+
+
+def _sha(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PodWorker:
+    """The kubelet for one pod (see the module doc); created and driven by ProcessRuntime."""
+
+    def __init__(self, runtime: ProcessRuntime, pod: Obj) -> None:
+        from .pods import FINALIZER, NODE_NAME
+
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.node, self.finalizer = NODE_NAME, FINALIZER
+        meta = pod["metadata"]
+        self.uid, self.namespace, self.name = meta["uid"], meta["namespace"], meta["name"]
+        self.pod = pod
+        self.created = time.monotonic()
+        scale, floor = self.settings.time_scale, self.settings.min_probe_timeout_s
+        self.containers = [
+            ContainerRunner(c, Probe.from_spec(c.get("readinessProbe"), c, scale, floor),
+                            Probe.from_spec(c.get("livenessProbe"), c, scale, floor),
+                            log=ContainerLog(self.settings.log_lines))
+            for c in pod.get("spec", {}).get("containers") or []
+        ]
+        self.command = WorkloadCommand(catalog=self.settings.catalog, access_log=self.settings.access_log)
+        self.ip: str | None = None
+        self.folder: Path = runtime.state_dir / self.namespace / f"{self.name}-{self.uid[:8]}"
+        self.fault_file = self.folder / "fault.json"
+        self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}/{self.name}", daemon=True)
+        self._wake = threading.Condition()
+        self._woken = False
+        self._deleting = False
+        self._gone = False
+        self._stopping = False
+        self._terminating = False
+        self._start_time: str | None = None
+        self._transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, since)
+        self._published: Obj | None = None
+
+    # --- called from other threads ---------------------------------------------------------
+
+    def observe(self, pod: Obj, *, deleting: bool, gone: bool) -> None:
+        """The store's latest object; wakes the loop only for a deletion."""
+        with self._wake:
+            self.pod = pod
+            if deleting or gone:
+                self._deleting, self._gone = True, self._gone or gone
+                self._woken = True
+                self._wake.notify()
+
+    def request_stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._woken = True
+            self._wake.notify()
+
+    def wake(self) -> None:
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    def container(self, name: str | None) -> ContainerRunner:
+        """A container by name; the only one when name is None (as the API server resolves it)."""
+        from ..models.errors import BadRequest
+
+        if name is None:
+            if len(self.containers) == 1:
+                return self.containers[0]
+            names = " ".join(c.name for c in self.containers)
+            raise BadRequest(f"a container name must be specified for pod {self.name}, choose one of: [{names}]")
+        for runner in self.containers:
+            if runner.name == name:
+                return runner
+        raise BadRequest(f"container {name} is not valid for pod {self.name}")
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            if self._admit():
+                self._loop()
+        except Exception:  # a bug here must not take the runtime down; the pod just stops
+            log.exception("pod %s/%s: runtime error", self.namespace, self.name)
+            self._stop_containers(self.settings.stop_grace_s)
+        finally:
+            self.runtime.addresses.release(self.ip)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if self.runtime.events:
+                self.runtime.events.forget(self.uid)
+            self.runtime.forget(self)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if not self._woken:
+                    self._wake.wait(max(0.0, self._next_due() - time.monotonic()))
+                self._woken = False
+                stopping, deleting = self._stopping, self._deleting
+            if stopping:
+                self._stop_containers(self.settings.stop_grace_s)
+                return
+            if deleting:
+                self._terminate()
+                return
+            for runner in self.containers:
+                self._sync(runner)
+            self._publish()
+
+    def _next_due(self) -> float:
+        due = time.monotonic() + _HEARTBEAT_S
+        for c in self.containers:
+            if c.running:
+                if c.readiness_probe:
+                    due = min(due, c.next_readiness)
+                if c.liveness_probe:
+                    due = min(due, c.next_liveness)
+            elif c.terminated is None:
+                due = min(due, c.retry_at)
+                if c.pull_failed_at is not None and c.waiting and c.waiting[0] == "ErrImagePull":
+                    due = min(due, c.pull_failed_at + _PULL_BACKOFF_AFTER_S)
+        return due
+
+    # --- admission: the scheduler's bind and the pod sandbox --------------------------------
+
+    def _admit(self) -> bool:
+        store = self.runtime.store
+        assert store is not None
+        try:
+            pod = store.get(PODS, self.namespace, self.name)
+            if pod["metadata"]["uid"] != self.uid or pod["metadata"].get("deletionTimestamp"):
+                return False
+            finalizers = pod["metadata"].get("finalizers") or []
+            patch: Obj = {}
+            if self.finalizer not in finalizers:
+                patch["metadata"] = {"finalizers": [*finalizers, self.finalizer]}
+            if not pod["spec"].get("nodeName"):
+                patch["spec"] = {"nodeName": self.node}
+            if patch:
+                self.pod = store.patch(PODS, self.namespace, self.name, patch, "merge")
+        except ApiError:
+            return False  # deleted before it could be scheduled
+        self._event("Scheduled", f"Successfully assigned {self.namespace}/{self.name} to {self.node}",
+                    component="default-scheduler")
+        try:
+            self.ip = self.runtime.addresses.allocate(f"{self.namespace}/{self.name}", [c.port for c in self.containers])
+        except PoolExhausted as e:
+            self._event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", warning=True)
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._start_time = now_rfc3339()
+        self._publish()
+        return True
+
+    # --- one container ---------------------------------------------------------------------
+
+    def _sync(self, c: ContainerRunner) -> None:
+        now = time.monotonic()
+        if c.process is not None and c.exit_code is not None:
+            self._handle_exit(c, now)
+        if c.process is None:
+            if c.terminated is None and now >= c.retry_at:
+                self._try_start(c, now)
+            elif (c.waiting and c.waiting[0] == "ErrImagePull" and c.pull_failed_at is not None
+                  and now >= c.pull_failed_at + _PULL_BACKOFF_AFTER_S):
+                image = c.spec.get("image", "")
+                c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+                self._event("BackOff", f'Back-off pulling image "{image}"', c)
+                self._event("Failed", "Error: ImagePullBackOff", c, warning=True)
+            return
+        self._probe(c, now)
+
+    def _try_start(self, c: ContainerRunner, now: float) -> None:
+        assert self.runtime.catalog is not None and self.runtime.store is not None and self.ip is not None
+        image = c.spec.get("image", "")
+        try:
+            resolved = self.runtime.catalog.resolve(image)
+        except ImagePullError as e:
+            self._pull_failed(c, now, image, e)
+            return
+        self._pulled(c, image, resolved.repository, resolved.service)
+        try:
+            env = resolve_env(self.runtime.store, self.pod, c.spec)
+        except ContainerConfigError as e:
+            c.waiting, c.retry_at = ("CreateContainerConfigError", str(e)), now + self.settings.config_retry_s
+            self._event("Failed", f"Error: {e}", c, warning=True)
+            return
+        if not can_bind(self.ip, c.port):
+            message = f"cannot listen on {self.ip}:{c.port}: address already in use"
+            c.waiting, c.retry_at = ("CreateContainerError", message), now + self.settings.config_retry_s
+            self._event("Failed", f"Error: {message}", c, warning=True)
+            return
+        identity = {"HOSTNAME": self.name, "POD_NAME": self.name, "POD_NAMESPACE": self.namespace,
+                    "POD_IP": self.ip, "NODE_NAME": self.node}
+        argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s())
+        c.launch(argv, {**base_environment(), **identity, **env}, self.folder, self.wake)
+        assert c.process is not None
+        self.runtime.track(c.process)
+        c.pull_backoff_s, c.pull_failed_at = 0.0, None
+        self._event("Created", f"Created container: {c.name}", c)
+        self._event("Started", f"Started container {c.name}", c)
+
+    def _pull_failed(self, c: ContainerRunner, now: float, image: str, error: ImagePullError) -> None:
+        self._event("Pulling", f'Pulling image "{image}"', c)
+        self._event("Failed", f'Failed to pull image "{image}": {error}', c, warning=True)
+        self._event("Failed", "Error: ErrImagePull", c, warning=True)
+        c.pull_backoff_s = self._next_backoff(c.pull_backoff_s)
+        c.waiting, c.pull_failed_at, c.retry_at = ("ErrImagePull", str(error)), now, now + c.pull_backoff_s
+
+    def _pulled(self, c: ContainerRunner, image: str, repository: str, service: str) -> None:
+        c.image_id = f"{repository}/{service}@sha256:{_sha(image)}"
+        always = c.spec.get("imagePullPolicy") == "Always"
+        if image in self.runtime.pulled_images and not always:
+            self._event("Pulled", f'Container image "{image}" already present on machine', c)
+            return
+        self._event("Pulling", f'Pulling image "{image}"', c)
+        self._event("Pulled", f'Successfully pulled image "{image}" in 1ms (1ms including waiting)', c)
+        self.runtime.pulled_images.add(image)
+
+    def _next_backoff(self, current: float) -> float:
+        scale = self.settings.time_scale
+        if not current:
+            return self.settings.backoff_initial_s * scale
+        return min(current * 2, self.settings.backoff_max_s * scale)
+
+    def _handle_exit(self, c: ContainerRunner, now: float) -> None:
+        """A container ended (crash, liveness kill): record it and plan the restart, as the kubelet does.
+
+        The first restart is immediate; later ones wait until the back-off (10 s, 20 s, 40 s ...
+        scaled, capped at 5 min) since the previous start has passed: CrashLoopBackOff.
+        """
+        ran_s = now - c.started_mono
+        assert c.process is not None
+        self.runtime.untrack(c.process)
+        state = c.record_exit()
+        policy = self.pod.get("spec", {}).get("restartPolicy", "Always")
+        if policy == "Never" or (policy == "OnFailure" and state["exitCode"] == 0):
+            c.terminated, c.waiting = state, None
+            return
+        if c.crash_backoff_s and ran_s > 2 * self.settings.backoff_max_s * self.settings.time_scale:
+            c.crash_backoff_s = 0.0  # it ran long enough: forgive earlier crashes
+        delay = max(0.0, c.started_mono + c.crash_backoff_s - now) if c.crash_backoff_s else 0.0
+        backoff = c.crash_backoff_s
+        c.crash_backoff_s = self._next_backoff(c.crash_backoff_s)
+        c.retry_at = now + delay
+        if delay > 0:
+            message = f"back-off {backoff:g}s restarting failed container={c.name} pod={self.name}_{self.namespace}({self.uid})"
+            c.waiting = ("CrashLoopBackOff", message)
+            self._event("BackOff", f"Back-off restarting failed container {c.name} in pod "
+                                   f"{self.name}_{self.namespace}({self.uid})", c, warning=True)
+        else:
+            c.waiting = ("ContainerCreating", "")
+
+    def _probe(self, c: ContainerRunner, now: float) -> None:
+        assert self.ip is not None
+        if c.liveness is not None and c.liveness_probe is not None and now >= c.next_liveness:
+            result = c.liveness_probe.run(self.ip)
+            c.next_liveness = time.monotonic() + c.liveness_probe.period_s
+            if not result.ok:
+                self._event("Unhealthy", f"Liveness probe failed: {result.message}", c, warning=True)
+            if c.liveness.record(result) and not c.liveness.ok:
+                self._event("Killing", f"Container {c.name} failed liveness probe, will be restarted", c)
+                c.stop(self._grace_s())
+                self._handle_exit(c, time.monotonic())
+                return
+        if c.readiness is not None and c.readiness_probe is not None and now >= c.next_readiness:
+            result = c.readiness_probe.run(self.ip)
+            c.next_readiness = time.monotonic() + c.readiness_probe.period_s
+            if not result.ok and c.exit_code is None:
+                self._event("Unhealthy", f"Readiness probe failed: {result.message}", c, warning=True)
+            c.readiness.record(result)
+
+    # --- termination -----------------------------------------------------------------------
+
+    def _grace_s(self) -> float:
+        seconds = self.pod.get("spec", {}).get("terminationGracePeriodSeconds", 30)
+        return float(seconds if seconds is not None else 30) * self.settings.time_scale
+
+    def _terminate(self) -> None:
+        """Graceful deletion: not ready first, then SIGTERM, grace period, SIGKILL, finalizer off."""
+        if not self._gone:
+            self._terminating = True
+            self._publish()  # Ready=False reaches every store subscriber before the signal is sent
+        for c in self.containers:
+            if c.running:
+                self._event("Killing", f"Stopping container {c.name}", c)
+        self._stop_containers(self._grace_s())
+        if not self._gone:
+            self.runtime.remove_finalizer(self.namespace, self.name)
+
+    def _stop_containers(self, grace_s: float) -> None:
+        """SIGTERM every container at once, wait up to grace_s in all, SIGKILL what is left."""
+        running = [c for c in self.containers if c.running]
+        for c in running:
+            c.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for c in running:
+            c.stop(max(0.0, deadline - time.monotonic()))
+            assert c.process is not None
+            self.runtime.untrack(c.process)
+
+    # --- status ----------------------------------------------------------------------------
+
+    def _condition(self, kind: str, ok: bool, reason: str = "", message: str = "") -> Obj:
+        status = "True" if ok else "False"
+        previous = self._transitions.get(kind)
+        if previous is None or previous[0] != status:
+            previous = self._transitions[kind] = (status, now_rfc3339())
+        condition: Obj = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": previous[1]}
+        if not ok and reason:
+            condition.update(reason=reason, message=message)
+        return condition
+
+    def _phase(self) -> str:
+        if self.containers and all(c.terminated is not None for c in self.containers):
+            return "Succeeded" if all(c.terminated and c.terminated["exitCode"] == 0 for c in self.containers) else "Failed"
+        if self.containers and all(c.ever_started for c in self.containers):
+            return "Running"
+        return "Pending"
+
+    def status(self) -> Obj:
+        """pod.status as a kubelet reports it."""
+        statuses = [c.status() for c in self.containers]
+        if self._terminating:
+            for entry in statuses:
+                entry["ready"] = False
+        unready = [s["name"] for s in statuses if not s["ready"]]
+        message = f"containers with unready status: [{' '.join(unready)}]"
+        conditions = [
+            self._condition("PodReadyToStartContainers", self.ip is not None),
+            self._condition("Initialized", True),
+            self._condition("Ready", not unready, "ContainersNotReady", message),
+            self._condition("ContainersReady", not unready, "ContainersNotReady", message),
+            self._condition("PodScheduled", True),
+        ]
+        status: Obj = {"phase": self._phase(), "conditions": conditions,
+                       "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                       "startTime": self._start_time, "containerStatuses": statuses, "qosClass": _qos_class(self.pod)}
+        if self.ip:
+            status.update(podIP=self.ip, podIPs=[{"ip": self.ip}])
+        return status
+
+    def _publish(self) -> None:
+        status = self.status()
+        if status == self._published or self.runtime.store is None:
+            return
+        try:
+            self.runtime.store.update_status(PODS, self.namespace, self.name, status)
+            self._published = status
+        except ApiError:
+            pass  # deleted: the DELETED event is on its way to observe()
+
+    def _event(self, reason: str, message: str, c: ContainerRunner | None = None, *, warning: bool = False,
+               component: str | None = None) -> None:
+        if self.runtime.events is not None:
+            field_path = f"spec.containers{{{c.name}}}" if c is not None else None
+            self.runtime.events.record(self.pod, "Pod", reason, message, warning=warning,
+                                       field_path=field_path, component=component)
+
+
+def _qos_class(pod: Obj) -> str:
+    resources = [c.get("resources") or {} for c in pod.get("spec", {}).get("containers") or []]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    guaranteed = all(
+        r.get("limits") and all(r.get("limits", {}).get(k) and r.get("requests", r["limits"]).get(k) == r["limits"][k]
+                                for k in ("cpu", "memory"))
+        for r in resources
+    )
+    return "Guaranteed" if guaranteed else "Burstable"
