@@ -330,7 +330,7 @@ class Sandbox:
         for name, part in self.state().get("components", {}).items():
             for port in part.get("ports") or ([part["port"]] if part.get("port") else []):
                 ports.append(("127.0.0.1", int(port)))
-            for key in ("api_port", "sd_port", "traffic_port"):
+            for key in ("api_port", "sd_port", "traffic_port", "control_port"):
                 if part.get(key):
                     ports.append(("127.0.0.1", int(part[key])))
         ports += self._cluster_ports()
@@ -416,22 +416,23 @@ class Sandbox:
               namespace: str | None = None) -> list[str]:
         """Inject ``faults`` (workload fault fields) into the pods of a service or into one pod.
 
-        ``clear`` first removes the faults in force. Goes through each pod's fault file, which
-        its workload process polls (see :mod:`runbooks_sandbox.workload.faults`). Returns the
-        pod names.
+        ``clear`` first removes the faults in force. Goes through the supervisor's pod runtime
+        (``runtime.fault``), which writes each pod's fault file its workload polls (see
+        :mod:`runbooks_sandbox.workload.faults`). Returns the pod names.
         """
-        from .workload import clear_fault, inject_fault
+        import requests
 
-        pods = self._running_pods(target, namespace or NAMESPACE)
-        files = {name: self._fault_file(ip) for name, ip in pods}
-        for name, path in files.items():
-            if clear:
-                clear_fault(path)
-            if faults:
-                inject_fault(path, **faults)
-        return sorted(files)
+        namespace = namespace or NAMESPACE
+        pods = self._running_pods(target, namespace)
+        control = self._read_json(self.supervisor_status_path).get("control_url")
+        for pod in pods:
+            reply = requests.post(f"{control}/fault", timeout=5,
+                                  json={"namespace": namespace, "pod": pod, "faults": faults, "clear": clear})
+            if not reply.ok:
+                raise SandboxError(f"fault on {namespace}/{pod}: {reply.json().get('error', reply.status_code)}")
+        return sorted(pods)
 
-    def _running_pods(self, target: str, namespace: str) -> list[tuple[str, str]]:
+    def _running_pods(self, target: str, namespace: str) -> list[str]:
         import requests
 
         api = self._read_json(self.supervisor_status_path).get("api_url")
@@ -440,20 +441,22 @@ class Sandbox:
         items = requests.get(f"{api}/api/v1/namespaces/{namespace}/pods", timeout=5).json().get("items", [])
         chosen = [p for p in items if p["metadata"]["name"] == target] or \
                  [p for p in items if (p["metadata"].get("labels") or {}).get("app") == target]
-        running = [(p["metadata"]["name"], p["status"]["podIP"]) for p in chosen
-                   if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")]
+        running = [p["metadata"]["name"] for p in chosen if not p["metadata"].get("deletionTimestamp")]
         if not running:
-            raise LookupError(f"no running pod of {target!r} in {namespace} (a service name or a pod name)")
+            raise LookupError(f"no pod of {target!r} in {namespace} (give a service name or a pod name)")
         return running
 
-    def _fault_file(self, pod_ip: str) -> Path:
-        """The fault file the workload listening on ``pod_ip`` polls (from its command line)."""
-        for pid in _pids_with_arg_under(str(self.state_dir) + os.sep):
-            args = process_cmdline(pid)
-            if "runbooks_sandbox.workload" in args and "--fault-file" in args and "--host" in args and \
-                    args[args.index("--host") + 1] == pod_ip:
-                return Path(args[args.index("--fault-file") + 1])
-        raise LookupError(f"no workload process listens on {pod_ip} (is the pod restarting?)")
+    def pod_pids(self) -> dict[str, int]:
+        """``namespace/pod/container`` -> PID of every running container (from the runtime)."""
+        import requests
+
+        control = self._read_json(self.supervisor_status_path).get("control_url")
+        if not control or self.supervisor_pid() is None:
+            return {}
+        try:
+            return requests.get(f"{control}/pids", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return {}
 
 
 def _server_running(server: Any) -> bool:

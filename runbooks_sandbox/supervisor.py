@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class Supervisor:
         self.proxy: Any = None
         self.discovery: PodDiscoveryServer | None = None
         self.load: LoadGenerator | None = None
+        self.control: _ControlServer | None = None
         self._stop = threading.Event()
         self._targets: dict[str, str] = {}
 
@@ -86,6 +88,7 @@ class Supervisor:
         self.load = LoadGenerator({}, rate_per_s=self.load_rate, max_duration_s=_LOAD_MAX_DURATION_S).start()
         traffic_host, traffic_port = self.load.serve_report()
         threading.Thread(target=self._follow_services, name="load-targets", daemon=True).start()
+        self.control = _ControlServer(self).start()
         kube_system = self.api.store.get(NAMESPACES, None, "kube-system")
         return {
             "pid": os.getpid(),
@@ -98,6 +101,8 @@ class Supervisor:
             "sd_port": self.discovery.port,
             "traffic_url": f"http://{traffic_host}:{traffic_port}/traffic",
             "traffic_port": traffic_port,
+            "control_url": self.control.url,
+            "control_port": self.control.port,
             "runtime": type(self.runtime).__name__,
             "proxy": type(self.proxy).__name__ if self.proxy is not None else None,
         }
@@ -156,8 +161,8 @@ class Supervisor:
     def stop(self) -> None:
         """Stop in order: load, proxy, API server with its runtime (every pod), discovery."""
         self._stop.set()
-        for name, part in (("load", self.load), ("proxy", self.proxy), ("api", self.api),
-                           ("discovery", self.discovery)):
+        for name, part in (("control", self.control), ("load", self.load), ("proxy", self.proxy),
+                           ("api", self.api), ("discovery", self.discovery)):
             if part is None:
                 continue
             try:
@@ -167,6 +172,84 @@ class Supervisor:
 
     def wait(self) -> None:
         self._stop.wait()
+
+
+class _ControlServer:
+    """Loopback endpoint through which ``runbook sandbox`` reaches the pod runtime.
+
+    ``POST /fault`` ``{"namespace", "pod", "faults": {...}, "clear": bool}`` injects or clears
+    a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``GET /pids`` lists the
+    container processes (``namespace/pod/container`` -> PID).
+    """
+
+    def __init__(self, supervisor: Supervisor, host: str = "127.0.0.1") -> None:
+        self.supervisor = supervisor
+        self.host, self.port = host, 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "_ControlServer":
+        server = ThreadingHTTPServer((self.host, 0), _ControlHandler)
+        server.daemon_threads = True
+        server.supervisor = self.supervisor  # type: ignore[attr-defined]
+        self.port = int(server.server_address[1])
+        threading.Thread(target=server.serve_forever, name="sandbox-control", daemon=True).start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _ControlHandler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:
+        runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
+        if self.path != "/pids":
+            self._reply(404, {"error": "try GET /pids or POST /fault"})
+        else:
+            self._reply(200, runtime.pids() if hasattr(runtime, "pids") else {})
+
+    def do_POST(self) -> None:
+        runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
+        if self.path != "/fault":
+            self._reply(404, {"error": "try POST /fault"})
+            return
+        if not hasattr(runtime, "fault"):
+            self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
+            return
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            namespace, pod = body["namespace"], body["pod"]
+            doc: dict[str, Any] = {}
+            if body.get("clear"):
+                doc = runtime.clear_fault(namespace, pod)
+            if body.get("faults"):
+                doc = runtime.fault(namespace, pod, **body["faults"])
+        except ApiError as e:
+            self._reply(e.code, {"error": e.message})
+        except (KeyError, TypeError, ValueError) as e:
+            self._reply(400, {"error": f"bad fault request: {e}"})
+        else:
+            self._reply(200, doc)
+
+    def _reply(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.info("control: %s", format % args)
 
 
 def _deployment_available(store: Any, namespace: str, name: str) -> bool:
