@@ -219,6 +219,13 @@ class RunContext:
         """Relate this run to another record (e.g. the deploy a rollback undid)."""
         self.links.append({"relation": relation, "record": record})
 
+    def steps_table(self) -> Any:
+        """The steps so far with their outcome and duration, and the figures measured."""
+        import pandas as pd
+
+        rows = [{"step": s.name, "outcome": s.outcome, "seconds": s.duration_s, "error": s.error or ""} for s in self.steps]
+        return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
     # -- the end of a run ----------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:

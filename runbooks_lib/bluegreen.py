@@ -1,0 +1,193 @@
+"""Blue-green deploys (guide §6.1): green beside blue, test green, flip the Service, watch, decide.
+
+Colours are a pod label, ``color``; the Service selects ``app=<service>,color=<live colour>``.
+A Deployment without a colour yet is the blue one: it is labelled first (a zero-downtime
+rolling restart) and the Service is pinned to blue before green exists, so green never gets
+traffic before it is tested. The new Deployment is ``<service>-<colour>``. On success blue
+is deleted (the guide's last step); on failure the Service flips back at once and green is
+deleted.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .checks import pod_checks, smoke_checks
+from .deploy import Deployment, diff_objects
+from .errors import CheckFailed, NoData, NotFound
+from .kube import translate
+from .rollout import CHANGE_CAUSE, wait_for_rollout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["BlueGreen", "Flip"]
+
+
+@dataclass(frozen=True)
+class Flip:
+    to_colour: str
+    at: float  # time.monotonic() of the flip
+    duration_s: float
+
+
+def _other(colour: str) -> str:
+    return "green" if colour == "blue" else "blue"
+
+
+class BlueGreen:
+    """The blue-green part of a Deployment run."""
+
+    def __init__(self, deploy: Deployment) -> None:
+        self.deploy = deploy
+        self.cluster = deploy.cluster
+        self.service = deploy.params.service
+        self.blue = deploy.deployment_name  # the live Deployment, whatever its colour
+        self.live_colour = self._template_colour(self.blue) or "blue"
+        self.new_colour = _other(self.live_colour)
+        self.green = f"{self.service}-{self.new_colour}"
+        self.flips: list[Flip] = []
+
+    def _template_colour(self, name: str) -> str | None:
+        labels = self.cluster.deployment(name)["spec"]["template"]["metadata"].get("labels") or {}
+        return labels.get("color")
+
+    def _selector(self) -> dict[str, str]:
+        with translate(f"read service {self.service}"):
+            svc = self.cluster._dict(self.cluster.core.read_namespaced_service(self.service, self.cluster.namespace))
+        return dict(svc["spec"].get("selector") or {})
+
+    def _patch_selector(self, colour: str) -> dict[str, Any]:
+        with translate(f"point service {self.service} at {colour}"):
+            return self.cluster._dict(self.cluster.core.patch_namespaced_service(
+                self.service, self.cluster.namespace, {"spec": {"selector": {"color": colour}}}, **self.cluster._dry))
+
+    def prepare(self) -> str:
+        """Label the live pods with their colour and pin the Service to it."""
+        notes = []
+        if self._template_colour(self.blue) is None:
+            with translate(f"label deployment {self.blue} blue"):
+                self.cluster.apps.patch_namespaced_deployment(
+                    self.blue, self.cluster.namespace,
+                    {"spec": {"template": {"metadata": {"labels": {"color": self.live_colour}}}}}, **self.cluster._dry)
+            if not self.cluster.dry_run:
+                wait_for_rollout(self.cluster, self.blue, self.deploy.ctx.profile.timeouts.rollout_s)
+            notes.append(f"labelled {self.blue}'s pods color={self.live_colour} (rolling restart)")
+        if self._selector().get("color") != self.live_colour:
+            self._patch_selector(self.live_colour)
+            notes.append(f"pinned service {self.service} to color={self.live_colour}")
+        return "; ".join(notes) or f"{self.blue} is {self.live_colour} and serves all traffic"
+
+    def deploy_green(self) -> str:
+        """Create ``<service>-<colour>`` running the new version beside the live one, and wait."""
+        live = self.cluster.deployment(self.blue)
+        body = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": self.green, "labels": dict(live["metadata"].get("labels") or {}, color=self.new_colour,
+                                                             version=self.deploy.params.version),
+                         "annotations": {CHANGE_CAUSE: self.deploy._change_cause()}},
+            "spec": copy.deepcopy(live["spec"]),
+        }
+        spec = body["spec"]
+        spec.pop("paused", None)
+        spec["selector"] = {"matchLabels": {"app": self.service, "color": self.new_colour}}
+        labels = spec["template"]["metadata"].setdefault("labels", {})
+        labels.update(app=self.service, color=self.new_colour, version=self.deploy.params.version)
+        labels.pop("pod-template-hash", None)
+        for container in spec["template"]["spec"]["containers"]:
+            if container["name"] == self.service:
+                container["image"] = self.deploy.image
+        with translate(f"create deployment {self.green}"):
+            created = self.cluster._dict(self.cluster.apps.create_namespaced_deployment(
+                self.cluster.namespace, body, **self.cluster._dry))
+        self.deploy.diffs[self.green] = diff_objects(live, created)
+        if self.cluster.dry_run:
+            return f"dry run: {self.green} would be created\n\n{self.deploy.diffs[self.green]}"
+        state = wait_for_rollout(self.cluster, self.green, self.deploy.ctx.profile.timeouts.rollout_s,
+                                 on_progress=self.deploy._fail_fast)
+        return f"{self.green} ready: {state.ready}/{state.desired} replicas of {self.deploy.params.version}"
+
+    def test_green(self) -> dict[str, "pd.DataFrame"]:
+        """Health of every green pod and smoke requests sent to one green pod directly."""
+        if self.cluster.dry_run:
+            return {}
+        selector = f"app={self.service},color={self.new_colour}"
+        pods = pod_checks(self.cluster, self.service, self.deploy.spec, label_selector=selector)
+        first_ip = pods["ip"].iloc[0]
+        smoke = smoke_checks(f"http://{first_ip}:{self.deploy.spec.port}", self.deploy.spec)
+        return {"pods": pods, "smoke": smoke}
+
+    def flip(self, colour: str | None = None) -> Flip:
+        """Point the Service at ``colour`` (default: the new one)."""
+        colour = colour or self.new_colour
+        began = time.monotonic()
+        self._patch_selector(colour)
+        flip = Flip(colour, began, round(time.monotonic() - began, 3))
+        self.flips.append(flip)
+        return flip
+
+    def flip_to_new(self) -> str:
+        """Flip the Service to the new colour and wait until it alone answers."""
+        flip = self.flip()
+        if self.cluster.dry_run:
+            return f"dry run: service {self.service} would select color={self.new_colour}"
+        flip_s = self._wait_serving(self.deploy.params.version, since=flip.at)
+        self.deploy.ctx.figure("flip_s", flip_s)
+        return f"service {self.service} now selects color={self.new_colour}: {self.deploy.params.version} serves 100 % after {flip_s:.2f} s"
+
+    @contextlib.contextmanager
+    def abandon_green_on_failure(self) -> Iterator[None]:
+        """Before the flip, a failing green is deleted; blue never stopped serving."""
+        try:
+            yield
+        except Exception:
+            if not self.cluster.dry_run:
+                print(f"✗ green failed before any traffic reached it: deleting {self.green}; {self.blue} keeps serving")
+                self._delete(self.green)
+                self.deploy.ctx.figure("rolled_back", True)
+            raise
+
+    def monitor(self) -> "pd.DataFrame":
+        """Watch the new colour's golden signals for the monitoring window; flip back on failure."""
+        if self.cluster.dry_run:
+            return self._dry_table()
+        try:
+            return self.deploy.judge_metrics()
+        except (CheckFailed, NoData) as failure:
+            flip_back = self.flip(self.live_colour)
+            flip_back_s = self._wait_serving(self.live_colour_version(), since=flip_back.at)
+            self.deploy.ctx.figure("flip_back_s", flip_back_s)
+            self.deploy.ctx.figure("rolled_back", True)
+            self._delete(self.green)
+            raise CheckFailed(f"{failure} — flipped back to {self.live_colour} in {flip_back_s:.2f} s and deleted {self.green}") from failure
+
+    def live_colour_version(self) -> str | None:
+        labels = self.cluster.deployment(self.blue)["spec"]["template"]["metadata"].get("labels") or {}
+        return labels.get("version")
+
+    def _wait_serving(self, version: str | None, since: float) -> float:
+        from .rollback import wait_until_serving
+
+        if version:
+            wait_until_serving(self.cluster, self.service, version, timeout_s=30)
+        return round(time.monotonic() - since, 3)
+
+    def _dry_table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame([{"dry run": "no traffic was moved; nothing to judge"}])
+
+    def _delete(self, name: str) -> None:
+        try:
+            with translate(f"delete deployment {name}"):
+                self.cluster.apps.delete_namespaced_deployment(name, self.cluster.namespace, **self.cluster._dry)
+        except NotFound:
+            pass
+
+    def retire_blue(self) -> str:
+        """The new colour is good: delete the old Deployment (guide: decommission blue)."""
+        self._delete(self.blue)
+        return f"deleted {self.blue}; {self.green} ({self.deploy.params.version}) serves {self.service}"
