@@ -1,0 +1,80 @@
+"""A failed run still leaves a sealed, indexed record that says where and why it failed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runbooks_lib.records.catalog import Catalog
+from runbooks_lib.records.ledger import Ledger
+from runbooks_lib.runner import read_summary
+
+FIXTURES = Path(__file__).parent / "fixtures" / "records"
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    home = tmp_path / "home"
+    (home / "parameters").mkdir(parents=True)
+    for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
+        (home / "parameters" / profile.name).write_text(profile.read_text())
+    sandbox_env = tmp_path / "sandbox.env"
+    sandbox_env.write_text("KUBECONFIG=/nonexistent\nCLUSTER_UID=uid\nVAULT_ADDR=http://127.0.0.1:1\n"
+                           "VAULT_TOKEN=dev-token-not-a-secret\nPROMETHEUS_URL=http://127.0.0.1:1\n")
+    records = tmp_path / "records"
+    env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
+               RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
+               JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+
+    def runbook(notebook: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        result = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "run", str(FIXTURES / notebook),
+                                 "--env", "sandbox"], capture_output=True, text=True, env=env, timeout=180)
+        [record] = sorted(records.rglob("*.ipynb"))
+        return result, record
+
+    return runbook, records
+
+
+def test_failing_step_is_sealed_named_marked_and_indexed(run) -> None:
+    runbook, records = run
+    result, record = runbook("failing_step.ipynb")
+    assert result.returncode == 1, result.stderr
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed"
+    assert summary["failed_step"] == "Switch traffic"
+    assert summary["error"] == "RuntimeError: the router refused the new weights"
+    assert summary["figures"] == {"peak_error_rate": 0.5}
+    assert [(s["name"], s["outcome"]) for s in summary["steps"]] == [
+        ("Plot the error rate", "succeeded"), ("Switch traffic", "failed")]
+    assert Ledger(records).verify() == []
+    [entry] = Ledger(records).entries()
+    assert entry["record"] == record.relative_to(records).as_posix()
+
+    page = record.with_suffix(".html").read_text()
+    assert entry["html_sha256"] == Ledger.sha256(record.with_suffix(".html"))
+    # the summary opens the page, the failing step is marked, the plot is inline, code is folded
+    assert page.index("failing_step on sandbox") < page.index('id="Failing-step"')
+    assert "✗ failed at step “Switch traffic”" in page
+    # the banner stands before the failing cell's traceback
+    assert page.index("The run failed here") < page.rindex("the router refused the new weights")
+    assert "data:image/png;base64," in page
+    assert "<details><summary>code</summary>" in page
+
+    [row] = Catalog(records).rows()
+    assert row["outcome"] == "failed" and row["failed_step"] == "Switch traffic" and row["sealed"]
+
+
+def test_kernel_that_dies_gets_a_summary_from_the_runner(run) -> None:
+    runbook, records = run
+    result, record = runbook("kernel_dies.ipynb")
+    assert result.returncode == 1, result.stderr
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed"
+    assert summary["failed_step"] == "Drain the node"  # from the run's journal
+    assert "kernel ended without writing a summary" in summary["written_by"]
+    assert Ledger(records).verify() == []
+    [row] = Catalog(records).rows(None)
+    assert row["runbook"] == "kernel_dies" and row["sealed"]
