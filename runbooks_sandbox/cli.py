@@ -61,7 +61,10 @@ def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float) -> None:
         raise _fail(e) from e
     click.echo(f"sandbox up in {time.monotonic() - started:.1f} s: namespace {values.get('NAMESPACE')}, "
                f"API {_server(values.get('KUBECONFIG'))}")
-    click.echo(f"env: {box.env_path}  (use it: `. {box.env_path}`; stop: `runbook sandbox down`)")
+    stop = "runbook sandbox down" + (f" --state-dir {box.state_dir}" if state_dir else "")
+    click.echo(f"env: {box.env_path}  (use it: `. {box.env_path}`; stop: `{stop}`)")
+    if state_dir and box.state_dir != box.home / ".sandbox":
+        click.echo(f"profiles read the sandbox's values with RUNBOOKS_SANDBOX_ENV={box.env_path}")
 
 
 def _server(kubeconfig: str | None) -> str:
@@ -102,6 +105,9 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {'alive' if part['alive'] else 'DEAD':<6} {where}")
     for name, d in info["deployments"].items():
         click.echo(f"  deploy/{name:<22} {d['ready']}/{d['replicas']} ready  {d['image']}")
+    if info.get("pods"):
+        click.echo(f"  {len(info['pods'])} container processes: " + ", ".join(
+            f"{key.split('/')[1]} ({pid})" for key, pid in sorted(info["pods"].items())))
 
 
 @sandbox.command("traffic")

@@ -377,6 +377,7 @@ class Sandbox:
             info["up_seconds"] = state["up_seconds"]
         if info["running"]:
             info["deployments"] = self._deployments()
+            info["pods"] = self.pod_pids()
         return info
 
     def _deployments(self) -> dict[str, Any]:
