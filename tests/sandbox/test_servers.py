@@ -302,10 +302,12 @@ def test_wait_for_targets_up_says_what_is_missing(scraped: tuple[PrometheusServe
 def test_stop_leaves_no_process_and_no_port() -> None:
     state = _state_dir()
     sd = _HttpSd([])
+    started: list[OpenBaoServer | PostgresCluster | PrometheusServer] = []
     try:
         bao = OpenBaoServer(state).start()
         pg = PostgresCluster(state, seed=False).start()
         prom = PrometheusServer(state, sd_url=sd.url).start()
+        started += [bao, pg, prom]
         ports = [bao.port, bao.port + 1, pg.primary_port, pg.standby_port, prom.port]
         postmasters = [pg.status()[role]["pid"] for role in ("primary", "standby")]
         pids = [bao.status()["pid"], prom.status()["pid"], *postmasters]
@@ -319,7 +321,8 @@ def test_stop_leaves_no_process_and_no_port() -> None:
         assert not OpenBaoServer(state).status()["running"]
         assert not PrometheusServer(state).status()["running"]
     finally:
-        for server in (OpenBaoServer(state), PostgresCluster(state), PrometheusServer(state)):
+        # The starting instances too: stopping them again is a no-op that reaps their children.
+        for server in (*started, OpenBaoServer(state), PostgresCluster(state), PrometheusServer(state)):
             server.stop()
         sd.close()
         shutil.rmtree(state, ignore_errors=True)
