@@ -546,3 +546,23 @@ def test_endpoints_follow_pod_readiness(cluster) -> None:
     wait_for(lambda: "subsets" not in store.get(ENDPOINTS, NS, "web"), what="no endpoints")
     store.delete(SERVICES, NS, "web")
     wait_for(lambda: not store.list(ENDPOINTS, NS)[0], what="endpoints deleted with the service")
+
+
+def test_terminating_pods_are_not_counted_and_get_replaced(cluster) -> None:
+    store, controllers, _ = cluster
+    store.create(SERVICES, NS, {"metadata": {"name": "web"},
+                                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    store.create(DEPLOYMENTS, NS, web_deployment(replicas=2))
+    wait_for(lambda: rolled_out(store), what="rollout")
+    victim = sorted(p["metadata"]["name"] for p in store.list(PODS, NS)[0])[0]
+    # A finalizer keeps the deleted pod around, terminating (as a graceful shutdown does).
+    store.patch(PODS, NS, victim, {"metadata": {"finalizers": ["sandbox/test"]}}, STRATEGIC)
+    store.delete(PODS, NS, victim)
+    wait_for(lambda: rolled_out(store) and len(store.list(PODS, NS)[0]) == 3, what="replacement pod")
+    assert controllers.wait_idle()
+    [rs] = store.list(REPLICASETS, NS)[0]
+    assert (rs["status"]["replicas"], rs["status"]["availableReplicas"]) == (2, 2)
+    subsets = store.get(ENDPOINTS, NS, "web")["subsets"]
+    names = {a["targetRef"]["name"] for s in subsets for a in s.get("addresses", []) + s.get("notReadyAddresses", [])}
+    assert victim not in names and len(names) == 2
+    store.patch(PODS, NS, victim, {"metadata": {"finalizers": None}}, "application/merge-patch+json")
