@@ -303,6 +303,10 @@ def _on_cell_error(result: Any) -> None:
     error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
     if ctx is None or error is None or ctx.finished is not None:
         return
+    if ctx.failed_step is None:
+        # The error happened outside any step: name the cell, as papermill's banner does.
+        count = getattr(getattr(result, "info", None), "execution_count", None) or getattr(result, "execution_count", None)
+        ctx.failed_step = f"cell {count} (outside any step)" if count else "a cell outside any step"
     ctx.fail(error)
 
 

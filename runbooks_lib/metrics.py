@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, NoData, ParameterError
+from .errors import BackendUnavailable, NoData, ParameterError, RunbookError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +72,7 @@ class Metrics:
         try:
             return fn(*args, **kwargs, params={"timeout": f"{self.timeout_s}s"})
         except PrometheusApiClientException as e:
-            raise ParameterError(f"Prometheus rejected {what}: {e}") from e
+            raise RunbookError(f"Prometheus rejected {what}: {e}") from e
         except requests.RequestException as e:
             raise BackendUnavailable(f"Prometheus at {self.url} unreachable during {what} ({type(e).__name__})") from e
 
@@ -108,7 +108,7 @@ class Metrics:
         start = end - timedelta(minutes=minutes)
         result = self._call(
             f"range query {promql}", self._client.custom_query_range, promql,
-            start_time=start, end_time=end, step=f"{step_s}s",
+            start_time=start, end_time=end, step=f"{max(1, round(step_s))}s",  # Prometheus wants a duration
         )
         columns = {}
         for series in result or []:

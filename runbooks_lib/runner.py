@@ -152,6 +152,18 @@ def _exit_code(summary: dict[str, Any] | None, error_name: str | None) -> int:
     return _EXIT_BY_OUTCOME.get(summary.get("outcome", ""), EXIT_FAILED)
 
 
+def _stream_cell_output() -> None:
+    """Show what the runbook prints while it runs (papermill logs it at INFO)."""
+    logger = logging.getLogger("papermill")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "_runbook", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._runbook = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def _kernel_environment(home: Path, run_id: str, notebook_sha: str) -> None:
     # The kernel inherits this process's environment: that is how it learns its run id.
     os.environ.update(
@@ -161,6 +173,7 @@ def _kernel_environment(home: Path, run_id: str, notebook_sha: str) -> None:
     )
     for var, folder in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")):
         os.environ.setdefault(var, str(home / ".jupyter" / folder))
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
 
 
 def run_notebook(
