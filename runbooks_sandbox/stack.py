@@ -173,8 +173,12 @@ class Sandbox:
         write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
                                                 "started_at": time.time()})
         started = time.monotonic()
+
+        def timed(line: str) -> None:
+            say(f"[{time.monotonic() - started:5.1f} s] {line}")
+
         try:
-            values = self._start_all(wait, progress, timeout_s, say)
+            values = self._start_all(wait, progress, timeout_s, timed)
         except BaseException:
             say("start failed: stopping what was started")
             self.down()
@@ -203,6 +207,7 @@ class Sandbox:
             from .manifests import apply_veza, wait_available
 
             apply_veza(supervisor["kubeconfig"], self.home, openbao.address, openbao.root_token or "")
+            say(f"applied the Veza manifests to namespace {NAMESPACE}")
             prometheus = prometheus_f.result()
             say(f"Prometheus {prometheus.url}")
         values = {
@@ -219,8 +224,10 @@ class Sandbox:
         if wait:
             deadline = time.monotonic() + timeout_s
             wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
+            say("every deployment available")
             pods = expected_pods(self.home)
             prometheus.wait_for_targets_up(min_targets=pods, timeout=max(5.0, deadline - time.monotonic()))
+            say(f"Prometheus scrapes all {pods} pods (up == 1)")
         self._write_env(values)
         return values
 
