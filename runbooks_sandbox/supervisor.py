@@ -124,8 +124,8 @@ class Supervisor:
             log.warning("runtime.proxy not available: Services have no cluster address")
             return None
         assert self.api is not None
-        proxy = proxy_class(self.api.store)
-        proxy.start()
+        proxy = proxy_class()
+        proxy.start(self.api.store)
         return proxy
 
     # -- load targets --------------------------------------------------------------------------
