@@ -159,6 +159,8 @@ def _stream_cell_output() -> None:
     if not any(getattr(h, "_runbook", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        # papermill's per-cell markers say nothing a reader needs; the progress bar counts cells.
+        handler.addFilter(lambda r: not r.getMessage().startswith(("Executing Cell", "Ending Cell")))
         handler._runbook = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
@@ -224,6 +226,7 @@ def run_notebook(
     secret_names = {name for name in parameters if is_secret_name(name)}
     register_secret([v for name, v in parameters.items() if name in secret_names and isinstance(v, str)])
     _redact_logs(redact)
+    _stream_cell_output()
     # papermill writes the injected parameters in clear as it goes (papermill #271): execute
     # into a private folder and let only the masked, sealed notebook reach the records.
     private = Path(tempfile.mkdtemp(prefix="runbook-"))
