@@ -36,6 +36,9 @@ _LAZY = {
     "check_cluster_identity": "guard",
     "run_notebook": "runner",
     "read_summary": "runner",
+    "SecretValue": "records.secret",
+    "register_secret": "records.redaction",
+    "summaries": "records.catalog",
 }
 
 __all__ = [
@@ -58,6 +61,9 @@ if TYPE_CHECKING:
     from .context import SUMMARY_MIME, RunContext, start
     from .guard import check_cluster_identity
     from .profiles import Profile, load_profile
+    from .records.catalog import summaries
+    from .records.redaction import register_secret
+    from .records.secret import SecretValue
     from .runner import read_summary, run_notebook
 
 
