@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
 from .cluster import Cluster
-from .errors import BackendUnavailable, CheckFailed, NoData, NotFound, RunbookError, RunbookTimeout
+from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, NotFound, RunbookError, RunbookTimeout
 from .kube import translate
 from .lock import DeployLock
 from .rollback import RollbackResult, roll_back
@@ -121,6 +121,14 @@ class Deployment:
         def item(name: str, ok: bool | None, detail: str) -> None:
             items.append((name, "n/a" if ok is None else ("pass" if ok else "FAIL"), detail))
 
+        # A live lock means another run is changing this service right now: that is a guard
+        # refusal (exit 4), checked first, not a checklist failure.
+        held = DeployLock(self.cluster, self.params.service, self.ctx.run_id).read()
+        if held is not None and not held[0].expired() and held[0].holder != self.ctx.run_id:
+            raise LockHeld(
+                f"another run ({held[0].holder}) is changing {self.params.service} in {self.ctx.env} since "
+                f"{held[0].acquired:%H:%M:%S} UTC; refusing a concurrent deploy"
+            )
         state = self.cluster.deployment_state(self.deployment_name)
         current_image = state.image or ""
         item("service is in the catalog", True, f"{self.params.service} (:{self.spec.port}, {self.spec.replicas} replicas)")
@@ -130,10 +138,8 @@ class Deployment:
              f"{state.ready}/{state.desired} ready, {state.updated} updated, revision {state.revision}")
         item("previous revision available for rollback", state.revision is not None and state.ready >= 1,
              f"revision {state.revision} ({current_image}) serves {state.ready} ready replicas")
-        lock = DeployLock(self.cluster, self.params.service, self.ctx.run_id)
-        held = lock.read()
-        item("no other deploy holds the lock", held is None or held[0].expired(),
-             "free" if held is None else f"held by {held[0].holder}" + (" (stale)" if held[0].expired() else ""))
+        item("no other deploy holds the lock", True,
+             "free" if held is None else f"stale lease of {held[0].holder}: will be taken over")
         metrics = Metrics(self.ctx.profile.prometheus.url)
         try:
             rules = metrics.alert_rules()
