@@ -1,0 +1,113 @@
+"""One real sandbox for the runbook end-to-end tests, started with the real command line.
+
+Runbooks are run as an on-call engineer runs them: `runbook run NOTEBOOK --env sandbox -p ...`
+in a subprocess, against the sandbox's API server, OpenBao, Prometheus and PostgreSQL. The
+sandbox profile finds the live sandbox through RUNBOOKS_SANDBOX_ENV; records go to a temporary
+records folder (RUNBOOKS_RECORDS_URL).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Sandbox:
+    state_dir: Path
+    records: Path
+    env: dict[str, str]
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "RUNBOOKS_HOME": str(REPO), "RUNBOOKS_SANDBOX_ENV": str(self.state_dir / "env"),
+                "RUNBOOKS_RECORDS_URL": str(self.records), **extra}
+
+    def runbook(self, *args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runbooks_lib.cli", *args], capture_output=True, text=True,
+                              timeout=timeout, env=self.environ(**extra), cwd=REPO)
+
+    def run(self, notebook: str, *params: tuple[str, Any], env: str = "sandbox", timeout: float = 300,
+            **extra: str) -> "Run":
+        args = ["run", f"notebooks/{notebook}.ipynb", "--env", env]
+        for name, value in params:
+            args += ["-p", name, str(value)]
+        began = datetime.now(timezone.utc)
+        result = self.runbook(*args, timeout=timeout, **extra)
+        return Run(result, began, self)
+
+    def kubectl(self, *args: str) -> str:
+        result = subprocess.run(["kubectl", "--kubeconfig", self.env["KUBECONFIG"], "-n", "veza-sandbox", *args],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", "deployment", name, "-o", "json"))
+
+    def traffic(self, since: datetime) -> dict[str, Any]:
+        out = self.runbook("sandbox", "traffic", "--json", "--since", since.isoformat().replace("+00:00", "Z"),
+                           "--state-dir", str(self.state_dir))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+    began: datetime
+    sandbox: Sandbox
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.returncode
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+    @property
+    def record(self) -> Path:
+        for line in self.result.stdout.splitlines():
+            if line.startswith("record: "):
+                return Path(line.removeprefix("record: "))
+        raise AssertionError(f"no record in the output:\n{self.output}")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        from runbooks_lib.runner import read_summary
+
+        summary = read_summary(self.record)
+        assert summary is not None, self.output
+        return summary
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    # Not pytest's tmp_path: user postgres must traverse the state dir (mode 0755).
+    state_dir = Path(tempfile.mkdtemp(prefix="veza-runbooks-"))
+    state_dir.chmod(0o755)
+    records = Path(tempfile.mkdtemp(prefix="veza-records-"))
+    box = Sandbox(state_dir, records, {})
+    up = box.runbook("sandbox", "up", "--state-dir", str(state_dir))
+    try:
+        assert up.returncode == 0, f"sandbox up failed:\n{up.stdout}\n{up.stderr}"
+        for line in (state_dir / "env").read_text().splitlines():
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").partition("=")
+                box.env[key] = value.strip("'")
+        yield box
+    finally:
+        box.runbook("sandbox", "down", "--state-dir", str(state_dir))
+        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(records, ignore_errors=True)
