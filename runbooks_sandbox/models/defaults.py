@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import random
+import socket
 import threading
 from typing import Any
 
@@ -18,16 +20,40 @@ Obj = dict[str, Any]
 
 
 class Allocator:
-    """Cluster-wide unique values: Service cluster IPs on loopback (served by part 2's proxy)."""
+    """Cluster-wide unique values: Service cluster IPs on loopback (served by part 2's proxy).
 
-    def __init__(self, service_network: str = "127.96.0.0/16") -> None:
+    Several sandboxes may run on one machine (a drill beside a test run), and loopback is
+    shared by all of them: each sandbox takes its own random /16 of 127.64.0.0/10 for Services,
+    and an address whose ports another process already listens on is skipped.
+    """
+
+    def __init__(self, service_network: str | None = None) -> None:
+        if service_network is None:
+            service_network = f"127.{random.randrange(64, 128)}.0.0/16"
+        self.network = service_network
         self._hosts = ipaddress.ip_network(service_network).hosts()
         self._lock = threading.Lock()
         next(self._hosts)  # .1 is left out, as clusters keep it for the kubernetes Service
 
-    def cluster_ip(self) -> str:
+    def cluster_ip(self, ports: list[int] | None = None) -> str:
         with self._lock:
-            return str(next(self._hosts))
+            for host in self._hosts:
+                ip = str(host)
+                if all(_can_bind(ip, port) for port in ports or []):
+                    return ip
+        raise Invalid(f"no free cluster IP left in {self.network}")
+
+
+def _can_bind(ip: str, port: int) -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def namespace(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
@@ -101,7 +127,8 @@ def service(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
     spec.setdefault("sessionAffinity", "None")
     old_spec = (old or {}).get("spec", {})
     if not spec.get("clusterIP"):
-        spec["clusterIP"] = old_spec.get("clusterIP") or alloc.cluster_ip()
+        ports = [int(p["port"]) for p in spec.get("ports") or [] if str(p.get("port", "")).isdigit()]
+        spec["clusterIP"] = old_spec.get("clusterIP") or alloc.cluster_ip(ports)
     spec["clusterIPs"] = [spec["clusterIP"]]
     spec.setdefault("ipFamilies", ["IPv4"])
     spec.setdefault("ipFamilyPolicy", "SingleStack")

@@ -18,14 +18,16 @@ completes the deletion. A pod removed outright (namespace deletion) is stopped t
 """
 from __future__ import annotations
 
+
 import logging
+import random
 import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,7 +55,9 @@ class RuntimeSettings:
     """How the runtime runs pods; the defaults suit drills and tests."""
 
     time_scale: float = 0.1  # multiplies probe delays/periods/timeouts, grace periods and back-offs
-    pod_network: str = "127.10.0.0/16"  # loopback range pod IPs come from
+    # Loopback range pod IPs come from: a random /16 per sandbox, so that two sandboxes on one
+    # machine (a drill beside a test run) do not hand out each other's just-freed addresses.
+    pod_network: str = field(default_factory=lambda: f"127.{random.randrange(10, 64)}.0.0/16")
     catalog: str | None = None  # sandbox profile with the image catalog (default parameters/sandbox.yaml)
     access_log: bool = False  # workload logs every request (costly under load) or only start-up/faults/5xx
     log_lines: int = DEFAULT_MAX_LINES  # lines kept per container instance
