@@ -18,10 +18,9 @@ completes the deletion. A pod removed outright (namespace deletion) is stopped t
 """
 from __future__ import annotations
 
-
 import logging
-import random
 import os
+import random
 import shutil
 import signal
 import tempfile
