@@ -127,7 +127,9 @@ def test_vault_secret_never_reaches_record_html_or_log(home: Path, tmp_path: Pat
         env = _env(home, records, _sandbox_env(tmp_path / "sandbox.env", server.address, server.root_token))
         result = _run([sys.executable, "-m", "runbooks_lib.cli", "run", str(LEAKS), "--env", "sandbox",
                        "-p", "source", "vault", "-p", "vault_path", "veza/records-test", "-p", "api_token", token], env)
-        _check_run(home, records, result, password, token, server.root_token)
+        record = _check_run(home, records, result, password, token, server.root_token)
+        identity = read_summary(record)["identity"]["vault"]  # who ran it, by accessor, never the token
+        assert identity["accessor"] and identity["display_name"] == "token"  # the dev root token
     finally:
         server.stop()
 

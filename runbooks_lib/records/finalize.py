@@ -77,3 +77,7 @@ def finalize_record(executed: Path, record: Path, root: Path, *, secret_names: s
         return seal_record(record, root)
     except SealRefused as refused:
         return refused
+    except Exception as e:  # an export that breaks must not lose the run's exit code
+        from .redaction import redact
+
+        return SealRefused(record, [], reason=redact(f"could not be sealed: {type(e).__name__}: {e}"))
