@@ -160,3 +160,19 @@ def test_plain_papermill_record_is_refused_until_parameters_are_masked(home: Pat
     assert not _files_holding(records, password, token)
     verify = _run([sys.executable, "-m", "runbooks_lib.cli", "records", "verify"], env)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_a_secret_registered_before_start_is_already_filtered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbclient
+
+    value = _planted()
+    monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fp"))
+    monkeypatch.setenv("PLANTED_FOR_TEST", value)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os\nfrom runbooks_lib import SecretValue\n"
+        "clear = SecretValue(os.environ['PLANTED_FOR_TEST']).reveal()\nprint(clear)\nclear")]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    assert value not in nbformat.writes(nb)
+    assert [o.get("text") for o in nb.cells[0].outputs if o.output_type == "stream"] == ["********\n"]

@@ -120,6 +120,11 @@ def register_secret(value: Any, *, persist: bool = True) -> None:
         _pattern = re.compile("|".join(map(re.escape, forms)))
     if persist:
         FingerprintStore.default().add(new)
+    # Inside a kernel, the first registered secret turns the output filters on, even when the
+    # notebook fetched it before calling start().
+    from .kernel import install_filters
+
+    install_filters()
 
 
 def _leaves(value: Any) -> Iterator[str]:
