@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -135,6 +135,9 @@ class ServiceProxy:
         self.max_body_bytes = max_body_bytes
         self.idle_per_backend = idle_per_backend
         self.listen_errors: dict[ListenKey, str] = {}  # a Service port that could not be bound, and why
+        # requests, retried (refused, sent elsewhere), reopened (kept-alive connection closed by
+        # the pod), failed (answered by the proxy itself with 5xx): for tests and the bench.
+        self.stats: Counter[str] = Counter()
         self._cache = ObjectCache()
         self._table: dict[ListenKey, PortRoutes] = {}
         self._lock = threading.Lock()
@@ -235,8 +238,10 @@ class ServiceProxy:
             except OSError as e:
                 routes = self._table.get(key)
                 name = f"{routes.namespace}/{routes.service}" if routes else "?"
-                self.listen_errors[key] = f"service {name}: cannot listen on {key[0]}:{key[1]}: {e.strerror}"
-                log.warning(self.listen_errors[key])
+                message = f"service {name}: cannot listen on {key[0]}:{key[1]}: {e.strerror}"
+                if self.listen_errors.get(key) != message:
+                    log.warning(message)  # once; binding is retried at every routing change
+                self.listen_errors[key] = message
         for key in [k for k in self.listen_errors if k not in wanted]:
             del self.listen_errors[key]
         self._prune_pool()
@@ -333,8 +338,10 @@ class ServiceProxy:
     async def _forward(self, key: ListenKey, request: _Request, client: asyncio.StreamWriter) -> bool:
         """Send one request to an endpoint and relay the answer; returns whether to keep the client."""
         keep_alive = request.keep_alive
+        self.stats["requests"] += 1
         picked = self._pick(key, request)
         if picked is None or isinstance(picked, str):
+            self.stats["failed"] += 1
             return await self._reply(client, 404 if picked == "route not found" else 503,
                                      picked or "no healthy upstream", keep_alive)
         excluded: set[Backend] = set()
@@ -342,14 +349,17 @@ class ServiceProxy:
         while True:
             backend = self._backend(picked.key, key, excluded)
             if backend is None:
+                self.stats["failed"] += 1
                 return await self._reply(client, 503, "no healthy upstream", keep_alive)
             try:
                 upstream, reused = await self._checkout(backend, fresh)
             except (OSError, asyncio.TimeoutError):
                 if not retried:  # refused: the endpoint just left; once more elsewhere (see module doc)
                     retried = True
+                    self.stats["retried"] += 1
                     excluded.add(backend)
                     continue
+                self.stats["failed"] += 1
                 return await self._reply(client, 503, "upstream connect error or disconnect/reset before headers. "
                                                       "reset reason: connection failure", keep_alive)
             upstream.writer.write(self._upstream_head(request, client) + request.body)
@@ -357,12 +367,15 @@ class ServiceProxy:
                 head = await asyncio.wait_for(upstream.reader.readuntil(b"\r\n\r\n"), self.response_timeout_s)
             except asyncio.TimeoutError:
                 upstream.close()
+                self.stats["failed"] += 1
                 return await self._reply(client, 504, "upstream request timeout", False)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 upstream.close()
                 if reused and request.method in _IDEMPOTENT and reopened < 2:
                     reopened, fresh = reopened + 1, True  # the pod closed a kept-alive connection
+                    self.stats["reopened"] += 1
                     continue
+                self.stats["failed"] += 1
                 return await self._reply(client, 503, "upstream connect error or disconnect/reset before headers. "
                                                       "reset reason: connection termination", keep_alive)
             return await self._relay(request, head, upstream, backend, client, keep_alive)
