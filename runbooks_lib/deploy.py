@@ -269,7 +269,7 @@ class Deployment:
         import pandas as pd
 
         from .metrics import Metrics
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bars: they stay readable in the record
 
         slo = self.ctx.profile.slo
         for _ in tqdm(range(int(self.params.analysis_s)), desc=f"observing {self.params.version}", unit="s"):

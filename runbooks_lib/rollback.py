@@ -39,7 +39,7 @@ class RollbackResult:
 def wait_until_serving(cluster: "Cluster", service: str, version: str, timeout_s: float,
                        samples: int = 20) -> dict[str, int]:
     """Sample the Service's /version until every sampled answer is ``version``."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they stay readable in the record
 
     url = service_url(cluster, service)
     deadline = time.monotonic() + timeout_s

@@ -72,7 +72,7 @@ def wait_for_rollout(cluster: "Cluster", deployment: str, timeout_s: float, *, p
     Raises CheckFailed when the Deployment reports ProgressDeadlineExceeded (kubectl exits non-zero
     there too) and RunbookTimeout past ``timeout_s``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they stay readable in the record
 
     deadline = time.monotonic() + timeout_s
     state = cluster.deployment_state(deployment)

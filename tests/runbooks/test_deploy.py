@@ -6,6 +6,7 @@ blue-green ones veza-chat-server; the load generator's counts prove zero-downtim
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -87,8 +88,8 @@ def test_a_version_answering_errors_is_rolled_back_with_the_numbers(sandbox: San
     summary = run.summary
     assert summary["outcome"] == "failed" and summary["figures"]["rolled_back"] is True
     error = summary["error"]
-    assert "v1.5.1-errors: success rate" in error and "SLO ≥ 99 %" in error, error
-    assert summary["figures"]["success_rate"] < 0.99
+    # Whichever check caught it first (smoke requests or the golden signals), it names its numbers.
+    assert re.search(r"smoke checks failed: /api/v1/\S+: \d+/\d+ failed \(\{'500'|v1\.5\.1-errors: success rate \d+\.\d+ %", error), error
     assert image(sandbox, BACKEND).endswith(":v1.6.0")
     rolled_back = datetime.now(timezone.utc)
     time.sleep(2)
