@@ -31,8 +31,13 @@ $(VENV)/.installed: pyproject.toml
 test: bootstrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The main job: a short game day on a fresh sandbox (one already running is restarted, so the
+# drill always starts from the same state). The sandbox stays up afterwards for a look around
+# (`make lab`, or kubectl after `. .sandbox/env`); `.venv/bin/runbook sandbox down` stops it.
 demo: bootstrap
-	$(BIN)/runbook gameday
+	$(BIN)/runbook sandbox down
+	$(BIN)/runbook sandbox up
+	$(BIN)/runbook gameday --env sandbox
 
 lab: bootstrap
 	$(BIN)/runbook sandbox up
