@@ -44,6 +44,18 @@ def sandbox_processes(status: dict) -> dict[str, list[psutil.Process]]:
     return groups
 
 
+def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> float:
+    total = 0.0
+    for processes in groups.values():
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
 def rss_mb(processes: list[psutil.Process]) -> float:
     total = 0
     for process in processes:
@@ -61,15 +73,20 @@ def one_round(rest_s: float) -> dict[str, float]:
         started = time.monotonic()
         runbook("up", "--state-dir", str(state))
         up_s = time.monotonic() - started
-        time.sleep(rest_s)
         status = json.loads(runbook("status", "--json", "--state-dir", str(state)).stdout)
         groups = sandbox_processes(status)
-        figures = {"up_to_healthy_s": up_s, "processes": sum(len(g) for g in groups.values())}
+        cpu_before = cpu_seconds(groups)
+        time.sleep(rest_s)
+        cpu_pct = 100 * (cpu_seconds(groups) - cpu_before) / rest_s
+        figures = {"up_to_healthy_s": up_s, "processes": sum(len(g) for g in groups.values()),
+                   "cpu_at_rest_pct": cpu_pct}
         figures |= {f"rss_{name}_mb": rss_mb(procs) for name, procs in groups.items()}
         figures["rss_total_mb"] = sum(v for k, v in figures.items() if k.startswith("rss_"))
         started = time.monotonic()
-        runbook("down", "--state-dir", str(state))
+        down = runbook("down", "--state-dir", str(state))
         figures["down_s"] = time.monotonic() - started
+        if figures["down_s"] > 10:
+            print(f"slow down:\n{down.stderr}")
         return figures
     finally:
         subprocess.run([*RUNBOOK, "down", "--state-dir", str(state)], capture_output=True, cwd=REPO)
@@ -84,7 +101,8 @@ def main() -> None:
     for n in range(1, args.rounds + 1):
         figures = one_round(args.rest_s)
         print(f"round {n}: up to healthy {figures['up_to_healthy_s']:.1f} s, down {figures['down_s']:.1f} s, "
-              f"{figures['processes']:.0f} processes, RSS at rest {figures['rss_total_mb']:.0f} MB")
+              f"{figures['processes']:.0f} processes, RSS at rest {figures['rss_total_mb']:.0f} MB, "
+              f"CPU at rest (with the load generator's traffic) {figures['cpu_at_rest_pct']:.0f} % of a core")
         for key, value in figures.items():
             if key.startswith("rss_") and key != "rss_total_mb":
                 print(f"    {key.removeprefix('rss_').removesuffix('_mb'):<18} {value:7.1f} MB")

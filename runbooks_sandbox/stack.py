@@ -289,6 +289,12 @@ class Sandbox:
         Idempotent: with nothing running it only cleans up. Returns what was stopped.
         """
         stopped: list[str] = []
+        started = time.monotonic()
+        say_now = say
+
+        def say(line: str) -> None:
+            say_now(f"[{time.monotonic() - started:5.1f} s] {line}")
+
         ports = self._bound_ports()
         supervisor = self.supervisor_pid()
         group = self.state().get("components", {}).get("supervisor", {}).get("pid")
@@ -302,14 +308,17 @@ class Sandbox:
             servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
                        "postgres": PostgresCluster(self.state_dir)}
             running = {name: s for name, s in servers.items() if _server_running(s)}
+            say(f"stopping {', '.join(running) or 'no server'}")
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
         stopped += self._kill_strays()
+        say(f"waiting for {len(ports)} ports to be free")
         for host, port in ports:
             if not wait_port_closed(port, host, timeout=10.0):
                 say(f"warning: {host}:{port} is still bound")
         for path in (self.env_path, self.supervisor_status_path, self.state_path, self.state_dir / "kubeconfig"):
             path.unlink(missing_ok=True)
+        say("stopped")
         return stopped
 
     def _kill_leftover_group(self, pgid: int) -> list[str]:
