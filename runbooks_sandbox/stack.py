@@ -19,6 +19,8 @@ supervisor first, which stops its pods; then the servers) and waits until every 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -27,7 +29,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .manifests import NAMESPACE, expected_pods
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer
@@ -161,10 +163,23 @@ class Sandbox:
     def _state_option(self) -> str:
         return "" if self.state_dir == self.home / ".sandbox" else f" --state-dir {self.state_dir}"
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `up` or `down` at a time on a state directory (a second one waits)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self, wait: bool = True, progress: ProgressFactory | None = None,
            timeout_s: float = 180.0, say: Callable[[str], None] = lambda _: None) -> dict[str, str]:
         """Start everything (see module doc) and return the env values written."""
         check_prerequisites()
+        with self._exclusive():
+            return self._up(wait, progress, timeout_s, say)
+
+    def _up(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
+            say: Callable[[str], None]) -> dict[str, str]:
         if not self.check_startable():
             say(f"the sandbox already runs ({self.state_dir}); `runbook sandbox status` says where")
             return self.env()
@@ -181,7 +196,7 @@ class Sandbox:
             values = self._start_all(wait, progress, timeout_s, timed)
         except BaseException:
             say("start failed: stopping what was started")
-            self.down()
+            self._down()
             raise
         self._record_meta(up_seconds=round(time.monotonic() - started, 2))
         return values
@@ -288,6 +303,12 @@ class Sandbox:
 
         Idempotent: with nothing running it only cleans up. Returns what was stopped.
         """
+        if not self.state_dir.is_dir():
+            return []
+        with self._exclusive():
+            return self._down(say)
+
+    def _down(self, say: Callable[[str], None] = lambda _: None) -> list[str]:
         stopped: list[str] = []
         started = time.monotonic()
         say_now = say

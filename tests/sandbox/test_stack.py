@@ -239,3 +239,17 @@ def test_a_crashed_sandbox_is_detected_and_down_cleans_it() -> None:
         assert not (path / "env").exists() and not (path / "sandbox.json").exists()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_missing_debian_package_is_named_with_the_command_that_installs_it() -> None:
+    path = _state_dir("veza-nopkg-")
+    try:
+        # An empty PATH hides /usr/bin/prometheus (the interpreter is called by its full path).
+        result = subprocess.run([*RUNBOOK, "sandbox", "up", "--state-dir", str(path)], capture_output=True,
+                                text=True, timeout=60, cwd=REPO, env={**os.environ, "PATH": "", "RUNBOOKS_HOME": str(REPO)})
+        assert result.returncode == 1
+        assert "prometheus" in result.stderr and "make bootstrap" in result.stderr
+        assert "apt-get install -y --no-upgrade prometheus" in result.stderr
+        assert not (path / "sandbox.json").exists()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
