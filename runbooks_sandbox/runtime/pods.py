@@ -90,8 +90,13 @@ class ProcessRuntime:
     # --- PodRuntime ------------------------------------------------------------------------
 
     def start(self, store: Store) -> None:
-        """Register the node, then run every pod in the store and every pod created later."""
+        """Register the node, then run every pod in the store and every pod created later.
+
+        A stopped runtime may be started again, on the same or a new store (ApiServer.reset).
+        """
         self.catalog = load_image_catalog(self.settings.catalog)
+        self._stopping = False
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.events = EventRecorder(store, "kubelet", NODE_NAME)
         self._register_node(store)

@@ -49,8 +49,8 @@ def pod_manifest(name: str, version: str = "v1.4.0", *, readiness: bool = True, 
     if readiness:  # the guide's probe, with periods the test can wait for
         container["readinessProbe"] = {"httpGet": {"path": "/ready", "port": "http"}, "initialDelaySeconds": 1,
                                        "periodSeconds": 2, "failureThreshold": 2}
-    if liveness:
-        container["livenessProbe"] = {"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": 1,
+    if liveness:  # the delay must cover the process start-up, or liveness kills every start
+        container["livenessProbe"] = {"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": 20,
                                       "periodSeconds": 2, "failureThreshold": 2}
     return {"metadata": {"name": name, "labels": {"app": "api"}},
             "spec": {"containers": [container], "terminationGracePeriodSeconds": grace}}
@@ -149,7 +149,7 @@ def test_liveness_failure_restarts_container(cluster: tuple[MemoryStore, Process
     store.create(PODS, ns, pod_manifest("sick", liveness=True))
     wait_for(store, ns, "sick", is_ready)
     runtime.fault(ns, "sick", health_fail=True)
-    wait_for(store, ns, "sick", lambda p: container(p).get("restartCount", 0) >= 1, timeout=10)
+    wait_for(store, ns, "sick", lambda p: container(p).get("restartCount", 0) >= 1, timeout=15)
     runtime.clear_fault(ns, "sick")
     wait_for(store, ns, "sick", is_ready, timeout=10)
     assert {"Unhealthy", "Killing"} <= set(reasons(store, ns, "sick"))
@@ -247,3 +247,16 @@ def test_stop_leaves_no_process_behind() -> None:
     assert runtime.pids() == {}
     # Without a runtime nobody would finish deletions: the finalizers are gone with it.
     assert all(FINALIZER not in (p["metadata"].get("finalizers") or []) for p in store.list(PODS)[0])
+
+
+def test_a_stopped_runtime_starts_again_on_a_new_store() -> None:
+    runtime = ProcessRuntime(time_scale=0.1)
+    for _ in range(2):  # what ApiServer.reset does: stop, new store, start
+        store = MemoryStore()
+        store.create(NAMESPACES, None, {"metadata": {"name": "veza"}})
+        runtime.start(store)
+        store.create(PODS, "veza", pod_manifest("again"))
+        pod = wait_for(store, "veza", "again", is_ready)
+        assert get_json(f"http://{pod['status']['podIP']}:8080/version")["pod"] == "again"
+        runtime.stop()
+        assert runtime.pids() == {}
