@@ -72,6 +72,10 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     result = run_notebook(notebook, env, list(parameters), param_file, dry_run=dry_run)
     outcome = (result.summary or {}).get("outcome", "no summary")
     click.echo(f"record: {result.record}")
+    if result.html:
+        click.echo(f"html: {result.html}")
+    if result.seal_refusal:
+        click.echo(f"NOT SEALED: {result.seal_refusal}", err=True)
     click.echo(f"outcome: {outcome}")
     if result.summary and result.summary.get("failed_step"):
         click.echo(f"failed step: {result.summary['failed_step']}: {result.summary.get('error')}")

@@ -11,7 +11,7 @@ PINNED = [
     "AwaitingApproval", "BackendUnavailable", "CheckFailed", "Conflict", "GuardRefused", "LockHeld",
     "NoData", "NotFound", "ParameterError", "ProfileError", "RunbookError", "RunbookTimeout",
     "start", "RunContext", "SUMMARY_MIME", "Profile", "load_profile", "check_cluster_identity",
-    "run_notebook", "read_summary",
+    "run_notebook", "read_summary", "SecretValue", "register_secret", "summaries",
 ]
 
 
