@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -116,7 +117,10 @@ class Supervisor:
             return InstantRuntime(ready_after=0.2)
         pods_dir = self.state_dir / "pods"
         pods_dir.mkdir(parents=True, exist_ok=True)
-        return process_runtime(state_dir=str(pods_dir))
+        # Its own /16 of loopback for pod IPs (Services take theirs in 127.64.0.0/10): two
+        # sandboxes on one machine (a drill beside a test run) do not race for addresses.
+        network = f"127.{random.randrange(10, 64)}.0.0/16"
+        return process_runtime(state_dir=str(pods_dir), pod_network=network)
 
     def _make_proxy(self) -> Any:
         proxy_class = _optional("runbooks_sandbox.runtime.proxy", "ServiceProxy")
