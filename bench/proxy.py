@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import random
 import statistics
 import threading
 import time
 
-from runbooks_sandbox.models.defaults import Allocator
 from runbooks_sandbox.models.resources import NAMESPACES, PODS, SERVICES
 from runbooks_sandbox.models.store import MemoryStore
 from runbooks_sandbox.runtime.pods import ProcessRuntime
@@ -72,7 +70,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     store = MemoryStore()
-    store.allocator = Allocator(f"127.{random.randint(160, 239)}.0.0/16")
     store.create(NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
     runtime, proxy = ProcessRuntime(time_scale=0.1), ServiceProxy()
     runtime.start(store)

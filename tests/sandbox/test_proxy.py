@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import threading
 import time
 import uuid
@@ -17,7 +16,6 @@ from typing import Any, Iterator
 import pytest
 
 from runbooks_sandbox.models.controllers import start_controllers
-from runbooks_sandbox.models.defaults import Allocator
 from runbooks_sandbox.models.resources import (DEPLOYMENTS, DESTINATIONRULES, NAMESPACES, PODS, SERVICES,
                                                VIRTUALSERVICES)
 from runbooks_sandbox.models.store import MemoryStore
@@ -31,9 +29,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[MemoryStore, ServiceProxy]]:
-    store = MemoryStore()
-    # A Service network of its own: another sandbox on this machine may hold 127.96.0.x:80.
-    store.allocator = Allocator(f"127.{random.randint(160, 239)}.0.0/16")
+    store = MemoryStore()  # its Service and pod networks are random /16s: other sandboxes may run
     runtime = ProcessRuntime(time_scale=0.1)
     runtime.start(store)
     controllers = start_controllers(store)
