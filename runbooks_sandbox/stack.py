@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +103,7 @@ class Sandbox:
         self.state_path = self.state_dir / STATE_FILE
         self.supervisor_status_path = self.state_dir / STATUS_FILE
         self.supervisor_log = self.state_dir / "supervisor.log"
+        self._state_lock = threading.Lock()  # components start in parallel threads and record themselves
 
     # -- recorded state -------------------------------------------------------------------
     def _read_json(self, path: Path) -> dict[str, Any]:
@@ -115,9 +117,10 @@ class Sandbox:
         return self._read_json(self.state_path)
 
     def _record(self, **parts: Any) -> None:
-        state = self.state()
-        state.setdefault("components", {}).update(parts)
-        write_json_atomically(self.state_path, state)
+        with self._state_lock:
+            state = self.state()
+            state.setdefault("components", {}).update(parts)
+            write_json_atomically(self.state_path, state)
 
     def supervisor_pid(self) -> int | None:
         """The supervisor's PID when it runs (and is ours), else None."""
@@ -150,7 +153,12 @@ class Sandbox:
     def check_startable(self) -> bool:
         """False when the sandbox already runs; raises StaleSandbox for leftovers of a crash."""
         if self.is_running():
-            return False
+            dead = [name for name, pid in self.recorded_pids().items() if not process_alive(pid)]
+            if not dead:
+                return False
+            raise StaleSandbox(
+                f"the sandbox in {self.state_dir} runs without {', '.join(dead)} (stopped or crashed). "
+                f"Run `runbook sandbox down{self._state_option()}`, then `up` again.")
         if self.state_path.exists() or self.supervisor_status_path.exists() or self.env_path.exists():
             alive = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
             detail = (f"still running: {', '.join(f'{n} (pid {p})' for n, p in alive.items())}"
@@ -318,13 +326,10 @@ class Sandbox:
 
         ports = self._bound_ports()
         supervisor = self.supervisor_pid()
-        group = self.state().get("components", {}).get("supervisor", {}).get("pid")
         if supervisor is not None:
             say(f"stopping the supervisor (pid {supervisor}) and its pods")
             terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
             stopped.append("supervisor")
-        if group:
-            stopped += self._kill_leftover_group(int(group))
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-down") as pool:
             servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
                        "postgres": PostgresCluster(self.state_dir)}
@@ -341,13 +346,6 @@ class Sandbox:
             path.unlink(missing_ok=True)
         say("stopped")
         return stopped
-
-    def _kill_leftover_group(self, pgid: int) -> list[str]:
-        """Pods of a supervisor that died without stopping them (they share its process group)."""
-        leftovers = [pid for pid in _pids_in_group(pgid) if pid != os.getpid()]
-        for pid in leftovers:
-            terminate(pid, grace=2.0)
-        return [f"leftover pid {pid}" for pid in leftovers]
 
     def _kill_strays(self) -> list[str]:
         """Processes still naming a file of this state directory (pods of a killed supervisor).
@@ -502,18 +500,6 @@ def _server_running(server: Any) -> bool:
     if "running" in status:
         return bool(status["running"])
     return any(status.get(role, {}).get("running") for role in ("primary", "standby"))
-
-
-def _pids_in_group(pgid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid and process_alive(int(entry.name)):
-                    found.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return found
 
 
 _OUR_PROGRAMS = ("prometheus", "postgres", "bao")

@@ -253,3 +253,23 @@ def test_a_missing_debian_package_is_named_with_the_command_that_installs_it() -
         assert not (path / "sandbox.json").exists()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_after_a_supervisor_crash_up_refuses_and_down_stops_the_orphans() -> None:
+    path = _state_dir("veza-crash-")
+    try:
+        runbook("sandbox", "up", "--state-dir", str(path))
+        status = json.loads(runbook("sandbox", "status", "--json", "--state-dir", str(path)).stdout)
+        pod_pids = list(status["pods"].values())
+        assert len(pod_pids) == 6
+        os.kill(status["components"]["supervisor"]["pid"], 9)  # its pods live on, orphaned
+        time.sleep(0.3)
+        assert all(process_alive(pid) for pid in pod_pids)
+        refused = runbook("sandbox", "up", "--state-dir", str(path), check=False)
+        assert refused.returncode == 1 and "runbook sandbox down" in refused.stderr
+        runbook("sandbox", "down", "--state-dir", str(path))
+        survivors = [p for p in [*pod_pids, *(c["pid"] for c in status["components"].values())] if process_alive(p)]
+        assert survivors == []
+    finally:
+        runbook("sandbox", "down", "--state-dir", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
