@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     server = ApiServer(args.port, args.host, kubeconfig=args.kubeconfig,
                        runtime=InstantRuntime(ready_after=args.ready_after),
                        controllers=None if args.no_controllers else DEFAULT)
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"sandbox API server at {server.url}" + (f"; kubeconfig {server.kubeconfig}" if server.kubeconfig else ""),
           flush=True)
     done = threading.Event()

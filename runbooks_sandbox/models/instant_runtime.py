@@ -62,6 +62,7 @@ class InstantRuntime:
 
     def start(self, store: MemoryStore) -> None:
         self._store = store
+        self._stopped, self._due = False, []  # a runtime may be restarted (ApiServer.reset)
         self._register_node(store)
         self._unsubscribe = store.subscribe(self._on_event)
         for pod in store.list(PODS)[0]:

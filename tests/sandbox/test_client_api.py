@@ -226,3 +226,48 @@ def test_concurrent_writers_never_lose_an_update(api_client, namespace: str) -> 
     for t in threads:
         t.join()
     assert core.read_namespaced_config_map("counter", namespace).data["n"] == "20"
+
+
+def test_reset_gives_a_new_empty_cluster_on_the_same_port(tmp_path) -> None:
+    with ApiServer(port=0, kubeconfig=tmp_path / "config") as server:
+        from kubernetes import config
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(server.kubeconfig)))
+        api.create_namespaced_config_map("default", {"metadata": {"name": "before"}})
+        identity = api.read_namespace("kube-system").metadata.uid
+        server.reset()
+        assert api.read_namespace("kube-system").metadata.uid != identity
+        assert api.list_namespaced_config_map("default").items == []
+        api.create_namespaced_pod("default", {"metadata": {"name": "p"},
+                                              "spec": {"containers": [{"name": "c", "image": "x:1"}]}})
+        deadline = time.monotonic() + 5
+        while api.read_namespaced_pod("p", "default").status.phase != "Running":
+            assert time.monotonic() < deadline, "the runtime restarts with the new store"
+            time.sleep(0.05)
+
+
+def test_command_line_server_checks_its_port_and_writes_a_kubeconfig(tmp_path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from kubernetes import config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        refused = subprocess.run([sys.executable, "-m", "runbooks_sandbox.apiserver", "--port", str(taken)],
+                                 capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and f"port {taken}" in refused.stderr
+
+    kubeconfig = tmp_path / "kubeconfig"
+    process = subprocess.Popen([sys.executable, "-m", "runbooks_sandbox.apiserver", "--port", "0",
+                                "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "sandbox API server at http://127.0.0.1:" in process.stdout.readline()  # type: ignore[union-attr]
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        assert api.read_namespace("default").status.phase == "Active"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
