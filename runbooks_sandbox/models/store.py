@@ -152,13 +152,19 @@ class MemoryStore:
         subresource: str | None = None, dry_run: bool = False,
     ) -> Obj:
         kind = patch_kind(patch_type)
+        if kind == APPLY and subresource is None and isinstance(patch, dict):
+            with self.lock:
+                missing = self._find(rt, namespace, name) is None
+            if missing:  # server-side apply creates what is missing
+                body = clone(patch)
+                body.setdefault("metadata", {})["name"] = name
+                try:
+                    return self.create(rt, namespace, body, dry_run=dry_run)
+                except errors.AlreadyExists:
+                    pass  # created meanwhile: apply it as a patch below
         with self.lock:
             current = self._find(rt, namespace, name)
             if current is None:
-                if kind == APPLY and subresource is None:  # apply creates what is missing
-                    body = clone(patch)
-                    body.setdefault("metadata", {})["name"] = name
-                    return self.create(rt, namespace, body, dry_run=dry_run)
                 raise errors.NotFound.of(rt.plural, name, rt.group)
             base = self._scale_view(current) if subresource == "scale" else current
             # A copy, since patch results share unchanged subtrees with the stored object. The

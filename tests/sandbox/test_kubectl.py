@@ -151,3 +151,21 @@ def test_namespaces_logs_and_discovery(kubectl) -> None:
         assert line in resources
     kubectl("run", "logger", "--image=registry.veza.app/veza-backend-api:1.0.0")
     assert kubectl("logs", "logger").returncode == 0
+
+
+def test_server_side_apply_creates_then_updates(kubectl) -> None:
+    assert "serverside-applied" in kubectl("apply", "--server-side", "-f", "-", input=APP).stdout
+    kubectl("apply", "--server-side", "-f", "-", input=APP.replace('value: "blue"', 'value: "green"'))
+    env = kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].env[0].value}").stdout
+    assert env == "green"
+
+
+def test_deleting_an_owner_collects_its_dependents(kubectl) -> None:
+    kubectl("apply", "-f", "-", input=REPLICASET)
+    uid = kubectl("get", "rs", "cache", "-o", "jsonpath={.metadata.uid}").stdout
+    pod = f"""{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "cache-x", "ownerReferences":
+        [{{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cache", "uid": "{uid}", "controller": true}}]}},
+        "spec": {{"containers": [{{"name": "redis", "image": "redis:7"}}]}}}}"""
+    kubectl("apply", "-f", "-", input=pod)
+    kubectl("delete", "rs", "cache")
+    assert kubectl("get", "po", "cache-x", check=False).returncode != 0
