@@ -21,10 +21,10 @@ _state_dir_option = click.option(
     help="Where the sandbox keeps its files and .sandbox/env (default: <project>/.sandbox).")
 
 
-def _sandbox(state_dir: Path | None) -> Any:
+def _sandbox(state_dir: Path | None, **options: Any) -> Any:
     from .stack import Sandbox
 
-    return Sandbox(state_dir)
+    return Sandbox(state_dir, **options)
 
 
 def _fail(error: Exception) -> click.ClickException:
@@ -41,13 +41,15 @@ def sandbox() -> None:
 @click.option("--no-wait", is_flag=True, help="Return once everything is started, without waiting for healthy pods.")
 @click.option("--timeout", "timeout_s", type=float, default=180.0, show_default=True,
               help="Seconds to wait for every deployment and Prometheus target.")
-def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float) -> None:
+@click.option("--load-rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Requests per second the load generator sends to each Service.")
+def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float) -> None:
     """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
     import time
 
     from tqdm import tqdm
 
-    box = _sandbox(state_dir)
+    box = _sandbox(state_dir, load_rate=load_rate)
 
     def progress(total: int, description: str) -> Any:
         return tqdm(total=total, desc=description, unit="pod", file=sys.stderr, leave=False,

@@ -96,7 +96,9 @@ def check_prerequisites() -> None:
 class Sandbox:
     """The sandbox whose files live in ``state_dir`` (default ``<project>/.sandbox``)."""
 
-    def __init__(self, state_dir: str | Path | None = None, home: Path | None = None) -> None:
+    def __init__(self, state_dir: str | Path | None = None, home: Path | None = None,
+                 load_rate: float = 10.0) -> None:
+        self.load_rate = load_rate  # requests per second to each Service from the load generator
         self.home = Path(home) if home else project_home()
         self.state_dir = Path(state_dir).resolve() if state_dir else self.home / ".sandbox"
         self.env_path = self.state_dir / ENV_FILE
@@ -268,7 +270,8 @@ class Sandbox:
         self.supervisor_status_path.unlink(missing_ok=True)
         with open(self.supervisor_log, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir)],
+                [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
+                 "--load-rate", f"{self.load_rate:g}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
                 env={**os.environ, "RUNBOOKS_HOME": str(self.home)}, start_new_session=True,
             )
