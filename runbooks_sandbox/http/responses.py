@@ -148,8 +148,10 @@ def _resource(backend: Backend, request: Request, target: ResourcePath) -> Respo
         options = request.json_body() or {}
         policy = request.query.get("propagationPolicy") or options.get("propagationPolicy")
         dry_run = request.dry_run or "All" in (options.get("dryRun") or [])
+        grace = request.query.get("gracePeriodSeconds") or options.get("gracePeriodSeconds")
         if name is not None:
-            return Response(200, store.delete(rt, namespace, name, dry_run=dry_run, propagation_policy=policy))
+            return Response(200, store.delete(rt, namespace, name, dry_run=dry_run, propagation_policy=policy,
+                                              grace_period_seconds=None if grace is None else int(grace)))
         return _delete_collection(backend, request, target, dry_run, policy)
     raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
 

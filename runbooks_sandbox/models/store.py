@@ -188,9 +188,13 @@ class MemoryStore:
 
     def delete(
         self, rt: ResourceType, namespace: str | None, name: str, *, dry_run: bool = False,
-        propagation_policy: str | None = None,
+        propagation_policy: str | None = None, grace_period_seconds: int | None = None,
     ) -> Obj:
         """Delete an object, or mark it deleting while it has finalizers.
+
+        Finalizers are also the seam for graceful pod termination: a runtime that runs real
+        processes adds one to its pods, sees deletionTimestamp and deletionGracePeriodSeconds,
+        stops the process, then removes its finalizer, which completes the deletion.
 
         Dependents (by ownerReferences) and a namespace's objects are deleted at once, in the
         same call: the Background/Foreground distinction of the real garbage collector is not
@@ -202,7 +206,7 @@ class MemoryStore:
                 raise errors.Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
             if dry_run:
                 return clone(current)
-            result = self._delete(rt, namespace, current, propagation_policy)
+            result = self._delete(rt, namespace, current, propagation_policy, grace_period_seconds)
         self._dispatch()
         return result
 
@@ -333,13 +337,19 @@ class MemoryStore:
                 self._commit("MODIFIED", rt, namespace, new, current)
         return self._scale_view(new) if subresource == "scale" else clone(new)
 
-    def _delete(self, rt: ResourceType, namespace: str | None, current: Obj, policy: str | None) -> Obj:
+    def _delete(self, rt: ResourceType, namespace: str | None, current: Obj, policy: str | None,
+                grace_period_seconds: int | None = None) -> Obj:
         meta = current["metadata"]
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return clone(current)
             new = dict(current)
-            new["metadata"] = dict(meta, deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)
+            # The grace period is for whoever holds the finalizer (a pod runtime stopping a
+            # process): the request's, else the pod's terminationGracePeriodSeconds.
+            if grace_period_seconds is None:
+                grace_period_seconds = current.get("spec", {}).get("terminationGracePeriodSeconds", 0)
+            new["metadata"] = dict(meta, deletionTimestamp=now_rfc3339(),
+                                   deletionGracePeriodSeconds=grace_period_seconds)
             self._commit("MODIFIED", rt, namespace, new, current)
             return clone(new)
         return self._remove(rt, namespace, current, current, policy)

@@ -180,7 +180,8 @@ def test_finalizers_hold_deletion_until_removed(store: MemoryStore) -> None:
     store.create(PODS, "default", {"metadata": {"name": "p", "finalizers": ["sandbox/process"]},
                                    "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
     marked = store.delete(PODS, "default", "p")
-    assert marked["metadata"]["deletionTimestamp"]
+    assert marked["metadata"]["deletionTimestamp"] and marked["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert store.delete(PODS, "default", "p")["metadata"] == marked["metadata"], "a second delete waits too"
     store.patch(PODS, "default", "p", {"metadata": {"finalizers": None}}, "merge")
     with pytest.raises(errors.NotFound):
         store.get(PODS, "default", "p")
