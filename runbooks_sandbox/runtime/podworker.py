@@ -5,6 +5,7 @@ only hands it the latest object or a deletion, so no store write ever waits for 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import signal
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..models.errors import ApiError
+from ..models.errors import ApiError, BadRequest
 from ..models.resources import PODS
 from ..models.store import now_rfc3339
 from ..workload import ImagePullError
@@ -34,7 +35,6 @@ _PULL_BACKOFF_AFTER_S = 0.5  # ErrImagePull shows this long before ImagePullBack
 
 
 def _sha(text: str) -> str:
-    import hashlib
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -97,8 +97,6 @@ class PodWorker:
 
     def container(self, name: str | None) -> ContainerRunner:
         """A container by name; the only one when name is None (as the API server resolves it)."""
-        from ..models.errors import BadRequest
-
         if name is None:
             if len(self.containers) == 1:
                 return self.containers[0]

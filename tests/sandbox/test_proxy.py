@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -24,25 +26,26 @@ from runbooks_sandbox.runtime.proxy import ServiceProxy
 
 Obj = dict[str, Any]
 IMAGE = "registry.veza.app/veza-backend-api:{}"
+Cluster = tuple[MemoryStore, ServiceProxy, ProcessRuntime]
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[MemoryStore, ServiceProxy]]:
+def cluster() -> Iterator[tuple[MemoryStore, ServiceProxy, ProcessRuntime]]:
     store = MemoryStore()  # its Service and pod networks are random /16s: other sandboxes may run
     runtime = ProcessRuntime(time_scale=0.1)
     runtime.start(store)
     controllers = start_controllers(store)
     proxy = ServiceProxy()
     proxy.start(store)
-    yield store, proxy
+    yield store, proxy, runtime
     proxy.stop()
     controllers.stop()
     runtime.stop()
 
 
 @pytest.fixture
-def ns(cluster: tuple[MemoryStore, ServiceProxy]) -> str:
+def ns(cluster: Cluster) -> str:
     name = f"t-{uuid.uuid4().hex[:6]}"
     cluster[0].create(NAMESPACES, None, {"metadata": {"name": name}})
     return name
@@ -101,8 +104,8 @@ def send(proxy: ServiceProxy, ns: str, name: str, count: int, path: str = "/vers
     return answers
 
 
-def test_service_spreads_requests_over_its_ready_pods(cluster: tuple[MemoryStore, ServiceProxy], ns: str) -> None:
-    store, proxy = cluster
+def test_service_spreads_requests_over_its_ready_pods(cluster: Cluster, ns: str) -> None:
+    store, proxy, _ = cluster
     store.create(DEPLOYMENTS, ns, deployment("api", 3, "v1.4.0", {"app": "api"}))
     svc = store.create(SERVICES, ns, service("api", {"app": "api"}))
     assert proxy.address(ns, "api") == (svc["spec"]["clusterIP"], 80)
@@ -115,17 +118,17 @@ def test_service_spreads_requests_over_its_ready_pods(cluster: tuple[MemoryStore
     assert not proxy.listen_errors
 
 
-def test_service_without_ready_endpoints_answers_503(cluster: tuple[MemoryStore, ServiceProxy], ns: str) -> None:
-    store, proxy = cluster
+def test_service_without_ready_endpoints_answers_503(cluster: Cluster, ns: str) -> None:
+    store, proxy, _ = cluster
     store.create(SERVICES, ns, service("nobody", {"app": "nobody"}))
     [(status, _, _)] = send(proxy, ns, "nobody", 1)
     assert status == 503
 
 
 @pytest.fixture
-def canary_setup(cluster: tuple[MemoryStore, ServiceProxy], ns: str) -> str:
+def canary_setup(cluster: Cluster, ns: str) -> str:
     """The guide's canary: stable and canary deployments behind one Service, Istio subsets."""
-    store, proxy = cluster
+    store, proxy, _ = cluster
     store.create(DEPLOYMENTS, ns, deployment("backend-stable", 2, "v1.4.0", {"app": "backend", "track": "stable"}))
     store.create(DEPLOYMENTS, ns, deployment("backend-canary", 1, "v1.5.0", {"app": "backend", "track": "canary"}))
     store.create(SERVICES, ns, service("veza-backend", {"app": "backend"}))
@@ -148,9 +151,9 @@ def virtual_service(stable: int, canary: int) -> Obj:
 
 
 @pytest.mark.parametrize(("stable", "canary"), [(90, 10), (50, 50), (100, 0)])
-def test_virtual_service_weights_hold_per_request(cluster: tuple[MemoryStore, ServiceProxy], canary_setup: str,
+def test_virtual_service_weights_hold_per_request(cluster: Cluster, canary_setup: str,
                                                   stable: int, canary: int) -> None:
-    store, proxy = cluster
+    store, proxy, _ = cluster
     ns = canary_setup
     store.create(VIRTUALSERVICES, ns, virtual_service(stable, canary))
     answers = send(proxy, ns, "veza-backend", 1000)
@@ -162,8 +165,8 @@ def test_virtual_service_weights_hold_per_request(cluster: tuple[MemoryStore, Se
     assert abs(fresh["v1.5.0"] - canary) <= 5, fresh
 
 
-def test_canary_header_routes_to_the_canary_subset(cluster: tuple[MemoryStore, ServiceProxy], canary_setup: str) -> None:
-    store, proxy = cluster
+def test_canary_header_routes_to_the_canary_subset(cluster: Cluster, canary_setup: str) -> None:
+    store, proxy, _ = cluster
     ns = canary_setup
     store.create(VIRTUALSERVICES, ns, virtual_service(100, 0))
     answers = send(proxy, ns, "veza-backend", 50, headers={"canary": "true"})
@@ -217,8 +220,8 @@ def _rolled_out(store: MemoryStore, ns: str, version: str, replicas: int) -> boo
             and all(p["spec"]["containers"][0]["image"].endswith(version) for p in pods))
 
 
-def test_rolling_update_under_load_loses_no_request(cluster: tuple[MemoryStore, ServiceProxy], ns: str) -> None:
-    store, proxy = cluster
+def test_rolling_update_under_load_loses_no_request(cluster: Cluster, ns: str) -> None:
+    store, proxy, _ = cluster
     store.create(DEPLOYMENTS, ns, deployment("api", 3, "v1.4.0", {"app": "api"}))
     store.create(SERVICES, ns, service("api", {"app": "api"}))
     wait_backends(proxy, ns, "api", 3)
@@ -233,3 +236,19 @@ def test_rolling_update_under_load_loses_no_request(cluster: tuple[MemoryStore, 
     assert _rolled_out(store, ns, "v1.5.0", 3)
     assert load.failures == [], load.failures[:5]
     assert load.results["v1.4.0"] > 0 and load.results["v1.5.0"] > 0, load.results
+
+
+def test_a_crashed_pod_costs_no_request(cluster: Cluster, ns: str) -> None:
+    """SIGKILL, no draining: the requests that meet the dead pod are sent elsewhere (retry once)."""
+    store, proxy, runtime = cluster
+    store.create(DEPLOYMENTS, ns, deployment("api", 3, "v1.4.0", {"app": "api"}))
+    store.create(SERVICES, ns, service("api", {"app": "api"}))
+    wait_backends(proxy, ns, "api", 3)
+    victim = proxy.routes(ns, "api").backends()[0].pod
+    with Load(proxy, ns, "api") as load:
+        time.sleep(0.5)
+        os.kill(runtime.pids()[f"{ns}/{victim}/backend"], signal.SIGKILL)
+        wait_backends(proxy, ns, "api", 2, timeout=5)  # the runtime saw the exit: not ready
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert sum(load.results.values()) > 100
