@@ -201,12 +201,16 @@ def _delete_collection(backend: Backend, request: Request, target: ResourcePath,
 
 
 def _log(backend: Backend, request: Request, target: ResourcePath) -> Response:
+    """The runtime's log text (``follow`` is not streamed: the current log is returned)."""
     backend.store.get(target.info.type, target.namespace, target.name or "")  # 404 for a missing pod
     logs = getattr(backend.runtime, "logs", None)
-    text = logs(target.namespace, target.name, request.query.get("container")) if logs else ""
-    tail = request.query.get("tailLines")
-    if tail and tail.isdigit():
-        text = "".join(text.splitlines(keepends=True)[-int(tail):]) if int(tail) else ""
+    if logs is None:
+        return Response(200, "", "text/plain")
+    tail, since = request.query.get("tailLines"), request.query.get("sinceSeconds")
+    text = logs(target.namespace, target.name, request.query.get("container") or None,
+                int(tail) if tail and tail.lstrip("-").isdigit() else None,
+                previous=request.flag("previous"), timestamps=request.flag("timestamps"),
+                since_seconds=float(since) if since else None)
     return Response(200, text, "text/plain")
 
 

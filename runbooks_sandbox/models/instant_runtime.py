@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from .api import StoreEvent
-from .errors import ApiError
+from .errors import ApiError, BadRequest
 from .resources import NODES, PODS
 from .store import MemoryStore, now_rfc3339
 
@@ -80,9 +80,15 @@ class InstantRuntime:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def logs(self, namespace: str, name: str, container: str | None = None) -> str:
-        """What `kubectl logs` shows: the runtime has no processes, so only a start line."""
-        return f"instant runtime: pod {namespace}/{name} started\n"
+    def logs(
+        self, namespace: str, name: str, container: str | None = None, tail: int | None = None, *,
+        previous: bool = False, timestamps: bool = False, since_seconds: float | None = None,
+    ) -> str:
+        """What ``GET .../pods/<name>/log`` returns (the API server calls this optional method
+        of a runtime). There are no processes here, so only a start line."""
+        if previous:
+            raise BadRequest(f'previous terminated container in pod "{name}" not found')
+        return "" if tail == 0 else f"instant runtime: pod {namespace}/{name} started\n"
 
     def _register_node(self, store: MemoryStore) -> None:
         node = {"metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME,
