@@ -271,3 +271,33 @@ def test_command_line_server_checks_its_port_and_writes_a_kubeconfig(tmp_path) -
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_wire_details_discovery_legacy_watch_and_status_bodies(apiserver: ApiServer, namespace: str) -> None:
+    import json
+
+    import requests
+
+    base = apiserver.url
+    apps = requests.get(f"{base}/apis/apps/v1", timeout=5)
+    assert apps.headers["Content-Type"] == "application/json"
+    resources = {r["name"]: r for r in apps.json()["resources"]}
+    assert resources["deployments"]["shortNames"] == ["deploy"]
+    assert (resources["deployments/scale"]["group"], resources["deployments/scale"]["kind"]) == ("autoscaling", "Scale")
+    assert "deployments/status" in resources
+    assert requests.get(f"{base}/version", timeout=5).json()["major"] == "1"
+    root = requests.get(f"{base}/openapi/v3", timeout=5).json()["paths"]
+    group_doc = requests.get(f"{base}{root['apis/apps/v1']['serverRelativeURL']}", timeout=5).json()
+    assert group_doc["paths"], "kubectl apply refuses an OpenAPI document without paths"
+
+    missing = requests.get(f"{base}/api/v1/namespaces/{namespace}/pods/nope", timeout=5)
+    assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/json"
+    assert missing.json()["kind"] == "Status" and missing.json()["reason"] == "NotFound"
+    unknown = requests.get(f"{base}/apis/example.com/v1/widgets", timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["kind"] == "Status"
+
+    requests.post(f"{base}/api/v1/namespaces/{namespace}/configmaps", json={"metadata": {"name": "w"}}, timeout=5)
+    legacy = requests.get(f"{base}/api/v1/watch/namespaces/{namespace}/configmaps?timeoutSeconds=1", timeout=10)
+    events = [json.loads(line) for line in legacy.text.splitlines()]
+    assert legacy.headers["Transfer-Encoding"] == "chunked"
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w")]
