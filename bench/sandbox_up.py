@@ -38,7 +38,10 @@ def sandbox_processes(status: dict) -> dict[str, list[psutil.Process]]:
     for name, part in status["components"].items():
         try:
             root = psutil.Process(part["pid"])
-            groups[name] = [root, *root.children(recursive=True)]
+            if name == "supervisor":  # the pods are its children: shown apart
+                groups[name], groups["pods"] = [root], root.children(recursive=True)
+            else:
+                groups[name] = [root, *root.children(recursive=True)]
         except (psutil.NoSuchProcess, TypeError):
             groups[name] = []
     return groups
