@@ -262,15 +262,15 @@ def test_command_line_server_checks_its_port_and_writes_a_kubeconfig(tmp_path) -
     assert refused.returncode != 0 and f"port {taken}" in refused.stderr
 
     kubeconfig = tmp_path / "kubeconfig"
-    process = subprocess.Popen([sys.executable, "-m", "runbooks_sandbox.apiserver", "--port", "0",
-                                "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert "sandbox API server at http://127.0.0.1:" in process.stdout.readline()  # type: ignore[union-attr]
-        api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
-        assert api.read_namespace("default").status.phase == "Active"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+    with subprocess.Popen([sys.executable, "-m", "runbooks_sandbox.apiserver", "--port", "0",
+                           "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert "sandbox API server at http://127.0.0.1:" in process.stdout.readline()  # type: ignore[union-attr]
+            with config.new_client_from_config(config_file=str(kubeconfig)) as api_client:
+                assert client.CoreV1Api(api_client).read_namespace("default").status.phase == "Active"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
 
 
 def test_wire_details_discovery_legacy_watch_and_status_bodies(apiserver: ApiServer, namespace: str) -> None:

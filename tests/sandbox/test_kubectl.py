@@ -131,14 +131,14 @@ def test_dry_run_server_changes_nothing(kubectl) -> None:
 
 def test_get_watch_streams_rows(kubectl, kubectl_command, namespace: str) -> None:
     command = kubectl_command + ["-n", namespace, "get", "configmaps", "-w"]
-    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)  # let the watch start before the change
-        kubectl("create", "configmap", "live", "--from-literal=a=b")
-        lines = [watcher.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
-    finally:
-        watcher.terminate()
-        watcher.wait(timeout=10)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as watcher:
+        try:
+            time.sleep(1.0)  # let the watch start before the change
+            kubectl("create", "configmap", "live", "--from-literal=a=b")
+            lines = [watcher.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        finally:
+            watcher.terminate()
+            watcher.wait(timeout=10)
     assert lines[0].split()[:3] == ["NAME", "DATA", "AGE"]
     assert lines[1].split()[:2] == ["live", "1"]
 
