@@ -255,8 +255,10 @@ def test_a_stopped_runtime_starts_again_on_a_new_store() -> None:
         store = MemoryStore()
         store.create(NAMESPACES, None, {"metadata": {"name": "veza"}})
         runtime.start(store)
-        store.create(PODS, "veza", pod_manifest("again"))
-        pod = wait_for(store, "veza", "again", is_ready)
-        assert get_json(f"http://{pod['status']['podIP']}:8080/version")["pod"] == "again"
-        runtime.stop()
+        try:
+            store.create(PODS, "veza", pod_manifest("again"))
+            pod = wait_for(store, "veza", "again", is_ready)
+            assert get_json(f"http://{pod['status']['podIP']}:8080/version")["pod"] == "again"
+        finally:
+            runtime.stop()
         assert runtime.pids() == {}

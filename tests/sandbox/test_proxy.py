@@ -238,17 +238,20 @@ def test_rolling_update_under_load_loses_no_request(cluster: Cluster, ns: str) -
     assert load.results["v1.4.0"] > 0 and load.results["v1.5.0"] > 0, load.results
 
 
-def test_a_crashed_pod_costs_no_request(cluster: Cluster, ns: str) -> None:
-    """SIGKILL, no draining: the requests that meet the dead pod are sent elsewhere (retry once)."""
+def test_a_crashed_pod_loses_at_most_the_requests_in_flight(cluster: Cluster, ns: str) -> None:
+    """SIGKILL, no draining: as on a cluster, a request the dead process had already taken (or the
+    kernel had queued for it) fails; requests that merely picked it are sent elsewhere (retry
+    once), and none is sent to it once the runtime has seen it exit."""
     store, proxy, runtime = cluster
     store.create(DEPLOYMENTS, ns, deployment("api", 3, "v1.4.0", {"app": "api"}))
     store.create(SERVICES, ns, service("api", {"app": "api"}))
     wait_backends(proxy, ns, "api", 3)
     victim = proxy.routes(ns, "api").backends()[0].pod
-    with Load(proxy, ns, "api") as load:
+    with Load(proxy, ns, "api", clients=3) as load:
         time.sleep(0.5)
         os.kill(runtime.pids()[f"{ns}/{victim}/backend"], signal.SIGKILL)
         wait_backends(proxy, ns, "api", 2, timeout=5)  # the runtime saw the exit: not ready
-        time.sleep(0.5)
-    assert load.failures == [], load.failures[:5]
+        failed_by_then = len(load.failures)
+        time.sleep(1.0)
+    assert len(load.failures) == failed_by_then <= 3, load.failures
     assert sum(load.results.values()) > 100
