@@ -11,6 +11,7 @@ import signal
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -186,7 +187,7 @@ def test_missing_secret_blocks_the_container_until_created(cluster: tuple[Memory
     store.create(SECRETS, ns, {"metadata": {"name": "veza-secrets"}, "stringData": {"database-url": "postgres://db/veza"}})
     wait_for(store, ns, "needs-secret", is_ready)
     pid = runtime.pids()[f"{ns}/needs-secret/backend"]
-    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"DATABASE_URL=postgres://db/veza" in environ and f"POD_NAMESPACE={ns}".encode() in environ
 
 
