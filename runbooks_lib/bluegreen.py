@@ -155,7 +155,7 @@ class BlueGreen:
         if self.cluster.dry_run:
             return self._dry_table()
         try:
-            return self.deploy.judge_metrics()
+            return self.deploy.judge_metrics(observe_s=self.deploy.params.monitor_s)
         except (CheckFailed, NoData) as failure:
             flip_back = self.flip(self.live_colour)
             flip_back_s = self._wait_serving(self.live_colour_version(), since=flip_back.at)

@@ -264,19 +264,24 @@ class Deployment:
         tables["signals"] = self.judge_metrics()
         return tables
 
-    def judge_metrics(self) -> "pd.DataFrame":
-        """Error rate and p99 of the new version's pods over ``analysis_s``, against the SLOs."""
+    def judge_metrics(self, observe_s: float | None = None) -> "pd.DataFrame":
+        """Error rate and p99 of the new version's pods over ``observe_s`` (default ``analysis_s``), against the SLOs."""
         import pandas as pd
-
-        from .metrics import Metrics
         from tqdm import tqdm  # text bars: they stay readable in the record
 
+        from .metrics import Metrics
+
         slo = self.ctx.profile.slo
-        for _ in tqdm(range(int(self.params.analysis_s)), desc=f"observing {self.params.version}", unit="s"):
-            time.sleep(1)
-        window = f"{max(int(self.params.analysis_s), 5)}s"
+        observe_s = self.params.analysis_s if observe_s is None else observe_s
         selector = f'job="{self.params.service}",version="{self.params.version}"'
-        signals = Metrics(self.ctx.profile.prometheus.url).golden_signals(self.params.service, window, selector)
+        metrics = Metrics(self.ctx.profile.prometheus.url)
+        # Judge only once Prometheus scrapes every new pod: a window without them says nothing.
+        ready = sum(1 for p in self.cluster.pod_states(f"app={self.params.service},version={self.params.version}") if p.ready)
+        metrics.wait_for_targets(selector, max(ready, 1), timeout_s=30)
+        for _ in tqdm(range(int(observe_s)), desc=f"observing {self.params.version}", unit="s"):
+            time.sleep(1)
+        window = f"{max(int(observe_s), 5)}s"
+        signals = metrics.golden_signals(self.params.service, window, selector)
         row = {"version": self.params.version, "window": window, "requests/s": signals.requests_per_s,
                "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
                "SLO success %": 100 * slo.success_rate_min,

@@ -46,21 +46,22 @@ class HealthCheck:
         """Per service: deployment replicas and readiness, pods, restarts, versions."""
         import pandas as pd
 
-        deployments = {d["metadata"]["name"]: d for d in self.cluster.deployments()}
+        deployments = self.cluster.deployments()
         pods = self.cluster.pods()
         rows = []
         for service in self.services:
-            dep = deployments.get(service)
-            if dep is None:
+            # Blue-green renames the live Deployment <service>-<colour>: find it by its pods' app label.
+            live = self._live_deployment(service, deployments)
+            if live is None:
                 self._find("fail", service, "no deployment")
                 rows.append({"service": service, "desired": None, "ready": None})
                 continue
-            state = deployment_state(dep)
+            state = deployment_state(live)
             mine = [pod_state(p) for p in pods if (p["metadata"].get("labels") or {}).get("app") == service]
             restarts = sum(p.restarts for p in mine)
             waiting = sorted({p.waiting_reason for p in mine if p.waiting_reason})
             rows.append({
-                "service": service, "desired": state.desired, "ready": state.ready, "available": state.available,
+                "service": service, "deployment": state.name, "desired": state.desired, "ready": state.ready, "available": state.available,
                 "updated": state.updated, "pods": len(mine), "restarts": restarts,
                 "versions": ", ".join(sorted({p.version or "?" for p in mine})), "waiting": ", ".join(waiting),
                 "revision": state.revision,
@@ -75,6 +76,21 @@ class HealthCheck:
                 self._find("warn", service, f"{restarts} container restart(s)")
         self.ctx.figure("services_ready", sum(1 for r in rows if r.get("ready") is not None and r["ready"] >= (r["desired"] or 0)))
         return pd.DataFrame(rows).set_index("service")
+
+    def _live_deployment(self, service: str, deployments: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The Deployment whose pods the Service selects (by colour for blue-green)."""
+        from .kube import translate
+
+        mine = [d for d in deployments
+                if (d["spec"]["template"]["metadata"].get("labels") or {}).get("app") == service or d["metadata"]["name"] == service]
+        if len(mine) <= 1:
+            return mine[0] if mine else None
+        with translate(f"read service {service}"):
+            selector = (self.cluster._dict(self.cluster.core.read_namespaced_service(service, self.cluster.namespace))
+                        .get("spec") or {}).get("selector") or {}
+        colour = selector.get("color")
+        chosen = [d for d in mine if (d["spec"]["template"]["metadata"].get("labels") or {}).get("color") == colour]
+        return (chosen or mine)[0]
 
     def events(self, minutes: float = 15) -> "pd.DataFrame":
         """Recent Warning events (what a real cluster reports: Unhealthy, BackOff, Failed...)."""

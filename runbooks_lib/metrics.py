@@ -120,6 +120,28 @@ class Metrics:
             raise NoData(f"no data for {promql} over the last {minutes} min")
         return pd.DataFrame(columns).sort_index()
 
+    def wait_for_targets(self, selector: str, count: int, timeout_s: float = 30) -> int:
+        """Wait until ``count`` scrape targets matching ``selector`` are up (new pods take a few
+        seconds to be discovered and scraped); returns how many are up."""
+        import time
+
+        from tqdm import tqdm  # text bars: they stay readable in the record
+
+        deadline = time.monotonic() + timeout_s
+        with tqdm(total=count, desc=f"scraped targets {{{selector}}}", unit="target") as bar:
+            while True:
+                try:
+                    up = int(self.query(f"count(up{{{selector}}} == 1)"))
+                except NoData:
+                    up = 0
+                bar.n = min(up, count)
+                bar.refresh()
+                if up >= count:
+                    return up
+                if time.monotonic() > deadline:
+                    raise NoData(f"only {up} of {count} targets {{{selector}}} scraped after {timeout_s:.0f} s")
+                time.sleep(0.5)
+
     def alert_rules(self) -> list[str]:
         """Names of the alerting rules Prometheus has loaded."""
         import requests

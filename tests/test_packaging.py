@@ -48,3 +48,17 @@ def test_runbooks_have_a_parameters_cell_with_env() -> None:
         tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
         assert re.search(r"^env\s*(:\s*str)?\s*=", tagged[0].source, re.M), f"{path.name} has no env parameter"
+
+
+def test_papermill_sees_every_parameter_the_cell_assigns() -> None:
+    """papermill's parser skips lines it cannot read (a comment with '=' once hid to_revision)."""
+    import ast
+
+    import papermill
+
+    for path in sorted((PROJECT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+        assert list(papermill.inspect_notebook(str(path))) == assigned, path.name

@@ -111,3 +111,20 @@ def sandbox() -> Iterator[Sandbox]:
         box.runbook("sandbox", "down", "--state-dir", str(state_dir))
         shutil.rmtree(state_dir, ignore_errors=True)
         shutil.rmtree(records, ignore_errors=True)
+
+
+# The scenarios share one sandbox and change it: read-only checks first (a health check must
+# see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
+# rollbacks of what the deploys left.
+_ORDER = ("test_headless", "test_deploy", "test_rollback")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Reorder this folder's tests among themselves; every other test keeps its place."""
+    def module(item: pytest.Item) -> str:
+        return item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+
+    slots = [i for i, item in enumerate(items) if module(item) in _ORDER]
+    ordered = sorted((items[i] for i in slots), key=lambda item: _ORDER.index(module(item)))  # stable
+    for slot, item in zip(slots, ordered):
+        items[slot] = item

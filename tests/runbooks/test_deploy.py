@@ -143,12 +143,46 @@ def test_blue_green_deploy_flips_with_no_failed_request(sandbox: Sandbox) -> Non
     assert run.summary["figures"]["flip_s"] < 5
 
 
-def test_blue_green_deploy_of_a_bad_version_flips_back(sandbox: Sandbox) -> None:
+def test_blue_green_bad_version_is_caught_before_any_traffic_reaches_it(sandbox: Sandbox) -> None:
     run = sandbox.run("deploy", ("service", CHAT), ("version", "v1.5.1-errors"), ("strategy", "blue-green"),
-                      ("analysis_s", 8), ("monitor_s", 8))
+                      ("analysis_s", 5), ("monitor_s", 5))
     assert run.exit_code == 1, run.output
     summary = run.summary
-    assert "flipped back to green" in summary["error"] and "success rate" in summary["error"]
+    assert summary["failed_step"] == "Deploy and test green"
+    assert re.search(r"/api/v1/rooms: \d+/10 failed", summary["error"]), summary["error"]
+    selector = json.loads(sandbox.kubectl("get", "service", CHAT, "-o", "json"))["spec"]["selector"]
+    assert selector["color"] == "green"  # never moved
+    assert f"{CHAT}-blue" not in sandbox.kubectl("get", "deployments", "-o", "name")
+    assert sandbox.traffic(run.began)[CHAT]["failed"] == 0  # users never saw the bad version
+
+
+def test_blue_green_flips_back_when_green_degrades_under_traffic(sandbox: Sandbox) -> None:
+    """A fault that smoke tests cannot see appears after the flip: the monitor flips back at once."""
+    began = datetime.now(timezone.utc)
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/deploy.ipynb", "--env", "sandbox",
+         "-p", "service", CHAT, "-p", "version", "v1.4.0", "-p", "strategy", "blue-green",
+         "-p", "analysis_s", "5", "-p", "monitor_s", "8"],
+        cwd=REPO, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while json.loads(sandbox.kubectl("get", "service", CHAT, "-o", "json"))["spec"]["selector"].get("color") != "blue":
+            assert time.monotonic() < deadline and deploy.poll() is None, "the deploy never flipped to blue"
+            time.sleep(0.2)
+        for pod in sandbox.kubectl("get", "pods", "-l", f"app={CHAT},color=blue", "-o", "name").split():
+            fault = sandbox.runbook("sandbox", "fault", pod.removeprefix("pod/"), "--error-rate", "0.3",
+                                    "--state-dir", str(sandbox.state_dir))
+            assert fault.returncode == 0, fault.stderr
+        out, err = deploy.communicate(timeout=300)
+    finally:
+        deploy.kill() if deploy.poll() is None else None
+    assert deploy.returncode == 1, out + err
+    from runbooks_lib.runner import read_summary
+
+    summary = read_summary(next(l[8:] for l in out.splitlines() if l.startswith("record: ")))
+    assert summary["failed_step"] == "Monitor"
+    assert "flipped back to green" in summary["error"] and "success rate" in summary["error"], summary["error"]
     assert summary["figures"]["flip_back_s"] < 5
     selector = json.loads(sandbox.kubectl("get", "service", CHAT, "-o", "json"))["spec"]["selector"]
     assert selector["color"] == "green"
@@ -157,3 +191,4 @@ def test_blue_green_deploy_of_a_bad_version_flips_back(sandbox: Sandbox) -> None
     time.sleep(3)
     traffic = sandbox.traffic(after_flip_back)[CHAT]
     assert traffic["requests"] > 0 and traffic["failed"] == 0, traffic
+    assert sandbox.traffic(began)[CHAT]["by_version"].get("v1.4.0", {}).get("failed", 0) > 0  # the fault was real
