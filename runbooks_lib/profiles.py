@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ProfileError
+from .home import project_home
 
 __all__ = [
     "Profile",
@@ -167,22 +168,6 @@ class ServiceCatalog(_Model):
 
 
 Profile.model_rebuild()
-
-
-def project_home() -> Path:
-    """The folder holding parameters/ and notebooks/.
-
-    ``RUNBOOKS_HOME`` wins; otherwise the nearest parent of the working directory that has
-    ``parameters/services.yaml`` (papermill runs kernels in the notebook's folder); otherwise
-    the checkout this package was installed from.
-    """
-    if home := os.environ.get("RUNBOOKS_HOME"):
-        return Path(home).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "parameters" / "services.yaml").is_file():
-            return folder
-    return Path(__file__).resolve().parent.parent
 
 
 def sandbox_env(home: Path | None = None) -> dict[str, str]:

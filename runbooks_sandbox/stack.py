@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from runbooks_lib.home import project_home
+
 from .manifests import NAMESPACE, expected_pods
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer
 from .servers.openbao import find_bao
@@ -59,17 +61,6 @@ class SandboxNotRunning(SandboxError):
 
 class StaleSandbox(SandboxError):
     pass
-
-
-def project_home() -> Path:
-    """Where parameters/ lives (RUNBOOKS_HOME, else the nearest parent with parameters/services.yaml)."""
-    if home := os.environ.get("RUNBOOKS_HOME"):
-        return Path(home).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "parameters" / "services.yaml").is_file():
-            return folder
-    return Path(__file__).resolve().parent.parent
 
 
 def check_prerequisites() -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import ipaddress
 import random
-import socket
 import threading
 from typing import Any
 
+from ..loopback import can_bind
 from .errors import Invalid
 from .selectors import from_label_selector_object, labels_match
 
@@ -39,21 +39,9 @@ class Allocator:
         with self._lock:
             for host in self._hosts:
                 ip = str(host)
-                if all(_can_bind(ip, port) for port in ports or []):
+                if all(can_bind(ip, port) for port in ports or []):
                     return ip
         raise Invalid(f"no free cluster IP left in {self.network}")
-
-
-def _can_bind(ip: str, port: int) -> bool:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def namespace(obj: Obj, old: Obj | None, alloc: Allocator) -> None:

@@ -7,13 +7,14 @@ ImagePullBackOff, exactly as a mistyped tag would on a real cluster.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runbooks_lib.home import project_home
 
 __all__ = [
     "DEFAULT_REPOSITORY",
@@ -117,18 +118,6 @@ def parse_image(image: str) -> tuple[str, str, str]:
     return repository, name, tag
 
 
-def _project_home() -> Path:
-    # Mirrors runbooks_lib.profiles.project_home without importing runbooks_lib: the workload
-    # process imports this module at every pod start and must stay quick to start.
-    if home := os.environ.get("RUNBOOKS_HOME"):
-        return Path(home).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "parameters" / "services.yaml").is_file():
-            return folder
-    return Path(__file__).resolve().parents[2]
-
-
 def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
@@ -144,7 +133,7 @@ def load_image_catalog(path: str | Path | None = None) -> ImageCatalog:
     The repository and the service names are checked against ``services.yaml`` in the same
     folder when there is one, so the catalog cannot drift from the service catalog.
     """
-    path = Path(path) if path else _project_home() / "parameters" / "sandbox.yaml"
+    path = Path(path) if path else project_home() / "parameters" / "sandbox.yaml"
     raw = _read_yaml(path)
     section = raw.get("sandbox") if isinstance(raw, dict) else None
     if not isinstance(section, dict) or not isinstance(section.get("images"), dict):
