@@ -74,6 +74,8 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     click.echo(f"record: {result.record}")
     if result.html:
         click.echo(f"html: {result.html}")
+    if result.published:
+        click.echo(f"published to: {result.published}")
     if result.seal_refusal:
         click.echo(f"NOT SEALED: {result.seal_refusal}", err=True)
     click.echo(f"outcome: {outcome}")

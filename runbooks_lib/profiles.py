@@ -106,7 +106,10 @@ class Approvals(_Model):
 
 
 class Records(_Model):
-    url: str = Field("outputs", description="Where records go: a folder, file:// or s3:// URL")
+    url: str = Field("outputs", description="Where records go: a folder, file:// or an archive URL (s3://...)")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for an archive URL, e.g. {endpoint_url: ...}"
+    )
 
 
 class Profile(_Model):

@@ -47,6 +47,7 @@ class RunResult:
     summary: dict[str, Any] | None
     sealed: bool = False
     html: Path | None = None
+    published: str | None = None  # the archive URL the record was copied to, if any
     seal_refusal: str | None = None
 
 
@@ -217,8 +218,11 @@ def run_notebook(
     from .records.seal import SealRefused
 
     run_id = uuid.uuid4().hex[:12]
-    root = Path(os.environ.get("RUNBOOKS_RECORDS_URL") or profile.records.url).expanduser()
-    root = root if root.is_absolute() else home / root
+    from .records.archive import archive_url
+    from .records.ledger import records_root
+
+    root = records_root(env)  # a remote archive's records are sealed in the local spool first
+    archive = archive_url(env)
     record = _record_path(root, env, notebook.stem, run_id)
     notebook_sha = hashlib.sha256(notebook.read_bytes()).hexdigest()
     _kernel_environment(home, run_id, notebook_sha)
@@ -262,7 +266,16 @@ def run_notebook(
     if isinstance(sealing, SealRefused):
         logging.getLogger("runbooks_lib").error("%s", sealing)
         return RunResult(exit_code or EXIT_FAILED, record, summary, seal_refusal=str(sealing))
-    return RunResult(exit_code, record, summary, sealed=True, html=sealing.html)
+    published = None
+    if archive is not None:
+        from .records.archive import publish
+
+        try:
+            publish(root, archive, [record], profile.records.storage_options)
+            published = archive
+        except RunbookError as e:
+            logging.getLogger("runbooks_lib").error("NOT PUBLISHED: %s", e)
+    return RunResult(exit_code, record, summary, sealed=True, html=sealing.html, published=published)
 
 
 class _RedactingFilter(logging.Filter):

@@ -136,3 +136,34 @@ def export_command(file: Path, output: Path | None) -> None:
     if findings:
         raise click.ClickException(str(SealRefused(file, findings, reason="holds secrets; not exporting")))
     click.echo(export_html(file, output))
+
+
+@records.command("publish")
+@_root_option
+@click.option("--url", default=None, help="Archive URL (default: RUNBOOKS_RECORDS_URL or the profile's records.url).")
+@click.option("--env", default=None, help="Profile whose records.url (and storage_options) to use.")
+def publish_command(root: str | None, url: str | None, env: str | None) -> None:
+    """Copy every sealed record the archive lacks, then the ledger, to the archive URL."""
+    from .archive import archive_url, publish_ledger
+
+    target = url or archive_url(env)
+    if not target:
+        raise click.UsageError("no archive URL: pass --url s3://... or set records.url in the profile")
+    options = {}
+    if env:
+        from ..profiles import load_profile
+
+        options = load_profile(env).records.storage_options
+    copied = publish_ledger(_root(root), target, options)
+    click.echo(f"published {len(copied)} file(s) to {target}")
+
+
+@records.command("pull")
+@click.argument("url")
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Folder to mirror the archive into.")
+def pull_command(url: str, to: Path) -> None:
+    """Mirror an archive (s3://...) into a folder; then `list`/`verify --root FOLDER` read it."""
+    from .archive import pull
+
+    count = pull(url, to)
+    click.echo(f"pulled {count} file(s) from {url} into {to}")

@@ -1,0 +1,108 @@
+"""A team archive of records at a URL (``s3://bucket/veza-records``), through fsspec.
+
+Records are always written, sealed and chained locally first — in the spool folder
+``outputs/`` — so a run never depends on the network to keep its record. When the profile's
+``records.url`` (or ``RUNBOOKS_RECORDS_URL``) names a remote filesystem, each sealed record, its
+HTML export and the ledger are then published there. ``pull`` mirrors an archive into a
+folder, where ``runbook records list|verify --root`` read it like any other.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BackendUnavailable, RunbookError
+
+__all__ = ["is_remote", "archive_url", "publish", "publish_ledger", "pull"]
+
+LEDGER_NAME = "ledger.jsonl"
+
+
+def is_remote(url: str | None) -> bool:
+    """Whether ``url`` names a filesystem other than this machine's (s3://, gs://, memory://...)."""
+    return bool(url) and "://" in str(url) and not str(url).startswith("file://")
+
+
+def archive_url(env: str | None = None) -> str | None:
+    """The remote archive the records of ``env`` are published to, or None when they stay local."""
+    url = os.environ.get("RUNBOOKS_RECORDS_URL")
+    if not url and env:
+        from ..profiles import load_profile
+
+        url = load_profile(env).records.url
+    return url if is_remote(url) else None
+
+
+def _filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        fs, base = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except (ImportError, ValueError) as e:
+        raise RunbookError(f"records archive {url}: {e} (for s3:// install s3fs: pip install s3fs)") from e
+    return fs, base.rstrip("/")
+
+
+def _put(fs: Any, local: Path, remote: str) -> None:
+    fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(local), remote)
+
+
+def publish(root: Path, url: str, paths: Iterable[Path], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Copy records (and their HTML exports) under ``root`` to the archive, then the ledger."""
+    fs, base = _filesystem(url, storage_options)
+    done = []
+    try:
+        for path in paths:
+            for file in (path, path.with_suffix(".html")):
+                if file.is_file():
+                    remote = f"{base}/{file.relative_to(root).as_posix()}"
+                    _put(fs, file, remote)
+                    done.append(remote)
+        done += publish_ledger(root, url, storage_options, fs=fs)
+    except Exception as e:  # each fsspec backend has its own errors (botocore's are not OSErrors)
+        raise BackendUnavailable(f"records archive {url} unreachable ({type(e).__name__}); "
+                                 "the record is sealed locally: `runbook records publish` retries") from e
+    return done
+
+
+def publish_ledger(root: Path, url: str, storage_options: dict[str, Any] | None = None, *, fs: Any = None) -> list[str]:
+    """Publish every sealed record the archive lacks, then the ledger (last, so it never names
+    a record the archive does not have yet)."""
+    from .ledger import Ledger
+
+    if fs is None:
+        fs, base = _filesystem(url, storage_options)
+    else:
+        base = _filesystem(url, storage_options)[1]
+    done = []
+    for entry in Ledger(root).entries():
+        if "record" not in entry:
+            continue
+        for file in (root / entry["record"], (root / entry["record"]).with_suffix(".html")):
+            remote = f"{base}/{file.relative_to(root).as_posix()}"
+            if file.is_file() and not fs.exists(remote):
+                _put(fs, file, remote)
+                done.append(remote)
+    ledger = root / LEDGER_NAME
+    if ledger.is_file():
+        _put(fs, ledger, f"{base}/{LEDGER_NAME}")
+        done.append(f"{base}/{LEDGER_NAME}")
+    return done
+
+
+def pull(url: str, to: Path, storage_options: dict[str, Any] | None = None) -> int:
+    """Mirror the archive at ``url`` into the folder ``to``; returns the number of files."""
+    fs, base = _filesystem(url, storage_options)
+    to.mkdir(parents=True, exist_ok=True)
+    count = 0
+    try:
+        for remote in fs.find(base):
+            local = to / remote[len(base):].lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(local))
+            count += 1
+    except Exception as e:  # each fsspec backend has its own errors (botocore's are not OSErrors)
+        raise BackendUnavailable(f"records archive {url} unreachable ({type(e).__name__})") from e
+    return count
