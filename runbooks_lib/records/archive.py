@@ -41,6 +41,9 @@ def _filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tupl
         fs, base = fsspec.core.url_to_fs(url, **(storage_options or {}))
     except (ImportError, ValueError) as e:
         raise RunbookError(f"records archive {url}: {e} (for s3:// install s3fs: pip install s3fs)") from e
+    except Exception as e:  # some filesystems (ftp, sftp) connect as soon as they are made
+        raise BackendUnavailable(f"records archive {url} unreachable ({type(e).__name__}); "
+                                 "the record is sealed locally: `runbook records publish` retries") from e
     return fs, base.rstrip("/")
 
 
