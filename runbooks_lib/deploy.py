@@ -70,6 +70,17 @@ def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"
 
 
+def _show(figure: Any) -> None:
+    """Display a figure in the notebook (the record); outside a kernel there is nothing to show."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and ipython.get_ipython() is not None:
+        from IPython.display import display
+
+        display(figure)
+
+
 @dataclass
 class Deployment:
     """One deploy of one service to one environment."""
@@ -289,6 +300,8 @@ class Deployment:
         self.ctx.figure("success_rate", signals.success_rate)
         self.ctx.figure("p99_ms", signals.p99_ms)
         table = pd.DataFrame([row]).set_index("version")
+        # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
+        _show(self.plot_versions(minutes=max(2.0, observe_s / 60 + 1)))
         if signals.success_rate is None or signals.p99_ms is None:
             raise NoData(f"no traffic data for {self.params.version} over {window}: cannot judge the new version")
         if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
