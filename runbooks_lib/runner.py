@@ -153,6 +153,18 @@ def _exit_code(summary: dict[str, Any] | None, error_name: str | None) -> int:
     return _EXIT_BY_OUTCOME.get(summary.get("outcome", ""), EXIT_FAILED)
 
 
+def _ipc_kernel_manager() -> type:
+    """A kernel manager talking to the kernel over Unix sockets, not TCP on loopback: nothing
+    else on a shared machine can reach the kernel, and ipykernel stops warning about it."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
 def _stream_cell_output() -> None:
     """Show what the runbook prints while it runs (papermill logs it at INFO)."""
     logger = logging.getLogger("papermill")
@@ -241,7 +253,7 @@ def run_notebook(
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed), parameters=parameters, progress_bar=True,
-                log_output=True, cwd=str(notebook.parent.resolve()),
+                log_output=True, cwd=str(notebook.parent.resolve()), kernel_manager_class=_ipc_kernel_manager(),
             )
         except PapermillExecutionError as e:
             error_name = e.ename
