@@ -10,13 +10,13 @@ without ports), and pods that have no IP yet or have terminated are left out.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from .jsonhttp import send_json
 from .models.resources import PODS
 
 __all__ = ["pod_targets", "PodDiscoveryServer"]
@@ -131,12 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, pod_targets(discovery.list_pods(namespace)))
 
     def _reply(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # polled every second by Prometheus: not worth a log line

@@ -27,6 +27,7 @@ from typing import Any
 
 from .apiserver import ApiServer, write_kubeconfig
 from .discovery_sd import PodDiscoveryServer
+from .jsonhttp import send_json
 from .manifests import NAMESPACE
 from .models.errors import ApiError
 from .models.resources import DEPLOYMENTS, NAMESPACES, SERVICES
@@ -245,12 +246,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(200, doc)
 
     def _reply(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def log_message(self, format: str, *args: object) -> None:
         log.info("control: %s", format % args)

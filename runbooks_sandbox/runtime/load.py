@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from ..jsonhttp import send_json
 from ..workload.routes import routes_for
 
 __all__ = ["LoadGenerator", "RequestRecord", "fetch_report", "parse_since"]
@@ -360,12 +361,7 @@ class _ReportHandler(BaseHTTPRequestHandler):
         self._json(200, self.server.generator.report(since))  # type: ignore[attr-defined]
 
     def _json(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the sandbox's own log is not the place for report polling
