@@ -148,6 +148,8 @@ class BlueGreen:
                 print(f"✗ green failed before any traffic reached it: deleting {self.green}; {self.blue} keeps serving")
                 self._delete(self.green)
                 self.deploy.ctx.figure("rolled_back", True)
+                self.deploy.ctx.verdict(self.service, self.deploy.params.version, "bad",
+                                        "blue-green: green failed its checks before the flip")
             raise
 
     def monitor(self) -> "pd.DataFrame":
@@ -155,18 +157,25 @@ class BlueGreen:
         if self.cluster.dry_run:
             return self._dry_table()
         try:
-            return self.deploy.judge_metrics(observe_s=self.deploy.params.monitor_s)
+            table = self.deploy.judge_metrics(observe_s=self.deploy.params.monitor_s)
+            self.deploy.ctx.verdict(self.service, self.deploy.params.version, "good",
+                                    "blue-green: served 100 % through the monitoring window within SLOs")
+            return table
         except (CheckFailed, NoData) as failure:
             flip_back = self.flip(self.live_colour)
             flip_back_s = self._wait_serving(self.live_colour_version(), since=flip_back.at)
             self.deploy.ctx.figure("flip_back_s", flip_back_s)
             self.deploy.ctx.figure("rolled_back", True)
             self._delete(self.green)
+            self.deploy.ctx.verdict(self.service, self.deploy.params.version, "bad",
+                                    f"blue-green: flipped back after the flip: {failure}")
             raise CheckFailed(f"{failure} — flipped back to {self.live_colour} in {flip_back_s:.2f} s and deleted {self.green}") from failure
 
     def live_colour_version(self) -> str | None:
-        labels = self.cluster.deployment(self.blue)["spec"]["template"]["metadata"].get("labels") or {}
-        return labels.get("version")
+        """What the old colour runs: read from its image (a label may be stale)."""
+        from .images import version_of_image
+
+        return version_of_image(self.cluster.deployment_state(self.blue).image)
 
     def _wait_serving(self, version: str | None, since: float) -> float:
         from .rollback import wait_until_serving

@@ -90,11 +90,14 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
               help="Scenario file (default parameters/gameday.yaml).")
 def gameday_command(env: str, scenarios_file: Path | None) -> None:
     """Run the game day's scenarios and print one table; exit 1 if any ended unexpectedly."""
-    from .gameday import format_table, load_scenarios, run_gameday
+    from .gameday import failed_since, format_table, load_scenarios, run_gameday
 
     results = run_gameday(env, load_scenarios(scenarios_file))
     click.echo("\n" + format_table(results))
-    sys.exit(0 if all(r.as_expected for r in results) else 1)
+    # The drill must leave the platform healthy: nothing may fail once the last scenario began.
+    failed, total = failed_since(env, results[-1].started) if results and results[-1].started else (0, 0)
+    click.echo(f"\nfailed requests since the last scenario started: {failed} of {total}")
+    sys.exit(0 if all(r.as_expected for r in results) and failed == 0 else 1)
 
 
 from .records.cli import records  # noqa: E402  (the records commands are part of the library)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from .images import version_of_image
 from .kube import api_client, translate
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ def pod_state(pod: Obj) -> PodState:
         restarts=sum(int(c.get("restartCount") or 0) for c in containers),
         ip=status.get("podIP"),
         image=image,
-        version=(meta.get("labels") or {}).get("version") or (image.rsplit(":", 1)[-1] if image and ":" in image else None),
+        # The image is what runs; the label may be stale after `kubectl set image`.
+        version=version_of_image(image) or (meta.get("labels") or {}).get("version"),
         waiting_reason=waiting,
         deleting=bool(meta.get("deletionTimestamp")),
     )
@@ -170,6 +172,30 @@ class Cluster:
         with translate(f"list deployments in {self.namespace}"):
             found = self.apps.list_namespaced_deployment(self.namespace, label_selector=label_selector)
         return self._dict(found).get("items", [])
+
+    def service(self, name: str) -> Obj:
+        with translate(f"read service {self.namespace}/{name}"):
+            return self._dict(self.core.read_namespaced_service(name, self.namespace))
+
+    def live_deployment(self, service: str) -> str:
+        """The name of the Deployment whose pods the Service sends traffic to.
+
+        Usually the service's own name; blue-green renames Deployments by colour and the
+        Service's ``color`` selector says which one is live.
+        """
+        from .errors import NotFound
+
+        try:
+            selector = (self.service(service).get("spec") or {}).get("selector") or {}
+        except NotFound:
+            return service
+        colour = selector.get("color")
+        if not colour:
+            return service
+        for dep in self.deployments(label_selector=f"app={service}"):
+            if ((dep["spec"]["template"].get("metadata") or {}).get("labels") or {}).get("color") == colour:
+                return dep["metadata"]["name"]
+        return service
 
     def deployment_state(self, name: str) -> DeploymentState:
         return deployment_state(self.deployment(name))

@@ -158,6 +158,8 @@ class RunContext:
         self.steps: list[StepRecord] = []
         self.figures: dict[str, float | int | None] = {}
         self.links: list[dict[str, str]] = []
+        self.verdicts: list[dict[str, Any]] = []
+        self.notes: dict[str, str] = {}
         self.cluster: dict[str, Any] | None = None
         self._on_finish: list[Any] = []
         from .records.identity import operator_identity, operator_name
@@ -219,6 +221,20 @@ class RunContext:
         """Relate this run to another record (e.g. the deploy a rollback undid)."""
         self.links.append({"relation": relation, "record": record})
 
+    def note(self, name: str, text: str) -> None:
+        """A fact the summary must carry in words, e.g. an operator's override of a guard."""
+        self.notes[name] = redact(text)
+        self.journal.write(event="note", name=name, text=self.notes[name])
+
+    def verdict(self, service: str, version: str, verdict: str, why: str) -> None:
+        """State what this run learned about a version ("good" or "bad", and why): later deploys
+        and rollbacks read it from the catalog before choosing a target (runbooks_lib.verdicts)."""
+        from .verdicts import verdict_entry
+
+        entry = verdict_entry(service, version, verdict, redact(why))  # type: ignore[arg-type]
+        self.verdicts.append(entry)
+        self.journal.write(event="verdict", **entry)
+
     def steps_table(self) -> Any:
         """The steps so far with their outcome and duration, and the figures measured."""
         import pandas as pd
@@ -251,6 +267,8 @@ class RunContext:
             "steps": [asdict(s) for s in self.steps],
             "figures": dict(self.figures),
             "links": list(self.links),
+            "verdicts": list(self.verdicts),
+            "notes": dict(self.notes),
         }
 
     def finish(self, outcome: str = "succeeded") -> dict[str, Any]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import difflib
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Literal
@@ -52,6 +50,8 @@ class DeployParams(BaseModel):
     ticket: str = ""
     analysis_s: float = Field(10, ge=0, description="Traffic to observe before judging the new version")
     monitor_s: float = Field(15, ge=0, description="Blue-green: watch green this long before deleting blue")
+    allow_known_bad: bool = Field(False, description="Deploy a version the records or the cluster know as bad "
+                                                     "(needs a change_cause saying why)")
 
 
 def vault_key_to_secret_key(key: str) -> str:
@@ -68,17 +68,6 @@ def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
         return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"
-
-
-def _show(figure: Any) -> None:
-    """Display a figure in the notebook (the record); outside a kernel there is nothing to show."""
-    import sys
-
-    ipython = sys.modules.get("IPython")
-    if ipython is not None and ipython.get_ipython() is not None:
-        from IPython.display import display
-
-        display(figure)
 
 
 @dataclass
@@ -104,20 +93,7 @@ class Deployment:
 
     def active_deployment(self) -> str:
         """The Deployment the Service sends traffic to (blue-green renames it by colour)."""
-        service = self.params.service
-        try:
-            with translate(f"read service {service}"):
-                svc = self.cluster._dict(self.cluster.core.read_namespaced_service(service, self.cluster.namespace))
-        except NotFound:
-            return service
-        colour = ((svc.get("spec") or {}).get("selector") or {}).get("color")
-        if not colour:
-            return service
-        for dep in self.cluster.deployments(label_selector=f"app={service}"):
-            labels = dep["spec"]["template"]["metadata"].get("labels") or {}
-            if labels.get("color") == colour:
-                return dep["metadata"]["name"]
-        return service
+        return self.cluster.live_deployment(self.params.service)
 
     # -- 1. checklist ----------------------------------------------------------------------
 
@@ -142,6 +118,7 @@ class Deployment:
             )
         state = self.cluster.deployment_state(self.deployment_name)
         current_image = state.image or ""
+        item("version not known bad", *self._known_bad_check())
         item("service is in the catalog", True, f"{self.params.service} (:{self.spec.port}, {self.spec.replicas} replicas)")
         item("new version differs from the running one", current_image != self.image,
              f"running {current_image}, deploying {self.image}")
@@ -163,6 +140,26 @@ class Deployment:
         if not failing.empty:
             raise CheckFailed("pre-deployment checklist failed: " + "; ".join(f"{i}: {d}" for i, d in failing["detail"].items()))
         return table
+
+    def _known_bad_check(self) -> tuple[bool, str]:
+        """A version that failed before is refused (exit 2) unless explicitly overridden with a reason."""
+        from .rollout import history
+        from .verdicts import known_verdicts, refuse_known_bad
+
+        identity = (self.ctx.cluster or {}).get("identity")
+        revisions = history(self.cluster, self.deployment_name)
+        verdict = known_verdicts(self.ctx.env, self.params.service, identity, revisions).get(self.params.version)
+        override = refuse_known_bad(
+            verdict, what=f"to deploy {self.params.service} {self.params.version}",
+            allow_known_bad=self.params.allow_known_bad, reason=self.params.change_cause, reason_parameter="change_cause",
+            proposal="Deploy a fixed version instead.")
+        if override:
+            print(f"⚠ {override}")
+            self.ctx.note("override", override)
+            return True, override
+        if verdict is not None:
+            return True, f"last verdict: {verdict.short()}"
+        return True, "no record or ReplicaSet says it failed before"
 
     def _staging_runs_version(self) -> tuple[bool | None, str]:
         if self.ctx.env != "production":
@@ -273,77 +270,16 @@ class Deployment:
         tables = {"pods": pod_checks(self.cluster, self.params.service, self.spec, label_selector=selector)}
         tables["smoke"] = smoke_checks(base_url or service_url(self.cluster, self.params.service), self.spec)
         tables["signals"] = self.judge_metrics()
+        self.ctx.verdict(self.params.service, self.params.version, "good", "deployed and passed pod, smoke and SLO checks")
         return tables
 
     def judge_metrics(self, observe_s: float | None = None) -> "pd.DataFrame":
         """Error rate and p99 of the new version's pods over ``observe_s`` (default ``analysis_s``), against the SLOs."""
-        import pandas as pd
-        from tqdm import tqdm  # text bars: they stay readable in the record
+        from .judgement import judge_version
 
-        from .metrics import Metrics
-
-        slo = self.ctx.profile.slo
         observe_s = self.params.analysis_s if observe_s is None else observe_s
-        selector = f'job="{self.params.service}",version="{self.params.version}"'
-        metrics = Metrics(self.ctx.profile.prometheus.url)
-        # Judge only once Prometheus scrapes every new pod: a window without them says nothing.
-        ready = sum(1 for p in self.cluster.pod_states(f"app={self.params.service},version={self.params.version}") if p.ready)
-        metrics.wait_for_targets(selector, max(ready, 1), timeout_s=30)
-        for _ in tqdm(range(int(observe_s)), desc=f"observing {self.params.version}", unit="s"):
-            time.sleep(1)
-        window = f"{max(int(observe_s), 5)}s"
-        signals = metrics.golden_signals(self.params.service, window, selector)
-        row = {"version": self.params.version, "window": window, "requests/s": signals.requests_per_s,
-               "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
-               "SLO success %": 100 * slo.success_rate_min,
-               "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
-        self.ctx.figure("success_rate", signals.success_rate)
-        self.ctx.figure("p99_ms", signals.p99_ms)
-        table = pd.DataFrame([row]).set_index("version")
-        # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
-        _show(self.plot_versions(minutes=max(2.0, observe_s / 60 + 1)))
-        if signals.success_rate is None or signals.p99_ms is None:
-            raise NoData(f"no traffic data for {self.params.version} over {window}: cannot judge the new version")
-        if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
-            raise CheckFailed(
-                f"{self.params.version}: success rate {100 * signals.success_rate:.2f} % "
-                f"(SLO ≥ {100 * slo.success_rate_min:g} %), p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms) "
-                f"over {window}"
-            )
-        return table
-
-    def plot_versions(self, minutes: float = 5) -> Any:
-        """Success rate and p99 per version over the last minutes, with the SLO lines: the decision, drawn."""
-        import matplotlib.pyplot as plt
-
-        from .metrics import Metrics
-
-        metrics, slo, window = Metrics(self.ctx.profile.prometheus.url), self.ctx.profile.slo, "15s"
-        job = f'job="{self.params.service}"'
-        panels = {
-            "success rate % by version": (
-                f'100 * (1 - (sum by (version) (rate(http_requests_total{{{job},code=~"5.."}}[{window}])) '
-                f'or 0 * sum by (version) (rate(http_requests_total{{{job}}}[{window}]))) '
-                f'/ sum by (version) (rate(http_requests_total{{{job}}}[{window}])))', 100 * slo.success_rate_min),
-            "p99 ms by version": (
-                f'1000 * histogram_quantile(0.99, sum by (version, le) '
-                f'(rate(http_request_duration_seconds_bucket{{{job}}}[{window}])))', slo.p99_latency_max_ms),
-        }
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
-        for ax, (title, (promql, bound)) in zip(axes, panels.items()):
-            try:
-                frame = metrics.range(promql, minutes=minutes, step_s=2)
-                for column in frame:
-                    ax.plot(frame.index, frame[column], label=column.replace("version=", ""))
-            except NoData:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-            ax.axhline(bound, color="red", linestyle="--", linewidth=1, label="SLO")
-            ax.set_title(f"{self.params.service}: {title}")
-            ax.legend(fontsize=7)
-            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        fig.tight_layout()
-        plt.close(fig)
-        return fig
+        return judge_version(self.ctx, self.cluster, self.params.service, self.params.version, observe_s=observe_s,
+                             pod_label_selector=f"app={self.params.service},version={self.params.version}")
 
     # -- 5. automatic rollback ---------------------------------------------------------------
 
@@ -357,6 +293,7 @@ class Deployment:
                 raise
             print(f"✗ {failure}\n↩ rolling back automatically")
             self.ctx.figure("rolled_back", True)
+            self._mark_bad(f"deploy failed and rolled back: {failure}")
             with self.ctx.step("Automatic rollback", key="auto-rollback") as step:
                 self.rollback = roll_back(self.cluster, self.params.service, self.deployment_name,
                                           timeout_s=self.ctx.profile.timeouts.rollback_s)
@@ -366,6 +303,17 @@ class Deployment:
                 f"{failure} — rolled back to revision {self.rollback.to_revision} ({self.rollback.to_version}) "
                 f"in {self.rollback.time_to_rollback_s:.1f} s"
             ) from failure
+
+    def _mark_bad(self, why: str) -> None:
+        """Remember the failed version, in the record and on its ReplicaSet (see runbooks_lib.verdicts)."""
+        from .rollout import history
+        from .verdicts import record_verdict
+
+        try:
+            revision = next((r for r in history(self.cluster, self.deployment_name) if r.image == self.image), None)
+        except RunbookError:
+            revision = None  # the record still says it; the cluster's copy is a convenience
+        record_verdict(self.ctx, self.cluster, self.params.service, revision, self.params.version, "bad", why)
 
     # -- 6. summary ------------------------------------------------------------------------
 

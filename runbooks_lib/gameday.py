@@ -3,10 +3,17 @@
 The scenarios live in ``parameters/gameday.yaml``. Each run goes through ``run_notebook``
 exactly as ``runbook run`` would, so the game day leaves the same records an on-call engineer
 would; the table at the end says, per run, whether it ended as expected and where its record is.
+
+"As expected" is computed from what happened, never assumed: the run's outcome must be the
+expected one *and* the platform must be healthy after it (every Deployment rolled out, and no
+request failed in the seconds after the run), because a runbook that "succeeds" while leaving
+users failing has made things worse.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import ParameterError, RunbookError
 from .profiles import project_home
 
-__all__ = ["Scenario", "ScenarioResult", "load_scenarios", "run_gameday", "format_table"]
+__all__ = ["Scenario", "ScenarioResult", "PlatformHealth", "platform_health", "load_scenarios", "run_gameday",
+           "format_table", "failed_since"]
 
 
 class Scenario(BaseModel):
@@ -27,6 +35,15 @@ class Scenario(BaseModel):
     parameters: dict[str, Any] = {}
     expect: str = "succeeded"
     figure: str | None = None
+    healthy_after: bool = True  # the platform must be healthy once the run has ended
+
+
+@dataclass(frozen=True)
+class PlatformHealth:
+    """Whether the platform is where it should be after a run, and why not."""
+
+    healthy: bool
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -36,10 +53,51 @@ class ScenarioResult:
     figure: Any
     record: Path | None
     error: str | None
+    health: PlatformHealth | None = None
+    started: datetime | None = None
 
     @property
     def as_expected(self) -> bool:
-        return self.outcome == self.scenario.expect
+        healthy = not self.scenario.healthy_after or (self.health is not None and self.health.healthy)
+        return self.outcome == self.scenario.expect and healthy
+
+
+def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
+    """Every Deployment rolled out, and no failed request seen by the load generator over ``settle_s``."""
+    from .cluster import Cluster, deployment_state
+    from .profiles import load_profile
+    from .traffic import load_report
+
+    profile = load_profile(env)
+    since = datetime.now(timezone.utc)
+    time.sleep(settle_s)
+    problems = []
+    try:
+        for dep in Cluster(profile).deployments():
+            state = deployment_state(dep)
+            if not state.rolled_out:
+                problems.append(f"{state.name}: {state.ready}/{state.desired} ready, {state.updated} updated")
+        report = load_report(profile.load_report_url, since) or {}
+    except RunbookError as e:
+        return PlatformHealth(False, f"cannot tell: {e}")
+    requests = 0
+    for service, entry in sorted(report.items()):
+        requests += int(entry.get("requests", 0))
+        if int(entry.get("failed", 0)):
+            problems.append(f"{service}: {entry['failed']}/{entry['requests']} requests failed")
+    if problems:
+        return PlatformHealth(False, "; ".join(problems))
+    return PlatformHealth(True, f"all rolled out, 0 failed of {requests} requests in {settle_s:g} s")
+
+
+def failed_since(env: str, since: datetime) -> tuple[int, int]:
+    """(failed, requests) over every service since ``since``, from the load generator."""
+    from .profiles import load_profile
+    from .traffic import load_report
+
+    report = load_report(load_profile(env).load_report_url, since) or {}
+    return (sum(int(e.get("failed", 0)) for e in report.values()),
+            sum(int(e.get("requests", 0)) for e in report.values()))
 
 
 def load_scenarios(path: Path | None = None) -> list[Scenario]:
@@ -59,25 +117,37 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
     for index, scenario in enumerate(scenarios, 1):
         print(f"\n=== [{index}/{len(scenarios)}] {scenario.name}", flush=True)
         params = [(k, str(v)) for k, v in scenario.parameters.items()]
+        started = datetime.now(timezone.utc)
         try:
             result = run_notebook(home / scenario.notebook, env, params, home=home)
         except RunbookError as e:
-            results.append(ScenarioResult(scenario, "refused", None, None, str(e)))
+            health = platform_health(env) if scenario.healthy_after else None
+            results.append(ScenarioResult(scenario, "refused", None, None, str(e), health, started))
             continue
         summary = result.summary or {}
         figure = (summary.get("figures") or {}).get(scenario.figure) if scenario.figure else None
-        results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, result.record, summary.get("error")))
+        health = platform_health(env) if scenario.healthy_after else None
+        if health is not None:
+            print(f"platform after: {'healthy' if health.healthy else 'NOT HEALTHY'} ({health.detail})", flush=True)
+        results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, result.record,
+                                      summary.get("error"), health, started))
     return results
 
 
 def format_table(results: list[ScenarioResult], home: Path | None = None) -> str:
     home = home or project_home()
-    rows = [("scenario", "runbook", "outcome", "expected", "key figure", "record")]
+    rows = [("scenario", "runbook", "outcome", "platform after", "expected", "key figure", "record")]
     for r in results:
         figure = f"{r.scenario.figure}={r.figure}" if r.scenario.figure else ""
         record = str(r.record.relative_to(home)) if r.record and r.record.is_relative_to(home) else str(r.record or "-")
-        rows.append((r.scenario.name, Path(r.scenario.notebook).stem, r.outcome,
-                     "yes" if r.as_expected else f"NO (expected {r.scenario.expect})", figure, record))
+        after = "-" if r.health is None else ("healthy" if r.health.healthy else f"UNHEALTHY: {r.health.detail}")
+        if r.as_expected:
+            verdict = "yes"
+        elif r.outcome != r.scenario.expect:
+            verdict = f"NO (expected {r.scenario.expect})"
+        else:
+            verdict = "NO (platform unhealthy after)"
+        rows.append((r.scenario.name, Path(r.scenario.notebook).stem, r.outcome, after, verdict, figure, record))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -120,7 +120,7 @@ class Metrics:
             raise NoData(f"no data for {promql} over the last {minutes} min")
         return pd.DataFrame(columns).sort_index()
 
-    def wait_for_targets(self, selector: str, count: int, timeout_s: float = 30) -> int:
+    def wait_for_targets(self, selector: str, count: int, timeout_s: float = 30, what: str | None = None) -> int:
         """Wait until ``count`` scrape targets matching ``selector`` are up (new pods take a few
         seconds to be discovered and scraped); returns how many are up."""
         import time
@@ -128,7 +128,7 @@ class Metrics:
         from tqdm import tqdm  # text bars: they stay readable in the record
 
         deadline = time.monotonic() + timeout_s
-        with tqdm(total=count, desc=f"scraped targets {{{selector}}}", unit="target") as bar:
+        with tqdm(total=count, desc=f"scraped targets: {what or '{' + selector + '}'}", unit="target") as bar:
             while True:
                 try:
                     up = int(self.query(f"count(up{{{selector}}} == 1)"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .checks import service_url, serving_versions
-from .errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
+from .errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError, RunbookTimeout
 from .rollout import Revision, history, undo, wait_for_rollout
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
     from .context import RunContext
+    from .verdicts import Verdict
 
 __all__ = ["RollbackResult", "RollbackRun", "roll_back", "wait_until_serving"]
 
@@ -86,33 +87,47 @@ def revisions_of(cluster: "Cluster", deployment: str) -> tuple[list[Revision], i
 
 
 class RollbackRun:
-    """The rollback runbook's steps: history, plan, roll back under the lock, verify."""
+    """The rollback runbook's steps: history, plan (known-bad targets refused), roll back under the
+    lock, and verify that the service recovered (pods, smoke requests, golden signals vs SLOs)."""
 
-    def __init__(self, ctx: "RunContext", service: str, *, to_revision: int | None = None) -> None:
+    def __init__(self, ctx: "RunContext", service: str, *, to_revision: int | None = None,
+                 allow_known_bad: bool = False, reason: str = "", verify_s: float = 5.0) -> None:
         from .cluster import Cluster
-        from .deploy import Deployment, DeployParams
 
         self.ctx = ctx
         self.service = service
         self.to_revision = to_revision
+        self.allow_known_bad = allow_known_bad
+        self.reason = reason
+        self.verify_s = verify_s
         self.cluster = Cluster(ctx.profile, dry_run=ctx.dry_run)
         self.spec = ctx.profile.services.get(service)
-        # The live Deployment (blue-green renames it by colour) is found as a deploy would.
-        probe = Deployment(ctx, DeployParams(service=service, version="probe", dry_run=True))
-        self.deployment = probe.deployment_name
+        self.deployment = self.cluster.live_deployment(service)
         self.revisions: list[Revision] = []
         self.current = 0
+        self.verdicts: dict[str, "Verdict"] = {}
+        self.target: Revision | None = None
+        self.undone: Revision | None = None
         self.result: RollbackResult | None = None
 
     def history(self) -> "pd.DataFrame":
+        """The revisions as kubectl reads them, each with its version (from the image) and what
+        the records and the cluster know about it."""
         from .rollout import history_table
+        from .verdicts import known_verdicts
 
         self.revisions, self.current = revisions_of(self.cluster, self.deployment)
-        return history_table(self.revisions, self.current)
+        identity = (self.ctx.cluster or {}).get("identity")
+        self.verdicts = known_verdicts(self.ctx.env, self.service, identity, self.revisions)
+        for revision in self.revisions:
+            if revision.label_warning:
+                print(f"⚠ revision {revision.number}: {revision.label_warning}")
+        return history_table(self.revisions, self.current, {v: d.short() for v, d in self.verdicts.items()})
 
     def plan(self) -> str:
-        """Which revision we go to, or a clear refusal (exit 2) when there is none."""
+        """Which revision we go to, or a clear refusal (exit 2) when there is none or it is known bad."""
         from .rollout import choose_revision
+        from .verdicts import newest_known_good, refuse_known_bad
 
         try:
             target = choose_revision(self.revisions, self.current, self.to_revision)
@@ -120,21 +135,42 @@ class RollbackRun:
             raise ParameterError(f"nothing to roll back to for {self.deployment}: {e}") from None
         if target.number == self.current:
             raise ParameterError(f"revision {target.number} is already the current one of {self.deployment}")
+        current_version = self._version(self.current)
+        good = newest_known_good(self.revisions, self.current, self.verdicts, current_version)
+        proposal = (f"The newest revision not known bad is {good.number} ({good.version}, "
+                    f"{self._known(good.version)}): -p to_revision {good.number}." if good else
+                    "No other revision is free of a bad verdict: roll forward with a fixed version.")
+        override = refuse_known_bad(
+            self.verdicts.get(target.version or ""),
+            what=f"to roll {self.deployment} back to revision {target.number}",
+            allow_known_bad=self.allow_known_bad, reason=self.reason, reason_parameter="reason", proposal=proposal)
+        if override:
+            print(f"⚠ {override}")
+            self.ctx.note("override", override)
         self.target = target
-        return (f"{self.deployment}: revision {self.current} ({self._version(self.current)}) → "
-                f"revision {target.number} ({target.version}, {target.image})")
+        return (f"{self.deployment}: revision {self.current} ({current_version}) → "
+                f"revision {target.number} ({target.version}, {target.image}; {self._known(target.version)})")
+
+    def _known(self, version: str | None) -> str:
+        verdict = self.verdicts.get(version or "")
+        return verdict.short() if verdict else "no verdict on record"
 
     def _version(self, number: int) -> str | None:
         return next((r.version for r in self.revisions if r.number == number), None)
 
+    def _revision(self, number: int) -> Revision | None:
+        return next((r for r in self.revisions if r.number == number), None)
+
     def run(self) -> str:
         from .lock import DeployLock
 
-        undone_version = self._version(self.current)
+        if self.target is None:
+            raise ParameterError("no plan: run plan() before run()")
+        undone = self.undone = self._revision(self.current)
         with DeployLock(self.cluster, self.service, self.ctx.run_id):
             self.result = roll_back(self.cluster, self.service, self.deployment, to_revision=self.target.number,
                                     timeout_s=self.ctx.profile.timeouts.rollback_s)
-        self._link_undone_deploy(undone_version)
+        self._link_undone_deploy(undone.version if undone else None)
         if self.result.dry_run:
             return f"dry run: the API server accepted the rollback to revision {self.result.to_revision}; nothing changed"
         self.ctx.figure("time_to_rollback_s", self.result.time_to_rollback_s)
@@ -145,23 +181,54 @@ class RollbackRun:
 
     def _link_undone_deploy(self, version: str | None) -> None:
         """Link the newest deploy record of the version we undid, when the catalog has it."""
-        try:
-            from .records.catalog import summaries
+        from .records.catalog import Catalog, RecordFilter
 
-            deploys = summaries(env=self.ctx.env, runbook="deploy", service=self.service)
-        except Exception:  # no catalog or no records: the link is a convenience, not a step
+        if version is None:
             return
-        if version is not None and not deploys.empty:
-            mine = deploys[deploys["parameters"].map(lambda p: (p or {}).get("version") == version)]
-            if not mine.empty:
-                self.ctx.link("undoes", str(mine.iloc[0]["record"]))
+        try:
+            rows = Catalog().rows(RecordFilter(env=self.ctx.env, runbook="deploy", service=self.service))
+        except (OSError, RunbookError):  # no records folder: the link is a convenience, not a step
+            return
+        mine = [r for r in rows if (r.get("parameters") or {}).get("version") == version]
+        if mine:
+            self.ctx.link("undoes", str(mine[0]["record"]))
 
-    def verify(self) -> "pd.DataFrame":
-        from .checks import pod_checks
+    def verify(self) -> dict[str, "pd.DataFrame"]:
+        """Recovered means: every pod of the target answers, smoke requests through the Service pass,
+        and the target version's golden signals meet the SLOs. Any miss fails the rollback, with numbers."""
+        from .checks import pod_checks, service_url, smoke_checks
+        from .judgement import judge_version
+        from .verdicts import record_verdict
 
-        if self.ctx.dry_run or self.result is None:
+        if self.ctx.dry_run or self.result is None or self.target is None:
             import pandas as pd
 
-            return pd.DataFrame([{"dry run": "nothing changed; nothing to verify"}])
-        return pod_checks(self.cluster, self.service, self.spec,
-                          label_selector=f"app={self.service},version={self.result.to_version}")
+            return {"dry run": pd.DataFrame([{"dry run": "nothing changed; nothing to verify"}])}
+        version = self.result.to_version or "?"
+        selector = f"app={self.service}" + (f",pod-template-hash={self.target.pod_template_hash}"
+                                           if self.target.pod_template_hash else f",version={version}")
+        tables = {"pods": pod_checks(self.cluster, self.service, self.spec, label_selector=selector)}
+        failures: list[str] = []
+        try:
+            tables["signals"] = judge_version(self.ctx, self.cluster, self.service, version,
+                                              observe_s=self.verify_s, pod_label_selector=selector)
+        except (CheckFailed, NoData) as e:
+            failures.append(f"golden signals: {e}")
+        try:
+            tables["smoke"] = smoke_checks(service_url(self.cluster, self.service), self.spec)
+        except CheckFailed as e:
+            failures.append(str(e))
+        if failures:
+            # The target is bad; the undone version keeps its verdict: going back did not help,
+            # so this run is no evidence that the undone version was the problem.
+            why = "rollback target failed verification: " + "; ".join(failures)
+            record_verdict(self.ctx, self.cluster, self.service, self.target, version, "bad", why)
+            raise CheckFailed(f"the rollback to revision {self.target.number} ({version}) did not recover "
+                              f"{self.service}: " + "; ".join(failures))
+        record_verdict(self.ctx, self.cluster, self.service, self.target, version, "good",
+                       "rollback target passed pod, smoke and SLO checks")
+        undone = self.undone
+        if undone is not None and undone.version != version:
+            why = f"rolled back by run {self.ctx.run_id}" + (f": {self.reason}" if self.reason else "")
+            record_verdict(self.ctx, self.cluster, self.service, undone, undone.version, "bad", why)
+        return tables

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .cluster import DeploymentState, deployment_state
 from .errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
+from .images import version_of_image
 from .kube import translate
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
 
-__all__ = ["Revision", "set_image", "wait_for_rollout", "history", "history_table", "undo", "CHANGE_CAUSE"]
+__all__ = ["Revision", "set_image", "wait_for_rollout", "history", "history_table", "undo", "CHANGE_CAUSE",
+           "version_of_image"]
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 REVISION = "deployment.kubernetes.io/revision"
@@ -29,6 +31,13 @@ REVISION = "deployment.kubernetes.io/revision"
 
 @dataclass(frozen=True)
 class Revision:
+    """One revision of a Deployment, as its ReplicaSet holds it.
+
+    ``version`` is read from the image, which is what runs; ``label_version`` is the template's
+    ``version`` label, which ``kubectl set image`` leaves stale. They are shown side by side and
+    a disagreement is a warning, never believed.
+    """
+
     number: int
     replica_set: str
     image: str | None
@@ -37,6 +46,16 @@ class Revision:
     created: str | None
     replicas: int
     template: dict[str, Any]
+    label_version: str | None = None
+    pod_template_hash: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label_warning(self) -> str | None:
+        if self.label_version is None or self.label_version == self.version:
+            return None
+        return (f"label version={self.label_version} disagrees with the image ({self.version}): "
+                f"the image is what runs")
 
 
 def set_image(cluster: "Cluster", deployment: str, container: str, image: str, *,
@@ -117,24 +136,35 @@ def history(cluster: "Cluster", deployment: str) -> list[Revision]:
         number = int((meta.get("annotations") or {}).get(REVISION, 0))
         template = rs["spec"]["template"]
         containers = template["spec"].get("containers") or [{}]
+        labels = template.get("metadata", {}).get("labels") or {}
+        image = containers[0].get("image")
         revisions.append(Revision(
-            number=number, replica_set=meta["name"], image=containers[0].get("image"),
-            version=(template.get("metadata", {}).get("labels") or {}).get("version"),
+            number=number, replica_set=meta["name"], image=image, version=version_of_image(image),
             change_cause=(meta.get("annotations") or {}).get(CHANGE_CAUSE),
             created=meta.get("creationTimestamp"), replicas=int(rs["spec"].get("replicas") or 0),
-            template=template,
+            template=template, label_version=labels.get("version"),
+            pod_template_hash=(meta.get("labels") or {}).get("pod-template-hash") or labels.get("pod-template-hash"),
+            annotations=dict(meta.get("annotations") or {}),
         ))
     return sorted(revisions, key=lambda r: r.number)
 
 
-def history_table(revisions: list[Revision], current: int | None = None) -> "pd.DataFrame":
+def history_table(revisions: list[Revision], current: int | None = None,
+                  verdicts: dict[str, str] | None = None) -> "pd.DataFrame":
+    """The history as a table; ``verdicts`` (version → what the records say) adds a column."""
     import pandas as pd
 
-    return pd.DataFrame([
-        {"revision": r.number, "current": r.number == current, "version": r.version, "image": r.image,
-         "change-cause": r.change_cause, "replicas": r.replicas, "replica set": r.replica_set, "created": r.created}
-        for r in revisions
-    ]).set_index("revision") if revisions else pd.DataFrame()
+    rows = []
+    for r in revisions:
+        row = {"revision": r.number, "current": r.number == current, "version (image)": r.version, "image": r.image}
+        if verdicts is not None:
+            row["known"] = verdicts.get(r.version or "", "")
+        row.update({"change-cause": r.change_cause, "replicas": r.replicas, "replica set": r.replica_set,
+                    "created": r.created})
+        if any(x.label_warning for x in revisions):
+            row["warning"] = r.label_warning or ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("revision") if rows else pd.DataFrame()
 
 
 def _without_hash(template: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ..context import SUMMARY_MIME
 __all__ = ["Catalog", "RecordFilter", "summaries", "parse_since"]
 
 CACHE_NAME = ".catalog.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: rows carry verdicts and the cluster identity
 _KEY = json.dumps(SUMMARY_MIME).encode()
 _decoder = json.JSONDecoder()
 
@@ -61,6 +61,8 @@ def _row(rel: str, summary: dict[str, Any] | None) -> dict[str, Any]:
     row["parameters"] = summary.get("parameters") or {}
     row["figures"] = summary.get("figures") or {}
     row["links"] = summary.get("links") or []
+    row["verdicts"] = summary.get("verdicts") or []
+    row["cluster_identity"] = (summary.get("cluster") or {}).get("identity")
     return row
 
 

@@ -52,6 +52,9 @@ def _pod_relabelling(metrics_port: int) -> list[dict[str, Any]]:
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         {"source_labels": ["__meta_kubernetes_pod_label_version"], "target_label": "version"},
+        # What runs is the image: its tag overrides a `version` label that `kubectl set image` left stale.
+        {"source_labels": ["__meta_kubernetes_pod_container_image"], "regex": ".*:([^:/@]+)",
+         "target_label": "version"},
     ]
 
 

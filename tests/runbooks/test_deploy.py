@@ -97,6 +97,16 @@ def test_a_version_answering_errors_is_rolled_back_with_the_numbers(sandbox: San
     assert after["requests"] > 0 and after["failed"] == 0 and set(after["by_version"]) == {"v1.6.0"}, after
 
 
+def test_deploying_a_version_that_failed_before_needs_the_override(sandbox: Sandbox) -> None:
+    before = resource_versions(sandbox)
+    run = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.5.1-errors"))
+    assert run.exit_code == 2, run.output
+    error = run.summary["error"]
+    assert "v1.5.1-errors is known bad: deploy failed and rolled back" in error and "record sandbox/" in error, error
+    assert "-p allow_known_bad True -p change_cause" in error
+    assert resource_versions(sandbox) == before
+
+
 def test_two_deploys_at_once_one_is_refused_and_neither_is_half_applied(sandbox: Sandbox) -> None:
     first = subprocess.Popen(
         [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/deploy.ipynb", "--env", "sandbox",
