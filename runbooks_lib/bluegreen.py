@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .checks import pod_checks, smoke_checks
 from .deploy import Deployment, diff_objects
 from .errors import CheckFailed, NoData, NotFound
-from .kube import translate
 from .rollout import CHANGE_CAUSE, wait_for_rollout
 
 if TYPE_CHECKING:
@@ -56,23 +55,18 @@ class BlueGreen:
         return labels.get("color")
 
     def _selector(self) -> dict[str, str]:
-        with translate(f"read service {self.service}"):
-            svc = self.cluster._dict(self.cluster.core.read_namespaced_service(self.service, self.cluster.namespace))
-        return dict(svc["spec"].get("selector") or {})
+        return dict((self.cluster.service(self.service).get("spec") or {}).get("selector") or {})
 
     def _patch_selector(self, colour: str) -> dict[str, Any]:
-        with translate(f"point service {self.service} at {colour}"):
-            return self.cluster._dict(self.cluster.core.patch_namespaced_service(
-                self.service, self.cluster.namespace, {"spec": {"selector": {"color": colour}}}, **self.cluster._dry))
+        return self.cluster.patch_service(self.service, {"spec": {"selector": {"color": colour}}},
+                                          what=f"point the selector at {colour}")
 
     def prepare(self) -> str:
         """Label the live pods with their colour and pin the Service to it."""
         notes = []
         if self._template_colour(self.blue) is None:
-            with translate(f"label deployment {self.blue} blue"):
-                self.cluster.apps.patch_namespaced_deployment(
-                    self.blue, self.cluster.namespace,
-                    {"spec": {"template": {"metadata": {"labels": {"color": self.live_colour}}}}}, **self.cluster._dry)
+            self.cluster.patch_deployment(self.blue, {"spec": {"template": {"metadata": {"labels": {"color": self.live_colour}}}}},
+                                          what=f"label the pods color={self.live_colour}")
             if not self.cluster.dry_run:
                 wait_for_rollout(self.cluster, self.blue, self.deploy.ctx.profile.timeouts.rollout_s)
             notes.append(f"labelled {self.blue}'s pods color={self.live_colour} (rolling restart)")
@@ -100,9 +94,7 @@ class BlueGreen:
         for container in spec["template"]["spec"]["containers"]:
             if container["name"] == self.service:
                 container["image"] = self.deploy.image
-        with translate(f"create deployment {self.green}"):
-            created = self.cluster._dict(self.cluster.apps.create_namespaced_deployment(
-                self.cluster.namespace, body, **self.cluster._dry))
+        created = self.cluster.create_deployment(body)
         self.deploy.diffs[self.green] = diff_objects(live, created)
         if self.cluster.dry_run:
             return f"dry run: {self.green} would be created\n\n{self.deploy.diffs[self.green]}"
@@ -191,8 +183,7 @@ class BlueGreen:
 
     def _delete(self, name: str) -> None:
         try:
-            with translate(f"delete deployment {name}"):
-                self.cluster.apps.delete_namespaced_deployment(name, self.cluster.namespace, **self.cluster._dry)
+            self.cluster.delete_deployment(name)
         except NotFound:
             pass
 

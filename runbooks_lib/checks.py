@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .cluster import pod_state
 from .errors import CheckFailed, NotFound
-from .kube import translate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,8 +25,7 @@ __all__ = ["service_url", "pod_checks", "smoke_checks", "serving_versions"]
 
 def service_url(cluster: "Cluster", service: str) -> str:
     """http://<cluster IP>:<port> of the Service."""
-    with translate(f"read service {service}"):
-        svc = cluster._dict(cluster.core.read_namespaced_service(service, cluster.namespace))
+    svc = cluster.service(service)
     ip = (svc.get("spec") or {}).get("clusterIP")
     ports = (svc.get("spec") or {}).get("ports") or []
     if not ip or ip == "None" or not ports:

@@ -227,6 +227,82 @@ class Cluster:
                 recent.append(event)
         return sorted(recent, key=lambda e: _parse_time(e.get("lastTimestamp") or e.get("eventTime")) or cutoff)
 
+    def secret(self, name: str) -> Obj | None:
+        """A Secret as stored (its data stays base64 and is never printed), or None when absent."""
+        from .errors import NotFound
+
+        try:
+            with translate(f"read secret {self.namespace}/{name}"):
+                return self._dict(self.core.read_namespaced_secret(name, self.namespace))
+        except NotFound:
+            return None
+
+    def lease(self, name: str) -> Obj | None:
+        from .errors import NotFound
+
+        try:
+            with translate(f"read lease {self.namespace}/{name}"):
+                return self._dict(self.coordination.read_namespaced_lease(name, self.namespace))
+        except NotFound:
+            return None
+
+    def pod_log(self, pod: str, *, previous: bool = False, tail_lines: int | None = None) -> str:
+        """A pod's log (of its previous container instance with ``previous``)."""
+        with translate(f"read log of pod {self.namespace}/{pod}" + (" (previous)" if previous else "")):
+            return self.core.read_namespaced_pod_log(pod, self.namespace, previous=previous, tail_lines=tail_lines)
+
+    # -- writes: every one honours dry run (dryRun=All) ----------------------------------------
+
+    def patch_deployment(self, name: str, patch: Any, *, what: str) -> Obj:
+        """A strategic-merge patch (dict) or a JSON patch (list) of a Deployment; ``what`` names the change."""
+        with translate(f"{what} (deployment {self.namespace}/{name})"):
+            return self._dict(self.apps.patch_namespaced_deployment(name, self.namespace, patch, **self._dry))
+
+    def create_deployment(self, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        with translate(f"create deployment {self.namespace}/{name}"):
+            return self._dict(self.apps.create_namespaced_deployment(self.namespace, body, **self._dry))
+
+    def delete_deployment(self, name: str) -> None:
+        with translate(f"delete deployment {self.namespace}/{name}"):
+            self.apps.delete_namespaced_deployment(name, self.namespace, **self._dry)
+
+    def patch_replica_set(self, name: str, patch: Obj, *, what: str) -> Obj:
+        with translate(f"{what} (replicaset {self.namespace}/{name})"):
+            return self._dict(self.apps.patch_namespaced_replica_set(name, self.namespace, patch, **self._dry))
+
+    def patch_service(self, name: str, patch: Obj, *, what: str) -> Obj:
+        with translate(f"{what} (service {self.namespace}/{name})"):
+            return self._dict(self.core.patch_namespaced_service(name, self.namespace, patch, **self._dry))
+
+    def apply_secret(self, body: Obj, live: Obj | None) -> Obj:
+        """Create the Secret, or replace ``live`` (its resourceVersion guards against a concurrent change)."""
+        name = body["metadata"]["name"]
+        with translate(f"apply secret {self.namespace}/{name}"):
+            if live is None:
+                return self._dict(self.core.create_namespaced_secret(self.namespace, body, **self._dry))
+            body = {**body, "metadata": {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
+            return self._dict(self.core.replace_namespaced_secret(name, self.namespace, body, **self._dry))
+
+    # Leases are the runbooks' own locks: taking one is how a dry run checks, never a change to
+    # the platform, so lease writes are real even in a dry run (DeployLock skips them itself).
+    def create_lease(self, body: Obj) -> Obj:
+        with translate(f"create lease {self.namespace}/{body['metadata']['name']}"):
+            return self._dict(self.coordination.create_namespaced_lease(self.namespace, body))
+
+    def replace_lease(self, name: str, body: Obj, *, what: str = "renew") -> Obj:
+        with translate(f"{what} lease {self.namespace}/{name}"):
+            return self._dict(self.coordination.replace_namespaced_lease(name, self.namespace, body))
+
+    def delete_lease(self, name: str, resource_version: str) -> None:
+        """Delete a Lease only if it is still the one we read (a precondition on its resourceVersion)."""
+        from kubernetes import client as k8s
+
+        with translate(f"delete lease {self.namespace}/{name}"):
+            self.coordination.delete_namespaced_lease(
+                name, self.namespace,
+                body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=resource_version)))
+
     def secret_keys(self, name: str) -> dict[str, str]:
         """A Secret's keys with a short hash of each value — never the values."""
         import hashlib

@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
 from .cluster import Cluster
-from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, NotFound, RunbookError, RunbookTimeout
-from .kube import translate
+from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from .lock import DeployLock
 from .rollback import RollbackResult, roll_back
 from .rollout import set_image, wait_for_rollout
@@ -210,11 +209,7 @@ class Deployment:
 
         values = Vault(self.ctx.profile.vault).read()
         wanted = {vault_key_to_secret_key(k): v for k, v in values.items()}
-        try:
-            with translate(f"read secret {SECRET_NAME}"):
-                live = self.cluster._dict(self.cluster.core.read_namespaced_secret(SECRET_NAME, self.cluster.namespace))
-        except NotFound:
-            live = None
+        live = self.cluster.secret(SECRET_NAME)
         live_data = (live or {}).get("data") or {}
         live_hashes = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live_data.items()}
         body = {
@@ -222,12 +217,7 @@ class Deployment:
             "metadata": {"name": SECRET_NAME, "annotations": {"veza.app/synced-from": self.ctx.profile.vault.path}},
             "data": {k: base64.b64encode(v.reveal().encode()).decode() for k, v in wanted.items()},
         }
-        with translate(f"apply secret {SECRET_NAME}"):
-            if live is None:
-                self.cluster.core.create_namespaced_secret(self.cluster.namespace, body, **self.cluster._dry)
-            else:
-                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-                self.cluster.core.replace_namespaced_secret(SECRET_NAME, self.cluster.namespace, body, **self.cluster._dry)
+        self.cluster.apply_secret(body, live)
         rows = [{"key": k, "vault sha256": fingerprint(v), "cluster sha256 before": live_hashes.get(k, "(absent)"),
                  "changed": live_hashes.get(k) != fingerprint(v)} for k, v in sorted(wanted.items())]
         rows += [{"key": k, "vault sha256": "(absent)", "cluster sha256 before": h, "changed": True}

@@ -79,15 +79,11 @@ class HealthCheck:
 
     def _live_deployment(self, service: str, deployments: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The Deployment whose pods the Service selects (by colour for blue-green)."""
-        from .kube import translate
-
         mine = [d for d in deployments
                 if (d["spec"]["template"]["metadata"].get("labels") or {}).get("app") == service or d["metadata"]["name"] == service]
         if len(mine) <= 1:
             return mine[0] if mine else None
-        with translate(f"read service {service}"):
-            selector = (self.cluster._dict(self.cluster.core.read_namespaced_service(service, self.cluster.namespace))
-                        .get("spec") or {}).get("selector") or {}
+        selector = (self.cluster.service(service).get("spec") or {}).get("selector") or {}
         colour = selector.get("color")
         chosen = [d for d in mine if (d["spec"]["template"]["metadata"].get("labels") or {}).get("color") == colour]
         return (chosen or mine)[0]

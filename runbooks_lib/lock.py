@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from .errors import Conflict, LockHeld, NotFound
-from .kube import translate
+from .errors import Conflict, LockHeld
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -64,10 +63,6 @@ class DeployLock:
         self._renewer: threading.Thread | None = None
         self._held = False
 
-    @property
-    def _api(self) -> Any:
-        return self.cluster.coordination
-
     def _body(self, acquired: datetime, resource_version: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "veza-runbooks"}}
         if resource_version:
@@ -80,10 +75,8 @@ class DeployLock:
 
     def read(self) -> tuple[LeaseState, str] | None:
         """The lease as it stands (and its resourceVersion), or None when nobody holds it."""
-        try:
-            with translate(f"read lease {self.name}"):
-                lease = self.cluster._dict(self._api.read_namespaced_lease(self.name, self.cluster.namespace))
-        except NotFound:
+        lease = self.cluster.lease(self.name)
+        if lease is None:
             return None
         spec = lease.get("spec") or {}
         state = LeaseState(spec.get("holderIdentity") or "", _parse(spec.get("acquireTime")),
@@ -105,16 +98,14 @@ class DeployLock:
             if self.cluster.dry_run:
                 return
             try:
-                with translate(f"take over stale lease {self.name}"):
-                    self._api.replace_namespaced_lease(self.name, self.cluster.namespace, self._body(_now(), version))
+                self.cluster.replace_lease(self.name, self._body(_now(), version), what="take over stale")
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         else:
             if self.cluster.dry_run:
                 return
             try:
-                with translate(f"create lease {self.name}"):
-                    self._api.create_namespaced_lease(self.cluster.namespace, self._body(_now()))
+                self.cluster.create_lease(self._body(_now()))
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         self._held = True
@@ -128,10 +119,7 @@ class DeployLock:
                 if current is None or current[0].holder != self.holder:
                     return  # lost it: release() will not delete someone else's lease
                 state, version = current
-                with translate(f"renew lease {self.name}"):
-                    self._api.replace_namespaced_lease(
-                        self.name, self.cluster.namespace, self._body(state.acquired or _now(), version)
-                    )
+                self.cluster.replace_lease(self.name, self._body(state.acquired or _now(), version))
             except Exception:  # a missed renewal is retried; the lease outlives a few of them
                 continue
 
@@ -145,13 +133,7 @@ class DeployLock:
         self._held = False
         current = self.read()
         if current is not None and current[0].holder == self.holder:
-            from kubernetes import client as k8s
-
-            with translate(f"delete lease {self.name}"):
-                self._api.delete_namespaced_lease(
-                    self.name, self.cluster.namespace,
-                    body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=current[1])),
-                )
+            self.cluster.delete_lease(self.name, current[1])
 
     def __enter__(self) -> "DeployLock":
         self.acquire()

@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from .cluster import DeploymentState, deployment_state
+from .cluster import DeploymentState
 from .errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
 from .images import version_of_image
-from .kube import translate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,9 +66,7 @@ def set_image(cluster: "Cluster", deployment: str, container: str, image: str, *
     patch: dict[str, Any] = {"spec": {"template": template}}
     if change_cause:
         patch["metadata"] = {"annotations": {CHANGE_CAUSE: change_cause}}
-    with translate(f"set image of deployment {deployment} to {image}"):
-        result = cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
-    return cluster._dict(result)
+    return cluster.patch_deployment(deployment, patch, what=f"set image to {image}")
 
 
 def _describe(state: DeploymentState) -> str:
@@ -204,6 +201,4 @@ def undo(cluster: "Cluster", deployment: str, to_revision: int | None = None) ->
         {"op": "replace", "path": "/spec/template", "value": template},
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
-    with translate(f"roll back deployment {deployment} to revision {target.number}"):
-        result = cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
-    return target, cluster._dict(result)
+    return target, cluster.patch_deployment(deployment, patch, what=f"roll back to revision {target.number}")

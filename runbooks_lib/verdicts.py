@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from .errors import ParameterError, RunbookError
-from .kube import translate
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -154,8 +153,7 @@ def annotate_replica_set(cluster: "Cluster", replica_set: str, verdict: Kind, wh
     """Leave the verdict on the ReplicaSet, where the cluster's history keeps it (honours dry run)."""
     value = json.dumps({"verdict": verdict, "why": why[:300], "run": run_id, "at": _now()}, separators=(",", ":"))
     patch = {"metadata": {"annotations": {VERDICT_ANNOTATION: value}}}
-    with translate(f"annotate replicaset {replica_set} with verdict {verdict}"):
-        cluster.apps.patch_namespaced_replica_set(replica_set, cluster.namespace, patch, **cluster._dry)
+    cluster.patch_replica_set(replica_set, patch, what=f"record the verdict {verdict}")
 
 
 def record_verdict(ctx: "RunContext", cluster: "Cluster", service: str, revision: "Revision | None",
