@@ -50,6 +50,25 @@ class BlueGreen:
         self.green = f"{self.service}-{self.new_colour}"
         self.flips: list[Flip] = []
 
+    def run(self) -> None:
+        """The guide's blue-green sequence, one record step each: prepare, deploy and test the new
+        colour, flip, monitor (flip back on failure), retire the old colour."""
+        from .deploy import VERIFY_TITLES
+        from .tables import show_tables
+
+        ctx = self.deploy.ctx
+        with ctx.step("Prepare blue"):
+            print(self.prepare())
+        with ctx.step("Deploy and test green"), self.abandon_green_on_failure():
+            print(self.deploy_green())
+            show_tables(self.test_green(), VERIFY_TITLES)
+        with ctx.step("Flip traffic"):
+            print(self.flip_to_new())
+        with ctx.step("Monitor"):
+            show_tables({"signals": self.monitor()}, VERIFY_TITLES)
+        with ctx.step("Retire the old colour"):
+            print(self.retire_blue())
+
     def _template_colour(self, name: str) -> str | None:
         labels = self.cluster.deployment(name)["spec"]["template"]["metadata"].get("labels") or {}
         return labels.get("color")

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["DeployParams", "Deployment", "SECRET_NAME", "vault_key_to_secret_key", "diff_objects"]
 
 SECRET_NAME = "veza-secrets"
+VERIFY_TITLES = {"pods": "New pods: health, readiness, version", "smoke": "Smoke requests",
+                 "signals": "Golden signals of the new version vs SLOs"}
 # Pods that will never become ready without a human: fail at once instead of waiting.
 _HOPELESS = {"ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}
 
@@ -270,6 +272,22 @@ class Deployment:
         observe_s = self.params.analysis_s if observe_s is None else observe_s
         return judge_version(self.ctx, self.cluster, self.params.service, self.params.version, observe_s=observe_s,
                              pod_label_selector=f"app={self.params.service},version={self.params.version}")
+
+    # -- 4. the rollout, by strategy ---------------------------------------------------------
+
+    def roll_out_and_verify(self) -> None:
+        """The rollout as the chosen strategy runs it; each sub-step is a step of its own in the
+        record, so a record shows only what ran (a rolling deploy has no blue-green steps)."""
+        from .tables import show_tables
+
+        if self.params.strategy == "blue-green":
+            from .bluegreen import BlueGreen
+
+            BlueGreen(self).run()
+            return
+        with self.ctx.step("Rolling update and checks", key=f"rollout-{self.params.version}"), self.rollback_on_failure():
+            print(self.roll_out())
+            show_tables(self.verify(), VERIFY_TITLES)
 
     # -- 5. automatic rollback ---------------------------------------------------------------
 
