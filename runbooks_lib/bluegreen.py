@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .checks import pod_checks, smoke_checks
 from .deploy import Deployment, diff_objects
-from .errors import CheckFailed, NoData, NotFound
+from .errors import CheckFailed, NoData
 from .rollout import CHANGE_CAUSE, wait_for_rollout
 
 if TYPE_CHECKING:
@@ -201,10 +201,7 @@ class BlueGreen:
         return pd.DataFrame([{"dry run": "no traffic was moved; nothing to judge"}])
 
     def _delete(self, name: str) -> None:
-        try:
-            self.cluster.delete_deployment(name)
-        except NotFound:
-            pass
+        self.cluster.delete_deployment(name)  # already gone is fine
 
     def retire_blue(self) -> str:
         """The new colour is good: delete the old Deployment (guide: decommission blue)."""

@@ -253,7 +253,7 @@ class Cluster:
 
     # -- writes: every one honours dry run (dryRun=All) ----------------------------------------
 
-    def patch_deployment(self, name: str, patch: Any, *, what: str) -> Obj:
+    def patch_deployment(self, name: str, patch: Any, *, what: str = "patch") -> Obj:
         """A strategic-merge patch (dict) or a JSON patch (list) of a Deployment; ``what`` names the change."""
         with translate(f"{what} (deployment {self.namespace}/{name})"):
             return self._dict(self.apps.patch_namespaced_deployment(name, self.namespace, patch, **self._dry))
@@ -263,15 +263,22 @@ class Cluster:
         with translate(f"create deployment {self.namespace}/{name}"):
             return self._dict(self.apps.create_namespaced_deployment(self.namespace, body, **self._dry))
 
-    def delete_deployment(self, name: str) -> None:
-        with translate(f"delete deployment {self.namespace}/{name}"):
-            self.apps.delete_namespaced_deployment(name, self.namespace, **self._dry)
+    def delete_deployment(self, name: str) -> bool:
+        """Delete a Deployment (its pods drain as usual); False when there was none."""
+        from .errors import NotFound
 
-    def patch_replica_set(self, name: str, patch: Obj, *, what: str) -> Obj:
+        try:
+            with translate(f"delete deployment {self.namespace}/{name}"):
+                self.apps.delete_namespaced_deployment(name, self.namespace, **self._dry)
+        except NotFound:
+            return False
+        return True
+
+    def patch_replica_set(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
         with translate(f"{what} (replicaset {self.namespace}/{name})"):
             return self._dict(self.apps.patch_namespaced_replica_set(name, self.namespace, patch, **self._dry))
 
-    def patch_service(self, name: str, patch: Obj, *, what: str) -> Obj:
+    def patch_service(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
         with translate(f"{what} (service {self.namespace}/{name})"):
             return self._dict(self.core.patch_namespaced_service(name, self.namespace, patch, **self._dry))
 
