@@ -34,5 +34,5 @@ def make_router(profile: "Profile", cluster: "Cluster", target: Target, name: st
         return SelectorRouter(cluster, target)
     if name == "replicas":
         total = profile.routing.replicas_total or profile.services.get(target.service).replicas
-        return ReplicaRouter(cluster, target, max(int(total), 2))
+        return ReplicaRouter(cluster, target, max(int(total), 2), profile.timeouts.rollout_s)
     raise ParameterError(f"unknown router {name!r}; known routers: {', '.join(ROUTERS)}")

@@ -37,10 +37,11 @@ def replica_split(canary_weight: float, total: int) -> tuple[int, int]:
 class ReplicaRouter:
     name = "replicas"
 
-    def __init__(self, cluster: "Cluster", target: Target, total: int) -> None:
+    def __init__(self, cluster: "Cluster", target: Target, total: int, timeout_s: float = 120) -> None:
         self.cluster = cluster
         self.target = target
         self.total = total
+        self.timeout_s = timeout_s
 
     def setup(self) -> str:
         return (f"no mesh: {self.target.service} balances over ready pods; splits are ratios of "
@@ -65,12 +66,16 @@ class ReplicaRouter:
     def set_routes(self, primary_weight: float, canary_weight: float) -> Routes:
         routes = self.achievable(primary_weight, canary_weight)
         primary, canary = replica_split(canary_weight, self.total)
-        # Grow the side that gains first, so capacity never dips below the total.
+        # Grow the side that gains first and wait for its pods, so capacity never dips.
         moves = [(self.target.primary, primary), (self.target.canary, canary)]
-        if canary_weight < self.get_routes().canary_weight:
+        if canary_weight > self.get_routes().canary_weight:
             moves.reverse()
         for name, replicas in moves:
             self.cluster.scale_deployment(name, replicas)
+            if not self.cluster.dry_run and replicas > 0:
+                from ..rollout import wait_for_rollout
+
+                wait_for_rollout(self.cluster, name, self.timeout_s)
         return routes
 
     def cleanup(self) -> str:
