@@ -34,6 +34,8 @@ __all__ = [
     "latency_quantile",
     "request_count",
     "error_count",
+    "request_total",
+    "error_total",
     "signal_queries",
     "Panel",
     "signal_panels",
@@ -97,6 +99,17 @@ def error_count(sel: str, window: str, by: str | None = None) -> str:
     """5xx answers over ``window``; no 5xx series means none (``or 0 * requests``)."""
     errors = f"{_sum(by)} (increase(http_requests_total{{{_with(sel, _ERRORS)}}}[{window}]))"
     return f"({errors}) or 0 * {request_count(sel, window, by)}"
+
+
+def request_total(sel: str, by: str | None = None) -> str:
+    """Requests counted since each pod started (the raw counter): differences between two looks
+    are exact, where ``increase`` misses the first request of every new label set."""
+    return f"{_sum(by)} (http_requests_total{{{sel}}})"
+
+
+def error_total(sel: str, by: str | None = None) -> str:
+    """5xx answers counted since each pod started; no 5xx series means none."""
+    return f"({_sum(by)} (http_requests_total{{{_with(sel, _ERRORS)}}})) or 0 * {request_total(sel, by)}"
 
 
 def signal_queries(sel: str, window: str, by: str | None = None,
