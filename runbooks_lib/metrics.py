@@ -41,15 +41,11 @@ class GoldenSignals:
 
 
 def golden_signal_queries(selector: str, window: str) -> dict[str, str]:
-    """PromQL for the three signals of the pods matched by ``selector`` (e.g. ``job="x"``)."""
-    total = f"sum(rate(http_requests_total{{{selector}}}[{window}]))"
-    errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
-    return {
-        "requests_per_s": total,
-        # "or vector(0)": no 5xx series at all means no errors, not no data.
-        "success_rate": f"1 - (({errors}) or vector(0)) / {total}",
-        "p99_ms": f"1000 * histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))",
-    }
+    """PromQL for the three signals of the pods matched by ``selector`` (e.g. ``job="x"``);
+    the one definition lives in ``signals``."""
+    from .signals import signal_queries
+
+    return signal_queries(selector, window)
 
 
 class Metrics:

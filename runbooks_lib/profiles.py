@@ -100,6 +100,16 @@ class Timeouts(_Model):
     health_s: float = Field(120, gt=0)
 
 
+class Routing(_Model):
+    """How traffic is split between a primary and a canary (runbooks_lib.routing)."""
+
+    router: Literal["istio", "replicas", "selector"] = Field(
+        "istio", description="istio: VirtualService weights (exact %); replicas: pod ratio (nearest split); "
+                             "selector: the Service's selector (all or nothing, blue-green)")
+    replicas_total: int | None = Field(
+        None, ge=2, description="replicas router: pods shared by primary and canary (default: the service's replicas)")
+
+
 class Approvals(_Model):
     required: bool = False
     approvers: tuple[str, ...] = ()
@@ -123,6 +133,7 @@ class Profile(_Model):
     database: DatabaseSettings = DatabaseSettings()
     slo: SLO = SLO()
     canary_steps: tuple[int, ...] = (5, 25, 50, 100)
+    routing: Routing = Routing()
     timeouts: Timeouts = Timeouts()
     approvals: Approvals = Approvals()
     records: Records = Records()

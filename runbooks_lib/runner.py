@@ -34,6 +34,7 @@ _EXIT_BY_OUTCOME = {
     "succeeded": EXIT_OK,
     "failed": EXIT_FAILED,
     "aborted": EXIT_FAILED,
+    "promoted": EXIT_OK,  # a canary's good end (its bad end is "aborted")
     "awaiting approval": EXIT_AWAITING_APPROVAL,
     "refused": EXIT_REFUSED,
 }

@@ -147,13 +147,21 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--health-fail", is_flag=True, help="/health fails: the liveness probe restarts the container.")
 @click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
 @click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
-@click.option("--clear", is_flag=True, help="Remove every injected fault.")
+@click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus: start it again).")
+@click.option("--down", is_flag=True, help="TARGET prometheus only: stop Prometheus until --clear.")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
-                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, clear: bool) -> None:
+                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, clear: bool,
+                  down: bool) -> None:
     """Inject faults into the running pods of a service (or one pod), for incident drills.
 
-    TARGET is a service (veza-backend-api: all its pods) or a pod name.
+    TARGET is a service (veza-backend-api: all its pods), a pod name, or `prometheus`
+    (with --down, or --clear to start it again on the same address).
     """
+    if target == "prometheus":
+        _prometheus_fault(state_dir, down, clear)
+        return
+    if down:
+        raise click.UsageError("--down applies to the target prometheus only")
     faults: dict[str, Any] = {}
     if error_rate is not None:
         faults["error_rate"] = error_rate
@@ -173,3 +181,33 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
         raise _fail(e) from e
     what = "cleared faults on" if clear and not faults else f"injected {', '.join(faults)} into"
     click.echo(f"{what} {len(pods)} pod(s): {', '.join(pods)}")
+
+
+def _prometheus_fault(state_dir: Path | None, down: bool, clear: bool) -> None:
+    if down == clear:
+        raise click.UsageError("prometheus: say --down (stop it) or --clear (start it again)")
+    box = _sandbox(state_dir)
+    try:
+        if down:
+            box.prometheus_down()
+            click.echo("prometheus stopped: queries fail until `runbook sandbox fault prometheus --clear`")
+        else:
+            click.echo(f"prometheus serving again at {box.prometheus_up()} (its history starts empty)")
+    except (ServerError, LookupError, ValueError) as e:
+        raise _fail(e) from e
+
+
+@sandbox.command("load")
+@_state_dir_option
+@click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Requests per second.")
+@click.option("--service", default=None, help="Only this service (default: every service).")
+@click.option("--reset", is_flag=True, help="With --service: back to the common rate.")
+def load_command(state_dir: Path | None, rate: float | None, service: str | None, reset: bool) -> None:
+    """Change the load generator's rate while the sandbox runs (e.g. enough canary traffic to judge)."""
+    if reset == (rate is not None) or (reset and not service):
+        raise click.UsageError("give --rate R [--service S], or --service S --reset")
+    try:
+        rates = _sandbox(state_dir).set_load_rate(None if reset else rate, service)
+    except (ServerError, OSError) as e:
+        raise _fail(e) from e
+    click.echo("load rates: " + ", ".join(f"{name} {r:g}/s" for name, r in sorted(rates.items())))

@@ -462,6 +462,37 @@ class Sandbox:
                 raise SandboxError(f"fault on {namespace}/{pod}: {reply.json().get('error', reply.status_code)}")
         return sorted(pods)
 
+    def set_load_rate(self, rate: float | None, service: str | None = None) -> dict[str, float]:
+        """The load generator's requests per second, for one service or all (``rate`` None with a
+        service: back to the common rate). Returns the rate of every service."""
+        import requests
+
+        control = self._read_json(self.supervisor_status_path).get("control_url")
+        if not control or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        reply = requests.post(f"{control}/load", json={"rate": rate, "service": service}, timeout=5)
+        if not reply.ok:
+            raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
+        return dict(reply.json())
+
+    def prometheus_down(self) -> None:
+        """Stop Prometheus (a drill: queries fail until ``prometheus_up``)."""
+        PrometheusServer(self.state_dir).stop()
+
+    def prometheus_up(self, timeout_s: float = 30.0) -> str:
+        """Start Prometheus again on the port the profiles know (its TSDB starts empty)."""
+        recorded = self.state().get("prometheus") or {}
+        sd_url = self._read_json(self.supervisor_status_path).get("sd_url")
+        if not recorded.get("port") or not sd_url:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        server = PrometheusServer(self.state_dir)
+        if _server_running(server):
+            return server.url
+        server = PrometheusServer(self.state_dir, sd_url=sd_url, port=int(recorded["port"])).start()
+        self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
+        server.wait_for_targets_up(min_targets=1, timeout=timeout_s)
+        return server.url
+
     def _running_pods(self, target: str, namespace: str) -> list[str]:
         import requests
 

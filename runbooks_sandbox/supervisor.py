@@ -184,7 +184,8 @@ class _ControlServer:
 
     ``POST /fault`` ``{"namespace", "pod", "faults": {...}, "clear": bool}`` injects or clears
     a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``GET /pids`` lists the
-    container processes (``namespace/pod/container`` -> PID).
+    container processes (``namespace/pod/container`` -> PID); ``POST /load`` ``{"rate", "service"}``
+    changes the load generator's rate (of one service, or of all).
     """
 
     def __init__(self, supervisor: Supervisor, host: str = "127.0.0.1") -> None:
@@ -224,8 +225,11 @@ class _ControlHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
+        if self.path == "/load":
+            self._set_load()
+            return
         if self.path != "/fault":
-            self._reply(404, {"error": "try POST /fault"})
+            self._reply(404, {"error": "try POST /fault or POST /load"})
             return
         if not hasattr(runtime, "fault"):
             self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
@@ -244,6 +248,17 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(400, {"error": f"bad fault request: {e}"})
         else:
             self._reply(200, doc)
+
+    def _set_load(self) -> None:
+        """``POST /load`` ``{"rate": R or null, "service": S or null}``: the load generator's rate."""
+        load = self.server.supervisor.load  # type: ignore[attr-defined]
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            load.set_rate(body.get("rate"), body.get("service"))
+        except (TypeError, ValueError) as e:
+            self._reply(400, {"error": f"bad load request: {e}"})
+        else:
+            self._reply(200, load.rates())
 
     def _reply(self, code: int, body: Any) -> None:
         send_json(self, code, body)

@@ -6,7 +6,8 @@ or connection error, latency, and the version and pod that answered, from the wo
 ``X-Veza-Version`` / ``X-Veza-Pod`` headers) and reports, per service and per version::
 
     {"<service>": {"requests": N, "failed": N,
-                   "by_version": {"<version>": {"requests": N, "failed": N, "p50_ms": x, "p99_ms": y}}}}
+                   "by_version": {"<version>": {"requests": N, "failed": N, "p50_ms": x, "p99_ms": y,
+                                                  "first": ISO time, "last": ISO time}}}}
 
 where failed means non-2xx or a connection error (those have version ``unknown``). Another
 process reads the same report over loopback: ``GET /traffic?since=<ISO time>`` on the address
@@ -121,6 +122,7 @@ class LoadGenerator:
         self._threads: list[threading.Thread] = []
         self._report_server: ThreadingHTTPServer | None = None
         self._schedule_reset = True
+        self._service_rates: dict[str, float] = {}  # per-service overrides of rate_per_s
         self.set_targets(targets)
 
     # -- control ---------------------------------------------------------------------------
@@ -132,12 +134,25 @@ class LoadGenerator:
             self._targets_generation += 1
             self._schedule_reset = True
 
-    def set_rate(self, rate_per_s: float) -> None:
-        if rate_per_s <= 0:
+    def set_rate(self, rate_per_s: float | None, service: str | None = None) -> None:
+        """The rate of every service, or of one (``None`` for one service: back to the common rate)."""
+        if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
+        if rate_per_s is None and service is None:
+            raise ValueError("give a rate, or a service to reset")
         with self._lock:
-            self.rate_per_s = rate_per_s
+            if service is None:
+                self.rate_per_s = float(rate_per_s)  # type: ignore[arg-type]
+            elif rate_per_s is None:
+                self._service_rates.pop(service, None)
+            else:
+                self._service_rates[service] = rate_per_s
             self._schedule_reset = True
+
+    def rates(self) -> dict[str, float]:
+        """The rate each target gets now."""
+        with self._lock:
+            return {name: self._service_rates.get(name, self.rate_per_s) for name in self._targets}
 
     @property
     def running(self) -> bool:
@@ -188,9 +203,9 @@ class LoadGenerator:
             with self._lock:
                 if self._schedule_reset:
                     base, issued, self._schedule_reset = now, dict.fromkeys(self._targets, 0), False
-                rate, services = self.rate_per_s, list(self._targets)
-            due = int((now - base) * rate)
-            for service in services:
+                rates = {name: self._service_rates.get(name, self.rate_per_s) for name in self._targets}
+            for service, rate in rates.items():
+                due = int((now - base) * rate)
                 for _ in range(due - issued[service]):
                     self._jobs.put(_Job(service, now))
                 issued[service] = due
@@ -315,7 +330,14 @@ def _summary(records: list[RequestRecord]) -> dict[str, Any]:
         "failed": sum(r.failed for r in records),
         "p50_ms": _percentile(latencies, 50),
         "p99_ms": _percentile(latencies, 99),
+        # When this version answered first and last (a canary's time to abort starts at its first request).
+        "first": _iso(min(r.at for r in records)) if records else None,
+        "last": _iso(max(r.at for r in records)) if records else None,
     }
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float | None:
