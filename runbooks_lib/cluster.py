@@ -320,38 +320,10 @@ class Cluster:
 
     # -- named operations for routing and canaries (every change honours dry run) ----------
 
-    def service(self, name: str) -> Obj:
-        with translate(f"read service {self.namespace}/{name}"):
-            return self._dict(self.core.read_namespaced_service(name, self.namespace))
-
-    def patch_service(self, name: str, body: Obj) -> Obj:
-        with translate(f"patch service {self.namespace}/{name}"):
-            return self._dict(self.core.patch_namespaced_service(name, self.namespace, body, **self._dry))
-
-    def create_deployment(self, body: Obj) -> Obj:
-        name = (body.get("metadata") or {}).get("name")
-        with translate(f"create deployment {self.namespace}/{name}"):
-            return self._dict(self.apps.create_namespaced_deployment(self.namespace, body, **self._dry))
-
-    def patch_deployment(self, name: str, body: Obj) -> Obj:
-        with translate(f"patch deployment {self.namespace}/{name}"):
-            return self._dict(self.apps.patch_namespaced_deployment(name, self.namespace, body, **self._dry))
-
     def scale_deployment(self, name: str, replicas: int) -> Obj:
         with translate(f"scale deployment {self.namespace}/{name} to {replicas}"):
             return self._dict(self.apps.patch_namespaced_deployment(
                 name, self.namespace, {"spec": {"replicas": replicas}}, **self._dry))
-
-    def delete_deployment(self, name: str) -> bool:
-        """Delete a Deployment (its pods drain as usual); False when there was none."""
-        from .errors import NotFound
-
-        try:
-            with translate(f"delete deployment {self.namespace}/{name}"):
-                self.apps.delete_namespaced_deployment(name, self.namespace, **self._dry)
-        except NotFound:
-            return False
-        return True
 
     def custom_object(self, group: str, version: str, plural: str, name: str) -> Obj | None:
         """A custom resource (an Istio VirtualService...), or None when it does not exist."""
