@@ -168,7 +168,9 @@ class IncidentResponse:
                          "versions": ", ".join(c for c in frames.frames.get("requests_per_s", pd.DataFrame()).columns if c != "all")})
         if self.breach_at is not None:
             self.timeline.add(self.breach_at, "signals degraded", "evidence", f"success rate below {100 * slo.success_rate_min:g} %")
-            self.ctx.figure("time_to_detect_s", round((self.triggered - self.breach_at).total_seconds(), 1))
+            detect = (self.triggered - self.breach_at).total_seconds()
+            # A page set before the breach (a drill's fault time) has no detection delay to report.
+            self.ctx.figure("time_to_detect_s", round(detect, 1) if detect >= 0 else None)
         return pd.DataFrame(rows).set_index("service")
 
     def _missing(self, what: str) -> None:
@@ -366,16 +368,16 @@ class IncidentResponse:
     def postmortem(self) -> PostMortem:
         s, m, snap = self.suggestion, self.mitigation, self.snapshot_
         top = self.ranked[0] if self.ranked else None
-        trigger = (f"Most likely: **{top.change.kind} of {top.change.service}** — {top.change.description} "
-                   f"(score {top.score:.2f}; {top.evidence}).") if top else ""
+        trigger = (f"Most likely: **{top.change.description}** ({top.change.source}), score {top.score:.2f}: "
+                   f"{top.evidence.split('; ', 1)[-1]}.") if top else ""
         detection = (f"Signals left their SLO at {iso(self.breach_at)}; the incident was triggered at {iso(self.triggered)} "
                      f"and acknowledged at {iso(self.acknowledged)}." if self.breach_at else
                      f"Triggered at {iso(self.triggered)} ({self.params.summary}); no signal data dated the degradation.")
-        resolution = (m.detail if m and m.executed else
-                      f"No mitigation executed by the runbook ({m.detail if m else 'not reached'}).")
+        sentences = [m.detail if m and m.executed else f"No mitigation executed by the runbook ({m.detail if m else 'not reached'})"]
         if s and s.action != "none":
-            resolution += f" The correlation suggested: {s.action} — {s.reason}."
-        resolution += " " + self.recovery_verdict() + "."
+            sentences.append(f"The correlation suggested: {s.action} — {s.reason}")
+        sentences.append(self.recovery_verdict()[0].upper() + self.recovery_verdict()[1:])
+        resolution = ". ".join(x.rstrip(".") for x in sentences) + "."
         notes = list(snap.findings) if snap else []
         supporting = [f"run record: {self._record_link()}", f"run id: {self.ctx.run_id}",
                       f"changes considered: {len(snap.changes) if snap else 0}; unhealthy pods at the snapshot: "
