@@ -38,7 +38,11 @@ def test_breach_start_is_the_start_of_the_breach_before_the_trigger() -> None:
     # Two breaches: the one containing the reference wins over the earlier, ended one.
     two = success_series(5, 10).combine(success_series(40), min)
     assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=450)) == T0 + timedelta(seconds=400)
-    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200)) == T0 + timedelta(seconds=50)
+    # A page set at the fault, shortly before the signals moved: the breach that follows, not the ended one.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200)) == T0 + timedelta(seconds=400)
+    # A breach long after the page is another story: the last one before it.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200), follow_s=60) == T0 + timedelta(seconds=50)
+    assert breach_start(two, 0.99, reference=T0 - timedelta(seconds=10)) == T0 + timedelta(seconds=50)
     assert breach_start(success_series(100), 0.99) is None  # never breached
     assert breach_start(success_series(30), 500, below=False) is None
 

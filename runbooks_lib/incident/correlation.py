@@ -65,29 +65,42 @@ class Suggestion:
 
 
 def breach_start(series: "pd.Series", threshold: float, *, below: bool = True,
-                 reference: datetime | None = None) -> datetime | None:
-    """When the signal last left its bound before ``reference`` (default: the series' end).
+                 reference: datetime | None = None, follow_s: float = 300.0) -> datetime | None:
+    """When the signal left its bound for the breach that ``reference`` (the trigger) is about.
 
     ``below=True``: a breach is a value under ``threshold`` (success rate); False: above (p99).
-    Returns the first point of the breach that contains or last precedes ``reference``, or the
-    first breach after it when none precedes it; None when the signal never breached.
+    The breach in progress at ``reference``; else one beginning within ``follow_s`` after it (a
+    page set at the fault, before the signals moved); else the last one before it; else the
+    first after. None when the signal never breached.
     """
     clean = series.dropna()
     if clean.empty:
         return None
     bad = clean < threshold if below else clean > threshold
-    runs: list[datetime] = []
+    runs: list[list[datetime]] = []  # [start, last bad point]
     previous = False
     for at, is_bad in bad.items():
-        if is_bad and not previous:
-            runs.append(at.to_pydatetime() if hasattr(at, "to_pydatetime") else at)
+        moment = at.to_pydatetime() if hasattr(at, "to_pydatetime") else at
+        if is_bad:
+            if previous:
+                runs[-1][1] = moment
+            else:
+                runs.append([moment, moment])
         previous = bool(is_bad)
     if not runs:
         return None
     if reference is None:
-        return runs[-1]
-    before = [r for r in runs if r <= reference]
-    return before[-1] if before else runs[0]
+        return runs[-1][0]
+    last_point = clean.index[-1]
+    for start, last in runs:
+        ongoing = last == last_point
+        if start <= reference and (reference <= last or ongoing):
+            return start
+    after = [start for start, _ in runs if start > reference]
+    if after and (after[0] - reference).total_seconds() <= follow_s:
+        return after[0]
+    before = [start for start, _ in runs if start <= reference]
+    return before[-1] if before else after[0]
 
 
 def _time_score(seconds_before: float) -> float:

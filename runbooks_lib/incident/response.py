@@ -223,7 +223,9 @@ class IncidentResponse:
         s = self.suggestion or suggest([], self.breach_at)
         lines = [f"suggested mitigation: {s.action}" + (f" — {s.reason}" if s.reason else "")]
         if self.breach_at is None:
-            lines.append("no signal data dated the degradation: changes are ranked against the trigger time")
+            why = ("the signals never left their SLO in the window" if any(f.frames for f in self.signals.values())
+                   else "no signal data dated the degradation")
+            lines.append(f"{why}: changes are ranked against the trigger time")
         lines += [f"earlier incident on record: {c}" for c in s.cites]
         return "\n".join(lines)
 
@@ -291,8 +293,12 @@ class IncidentResponse:
             self.ctx.figure("time_to_recover_s", None)
             if all(g is None for g in signals.values()):
                 self._missing("recovery: Prometheus unreachable, the signals could not be re-measured")
+        self.measured = any(g is not None for g in signals.values())
+        self.still_unhealthy = [f"{p.name} ({p.waiting_reason or 'not ready'})" for s in self.services
+                                for p in self.cluster.pod_states(f"app={s}") if not p.deleting and not p.ready]
         self._count_failed_requests()
-        self._notify("resolved" if self.recovered_at else ("mitigated, still degraded" if waiting else "open"), self.recovery_verdict())
+        resolved = self.recovered_at is not None and not self.still_unhealthy
+        self._notify("resolved" if resolved else ("mitigated, still degraded" if waiting else "open"), self.recovery_verdict())
         rows = [{"service": s, "requests/s": None if g is None else g.requests_per_s,
                  "success rate %": None if g is None or g.success_rate is None else round(100 * g.success_rate, 2),
                  f"SLO ≥ {100 * slo.success_rate_min:g} %": None if g is None or g.success_rate is None else g.success_rate >= slo.success_rate_min,
@@ -303,11 +309,15 @@ class IncidentResponse:
 
     def recovery_verdict(self) -> str:
         f = self.ctx.figures
+        pods = (f"; but {len(self.still_unhealthy)} pod(s) still not ready: {', '.join(self.still_unhealthy[:4])}"
+                if getattr(self, "still_unhealthy", None) else "")
         if self.recovered_at is not None:
             return (f"recovered: every signal within SLO at {iso(self.recovered_at)}, {f['time_to_recover_s']:.1f} s after the trigger; "
-                    f"{f.get('failed_requests')} failed requests since the trigger")
+                    f"{f.get('failed_requests')} failed requests since the trigger{pods}")
+        if not getattr(self, "measured", True):
+            return f"recovery UNKNOWN: Prometheus could not be asked, the signals were not re-measured{pods}"
         return "NOT recovered: the signals are not (yet) within SLO" + (
-            "" if self.mitigation and self.mitigation.executed else " and no mitigation was executed")
+            "" if self.mitigation and self.mitigation.executed else " and no mitigation was executed") + pods
 
     def _count_failed_requests(self) -> None:
         """Failed requests since the trigger: the load generator's count where there is one, else Prometheus."""
@@ -332,8 +342,17 @@ class IncidentResponse:
                 self._missing(f"failed requests from Prometheus ({e})")
         self.ctx.figure("failed_requests", failed)
         self.ctx.figure("requests_during_incident", total)
-        worst = [frames.overall("success_rate").min() for frames in self.signals.values() if frames.overall("success_rate") is not None]
+        worst = [w for w in (self._worst_success(svc) for svc in self.signals) if w is not None]
         self.ctx.figure("worst_success_rate", round(float(min(worst)), 4) if worst else None)
+
+    def _worst_success(self, service: str) -> float | None:
+        """The lowest success rate of this incident's window (not of older breaches in the hour before)."""
+        series = self.signals[service].overall("success_rate") if service in self.signals else None
+        if series is None:
+            return None
+        since = min(self.triggered, self.breach_at or self.triggered)
+        worst = series[series.index >= since].min()
+        return None if worst != worst else float(worst)  # NaN: no point in the window
 
     # -- 7. timeline and post-mortem ---------------------------------------------------------
 
@@ -384,8 +403,8 @@ class IncidentResponse:
                       f"{len(snap.unhealthy_pods) if snap else 'unknown'}"]
         supporting += [f"earlier incident: {c}" for c in (s.cites if s else [])]
         affected = sorted({*(snap.unhealthy_services if snap else []),
-                           *(svc for svc, frames in self.signals.items()
-                             if frames.overall("success_rate") is not None and frames.overall("success_rate").min() < self.profile.slo.success_rate_min)})
+                           *(svc for svc in self.signals
+                             if (self._worst_success(svc) or 1.0) < self.profile.slo.success_rate_min)})
         return PostMortem(
             incident_id=self.ctx.run_id, title=self.params.summary, severity=self.params.severity, env=self.ctx.env,
             services=affected, commander=self.params.incident_commander, scribe=self.ctx.operator or "",

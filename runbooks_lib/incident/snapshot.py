@@ -91,9 +91,11 @@ def _rollout_state(dep: dict[str, Any]) -> str:
         return "progress deadline exceeded"
     if state.rolled_out:
         return "rolled out"
+    old = max(state.replicas - state.updated, 0)
+    left = f", {old} old replica(s) still serving" if old else ""
     if state.updated < state.desired:
-        return f"rolling: {state.updated}/{state.desired} updated"
-    return f"rolling: {state.available}/{state.desired} available"
+        return f"rolling: {state.updated}/{state.desired} updated{left}"
+    return f"rolling: {state.available}/{state.desired} available{left}"
 
 
 def _deployments(deps: list[dict[str, Any]]) -> tuple["pd.DataFrame", list[str]]:
