@@ -227,6 +227,27 @@ class Cluster:
                 recent.append(event)
         return sorted(recent, key=lambda e: _parse_time(e.get("lastTimestamp") or e.get("eventTime")) or cutoff)
 
+    def pod_log(self, name: str, container: str | None = None, *, tail: int = 20, previous: bool = False) -> str:
+        """The last ``tail`` lines of a container's log (``kubectl logs [--previous] --tail``).
+
+        ``previous=True`` reads the instance before the last restart; a cluster that has none
+        (or does not keep it) answers 400, raised as ParameterError, as kubectl reports it.
+        """
+        what = f"read {'previous ' if previous else ''}log of pod {self.namespace}/{name}"
+        with translate(what):
+            return str(self.core.read_namespaced_pod_log(
+                name, self.namespace, container=container, tail_lines=tail, previous=previous,
+                _preload_content=True) or "")
+
+    def config_objects(self) -> list[Obj]:
+        """ConfigMaps and Secrets of the namespace, metadata only (never a Secret's data)."""
+        with translate(f"list configmaps in {self.namespace}"):
+            maps = self._dict(self.core.list_namespaced_config_map(self.namespace)).get("items", [])
+        with translate(f"list secrets in {self.namespace}"):
+            secrets = self._dict(self.core.list_namespaced_secret(self.namespace)).get("items", [])
+        return ([{"kind": "ConfigMap", "metadata": m.get("metadata") or {}} for m in maps]
+                + [{"kind": "Secret", "metadata": s.get("metadata") or {}} for s in secrets])
+
     def secret(self, name: str) -> Obj | None:
         """A Secret as stored (its data stays base64 and is never printed), or None when absent."""
         from .errors import NotFound
@@ -245,11 +266,6 @@ class Cluster:
                 return self._dict(self.coordination.read_namespaced_lease(name, self.namespace))
         except NotFound:
             return None
-
-    def pod_log(self, pod: str, *, previous: bool = False, tail_lines: int | None = None) -> str:
-        """A pod's log (of its previous container instance with ``previous``)."""
-        with translate(f"read log of pod {self.namespace}/{pod}" + (" (previous)" if previous else "")):
-            return self.core.read_namespaced_pod_log(pod, self.namespace, previous=previous, tail_lines=tail_lines)
 
     # -- writes: every one honours dry run (dryRun=All) ----------------------------------------
 

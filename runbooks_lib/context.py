@@ -367,7 +367,7 @@ def start(
     try:
         profile = load_profile(env, home)
         values = _validate(schema, dict(params))
-        if values.get("service") is not None:
+        if values.get("service") not in (None, "all"):  # "all": a run about every service (incident)
             profile.services.get(values["service"])
     except RunbookError as e:
         _refused_before_start(runbook, env, params, home, e)

@@ -122,6 +122,14 @@ class Records(_Model):
     )
 
 
+class Notify(_Model):
+    """Where incident notices go (a Slack-compatible incoming webhook)."""
+
+    webhook_url: SecretStr | None = Field(
+        None, description="Incoming webhook URL; its path holds a token: take it from ${env:...}"
+    )
+
+
 class Profile(_Model):
     """One environment a runbook can target."""
 
@@ -137,6 +145,7 @@ class Profile(_Model):
     timeouts: Timeouts = Timeouts()
     approvals: Approvals = Approvals()
     records: Records = Records()
+    notify: Notify = Field(default_factory=Notify, description="The default target of incident notices")
     load_report_url: str | None = Field(
         None, description="A load generator's report of failed requests (the sandbox has one)"
     )

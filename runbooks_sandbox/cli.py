@@ -147,21 +147,18 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--health-fail", is_flag=True, help="/health fails: the liveness probe restarts the container.")
 @click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
 @click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
-@click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus: start it again).")
-@click.option("--down", is_flag=True, help="TARGET prometheus only: stop Prometheus until --clear.")
+@click.option("--down", is_flag=True, help="TARGET prometheus: stop the server (an outage) until --clear.")
+@click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus: restart it, data kept).")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
-                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, clear: bool,
-                  down: bool) -> None:
-    """Inject faults into the running pods of a service (or one pod), for incident drills.
+                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, down: bool,
+                  clear: bool) -> None:
+    """Inject faults into the running pods of a service (or one pod), or stop Prometheus, for incident drills.
 
-    TARGET is a service (veza-backend-api: all its pods), a pod name, or `prometheus`
-    (with --down, or --clear to start it again on the same address).
+    TARGET is a service (veza-backend-api: all its pods), a pod name, or `prometheus` (with --down or --clear).
     """
-    if target == "prometheus":
-        _prometheus_fault(state_dir, down, clear)
+    if target == "prometheus" or down:
+        _server_fault(state_dir, target, down, clear)
         return
-    if down:
-        raise click.UsageError("--down applies to the target prometheus only")
     faults: dict[str, Any] = {}
     if error_rate is not None:
         faults["error_rate"] = error_rate
@@ -183,18 +180,33 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
     click.echo(f"{what} {len(pods)} pod(s): {', '.join(pods)}")
 
 
-def _prometheus_fault(state_dir: Path | None, down: bool, clear: bool) -> None:
+def _server_fault(state_dir: Path | None, target: str, down: bool, clear: bool) -> None:
     if down == clear:
-        raise click.UsageError("prometheus: say --down (stop it) or --clear (start it again)")
+        raise click.UsageError(f"say --down or --clear for {target}")
     box = _sandbox(state_dir)
     try:
-        if down:
-            box.prometheus_down()
-            click.echo("prometheus stopped: queries fail until `runbook sandbox fault prometheus --clear`")
-        else:
-            click.echo(f"prometheus serving again at {box.prometheus_up()} (its history starts empty)")
-    except (ServerError, LookupError, ValueError) as e:
+        click.echo(box.server_down(target) if down else box.server_up(target))
+    except (ServerError, ValueError) as e:
         raise _fail(e) from e
+
+
+@sandbox.command("notifications")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print every message as JSON (a list).")
+def notifications_command(state_dir: Path | None, as_json: bool) -> None:
+    """What the sandbox's webhook sink received (NOTIFY_URL), oldest first."""
+    try:
+        messages = _sandbox(state_dir).notifications()
+    except ServerError as e:
+        raise _fail(e) from e
+    if as_json:
+        click.echo(json.dumps(messages, indent=2))
+        return
+    if not messages:
+        click.echo("no notifications received")
+    for m in messages:
+        flag = f"  [TOKEN SHAPES: {', '.join(m['secret_shapes'])}]" if m.get("secret_shapes") else ""
+        click.echo(f"{m['received_at']}  {m.get('text')}{flag}")
 
 
 @sandbox.command("load")

@@ -236,6 +236,7 @@ class Sandbox:
             "PG_PRIMARY_DSN": postgres.primary_dsn,
             "PG_STANDBY_DSN": postgres.standby_dsn,
             "TRAFFIC_URL": supervisor["traffic_url"],
+            "NOTIFY_URL": supervisor["notify_url"],
         }
         if wait:
             deadline = time.monotonic() + timeout_s
@@ -359,7 +360,7 @@ class Sandbox:
         for name, part in self.state().get("components", {}).items():
             for port in part.get("ports") or ([part["port"]] if part.get("port") else []):
                 ports.append(("127.0.0.1", int(port)))
-            for key in ("api_port", "sd_port", "traffic_port", "control_port"):
+            for key in ("api_port", "sd_port", "traffic_port", "control_port", "notify_port"):
                 if part.get(key):
                     ports.append(("127.0.0.1", int(part[key])))
         ports += self._cluster_ports()
@@ -397,7 +398,7 @@ class Sandbox:
             components[name] = {
                 "pid": pid,
                 "alive": bool(pid) and process_alive(int(pid)),
-                **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "log")},
+                **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "notify_url", "log")},
             }
         info: dict[str, Any] = {"state_dir": str(self.state_dir), "running": self.is_running(),
                                 "env_file": str(self.env_path) if self.env_path.is_file() else None,
@@ -475,24 +476,6 @@ class Sandbox:
             raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
         return dict(reply.json())
 
-    def prometheus_down(self) -> None:
-        """Stop Prometheus (a drill: queries fail until ``prometheus_up``)."""
-        PrometheusServer(self.state_dir).stop()
-
-    def prometheus_up(self, timeout_s: float = 30.0) -> str:
-        """Start Prometheus again on the port the profiles know (its TSDB starts empty)."""
-        recorded = self.state().get("prometheus") or {}
-        sd_url = self._read_json(self.supervisor_status_path).get("sd_url")
-        if not recorded.get("port") or not sd_url:
-            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        server = PrometheusServer(self.state_dir)
-        if _server_running(server):
-            return server.url
-        server = PrometheusServer(self.state_dir, sd_url=sd_url, port=int(recorded["port"])).start()
-        self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
-        server.wait_for_targets_up(min_targets=1, timeout=timeout_s)
-        return server.url
-
     def _running_pods(self, target: str, namespace: str) -> list[str]:
         import requests
 
@@ -506,6 +489,50 @@ class Sandbox:
         if not running:
             raise LookupError(f"no pod of {target!r} in {namespace} (give a service name or a pod name)")
         return running
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every message the webhook sink received, oldest first."""
+        import requests
+
+        url = self._read_json(self.supervisor_status_path).get("notify_url")
+        if not url or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        base = str(url).split("/hooks/")[0]
+        try:
+            return list(requests.get(f"{base}/notifications", timeout=5).json())
+        except (requests.RequestException, ValueError) as e:
+            raise SandboxError(f"the webhook sink at {base} did not answer: {e}") from e
+
+    # -- server faults: a real outage of a backing server, undone by clear ----------------------
+    def server_down(self, name: str) -> str:
+        """Stop a backing server (prometheus) as an outage; ``server_up`` brings it back."""
+        server = self._fault_server(name)
+        server.stop()
+        self._record_meta(server_faults=sorted({*self.state().get("server_faults", []), name}))
+        return f"{name} stopped (it was {server.url}); `runbook sandbox fault {name} --clear` restarts it"
+
+    def server_up(self, name: str, timeout_s: float = 60.0) -> str:
+        """Restart a server stopped by ``server_down`` on the same port, with its data kept."""
+        from .manifests import expected_pods
+
+        server = self._fault_server(name)
+        if _server_running(server):
+            return f"{name} already runs"
+        sd_url = self._read_json(self.supervisor_status_path).get("sd_url")
+        part = self.state().get("components", {}).get(name, {})
+        server = PrometheusServer(self.state_dir, sd_url=sd_url, port=part.get("port"))
+        server.start(keep_data=True)
+        self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
+        server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
+        self._record_meta(server_faults=[f for f in self.state().get("server_faults", []) if f != name])
+        return f"{name} serves again at {server.url}, scraping every pod"
+
+    def _fault_server(self, name: str) -> Any:
+        if name != "prometheus":
+            raise ValueError(f"no server fault for {name!r}: only prometheus can be stopped this way")
+        if self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        return PrometheusServer(self.state_dir)
 
     def pod_pids(self) -> dict[str, int]:
         """``namespace/pod/container`` -> PID of every running container (from the runtime)."""

@@ -31,6 +31,7 @@ from .jsonhttp import send_json
 from .manifests import NAMESPACE
 from .models.errors import ApiError
 from .models.resources import DEPLOYMENTS, NAMESPACES, SERVICES
+from .notify_sink import WebhookSink
 from .runtime.load import LoadGenerator
 
 __all__ = ["Supervisor", "serve", "write_json_atomically", "STATUS_FILE"]
@@ -75,6 +76,7 @@ class Supervisor:
         self.discovery: PodDiscoveryServer | None = None
         self.load: LoadGenerator | None = None
         self.control: _ControlServer | None = None
+        self.sink: WebhookSink | None = None
         self._stop = threading.Event()
         self._targets: dict[str, str] = {}
 
@@ -91,6 +93,7 @@ class Supervisor:
         traffic_host, traffic_port = self.load.serve_report()
         threading.Thread(target=self._follow_services, name="load-targets", daemon=True).start()
         self.control = _ControlServer(self).start()
+        self.sink = WebhookSink().start()
         kube_system = self.api.store.get(NAMESPACES, None, "kube-system")
         return {
             "pid": os.getpid(),
@@ -105,6 +108,8 @@ class Supervisor:
             "traffic_port": traffic_port,
             "control_url": self.control.url,
             "control_port": self.control.port,
+            "notify_url": self.sink.url,
+            "notify_port": self.sink.port,
             "runtime": type(self.runtime).__name__,
             "proxy": type(self.proxy).__name__ if self.proxy is not None else None,
         }
@@ -166,7 +171,7 @@ class Supervisor:
     def stop(self) -> None:
         """Stop in order: load, proxy, API server with its runtime (every pod), discovery."""
         self._stop.set()
-        for name, part in (("control", self.control), ("load", self.load), ("proxy", self.proxy),
+        for name, part in (("control", self.control), ("sink", self.sink), ("load", self.load), ("proxy", self.proxy),
                            ("api", self.api), ("discovery", self.discovery)):
             if part is None:
                 continue

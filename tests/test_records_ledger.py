@@ -132,3 +132,44 @@ def test_verify_command_exit_code_and_names(sealed: tuple[Path, list[Path]], tmp
     bad = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "records", "verify"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1
     assert f"sandbox/2026-01-02/{paths[0].name}: deleted" in bad.stdout
+
+
+def _attach(record: Path, text: str) -> tuple[Path, Path]:
+    stem = record.with_suffix("").name
+    md, page = record.with_name(f"{stem}-postmortem.md"), record.with_name(f"{stem}-postmortem.html")
+    md.write_text(text)
+    page.write_text(f"<p>{text}</p>")
+    return md, page
+
+
+def test_attachments_are_sealed_verified_and_published_with_their_record(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    from runbooks_lib.records.archive import publish
+
+    monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fingerprints"))
+    root = tmp_path / "records"
+    record = _record(root, "inc1")
+    md, page = _attach(record, "# Post-mortem draft")
+    entry = seal_record(record, root, html=False).entry
+    assert set(entry["attachments"]) == {Ledger(root).relative(md), Ledger(root).relative(page)}
+    assert Ledger(root).verify() == []
+    publish(root, "memory://team-inc", [record])
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file(f"/team-inc/{Ledger(root).relative(md)}") == md.read_bytes()
+    md.write_text("# Post-mortem draft, quietly rewritten")
+    page.unlink()
+    assert sorted(_kinds(root)) == [("deleted", page.name), ("edited", md.name)]
+
+
+def test_an_attachment_holding_a_secret_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbooks_lib.records.seal import SealRefused
+
+    monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fingerprints"))
+    root = tmp_path / "records"
+    record = _record(root, "inc2")
+    _attach(record, "the token was hvs.CAESIJ0123456789abcdefghijklmnop")
+    with pytest.raises(SealRefused, match="attachment"):
+        seal_record(record, root, html=False)
+    assert not (root / "ledger.jsonl").exists()

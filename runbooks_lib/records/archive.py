@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import BackendUnavailable, RunbookError
+from .ledger import attachments_of
 
 __all__ = ["is_remote", "archive_url", "publish", "publish_ledger", "pull"]
 
@@ -58,7 +59,7 @@ def publish(root: Path, url: str, paths: Iterable[Path], storage_options: dict[s
     done = []
     try:
         for path in paths:
-            for file in (path, path.with_suffix(".html")):
+            for file in (path, path.with_suffix(".html"), *attachments_of(path)):
                 if file.is_file():
                     remote = f"{base}/{file.relative_to(root).as_posix()}"
                     _put(fs, file, remote)
@@ -83,7 +84,8 @@ def publish_ledger(root: Path, url: str, storage_options: dict[str, Any] | None 
     for entry in Ledger(root).entries():
         if "record" not in entry:
             continue
-        for file in (root / entry["record"], (root / entry["record"]).with_suffix(".html")):
+        record = root / entry["record"]
+        for file in (record, record.with_suffix(".html"), *(root / a for a in entry.get("attachments") or {})):
             remote = f"{base}/{file.relative_to(root).as_posix()}"
             if file.is_file() and not fs.exists(remote):
                 _put(fs, file, remote)

@@ -85,12 +85,15 @@ class RecordFilter:
     service: str | None = None
     outcome: str | None = None
     since: datetime | None = None
+    severity: str | None = None  # an incident's severity parameter (P0..P3)
 
     def accepts(self, row: dict[str, Any]) -> bool:
         for name in ("env", "runbook", "service", "outcome"):
             wanted = getattr(self, name)
             if wanted is not None and row.get(name) != wanted:
                 return False
+        if self.severity is not None and (row.get("parameters") or {}).get("severity") != self.severity:
+            return False
         if self.since is not None:
             started = row.get("started")
             if not started:

@@ -33,13 +33,15 @@ def records() -> None:
 @click.option("--service")
 @click.option("--outcome")
 @click.option("--since", help="7d, 12h, 30m, or an ISO date")
+@click.option("--severity", help="Incidents of this severity (P0..P3).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
 def list_command(root: str | None, env: str | None, runbook: str | None, service: str | None,
-                 outcome: str | None, since: str | None, as_json: bool) -> None:
+                 outcome: str | None, since: str | None, severity: str | None, as_json: bool) -> None:
     """Records, newest first."""
     from .catalog import Catalog, RecordFilter, parse_since
 
-    where = RecordFilter(env=env, runbook=runbook, service=service, outcome=outcome, since=parse_since(since))
+    where = RecordFilter(env=env, runbook=runbook, service=service, outcome=outcome, since=parse_since(since),
+                         severity=severity)
     rows = Catalog(_root(root)).rows(where)
     if as_json:
         for row in rows:

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ..errors import RunbookError
 
-__all__ = ["Ledger", "Problem", "records_root", "GENESIS"]
+__all__ = ["Ledger", "Problem", "records_root", "attachments_of", "GENESIS"]
 
 GENESIS = "0" * 64
 LEDGER_NAME = "ledger.jsonl"
@@ -45,6 +45,14 @@ def records_root(env: str | None = None) -> Path:
         url = "outputs"
     root = Path(url).expanduser()
     return root if root.is_absolute() else project_home() / root
+
+
+def attachments_of(record: Path) -> list[Path]:
+    """Documents a run wrote next to its record (``<record>-postmortem.md``, ``.html``): sealed,
+    verified and published with it."""
+    record = Path(record)
+    stem = record.with_suffix("").name
+    return sorted(p for p in record.parent.glob(f"{stem}-*") if p.suffix in (".md", ".html") and p.is_file())
 
 
 @dataclass(frozen=True)
@@ -222,4 +230,10 @@ class Ledger:
                     problems.append(Problem("deleted", html, f"{html}: HTML export deleted"))
                 elif self.sha256(html_path) != entry.get("html_sha256"):
                     problems.append(Problem("edited", html, f"{html}: HTML export edited after sealing"))
+            for attachment, digest in (entry.get("attachments") or {}).items():
+                path = self.root / attachment
+                if not path.is_file():
+                    problems.append(Problem("deleted", attachment, f"{attachment}: attachment deleted"))
+                elif self.sha256(path) != digest:
+                    problems.append(Problem("edited", attachment, f"{attachment}: attachment edited after sealing"))
         return problems

@@ -242,5 +242,20 @@ def seal_record(record: Path, root: Path | None = None, *, html: bool = True,
         if html_findings:
             html_path.unlink(missing_ok=True)
             raise SealRefused(record, html_findings, reason="renders secrets in its HTML export")
-    entry = ledger.append(record, html_path)
+    attachments = _scanned_attachments(record)
+    extra = {"attachments": {ledger.relative(p): ledger.sha256(p) for p in attachments}} if attachments else {}
+    entry = ledger.append(record, html_path, **extra)
     return SealResult(record, html_path, entry)
+
+
+def _scanned_attachments(record: Path) -> list[Path]:
+    """The documents written next to the record (a post-mortem draft), refused if one holds a secret."""
+    from .ledger import attachments_of
+
+    attachments = attachments_of(record)
+    finder = FingerprintStore.default().finder()
+    findings = [Finding(f"attachment {p.name}: {f.where}", f.what, f.excerpt)
+                for p in attachments for f in scan_text(p.read_text(errors="replace"), "text", finder)]
+    if findings:
+        raise SealRefused(record, findings, reason="has an attachment that holds secrets")
+    return attachments

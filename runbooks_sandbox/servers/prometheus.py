@@ -180,12 +180,14 @@ class PrometheusServer:
         return self.config_path
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "PrometheusServer":
-        """Write the config, start Prometheus, wait until it serves and has loaded the rules."""
+    def start(self, keep_data: bool = False) -> "PrometheusServer":
+        """Write the config, start Prometheus, wait until it serves and has loaded the rules.
+
+        ``keep_data``: reuse the TSDB of a stopped server (a restart after an outage drill)."""
         if not self.sd_url:
             raise ServerError("prometheus: sd_url (the http_sd endpoint listing the pods) is required")
         binary = require_executable(self.binary, "prometheus")
-        self._refuse_stale()
+        self._refuse_stale(keep_data)
         self.port = claim_port(self.port, "prometheus", self.host)
         self.write_config()
         tsdb = self.home / "data"
@@ -206,7 +208,7 @@ class PrometheusServer:
             raise
         return self
 
-    def _refuse_stale(self) -> None:
+    def _refuse_stale(self, keep_data: bool = False) -> None:
         pid = self._pidfile.running_pid()
         if pid is not None:
             raise StaleState(
@@ -215,7 +217,8 @@ class PrometheusServer:
             )
         # Nothing runs: an earlier run's TSDB (maybe locked by a crash) is discarded.
         self._pidfile.remove()
-        shutil.rmtree(self.home / "data", ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.home / "data", ignore_errors=True)
 
     def _wait_ready(self) -> None:
         import requests

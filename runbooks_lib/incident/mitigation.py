@@ -1,0 +1,116 @@
+"""The mitigations an incident runbook may execute: roll back, scale, restart.
+
+Each goes through the same library functions and the same deploy lock as the deploy and
+rollback runbooks (``roll_back``, ``wait_for_rollout``, ``DeployLock``). With
+``execute=False`` nothing is sent to the cluster: the plan is returned in words. A profile
+whose approvals are required stops before the change (AwaitingApproval, exit 3).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from ..errors import AwaitingApproval, ParameterError
+from ..kube import translate
+from ..rollout import wait_for_rollout
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+    from ..profiles import Profile
+
+__all__ = ["MitigationPlan", "MitigationResult", "plan_mitigation", "execute_mitigation"]
+
+
+@dataclass(frozen=True)
+class MitigationPlan:
+    action: str  # rollback | scale | restart | none
+    service: str | None
+    deployment: str | None
+    to_revision: int | None = None
+    replicas: int | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.action == "rollback":
+            target = f"revision {self.to_revision}" if self.to_revision else "the previous revision"
+            return f"roll back {self.deployment} to {target}"
+        if self.action == "scale":
+            return f"scale {self.deployment} to {self.replicas} replicas"
+        if self.action == "restart":
+            return f"rolling restart of {self.deployment}"
+        return "no mitigation"
+
+
+@dataclass(frozen=True)
+class MitigationResult:
+    plan: MitigationPlan
+    executed: bool
+    started: datetime | None
+    finished: datetime | None
+    detail: str
+
+
+def plan_mitigation(action: str, service: str | None, deployment: str | None, *, to_revision: int | None = None,
+                    replicas: int | None = None, current_replicas: int = 1, reason: str = "") -> MitigationPlan:
+    """The concrete change, or a ParameterError when it cannot be made (no service to act on)."""
+    if action == "none":
+        return MitigationPlan("none", service, deployment, reason=reason)
+    if not service or not deployment:
+        raise ParameterError(f"mitigation {action!r} needs one service: name it (service=...) "
+                             "or let the correlation find the changed one")
+    if action == "scale":
+        replicas = replicas or max(2 * current_replicas, current_replicas + 1)
+    return MitigationPlan(action, service, deployment, to_revision or None, replicas, reason)
+
+
+def _restart(cluster: "Cluster", deployment: str) -> None:
+    """``kubectl rollout restart``: a new pod-template annotation rolls every pod."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+    with translate(f"restart deployment {deployment}"):
+        cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
+
+
+def _scale(cluster: "Cluster", deployment: str, replicas: int) -> None:
+    with translate(f"scale deployment {deployment} to {replicas}"):
+        cluster.apps.patch_namespaced_deployment_scale(deployment, cluster.namespace, {"spec": {"replicas": replicas}},
+                                                       **cluster._dry)
+
+
+def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationPlan, *, run_id: str,
+                       execute: bool) -> MitigationResult:
+    """Carry the plan out under the service's deploy lock, or only describe it."""
+    from ..lock import DeployLock
+    from ..rollback import roll_back
+
+    if plan.action == "none" or not execute:
+        verb = "nothing to do" if plan.action == "none" else f"proposed only (execute_mitigation=False): {plan.describe()}"
+        return MitigationResult(plan, False, None, None, f"{verb}; nothing in the cluster was changed")
+    if profile.approvals.required:
+        who = ", ".join(profile.approvals.approvers) or "an approver"
+        raise AwaitingApproval(f"{plan.describe()} needs the approval of {who} in {profile.name}: "
+                               "nothing was changed")
+    assert plan.service and plan.deployment
+    started = datetime.now(timezone.utc)
+    began = time.monotonic()
+    with DeployLock(cluster, plan.service, run_id):
+        if plan.action == "rollback":
+            result = roll_back(cluster, plan.service, plan.deployment, to_revision=plan.to_revision,
+                               timeout_s=profile.timeouts.rollback_s)
+            detail = (f"rolled back {plan.deployment} to revision {result.to_revision} ({result.to_version}); "
+                      f"it serves 100 % ({result.versions_seen}) after {result.time_to_rollback_s:.1f} s")
+        elif plan.action == "scale":
+            assert plan.replicas is not None
+            _scale(cluster, plan.deployment, plan.replicas)
+            state = wait_for_rollout(cluster, plan.deployment, profile.timeouts.rollout_s)
+            detail = f"scaled {plan.deployment} to {state.ready}/{state.desired} ready replicas"
+        elif plan.action == "restart":
+            _restart(cluster, plan.deployment)
+            state = wait_for_rollout(cluster, plan.deployment, profile.timeouts.rollout_s)
+            detail = f"restarted {plan.deployment}: {state.ready}/{state.desired} new pods ready (revision {state.revision})"
+        else:
+            raise ParameterError(f"unknown mitigation {plan.action!r}")
+    finished = datetime.now(timezone.utc)
+    return MitigationResult(plan, True, started, finished, f"{detail} in {time.monotonic() - began:.1f} s")

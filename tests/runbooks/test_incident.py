@@ -1,0 +1,145 @@
+"""The incident-response runbook on the sandbox: the drill, a crash loop with Prometheus down, refusals.
+
+Runs after test_rollback (conftest _ORDER) and leaves every service healthy: the drill's
+rollback restores veza-backend-api, the crash-loop scenario undoes its deploy and restarts
+Prometheus. Lean on purpose: the propose-only run and the executed rollback share one fault.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from .conftest import Sandbox
+from .test_deploy import image, resource_versions
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
+
+BACKEND = "veza-backend-api"
+CHAT = "veza-chat-server"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def notices(sandbox: Sandbox, run_id: str) -> list[dict]:
+    out = sandbox.runbook("sandbox", "notifications", "--json", "--state-dir", str(sandbox.state_dir))
+    assert out.returncode == 0, out.stderr
+    return [m for m in json.loads(out.stdout) if run_id in (m.get("text") or "")]
+
+
+def postmortem(run) -> str:
+    path = run.record.with_name(run.record.stem + "-postmortem.md")
+    assert path.is_file() and path.with_suffix(".html").is_file(), f"no post-mortem next to {run.record}"
+    return path.read_text()
+
+
+def test_bad_parameters_are_refused_before_anything_changes(sandbox: Sandbox) -> None:
+    before = resource_versions(sandbox)
+    future = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat(timespec="seconds")
+    for params, message in (([("severity", "P7")], "severity"),
+                            ([("service", "veza-payments")], "unknown service 'veza-payments'"),
+                            ([("triggered_at", future)], "in the future")):
+        run = sandbox.run("incident_response", *params, ("notify", "none"))
+        assert run.exit_code == 2, run.output
+        assert run.summary["outcome"] == "refused" and message in run.summary["error"], run.summary["error"]
+    assert resource_versions(sandbox) == before
+
+
+def test_drill_bad_version_is_correlated_rolled_back_and_written_up(sandbox: Sandbox) -> None:
+    good = image(sandbox, BACKEND)
+    triggered = _now()
+    sandbox.kubectl("set", "image", f"deployment/{BACKEND}", f"{BACKEND}=registry.veza.app/{BACKEND}:v1.5.1-errors")
+    sandbox.kubectl("rollout", "status", f"deployment/{BACKEND}", "--timeout=60s")
+    revision = int(sandbox.deployment(BACKEND)["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+
+    # Propose only: the plan is shown, nothing in the cluster changes.
+    before = resource_versions(sandbox)
+    proposed = sandbox.run("incident_response", ("service", BACKEND), ("severity", "P1"), ("summary", "5xx on the API"),
+                           ("triggered_at", triggered), ("mitigation", "rollback"), ("incident_commander", "alice"))
+    assert proposed.exit_code == 0, proposed.output
+    assert resource_versions(sandbox) == before
+    assert image(sandbox, BACKEND).endswith(":v1.5.1-errors")
+    text = proposed.record.read_text()
+    assert f"proposed only (execute_mitigation=False): roll back {BACKEND}" in text
+    assert f"revision {revision}: image v1.5.1-errors" in text  # the correlation names the change
+    assert proposed.summary["figures"]["time_to_mitigate_s"] is None
+
+    run = sandbox.run("incident_response", ("service", BACKEND), ("severity", "P1"), ("summary", "5xx on the API"),
+                      ("triggered_at", triggered), ("mitigation", "rollback"), ("execute_mitigation", True),
+                      ("incident_commander", "alice"))
+    assert run.exit_code == 0, run.output
+    assert image(sandbox, BACKEND) == good
+    figures, text = run.summary["figures"], run.record.read_text()
+    assert "v1.5.1-errors" in text
+    assert f"roll back {BACKEND} to revision" in text and "error rate rose" in text
+    assert 0 < figures["time_to_acknowledge_s"] < figures["time_to_mitigate_s"] < figures["time_to_recover_s"]
+    assert figures["failed_requests"] > 0 and figures["worst_success_rate"] < 0.99
+    assert f"earlier incident on record: incident {proposed.summary['run_id']}" in text  # it cites the first run
+    assert "recovered: every signal within SLO" in text
+
+    draft = postmortem(run)
+    assert f"| failed requests | {figures['failed_requests']} |" in draft
+    assert f"| time to recover (signals back within SLO) | {figures['time_to_recover_s']:.1f} |" in draft
+    timeline = draft.split("## Timeline (UTC)")[1].split("## Metrics")[0]
+    for moment in ("triggered", "acknowledged", "snapshot taken", "mitigation started", "mitigation finished",
+                   "recovered", "deploy: veza-backend-api", "signals degraded"):
+        assert f"| {moment} |" in timeline, moment
+    actions = [l for l in draft.split("## Action items")[1].split("## Supporting")[0].splitlines() if l.startswith("|")]
+    assert len(actions) == 2  # the header and its rule: no action item is invented
+
+    ledger = [json.loads(l) for l in (sandbox.records / "ledger.jsonl").read_text().splitlines()]
+    entry = next(e for e in ledger if e["record"].endswith(run.record.name))
+    assert sorted(Path(a).name for a in entry["attachments"]) == [f"{run.record.stem}-postmortem.{x}" for x in ("html", "md")]
+    listed = sandbox.runbook("records", "list", "--runbook", "incident_response", "--service", BACKEND, "--severity", "P1")
+    assert run.summary["run_id"] in listed.stdout and proposed.summary["run_id"] in listed.stdout
+
+    sent = notices(sandbox, run.summary["run_id"])
+    assert [m["text"].split("status: ")[1].split(" ")[0] for m in sent] == ["declared", "mitigating", "resolved"]
+    assert all(m["text"].startswith("[P1] sandbox/veza-backend-api: 5xx on the API") and not m["secret_shapes"] for m in sent)
+    assert not any(sandbox.env["VAULT_TOKEN"] in json.dumps(m) for m in sent)
+
+
+def _wait_for_restart(sandbox: Sandbox, service: str, timeout_s: float = 40) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pods = json.loads(sandbox.kubectl("get", "pods", "-l", f"app={service}", "-o", "json"))["items"]
+        if any(c.get("restartCount", 0) >= 1 for p in pods for c in p["status"].get("containerStatuses") or []):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no container of {service} restarted within {timeout_s} s")
+
+
+def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
+    sandbox.kubectl("set", "image", f"deployment/{CHAT}", f"{CHAT}=registry.veza.app/{CHAT}:v1.5.4-crash")
+    try:
+        _wait_for_restart(sandbox, CHAT)
+        down = sandbox.runbook("sandbox", "fault", "prometheus", "--down", "--state-dir", str(sandbox.state_dir))
+        assert down.returncode == 0, down.stderr
+        try:
+            run = sandbox.run("incident_response", ("service", CHAT), ("severity", "P2"), ("summary", "chat down"),
+                              ("notify", "none"))
+        finally:
+            up = sandbox.runbook("sandbox", "fault", "prometheus", "--clear", "--state-dir", str(sandbox.state_dir))
+        assert up.returncode == 0, up.stderr
+        assert run.exit_code == 0, run.output
+        text = run.record.read_text()
+        assert "CrashLoopBackOff" in text and "v1.5.4-crash" in text
+        assert run.summary["figures"]["time_to_recover_s"] is None
+        assert "recovery UNKNOWN: Prometheus could not be asked" in text
+        draft = postmortem(run)
+        assert "Evidence that could not be read: golden signals: Prometheus at" in draft
+        for moment in ("triggered", "acknowledged", "snapshot taken", f"deploy: {CHAT}"):
+            assert f"| {moment} |" in draft.split("## Timeline (UTC)")[1], moment
+        previous = text.split("(previous instance)")[1][:400] if "(previous instance)" in text else ""
+        assert previous, "the snapshot shows no previous instance of the restarted container"
+        if previous.startswith(" — not available"):
+            pytest.xfail(f"the sandbox does not serve previous-instance logs:{previous[:160]}")
+        assert f"panic: {CHAT} v1.5.4-crash failed to start" in previous
+    finally:
+        sandbox.kubectl("rollout", "undo", f"deployment/{CHAT}")
+        sandbox.kubectl("rollout", "status", f"deployment/{CHAT}", "--timeout=60s")

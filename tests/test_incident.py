@@ -1,0 +1,211 @@
+"""The incident runbook's pure parts on synthetic data: ranking, timeline, post-mortem, parameters, notices."""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from runbooks_lib.incident.correlation import Change, breach_start, rank_changes, suggest
+from runbooks_lib.incident.params import IncidentParams
+from runbooks_lib.incident.postmortem import FOR_PEOPLE, PostMortem, render_html, render_markdown
+from runbooks_lib.incident.timeline import Timeline
+
+T0 = datetime(2026, 12, 1, 14, 0, tzinfo=timezone.utc)
+
+
+def success_series(bad_from: int, bad_to: int | None = None, points: int = 60) -> pd.Series:
+    """One point every 10 s from T0; below SLO (0.92) between the given indexes."""
+    index = pd.DatetimeIndex([T0 + timedelta(seconds=10 * i) for i in range(points)])
+    values = [0.92 if bad_from <= i < (bad_to or points) else 0.999 for i in range(points)]
+    return pd.Series(values, index=index)
+
+
+def deploy(minutes_before_breach: float, version: str, revision: int, service: str = "veza-backend-api") -> Change:
+    breach = T0 + timedelta(seconds=300)
+    return Change(at=breach - timedelta(minutes=minutes_before_breach), kind="deploy", service=service,
+                  description=f"revision {revision}: image {version}", revision=revision, version=version,
+                  previous_revision=revision - 1, previous_version="v1.5.0")
+
+
+def test_breach_start_is_the_start_of_the_breach_before_the_trigger() -> None:
+    series = success_series(30)
+    assert breach_start(series, 0.99) == T0 + timedelta(seconds=300)
+    # Two breaches: the one containing the reference wins over the earlier, ended one.
+    two = success_series(5, 10).combine(success_series(40), min)
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=450)) == T0 + timedelta(seconds=400)
+    # A page set at the fault, shortly before the signals moved: the breach that follows, not the ended one.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200)) == T0 + timedelta(seconds=400)
+    # A breach long after the page is another story: the last one before it.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200), follow_s=60) == T0 + timedelta(seconds=50)
+    assert breach_start(two, 0.99, reference=T0 - timedelta(seconds=10)) == T0 + timedelta(seconds=50)
+    assert breach_start(success_series(100), 0.99) is None  # never breached
+    assert breach_start(success_series(30), 500, below=False) is None
+
+
+def test_the_deploy_just_before_the_breach_ranks_first_and_is_rolled_back() -> None:
+    breach = T0 + timedelta(seconds=300)
+    bad = deploy(0.7, "v1.5.1-errors", 4)
+    changes = [deploy(50, "v1.6.0", 3), bad,
+               Change(at=breach - timedelta(minutes=2), kind="scale", service="veza-backend-api", description="scaled to 3"),
+               deploy(0.5, "v1.6.0", 7, service="veza-chat-server")]
+    ranked = rank_changes(changes, breach, services=["veza-backend-api"])
+    assert ranked[0].change is bad
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    assert "42 s before the signals degraded" in ranked[0].evidence
+    other = next(r for r in ranked if r.change.service == "veza-chat-server")
+    assert other.score < ranked[0].score and "another service" in other.evidence
+    advice = suggest(ranked, breach)
+    assert advice.action == "rollback" and advice.to_revision == 3 and advice.service == "veza-backend-api"
+    assert "error rate rose 42 s after v1.5.1-errors was deployed" in advice.reason
+    assert "roll back veza-backend-api to revision 3 (v1.5.0)" in advice.reason
+
+
+def test_a_change_after_the_breach_cannot_be_its_cause() -> None:
+    breach = T0 + timedelta(seconds=300)
+    late = Change(at=breach + timedelta(minutes=5), kind="deploy", service="veza-backend-api", description="late",
+                  revision=5, version="v9", previous_revision=4)
+    early = deploy(20, "v1.6.0", 3)
+    ranked = rank_changes([late, early], breach, services=["veza-backend-api"])
+    assert ranked[0].change is early and ranked[1].score <= 0.05
+
+
+def test_the_failing_version_doubles_a_changes_score() -> None:
+    breach = T0 + timedelta(seconds=300)
+    change = deploy(10, "v1.5.4-crash", 4)
+    plain = rank_changes([change], breach)[0].score
+    matched = rank_changes([change], breach, failing_versions={"v1.5.4-crash"})[0]
+    assert matched.score == pytest.approx(min(1.0, 2 * plain), abs=1e-3)
+    assert "the failing pods run v1.5.4-crash" in matched.evidence
+
+
+def test_without_signal_data_changes_rank_against_the_trigger_and_say_so() -> None:
+    change = deploy(1, "v1.5.1-errors", 4)
+    ranked = rank_changes([change], None, reference=T0 + timedelta(seconds=300))
+    assert "the incident was triggered (no signal data)" in ranked[0].evidence
+    assert suggest(ranked, None).reason.startswith("the incident was triggered 60 s after v1.5.1-errors")
+
+
+def test_no_change_suggests_a_restart_for_unhealthy_pods_or_nothing() -> None:
+    assert suggest([], None, unhealthy_services=["veza-chat-server"]).action == "restart"
+    nothing = suggest([], None, prior_incidents=["incident abc"])
+    assert nothing.action == "none" and nothing.cites == ["incident abc"]
+
+
+def test_timeline_orders_moments_and_offsets_them_from_the_trigger() -> None:
+    timeline = Timeline()
+    timeline.add(T0 + timedelta(seconds=90), "acknowledged")
+    timeline.add(T0, "triggered")
+    timeline.add("2026-12-01T13:59:20Z", "deploy: veza-backend-api", "evidence", "revision 4")
+    timeline.add(None, "never")  # an unknown moment is not invented
+    timeline.note_missing("golden signals: Prometheus unreachable")
+    rows = timeline.rows(T0)
+    assert [r["what"] for r in rows] == ["deploy: veza-backend-api", "triggered", "acknowledged"]
+    assert [r["T"] for r in rows] == ["-40 s", "+0 s", "+90 s"]
+    assert rows[0]["UTC"] == "2026-12-01 13:59:20Z"
+    assert timeline.missing == ["golden signals: Prometheus unreachable"]
+
+
+def _postmortem() -> PostMortem:
+    timeline = Timeline()
+    timeline.add(T0, "triggered")
+    timeline.add(T0 + timedelta(seconds=42), "recovered")
+    timeline.note_missing("previous-instance logs of pod-x")
+    return PostMortem(incident_id="abc123", title="errors on the API | checkout", severity="P1", env="sandbox",
+                      services=["veza-backend-api"], commander="alice", scribe="bob", communications="",
+                      triggered_at=T0, timeline=timeline,
+                      figures={"time_to_recover_s": 42.0, "failed_requests": 37, "time_to_acknowledge_s": 3.5,
+                               "worst_success_rate": 0.915},
+                      trigger="deploy of v1.5.1-errors", resolution="rolled back to revision 3")
+
+
+def test_postmortem_holds_the_template_the_numbers_and_an_empty_action_table() -> None:
+    text = render_markdown(_postmortem())
+    for section in ("## Summary", "## Impact", "## Trigger", "## Root causes and contributing factors", "## Detection",
+                    "## Resolution", "## Timeline (UTC)", "## Metrics", "## Lessons", "## Action items",
+                    "## Supporting information"):
+        assert section in text
+    assert "| failed requests | 37 |" in text and "| duration (triggered → recovered) | 42.0 s |" in text
+    assert "| lowest success rate | 91.5 % |" in text
+    assert "| time to acknowledge | 3.5 | < 300 (guide §12.3) |" in text
+    assert "| time to mitigate | not measured |" in text
+    assert "errors on the API \\| checkout" not in text.split("\n")[0]  # the title line is plain text
+    table = text.split("## Action items")[1].split("## Supporting")[0]
+    assert "| action | type (prevent / detect / mitigate) | owner | priority | due | ticket |" in table
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(rows) == 2  # header and separator: no action item is invented
+    assert text.count(FOR_PEOPLE) >= 6
+    assert "previous-instance logs of pod-x" in text
+
+
+def test_postmortem_html_renders_the_tables_and_escapes_text() -> None:
+    pm = _postmortem()
+    pm.title = "<script>alert(1)</script>"
+    page = render_html(render_markdown(pm), pm.title)
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<td>37</td>" in page
+    assert "<script>" not in page
+
+
+def test_postmortem_masks_a_registered_secret_in_the_summary() -> None:
+    from runbooks_lib.records.redaction import register_secret
+
+    register_secret("s3cr3t-incident-value", persist=False)
+    pm = _postmortem()
+    pm.title = "db password s3cr3t-incident-value leaked"
+    assert "s3cr3t-incident-value" not in render_markdown(pm)
+
+
+def test_parameters_refuse_a_bad_severity_and_a_future_trigger() -> None:
+    good = IncidentParams(service="veza-backend-api", severity="P1", summary="errors")
+    assert abs((good.triggered - datetime.now(timezone.utc)).total_seconds()) < 5
+    with pytest.raises(ValidationError, match="P0"):
+        IncidentParams(service="veza-backend-api", severity="P5", summary="errors")
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    with pytest.raises(ValidationError, match="in the future"):
+        IncidentParams(service="veza-backend-api", severity="P1", summary="errors", triggered_at=future)
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        IncidentParams(service="veza-backend-api", severity="P1", summary="errors", triggered_at="yesterday")
+    naive = IncidentParams(service="x", severity="P2", summary="abc", triggered_at="2026-01-02T03:04:05")
+    assert naive.triggered_at == "2026-01-02T03:04:05Z"
+
+
+class _Sink(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        _Sink.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_notice_is_short_slack_shaped_and_redacted() -> None:
+    from runbooks_lib.notify import Notice, WebhookNotifier
+    from runbooks_lib.records.redaction import register_secret
+
+    register_secret("hvs.notify-test-secret-0123456789", persist=False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/XXXXSECRETPATH"
+        notifier = WebhookNotifier(url)
+        delivery = notifier.send(Notice("P1", "token hvs.notify-test-secret-0123456789 in logs " + "x" * 400,
+                                        "declared", "veza-backend-api", "sandbox", "sandbox/2026-12-01/r.ipynb"))
+        assert delivery.delivered and delivery.target == f"http://127.0.0.1:{server.server_address[1]}/…"
+        body = _Sink.received[-1]
+        assert body["text"] == body["blocks"][0]["text"]["text"]
+        assert body["text"].startswith("[P1] sandbox/veza-backend-api: token ******** in logs")
+        assert "status: declared" in body["text"] and "record: sandbox/2026-12-01/r.ipynb" in body["text"]
+        assert "hvs.notify" not in json.dumps(body) and len(body["text"]) < 320
+    finally:
+        server.shutdown()
+    unreachable = WebhookNotifier(url, timeout_s=1).send(Notice("P3", "x", "resolved", "s", "e"))
+    assert not unreachable.delivered and "unreachable" in (unreachable.error or "")
