@@ -13,12 +13,13 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .checks import pod_checks, smoke_checks
 from .deploy import Deployment, diff_objects
 from .errors import CheckFailed, NoData
 from .rollout import CHANGE_CAUSE, wait_for_rollout
+from .routing import SelectorRouter, Target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +50,11 @@ class BlueGreen:
         self.new_colour = _other(self.live_colour)
         self.green = f"{self.service}-{self.new_colour}"
         self.flips: list[Flip] = []
+        # Traffic moves through the Service-selector router (routing.SelectorRouter): the live
+        # colour is the "primary", the new colour the "canary"; a flip is 0/100, a flip-back 100/0.
+        self.router = SelectorRouter(self.cluster, Target(
+            service=self.service, primary=self.blue, canary=self.green,
+            primary_labels={"color": self.live_colour}, canary_labels={"color": self.new_colour}))
 
     def run(self) -> None:
         """The guide's blue-green sequence, one record step each: prepare, deploy and test the new
@@ -76,10 +82,6 @@ class BlueGreen:
     def _selector(self) -> dict[str, str]:
         return dict((self.cluster.service(self.service).get("spec") or {}).get("selector") or {})
 
-    def _patch_selector(self, colour: str) -> dict[str, Any]:
-        return self.cluster.patch_service(self.service, {"spec": {"selector": {"color": colour}}},
-                                          what=f"point the selector at {colour}")
-
     def prepare(self) -> str:
         """Label the live pods with their colour and pin the Service to it."""
         notes = []
@@ -90,7 +92,7 @@ class BlueGreen:
                 wait_for_rollout(self.cluster, self.blue, self.deploy.ctx.profile.timeouts.rollout_s)
             notes.append(f"labelled {self.blue}'s pods color={self.live_colour} (rolling restart)")
         if self._selector().get("color") != self.live_colour:
-            self._patch_selector(self.live_colour)
+            self.router.setup()
             notes.append(f"pinned service {self.service} to color={self.live_colour}")
         return "; ".join(notes) or f"{self.blue} is {self.live_colour} and serves all traffic"
 
@@ -135,7 +137,10 @@ class BlueGreen:
         """Point the Service at ``colour`` (default: the new one)."""
         colour = colour or self.new_colour
         began = time.monotonic()
-        self._patch_selector(colour)
+        if colour == self.new_colour:
+            self.router.set_routes(0, 100)
+        else:
+            self.router.set_routes(100, 0)
         flip = Flip(colour, began, round(time.monotonic() - began, 3))
         self.flips.append(flip)
         return flip

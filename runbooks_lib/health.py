@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cluster import Cluster, deployment_state, pod_state
-from .errors import BackendUnavailable, CheckFailed, NoData, NotFound
+from .errors import BackendUnavailable, CheckFailed, NotFound
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,39 +139,14 @@ class HealthCheck:
         return pd.DataFrame(rows).set_index("service")
 
     def plot_golden_signals(self, minutes: float = 10, window: str = "1m") -> "Figure":
-        """Request rate, success rate and p99 per service over the last ``minutes``."""
-        import matplotlib.pyplot as plt
-
+        """Request rate, success rate and p99 per service over the last ``minutes`` (runbooks_lib.signals)."""
         from .metrics import Metrics
+        from .signals import plot_signal_panels, signal_panels
 
-        metrics = Metrics(self.profile.prometheus.url)
         jobs = "|".join(self.services)
-        panels = {
-            "requests/s": f'sum by (job) (rate(http_requests_total{{job=~"{jobs}"}}[{window}]))',
-            "success rate %": (
-                f'100 * (1 - (sum by (job) (rate(http_requests_total{{job=~"{jobs}",code=~"5.."}}[{window}])) '
-                f'or 0 * sum by (job) (rate(http_requests_total{{job=~"{jobs}"}}[{window}]))) '
-                f'/ sum by (job) (rate(http_requests_total{{job=~"{jobs}"}}[{window}])))'
-            ),
-            "p99 ms": f'1000 * histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket{{job=~"{jobs}"}}[{window}])))',
-        }
-        fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-        for ax, (title, promql) in zip(axes, panels.items()):
-            try:
-                frame = metrics.range(promql, minutes=minutes, step_s=max(1, minutes * 60 / 200))
-                for column in frame:
-                    ax.plot(frame.index, frame[column], label=column.replace("job=", ""))
-                ax.legend(fontsize=7)
-            except NoData:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(title)
-            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        slo = self.profile.slo
-        axes[1].axhline(100 * slo.success_rate_min, color="red", linestyle="--", linewidth=1, label="SLO")
-        axes[2].axhline(slo.p99_latency_max_ms, color="red", linestyle="--", linewidth=1, label="SLO")
-        fig.tight_layout()
-        plt.close(fig)  # shown once, by the cell that returns it
-        return fig
+        panels = signal_panels(Metrics(self.profile.prometheus.url), f'job=~"{jobs}"', by="job", minutes=minutes,
+                               window=window, signals=("requests_per_s", "success_rate", "p99_ms"), slo=self.profile.slo)
+        return plot_signal_panels(panels)
 
     def vault(self) -> "pd.DataFrame":
         """Vault reachable, initialised and unsealed; the runbooks' secret path readable (keys only)."""

@@ -81,34 +81,11 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
 
 
 def plot_versions(ctx: "RunContext", service: str, minutes: float = 5) -> Any:
-    """Success rate and p99 per version over the last minutes, with the SLO lines: the decision, drawn."""
-    import matplotlib.pyplot as plt
-
+    """Success rate and p99 per version over the last minutes, with the SLO lines: the decision,
+    drawn with the same queries that took it (runbooks_lib.signals)."""
     from .metrics import Metrics
+    from .signals import plot_signal_panels, selector, signal_panels
 
-    metrics, slo, window = Metrics(ctx.profile.prometheus.url), ctx.profile.slo, "15s"
-    job = f'job="{service}"'
-    panels = {
-        "success rate % by version": (
-            f'100 * (1 - (sum by (version) (rate(http_requests_total{{{job},code=~"5.."}}[{window}])) '
-            f'or 0 * sum by (version) (rate(http_requests_total{{{job}}}[{window}]))) '
-            f'/ sum by (version) (rate(http_requests_total{{{job}}}[{window}])))', 100 * slo.success_rate_min),
-        "p99 ms by version": (
-            f'1000 * histogram_quantile(0.99, sum by (version, le) '
-            f'(rate(http_request_duration_seconds_bucket{{{job}}}[{window}])))', slo.p99_latency_max_ms),
-    }
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
-    for ax, (title, (promql, bound)) in zip(axes, panels.items()):
-        try:
-            frame = metrics.range(promql, minutes=minutes, step_s=2)
-            for column in frame:
-                ax.plot(frame.index, frame[column], label=column.replace("version=", ""))
-        except NoData:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        ax.axhline(bound, color="red", linestyle="--", linewidth=1, label="SLO")
-        ax.set_title(f"{service}: {title}")
-        ax.legend(fontsize=7)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    panels = signal_panels(Metrics(ctx.profile.prometheus.url), selector(service), by="version", minutes=minutes,
+                           window="15s", slo=ctx.profile.slo, step_s=2)
+    return plot_signal_panels(panels, title=f"{service} by version")
