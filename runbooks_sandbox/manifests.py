@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .edge import edge_manifests
+
 __all__ = [
     "NAMESPACE",
     "SECRET_NAME",
@@ -176,6 +178,7 @@ def veza_manifests(home: Path, vault_secret: dict[str, str], version: str = INIT
     for spec in specs:
         objects.append(service(spec, ns))
         objects.append(deployment(spec, repository, version, (replicas or {}).get(spec.name), ns))
+    objects += edge_manifests(ns)  # the guide's Ingress and backend HPA
     return objects
 
 
@@ -213,6 +216,8 @@ def apply_veza(kubeconfig: str, home: Path, vault_addr: str, vault_token: str, n
         "Secret": lambda o: core.create_namespaced_secret(ns, o),
         "Service": lambda o: core.create_namespaced_service(ns, o),
         "Deployment": lambda o: apps.create_namespaced_deployment(ns, o),
+        "Ingress": lambda o: client.NetworkingV1Api(api_client).create_namespaced_ingress(ns, o),
+        "HorizontalPodAutoscaler": lambda o: client.AutoscalingV2Api(api_client).create_namespaced_horizontal_pod_autoscaler(ns, o),
     }
     created = []
     try:

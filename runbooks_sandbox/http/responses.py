@@ -151,7 +151,8 @@ def _resource(backend: Backend, request: Request, target: ResourcePath) -> Respo
         grace = request.query.get("gracePeriodSeconds") or options.get("gracePeriodSeconds")
         if name is not None:
             return Response(200, store.delete(rt, namespace, name, dry_run=dry_run, propagation_policy=policy,
-                                              grace_period_seconds=None if grace is None else int(grace)))
+                                              grace_period_seconds=None if grace is None else int(grace),
+                                              preconditions=options.get("preconditions")))
         return _delete_collection(backend, request, target, dry_run, policy)
     raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
 

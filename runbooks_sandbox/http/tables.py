@@ -125,14 +125,42 @@ def _event_row(ev: Obj) -> list[Any]:
 
 
 def _node_row(node: Obj) -> list[Any]:
-    conditions = node.get("status", {}).get("conditions") or []
+    status = node.get("status", {})
+    conditions = status.get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     roles = ",".join(k.split("/", 1)[1] for k in node["metadata"].get("labels", {})
                      if k.startswith("node-role.kubernetes.io/")) or "<none>"
-    addresses = node.get("status", {}).get("addresses") or []
+    addresses = status.get("addresses") or []
     internal = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "<none>")
+    external = next((a["address"] for a in addresses if a.get("type") == "ExternalIP"), "<none>")
+    info = status.get("nodeInfo", {})
     return [node["metadata"]["name"], "Ready" if ready else "NotReady", roles, _age(node),
-            node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""), internal]
+            info.get("kubeletVersion", ""), internal, external, info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+def _hpa_row(hpa: Obj) -> list[Any]:
+    spec, status = hpa.get("spec", {}), hpa.get("status", {})
+    ref = spec.get("scaleTargetRef") or {}
+    current = {(m.get("resource") or {}).get("name"): m for m in status.get("currentMetrics") or []}
+    targets = []
+    for metric in spec.get("metrics") or []:
+        resource = metric.get("resource") or {}
+        wanted = (resource.get("target") or {}).get("averageUtilization")
+        seen = ((current.get(resource.get("name")) or {}).get("resource") or {}).get("current", {})
+        shown = f"{seen['averageUtilization']}%" if "averageUtilization" in seen else "<unknown>"
+        targets.append(f"{resource.get('name', metric.get('type', ''))}: {shown}/{wanted}%")
+    return [hpa["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", ", ".join(targets) or "<none>",
+            spec.get("minReplicas", 1), spec.get("maxReplicas", 0), status.get("currentReplicas", 0), _age(hpa)]
+
+
+def _ingress_row(ing: Obj) -> list[Any]:
+    spec = ing.get("spec", {})
+    hosts = ",".join(r.get("host") or "*" for r in spec.get("rules") or []) or "*"
+    balancers = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    address = ",".join(b.get("ip") or b.get("hostname") or "" for b in balancers)
+    return [ing["metadata"]["name"], spec.get("ingressClassName") or "<none>", hosts, address,
+            "80, 443" if spec.get("tls") else "80", _age(ing)]
 
 
 def _virtualservice_row(vs: Obj) -> list[Any]:
@@ -167,7 +195,15 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
     "leases": ([_NAME, ("Holder", "string", 0), _AGE],
                lambda o: [o["metadata"]["name"], o.get("spec", {}).get("holderIdentity", ""), _age(o)]),
     "nodes": ([_NAME, ("Status", "string", 0), ("Roles", "string", 0), _AGE, ("Version", "string", 0),
-               ("Internal-IP", "string", 1)], _node_row),
+               ("Internal-IP", "string", 1), ("External-IP", "string", 1), ("OS-Image", "string", 1),
+               ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)], _node_row),
+    "serviceaccounts": ([_NAME, ("Secrets", "integer", 0), _AGE],
+                        lambda o: [o["metadata"]["name"], len(o.get("secrets") or []), _age(o)]),
+    "horizontalpodautoscalers": ([_NAME, ("Reference", "string", 0), ("Targets", "string", 0),
+                                  ("MinPods", "string", 0), ("MaxPods", "integer", 0), ("Replicas", "integer", 0),
+                                  _AGE], _hpa_row),
+    "ingresses": ([_NAME, ("Class", "string", 0), ("Hosts", "string", 0), ("Address", "string", 0),
+                   ("Ports", "string", 0), _AGE], _ingress_row),
     "virtualservices": ([_NAME, ("Gateways", "string", 0), ("Hosts", "string", 0), _AGE], _virtualservice_row),
     "destinationrules": ([_NAME, ("Host", "string", 0), _AGE],
                          lambda o: [o["metadata"]["name"], o.get("spec", {}).get("host", ""), _age(o)]),

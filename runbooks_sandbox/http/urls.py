@@ -79,7 +79,12 @@ def match_resource(registry: ResourceRegistry, path: str) -> ResourcePath | None
     if info is None:
         return None
     if info.type == NAMESPACES and len(rest) >= 2:
-        return ResourcePath(info, None, rest[1], rest[2] if len(rest) == 3 else None, watch_prefix)
+        # /api/v1/namespaces/NS/<plural> of a resource not served here (replicationcontrollers,
+        # persistentvolumeclaims ...) is not a subresource of the namespace: it is a 404.
+        subresource = rest[2] if len(rest) == 3 else None
+        if subresource is not None and subresource not in info.subresources:
+            return None
+        return ResourcePath(info, None, rest[1], subresource, watch_prefix)
     name = rest[1] if len(rest) >= 2 else None
     subresource = rest[2] if len(rest) == 3 else None
     if subresource is not None and subresource not in info.subresources:

@@ -152,3 +152,36 @@ def validate_selector(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
     if not isinstance(replicas, int) or replicas < 0:
         raise Invalid.field(kind, name, "spec.replicas",
                             f"Invalid value: {replicas}: must be greater than or equal to 0")
+
+
+def horizontal_pod_autoscaler(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):  # autoscaling/v2's default: 80 % average CPU
+        spec["metrics"] = [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+    if old is None:
+        obj["status"] = {"currentReplicas": 0, "desiredReplicas": 0}
+
+
+def validate_horizontal_pod_autoscaler(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    kind, name, spec = obj.get("kind", ""), obj["metadata"].get("name"), obj.get("spec", {})
+    target = spec.get("scaleTargetRef") or {}
+    if not target.get("kind") or not target.get("name"):
+        raise Invalid.field(kind, name, "spec.scaleTargetRef", "Required value: kind and name are required")
+    low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+    if not isinstance(high, int) or high < 1:
+        raise Invalid.field(kind, name, "spec.maxReplicas", f"Invalid value: {high}: must be greater than 0")
+    if not isinstance(low, int) or low < 1:
+        raise Invalid.field(kind, name, "spec.minReplicas", f"Invalid value: {low}: must be greater than or equal to 1")
+    if low > high:
+        raise Invalid.field(kind, name, "spec.maxReplicas",
+                            f"Invalid value: {high}: must be greater than or equal to `minReplicas`")
+
+
+def ingress(obj: Obj, old: Obj | None, alloc: Allocator) -> None:
+    for rule in obj.setdefault("spec", {}).get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            path.setdefault("pathType", "ImplementationSpecific")
+    if old is None:
+        obj["status"] = {"loadBalancer": {}}

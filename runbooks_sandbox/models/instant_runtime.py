@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 from .api import StoreEvent
 from .errors import ApiError, BadRequest
-from .resources import NODES, PODS
+from .nodes import NODE_NAME, register_node
+from .resources import PODS
 from .store import MemoryStore, now_rfc3339
 
-NODE_NAME = "sandbox-node"
 
 
 def pod_status(pod: dict[str, Any], ip: str, ready: bool) -> dict[str, Any]:
@@ -91,19 +91,7 @@ class InstantRuntime:
         return "" if tail == 0 else f"instant runtime: pod {namespace}/{name} started\n"
 
     def _register_node(self, store: MemoryStore) -> None:
-        node = {"metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME,
-                                                             "node-role.kubernetes.io/control-plane": ""}},
-                "spec": {}}
-        try:
-            store.create(NODES, None, node)
-        except ApiError:
-            pass  # already registered (a restarted runtime)
-        store.update_status(NODES, None, NODE_NAME, {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
-            "nodeInfo": {"kubeletVersion": "v1.32.0-sandbox", "operatingSystem": "linux", "architecture": "amd64"},
-        })
+        register_node(store, "sandbox://instant", now_rfc3339())
 
     def _on_event(self, event: StoreEvent) -> None:
         if event.resource == PODS and event.type == "ADDED":

@@ -33,6 +33,9 @@ REPLICASETS = ResourceType("apps", "v1", "replicasets", "ReplicaSet")
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 VIRTUALSERVICES = ResourceType("networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
 DESTINATIONRULES = ResourceType("networking.istio.io", "v1beta1", "destinationrules", "DestinationRule")
+SERVICEACCOUNTS = ResourceType("", "v1", "serviceaccounts", "ServiceAccount")
+HORIZONTALPODAUTOSCALERS = ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+INGRESSES = ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress")
 
 
 @dataclass(frozen=True)
@@ -114,4 +117,8 @@ def builtin_registry() -> ResourceRegistry:
         ResourceInfo(LEASES, ()),
         ResourceInfo(VIRTUALSERVICES, ("vs",), categories=("istio-io", "networking-istio-io")),
         ResourceInfo(DESTINATIONRULES, ("dr",), categories=("istio-io", "networking-istio-io")),
+        ResourceInfo(SERVICEACCOUNTS, ("sa",), has_spec=False),
+        ResourceInfo(HORIZONTALPODAUTOSCALERS, ("hpa",), status, ("all",), on_write=defaults.horizontal_pod_autoscaler,
+                     validate=defaults.validate_horizontal_pod_autoscaler),
+        ResourceInfo(INGRESSES, ("ing",), status, on_write=defaults.ingress),
     ])

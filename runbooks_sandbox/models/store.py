@@ -26,6 +26,9 @@ from .selectors import (fields_match, labels_match, parse_field_selector, parse_
 from .watch import Watcher
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+# What DELETE puts on an owner for the garbage collector (metav1.FinalizerOrphanDependents / ...DeleteDependents).
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what the API server uses for generateName
 
 
@@ -189,6 +192,7 @@ class MemoryStore:
     def delete(
         self, rt: ResourceType, namespace: str | None, name: str, *, dry_run: bool = False,
         propagation_policy: str | None = None, grace_period_seconds: int | None = None,
+        preconditions: Obj | None = None,
     ) -> Obj:
         """Delete an object, or mark it deleting while it has finalizers.
 
@@ -196,19 +200,32 @@ class MemoryStore:
         processes adds one to its pods, sees deletionTimestamp and deletionGracePeriodSeconds,
         stops the process, then removes its finalizer, which completes the deletion.
 
-        Dependents (by ownerReferences) and a namespace's objects are deleted at once, in the
-        same call: the Background/Foreground distinction of the real garbage collector is not
-        modelled, only Orphan (which strips the ownerReference instead).
+        Dependents (by ownerReferences) are the garbage collector's business
+        (``controllers.garbage``), as on a cluster: with Background (the default) the owner goes
+        at once and the collector deletes its dependents afterwards; Foreground and Orphan put
+        the ``foregroundDeletion`` / ``orphan`` finalizer on the owner, which the collector
+        removes once the blocking dependents are gone / the dependents are let go. A
+        namespace's objects go with it in this call.
         """
+        if propagation_policy not in (None, "Background", "Foreground", "Orphan"):
+            raise errors.BadRequest(f'propagationPolicy: Unsupported value: "{propagation_policy}": '
+                                    'supported values: "Foreground", "Background", "Orphan"')
         with self.lock:
             current = self._require(rt, namespace, name)
             if rt == NAMESPACES and name in PROTECTED_NAMESPACES:
                 raise errors.Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+            self._check_preconditions(rt, current, preconditions)
             if dry_run:
                 return clone(current)
             result = self._delete(rt, namespace, current, propagation_policy, grace_period_seconds)
         self._dispatch()
         return result
+
+    def objects_metadata(self) -> list[tuple[ResourceType, Obj]]:
+        """(type, metadata copy) of every stored object: what the garbage collector's graph needs."""
+        with self.lock:
+            return [(self._types[key], clone(obj["metadata"]))
+                    for key, objects in self._objects.items() for obj in objects.values()]
 
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
         """Call callback (quickly: enqueue, do not block) after every committed write, in order.
@@ -337,10 +354,25 @@ class MemoryStore:
                 self._commit("MODIFIED", rt, namespace, new, current)
         return self._scale_view(new) if subresource == "scale" else clone(new)
 
+    def _check_preconditions(self, rt: ResourceType, current: Obj, preconditions: Obj | None) -> None:
+        """DeleteOptions.preconditions: the uid and/or resourceVersion the caller expects."""
+        meta = current["metadata"]
+        for field in ("uid", "resourceVersion"):
+            wanted = (preconditions or {}).get(field)
+            if wanted and wanted != meta.get(field):
+                raise errors.Conflict(
+                    f'Operation cannot be fulfilled on {rt.plural} "{meta["name"]}": Precondition failed: '
+                    f"{field.upper() if field == 'uid' else 'ResourceVersion'} in precondition: {wanted}, "
+                    f"{field.upper() if field == 'uid' else 'ResourceVersion'} in object meta: {meta.get(field)}")
+
     def _delete(self, rt: ResourceType, namespace: str | None, current: Obj, policy: str | None,
                 grace_period_seconds: int | None = None) -> Obj:
         meta = current["metadata"]
-        if meta.get("finalizers"):
+        finalizers = list(meta.get("finalizers") or [])
+        gc_finalizer = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}.get(policy or "")
+        if gc_finalizer and not meta.get("deletionTimestamp") and gc_finalizer not in finalizers:
+            finalizers.append(gc_finalizer)
+        if finalizers:
             if meta.get("deletionTimestamp"):
                 return clone(current)
             new = dict(current)
@@ -348,18 +380,16 @@ class MemoryStore:
             # process): the request's, else the pod's terminationGracePeriodSeconds.
             if grace_period_seconds is None:
                 grace_period_seconds = current.get("spec", {}).get("terminationGracePeriodSeconds", 0)
-            new["metadata"] = dict(meta, deletionTimestamp=now_rfc3339(),
+            new["metadata"] = dict(meta, deletionTimestamp=now_rfc3339(), finalizers=finalizers,
                                    deletionGracePeriodSeconds=grace_period_seconds)
             self._commit("MODIFIED", rt, namespace, new, current)
             return clone(new)
-        return self._remove(rt, namespace, current, current, policy)
+        return self._remove(rt, namespace, current, current)
 
-    def _remove(self, rt: ResourceType, namespace: str | None, final: Obj, current: Obj,
-                policy: str | None = None) -> Obj:
+    def _remove(self, rt: ResourceType, namespace: str | None, final: Obj, current: Obj) -> Obj:
         if rt == NAMESPACES:
             self._delete_namespace_contents(final["metadata"]["name"])
         self._commit("DELETED", rt, namespace, final, current)
-        self._collect_dependents(final["metadata"]["uid"], policy)
         return clone(final)
 
     def _delete_namespace_contents(self, namespace: str) -> None:
@@ -368,26 +398,6 @@ class MemoryStore:
             for (ns, name), obj in list(objects.items()):
                 if ns == namespace and (ns, name) in objects:
                     self._remove(rt, ns, obj, obj)
-
-    def _collect_dependents(self, owner_uid: str, policy: str | None) -> None:
-        """ownerReferences garbage collection, synchronous and simplified (see delete())."""
-        for key, objects in list(self._objects.items()):
-            rt = self._types[key]
-            for (ns, name), obj in list(objects.items()):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if not any(r.get("uid") == owner_uid for r in refs):
-                    continue
-                if (ns, name) not in objects:
-                    continue  # already removed by an earlier cascade step
-                remaining = [r for r in refs if r.get("uid") != owner_uid]
-                if policy == "Orphan" or remaining:
-                    new = dict(obj)
-                    new["metadata"] = dict(obj["metadata"], ownerReferences=remaining)
-                    if not remaining:
-                        del new["metadata"]["ownerReferences"]
-                    self._commit("MODIFIED", rt, ns or None, new, obj)
-                else:
-                    self._delete(rt, ns or None, obj, policy)
 
     def _commit(self, kind: str, rt: ResourceType, namespace: str | None, new: Obj, old: Obj | None) -> None:
         self._rv += 1

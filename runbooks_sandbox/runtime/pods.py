@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 from ..models.api import StoreEvent, Store
 from ..models.errors import ApiError, BadRequest, NotFound
-from ..models.resources import NODES, PODS
+from ..models.nodes import FINALIZER, NODE_NAME, register_node
+from ..models.resources import PODS
 from ..models.store import now_rfc3339
 from ..workload import ImageCatalog, clear_fault, inject_fault, load_image_catalog
 from .events import EventRecorder
@@ -45,8 +46,6 @@ __all__ = ["FINALIZER", "NODE_NAME", "ProcessRuntime", "RuntimeSettings"]
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
-NODE_NAME = "sandbox-node"
-FINALIZER = "sandbox.veza.app/kubelet"  # holds a deleted pod until its processes have stopped
 
 
 @dataclass(frozen=True)
@@ -239,19 +238,4 @@ class ProcessRuntime:
                 self.remove_finalizer(pod["metadata"]["namespace"], pod["metadata"]["name"])
 
     def _register_node(self, store: Store) -> None:
-        node = {"metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                                                             "node-role.kubernetes.io/control-plane": ""}},
-                "spec": {}}
-        try:
-            store.create(NODES, None, node)
-        except ApiError:
-            pass  # registered by an earlier runtime
-        now = now_rfc3339()
-        store.update_status(NODES, None, NODE_NAME, {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE_NAME}],
-            "nodeInfo": {"kubeletVersion": "v1.32.0-sandbox", "containerRuntimeVersion": "sandbox://processes",
-                         "operatingSystem": "linux", "architecture": "amd64"},
-        })
+        register_node(store, "sandbox://processes", now_rfc3339())

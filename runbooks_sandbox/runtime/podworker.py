@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..models.errors import ApiError, BadRequest
+from ..models.nodes import FINALIZER, NODE_NAME
 from ..models.resources import PODS
 from ..models.store import now_rfc3339
 from ..workload import ImagePullError
@@ -42,8 +43,6 @@ class PodWorker:
     """The kubelet for one pod (see the module doc); created and driven by ProcessRuntime."""
 
     def __init__(self, runtime: ProcessRuntime, pod: Obj) -> None:
-        from .pods import FINALIZER, NODE_NAME
-
         self.runtime = runtime
         self.settings = runtime.settings
         self.node, self.finalizer = NODE_NAME, FINALIZER

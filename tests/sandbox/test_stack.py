@@ -191,6 +191,16 @@ def test_kubectl_logs_and_events(kubectl) -> None:
     assert "ScalingReplicaSet" in events and "Started" in events
 
 
+def test_the_guides_ingress_and_backend_hpa_are_applied(kubectl) -> None:
+    hpa = json.loads(kubectl("get", "hpa", "veza-backend-hpa", "-o", "json"))
+    spec = hpa["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"], spec["scaleTargetRef"]["name"]) == (3, 10, "veza-backend-api")
+    ingress = json.loads(kubectl("get", "ingress", "veza-ingress", "-o", "json"))
+    hosts = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["spec"]["rules"]}
+    assert hosts == {"api.veza.app": "veza-backend-api", "veza.app": "veza-frontend"}
+    assert "default" in kubectl("get", "serviceaccounts")
+
+
 def test_injected_faults_reach_the_traffic_and_clear(state_dir: Path) -> None:
     since = datetime.now(timezone.utc).isoformat()
     runbook("sandbox", "fault", "veza-frontend", "--error-rate", "1", "--state-dir", str(state_dir))

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
 from runbooks_sandbox.models import errors
+from runbooks_sandbox.models.controllers.garbage import GarbageCollector
+from runbooks_sandbox.models.controllers.queue import WorkQueue, Worker
 from runbooks_sandbox.models.resources import (CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS,
                                                SECRETS)
 from runbooks_sandbox.models.store import MemoryStore
@@ -162,18 +165,49 @@ def test_namespace_deletion_deletes_its_objects(store: MemoryStore) -> None:
         store.delete(NAMESPACES, None, "kube-system")
 
 
-def test_owner_deletion_collects_dependents_unless_orphaned(store: MemoryStore) -> None:
+@pytest.fixture
+def collected_store(store: MemoryStore):  # type: ignore[no-untyped-def]
+    """The store with the garbage collector (and no other controller) running against it."""
+    queue = WorkQueue()
+    collector = GarbageCollector(store, queue)
+    unsubscribe = store.subscribe(lambda event: [queue.add(k) for k in collector.keys_for(event)])
+    for key in collector.all_keys():
+        queue.add(key)
+    worker = Worker("gc", queue, collector.sync)
+    worker.start()
+    yield store
+    unsubscribe()
+    queue.shut_down()
+    worker.join(timeout=5)
+
+
+def eventually(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def test_owner_deletion_collects_dependents_unless_orphaned(collected_store: MemoryStore) -> None:
+    store = collected_store
     deploy = store.create(DEPLOYMENTS, "default", deployment())
     rs = store.create(REPLICASETS, "default", owned("rs", deploy, "web-1"))
     store.create(PODS, "default", owned("pod", rs, "web-1-a"))
     store.delete(DEPLOYMENTS, "default", "web")
-    assert store.list(REPLICASETS, "default")[0] == [] and store.list(PODS, "default")[0] == []
+    eventually(lambda: store.list(REPLICASETS, "default")[0] == [] and store.list(PODS, "default")[0] == [])
 
+    deploy = store.create(DEPLOYMENTS, "default", deployment())
     rs = store.create(REPLICASETS, "default", owned("rs", deploy, "web-2"))
     store.create(PODS, "default", owned("pod", rs, "web-2-a"))
-    store.delete(REPLICASETS, "default", "web-2", propagation_policy="Orphan")
+    marked = store.delete(REPLICASETS, "default", "web-2", propagation_policy="Orphan")
+    assert marked["metadata"]["finalizers"] == ["orphan"] and marked["metadata"]["deletionTimestamp"]
+    eventually(lambda: store.list(REPLICASETS, "default")[0] == [])
     (pod,), _ = store.list(PODS, "default")
     assert "ownerReferences" not in pod["metadata"]
+    with pytest.raises(errors.BadRequest):
+        store.delete(DEPLOYMENTS, "default", "web", propagation_policy="Sideways")
+    with pytest.raises(errors.Conflict):
+        store.delete(DEPLOYMENTS, "default", "web", preconditions={"uid": "not-its-uid"})
 
 
 def test_finalizers_hold_deletion_until_removed(store: MemoryStore) -> None:

@@ -1,4 +1,4 @@
-"""The sandbox's controllers: Deployment, ReplicaSet and Endpoints, running against a Store.
+"""The sandbox's controllers: Deployment, ReplicaSet, Endpoints, HPA, ServiceAccounts, garbage collector.
 
 They behave as kube-controller-manager's do, so that ``kubectl rollout status|history|undo``
 and the runbooks read the same results as from a cluster. Each controller has one worker
@@ -17,7 +17,10 @@ from typing import Any, Hashable, Protocol
 
 from ..api import Store, StoreEvent
 from .deployment import DeploymentController
+from .autoscaler import HorizontalPodAutoscalerController
 from .endpoints import EndpointsController
+from .garbage import GarbageCollector
+from .serviceaccounts import ServiceAccountsController
 from .queue import WorkQueue, Worker
 from .replicaset import ReplicaSetController
 
@@ -44,7 +47,8 @@ class SandboxControllers:
         self.resync_s = resync_s
         self._queues: dict[str, WorkQueue] = {}
         self._controllers: list[_Controller] = []
-        for factory in (DeploymentController, ReplicaSetController):
+        for factory in (DeploymentController, ReplicaSetController, GarbageCollector,
+                        ServiceAccountsController, HorizontalPodAutoscalerController):
             queue = WorkQueue()
             self._add(factory(store, queue), queue)
         self._add(EndpointsController(store), WorkQueue())
@@ -114,5 +118,5 @@ class SandboxControllers:
 
 
 def start_controllers(store: Store, *, resync_s: float = DEFAULT_RESYNC_S) -> SandboxControllers:
-    """Start the Deployment, ReplicaSet and Endpoints controllers against store."""
+    """Start the Deployment, ReplicaSet, Endpoints, HPA and ServiceAccounts controllers and the garbage collector."""
     return SandboxControllers(store, resync_s=resync_s).start()

@@ -124,7 +124,7 @@ class ReplicaSetController:
         try:
             rs = self.store.get(REPLICASETS, namespace, name)
         except NotFound:
-            return  # its pods went with it (the store collects dependents)
+            return  # its pods are the garbage collector's
         owned = [p for p in self.store.list(PODS, namespace)[0] if is_controlled_by(p, uid_of(rs))]
         pods = [p for p in owned if is_pod_active(p)]
         if not is_terminating(rs):
@@ -137,6 +137,20 @@ class ReplicaSetController:
         if recheck is not None:
             self.queue.add_after(key, recheck)
 
+    def _still_wanted(self, rs: Obj) -> bool:
+        """The ReplicaSet this sync read still exists unchanged and is not being deleted.
+
+        A pod created from a stale copy after its ReplicaSet went would be ownerless; the
+        garbage collector removes such pods, but not creating them at all keeps pods (real
+        processes in the sandbox) from starting only to be stopped.
+        """
+        try:
+            now = self.store.get(REPLICASETS, rs["metadata"].get("namespace"), name_of(rs))
+        except NotFound:
+            return False
+        return (uid_of(now) == uid_of(rs) and not is_terminating(now)
+                and now["metadata"].get("generation") == rs["metadata"].get("generation"))
+
     def _manage(self, rs: Obj, pods: list[Obj]) -> list[Obj]:
         """Create or delete pods towards spec.replicas; returns the resulting active pods."""
         diff = len(pods) - rs_replicas(rs)
@@ -144,6 +158,8 @@ class ReplicaSetController:
         if diff < 0:
             selector = from_label_selector_object(rs["spec"].get("selector"))
             for _ in range(min(-diff, BURST_REPLICAS)):
+                if not self._still_wanted(rs):
+                    return pods  # deleted or scaled meanwhile: this copy is stale
                 pod = pod_from_template(rs)
                 if not labels_match(selector, pod["metadata"]["labels"]):
                     return pods  # would be orphaned at once; validation should have refused it
