@@ -110,6 +110,18 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
     if info.get("pods"):
         click.echo(f"  {len(info['pods'])} container processes: " + ", ".join(
             f"{key.split('/')[1]} ({pid})" for key, pid in sorted(info["pods"].items())))
+    if info.get("memory"):
+        _echo_memory(info["memory"])
+
+
+def _echo_memory(memory: dict[str, Any]) -> None:
+    """The memory cost of the sandbox: total, each server, the pods per app."""
+    click.echo(f"memory (RSS): {memory['total_mb']:.0f} MB in all; pods {memory['pods_mb']:.0f} MB")
+    for name, mb in sorted(memory["components"].items(), key=lambda item: -item[1]):
+        click.echo(f"  {name:<26} {mb:7.1f} MB")
+    for app, entry in memory["by_app"].items():
+        per_pod = entry["mb"] / entry["pods"] if entry["pods"] else 0.0
+        click.echo(f"  pods of {app:<18} {entry['mb']:7.1f} MB  ({entry['pods']} pods, {per_pod:.1f} MB each)")
 
 
 @sandbox.command("traffic")

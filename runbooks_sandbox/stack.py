@@ -407,7 +407,27 @@ class Sandbox:
         if info["running"]:
             info["deployments"] = self._deployments()
             info["pods"] = self.pod_pids()
+            info["memory"] = self.memory(info["pods"])
         return info
+
+    def memory(self, pod_pids: dict[str, int] | None = None) -> dict[str, Any]:
+        """Resident memory (MiB) of every component and of the pods by app (see :mod:`.memory`)."""
+        from .memory import memory_report
+
+        pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
+        return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
+
+    def _pod_apps(self) -> dict[str, str]:
+        """``namespace/pod`` -> its app label, for every pod the API server holds."""
+        import requests
+
+        api = self._read_json(self.supervisor_status_path).get("api_url")
+        try:
+            items = requests.get(f"{api}/api/v1/pods", timeout=3).json()["items"]
+        except (requests.RequestException, ValueError, KeyError):
+            return {}
+        return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": (p['metadata'].get('labels') or {}).get("app", "")
+                for p in items}
 
     def _deployments(self) -> dict[str, Any]:
         import requests

@@ -101,12 +101,19 @@ def test_env_file_is_private_and_feeds_the_sandbox_profile(state_dir: Path, env:
     assert out == ["veza-sandbox", env["PROMETHEUS_URL"]]
 
 
+def _catalog_replicas() -> dict[str, int]:
+    import yaml
+
+    services = yaml.safe_load((REPO / "parameters" / "services.yaml").read_text())["services"]
+    return {name: int(spec["replicas"]) for name, spec in services.items()}
+
+
 def test_kubectl_lists_the_veza_pods_with_their_ips(kubectl) -> None:
     table = kubectl("get", "pods", "-o", "wide")
     pods = _pods(kubectl)
-    apps = sorted(p["metadata"]["labels"]["app"] for p in pods)
-    assert apps.count("veza-backend-api") == 3
-    assert {"veza-chat-server", "veza-stream-server", "veza-frontend"} <= set(apps)
+    apps = [p["metadata"]["labels"]["app"] for p in pods]
+    # The catalog's shape: as many pods of each service as parameters/services.yaml says.
+    assert {app: apps.count(app) for app in set(apps)} == _catalog_replicas()
     for pod in pods:
         ip = pod["status"]["podIP"]
         assert ip.startswith("127.") and ip != "127.0.0.1"
@@ -159,7 +166,15 @@ def test_status_says_what_runs_where(state_dir: Path) -> None:
     assert info["running"] is True
     assert {"supervisor", "openbao", "prometheus", "postgres_primary", "postgres_standby"} <= set(info["components"])
     assert all(part["alive"] for part in info["components"].values())
-    assert info["deployments"]["veza-backend-api"]["ready"] == 3
+    assert {name: d["ready"] for name, d in info["deployments"].items()} == _catalog_replicas()
+    # The memory cost: every component and every app's pods, adding up to the total.
+    memory = info["memory"]
+    assert set(memory["components"]) == set(info["components"])
+    assert memory["by_app"]["veza-chat-server"]["pods"] == _catalog_replicas()["veza-chat-server"]
+    assert all(entry["mb"] > 5 for entry in memory["by_app"].values())
+    assert memory["total_mb"] == pytest.approx(sum(memory["components"].values()) + memory["pods_mb"], abs=0.5)
+    text = runbook("sandbox", "status", "--state-dir", str(state_dir)).stdout
+    assert "memory (RSS):" in text and "pods of veza-frontend" in text
 
 
 def test_up_again_says_it_already_runs(state_dir: Path) -> None:
