@@ -104,7 +104,8 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
     click.echo(f"sandbox {'running' if info['running'] else 'not running'} ({info['state_dir']})")
     for name, part in info["components"].items():
         where = part.get("url") or part.get("api_url") or (f":{part['port']}" if part.get("port") else "")
-        click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {'alive' if part['alive'] else 'DEAD':<6} {where}")
+        state = "alive" if part["alive"] else (part.get("fault") or "DEAD").upper()
+        click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {state:<6} {where}")
     for name, d in info["deployments"].items():
         click.echo(f"  deploy/{name:<22} {d['ready']}/{d['replicas']} ready  {d['image']}")
     if info.get("pods"):
@@ -159,13 +160,25 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--health-fail", is_flag=True, help="/health fails: the liveness probe restarts the container.")
 @click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
 @click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
+@click.option("--down", is_flag=True, help="TARGET redis only: stop the cache server (--clear starts it again).")
 @click.option("--clear", is_flag=True, help="Remove every injected fault.")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
-                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, clear: bool) -> None:
-    """Inject faults into the running pods of a service (or one pod), for incident drills.
+                  latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, down: bool,
+                  clear: bool) -> None:
+    """Inject faults into the running pods of a service (or one pod), or take Redis away, for incident drills.
 
-    TARGET is a service (veza-backend-api: all its pods) or a pod name.
+    TARGET is a service (veza-backend-api: all its pods), a pod name, or `redis` (with --down or --clear).
     """
+    if target == "redis":
+        if down == clear or any(v not in (None, False) for v in (error_rate, latency_ms, health_fail, ready_fail, crash)):
+            raise click.UsageError("redis takes --down (stop it) or --clear (start it again), nothing else")
+        try:
+            click.echo(_sandbox(state_dir).cache_outage(down=down))
+        except ServerError as e:
+            raise _fail(e) from e
+        return
+    if down:
+        raise click.UsageError("--down applies to the target redis only")
     faults: dict[str, Any] = {}
     if error_rate is not None:
         faults["error_rate"] = error_rate

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = [sys.executable, "-m", "runbooks_lib.cli"]
 ENV_NAMES = ("KUBECONFIG", "CLUSTER_UID", "VAULT_ADDR", "VAULT_TOKEN", "PROMETHEUS_URL", "PG_PRIMARY_DSN",
-             "PG_STANDBY_DSN", "TRAFFIC_URL", "NAMESPACE")
+             "PG_STANDBY_DSN", "REDIS_URL", "TRAFFIC_URL", "NAMESPACE")
 
 
 def runbook(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -164,7 +164,7 @@ def test_prometheus_has_samples_for_every_pod(env: dict[str, str], kubectl) -> N
 def test_status_says_what_runs_where(state_dir: Path) -> None:
     info = json.loads(runbook("sandbox", "status", "--state-dir", str(state_dir), "--json").stdout)
     assert info["running"] is True
-    assert {"supervisor", "openbao", "prometheus", "postgres_primary", "postgres_standby"} <= set(info["components"])
+    assert {"supervisor", "openbao", "prometheus", "postgres_primary", "postgres_standby", "redis"} <= set(info["components"])
     assert all(part["alive"] for part in info["components"].values())
     assert {name: d["ready"] for name, d in info["deployments"].items()} == _catalog_replicas()
     # The memory cost: every component and every app's pods, adding up to the total.
@@ -220,6 +220,60 @@ def test_injected_faults_reach_the_traffic_and_clear(state_dir: Path) -> None:
     after = json.loads(runbook("sandbox", "traffic", "--json", "--since", cleared,
                                "--state-dir", str(state_dir)).stdout)["veza-frontend"]
     assert after["requests"] > 0 and after["failed"] == 0
+
+
+def _prometheus_value(env: dict[str, str], promql: str) -> float | None:
+    result = requests.get(f"{env['PROMETHEUS_URL']}/api/v1/query", params={"query": promql}, timeout=5).json()
+    values = result["data"]["result"]
+    return float(values[0]["value"][1]) if values else None
+
+
+def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_redis_backs_the_backend_and_an_outage_shows_everywhere(state_dir: Path, env: dict[str, str],
+                                                                   kubectl) -> None:
+    import redis
+
+    from runbooks_lib.cache import ping_redis
+
+    # The real redis-server holds the backend's sessions (the load generator signs "users" in).
+    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=2)
+    assert client.ping() and client.keys("veza:session:*")
+    synced = json.loads(kubectl("get", "secret", "veza-secrets", "-o", "json"))["data"]["redis-url"]
+    assert base64.b64decode(synced).decode() == env["REDIS_URL"]
+    # Prometheus scrapes the Redis exporter and the backend's Redis operations.
+    _wait_for(lambda: _prometheus_value(env, 'redis_up{job="redis"}') == 1, what="redis_up == 1")
+    _wait_for(lambda: (_prometheus_value(env, 'sum(veza_redis_operations_total{job="veza-backend-api",outcome="ok"})')
+                       or 0) > 0, what="backend redis operations")
+    assert ping_redis(env["REDIS_URL"]).reachable
+
+    since = datetime.now(timezone.utc).isoformat()
+    runbook("sandbox", "fault", "redis", "--down", "--state-dir", str(state_dir))
+    try:
+        down = ping_redis(env["REDIS_URL"], timeout_s=0.5)
+        assert not down.reachable and down.error and "@" not in down.error
+        backend = next(p for p in _pods(kubectl) if p["metadata"]["labels"]["app"] == "veza-backend-api")
+        port = backend["spec"]["containers"][0]["ports"][0]["containerPort"]
+        reply = requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/users/me", timeout=3)
+        assert reply.status_code == 503
+        assert requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/playlists", timeout=3).ok
+        _wait_for(lambda: _prometheus_value(env, 'redis_up{job="redis"}') == 0, what="redis_up == 0")
+        status = json.loads(runbook("sandbox", "status", "--json", "--state-dir", str(state_dir)).stdout)
+        assert status["components"]["redis"]["fault"] == "stopped"
+    finally:
+        runbook("sandbox", "fault", "redis", "--clear", "--state-dir", str(state_dir))
+    failed = json.loads(runbook("sandbox", "traffic", "--json", "--since", since,
+                                "--state-dir", str(state_dir)).stdout)["veza-backend-api"]["failed"]
+    assert failed > 0  # the load generator saw the outage
+    assert ping_redis(env["REDIS_URL"]).reachable  # same port and password again
+    assert requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/users/me", timeout=3).ok
 
 
 def test_down_leaves_no_process_and_no_port(state_dir: Path, kubectl) -> None:
