@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from . import defaults
+from . import batch, defaults
 from .api import ResourceType
 
 Obj = dict[str, Any]
@@ -114,4 +114,7 @@ def builtin_registry() -> ResourceRegistry:
         ResourceInfo(LEASES, ()),
         ResourceInfo(VIRTUALSERVICES, ("vs",), categories=("istio-io", "networking-istio-io")),
         ResourceInfo(DESTINATIONRULES, ("dr",), categories=("istio-io", "networking-istio-io")),
+        ResourceInfo(batch.JOBS, (), status, ("all",), on_write=batch.job, validate=batch.validate_job),
+        ResourceInfo(batch.CRONJOBS, ("cj",), status, ("all",), on_write=batch.cronjob,
+                     validate=batch.validate_cronjob),
     ])

@@ -1,4 +1,4 @@
-"""The sandbox's controllers: Deployment, ReplicaSet and Endpoints, running against a Store.
+"""The sandbox's controllers: Deployment, ReplicaSet, Endpoints, Job and CronJob, against a Store.
 
 They behave as kube-controller-manager's do, so that ``kubectl rollout status|history|undo``
 and the runbooks read the same results as from a cluster. Each controller has one worker
@@ -16,8 +16,10 @@ import time
 from typing import Any, Hashable, Protocol
 
 from ..api import Store, StoreEvent
+from .cronjob import CronJobController
 from .deployment import DeploymentController
 from .endpoints import EndpointsController
+from .job import JobController
 from .queue import WorkQueue, Worker
 from .replicaset import ReplicaSetController
 
@@ -44,7 +46,7 @@ class SandboxControllers:
         self.resync_s = resync_s
         self._queues: dict[str, WorkQueue] = {}
         self._controllers: list[_Controller] = []
-        for factory in (DeploymentController, ReplicaSetController):
+        for factory in (DeploymentController, ReplicaSetController, JobController, CronJobController):
             queue = WorkQueue()
             self._add(factory(store, queue), queue)
         self._add(EndpointsController(store), WorkQueue())
