@@ -194,6 +194,29 @@ class HealthCheck:
             "lag bytes": status.lag_bytes, "lag s": status.lag_seconds,
         }])
 
+    def redis(self) -> "pd.DataFrame":
+        """Redis (sessions and cache) answers PING; its latency, memory and keys."""
+        import pandas as pd
+
+        from urllib.parse import urlsplit
+
+        from .cache import ping_redis
+        from .records.redaction import register_secret
+
+        url = self.profile.redis.url.get_secret_value() if self.profile.redis.url else ""
+        if not url:
+            self._find("warn", "redis", "the profile names no Redis")
+            return pd.DataFrame()
+        register_secret([url] + [p for p in [urlsplit(url).password] if p])  # never in the record
+        health = ping_redis(url)
+        if not health.reachable:
+            self._find("fail", "redis", f"unreachable at {health.address} ({health.error})")
+        self.ctx.figure("redis_ping_ms", health.ping_ms)
+        return pd.DataFrame([{
+            "address": health.address, "reachable": health.reachable, "ping ms": health.ping_ms,
+            "version": health.version, "used memory MB": health.used_memory_mb, "keys": health.keys,
+        }])
+
     def findings_table(self) -> "pd.DataFrame":
         import pandas as pd
 

@@ -87,6 +87,12 @@ class DatabaseSettings(_Model):
     standby_dsn: SecretStr | None = None
 
 
+class RedisSettings(_Model):
+    """The platform's Redis (sessions and cache), checked by the health check's ping."""
+
+    url: SecretStr | None = Field(None, description="redis://:password@host:port/db; holds a password, so secret")
+
+
 class SLO(_Model):
     """Service level objectives that post-deploy and canary checks hold a version to."""
 
@@ -139,6 +145,7 @@ class Profile(_Model):
     vault: VaultSettings
     prometheus: PrometheusSettings
     database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
     slo: SLO = SLO()
     canary_steps: tuple[int, ...] = (5, 25, 50, 100)
     routing: Routing = Routing()

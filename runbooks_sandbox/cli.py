@@ -104,12 +104,25 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
     click.echo(f"sandbox {'running' if info['running'] else 'not running'} ({info['state_dir']})")
     for name, part in info["components"].items():
         where = part.get("url") or part.get("api_url") or (f":{part['port']}" if part.get("port") else "")
-        click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {'alive' if part['alive'] else 'DEAD':<6} {where}")
+        state = "alive" if part["alive"] else (part.get("fault") or "DEAD").upper()
+        click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {state:<6} {where}")
     for name, d in info["deployments"].items():
         click.echo(f"  deploy/{name:<22} {d['ready']}/{d['replicas']} ready  {d['image']}")
     if info.get("pods"):
         click.echo(f"  {len(info['pods'])} container processes: " + ", ".join(
             f"{key.split('/')[1]} ({pid})" for key, pid in sorted(info["pods"].items())))
+    if info.get("memory"):
+        _echo_memory(info["memory"])
+
+
+def _echo_memory(memory: dict[str, Any]) -> None:
+    """The memory cost of the sandbox: total, each server, the pods per app."""
+    click.echo(f"memory (RSS): {memory['total_mb']:.0f} MB in all; pods {memory['pods_mb']:.0f} MB")
+    for name, mb in sorted(memory["components"].items(), key=lambda item: -item[1]):
+        click.echo(f"  {name:<26} {mb:7.1f} MB")
+    for app, entry in memory["by_app"].items():
+        per_pod = entry["mb"] / entry["pods"] if entry["pods"] else 0.0
+        click.echo(f"  pods of {app:<18} {entry['mb']:7.1f} MB  ({entry['pods']} pods, {per_pod:.1f} MB each)")
 
 
 @sandbox.command("traffic")
@@ -147,18 +160,29 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--health-fail", is_flag=True, help="/health fails: the liveness probe restarts the container.")
 @click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
 @click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
-@click.option("--down", is_flag=True, help="TARGET prometheus: stop the server (an outage) until --clear.")
-@click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus: restart it, data kept).")
+@click.option("--down", is_flag=True, help="TARGET prometheus or redis: stop the server (an outage) until --clear.")
+@click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus, redis: start it again, data kept).")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
                   latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, down: bool,
                   clear: bool) -> None:
-    """Inject faults into the running pods of a service (or one pod), or stop Prometheus, for incident drills.
+    """Inject faults into the running pods of a service (or one pod), or stop a backing server, for drills.
 
-    TARGET is a service (veza-backend-api: all its pods), a pod name, or `prometheus` (with --down or --clear).
+    TARGET is a service (veza-backend-api: all its pods), a pod name, or a server: `prometheus` or
+    `redis` (with --down or --clear).
     """
-    if target == "prometheus" or down:
+    if target in ("prometheus", "redis"):
+        if down == clear or any(v not in (None, False) for v in (error_rate, latency_ms, health_fail, ready_fail, crash)):
+            raise click.UsageError(f"{target} takes --down (stop it) or --clear (start it again), nothing else")
+        if target == "redis":
+            try:
+                click.echo(_sandbox(state_dir).cache_outage(down=down))
+            except ServerError as e:
+                raise _fail(e) from e
+            return
         _server_fault(state_dir, target, down, clear)
         return
+    if down:
+        raise click.UsageError("--down applies to a server (prometheus, redis), not to pods")
     faults: dict[str, Any] = {}
     if error_rate is not None:
         faults["error_rate"] = error_rate

@@ -24,7 +24,7 @@ __all__ = [
     "SECRET_NAME",
     "SECRET_KEYS",
     "INITIAL_VERSION",
-    "SANDBOX_REPLICAS",
+    "DEFAULT_REPLICAS",
     "ServiceSpec",
     "load_services",
     "namespace",
@@ -51,9 +51,10 @@ SECRET_KEYS = {
 # The version the sandbox starts with: a healthy one with a healthy version on either side, so
 # a deploy (v1.6.0) and a rollback (v1.4.0) can both be drilled from the first `up`.
 INITIAL_VERSION = "v1.5.0"
-# backend-api as in production; one pod of the others keeps the sandbox small on a laptop.
-SANDBOX_REPLICAS = {"veza-backend-api": 3}
-DEFAULT_OTHER_REPLICAS = 1
+# The catalog's shape (parameters/services.yaml `replicas`): the sandbox runs what production
+# runs, so rollouts, disruption and the golden signals have the same number of pods behind them.
+# A service the catalog gives no count gets this many.
+DEFAULT_REPLICAS = 1
 # Environment each container gets from the Secret (the guide's list; backend-api bills too).
 _ENV_FROM_SECRET = {
     "DATABASE_URL": "database-url",
@@ -66,18 +67,21 @@ _BILLING_SERVICES = ("veza-backend-api",)
 class ServiceSpec:
     """What the manifests need of a service from parameters/services.yaml."""
 
-    def __init__(self, name: str, port: int, health_path: str = "/health", ready_path: str = "/ready") -> None:
+    def __init__(self, name: str, port: int, health_path: str = "/health", ready_path: str = "/ready",
+                 replicas: int = DEFAULT_REPLICAS) -> None:
         self.name, self.port, self.health_path, self.ready_path = name, port, health_path, ready_path
+        self.replicas = replicas
 
     def __repr__(self) -> str:
-        return f"ServiceSpec({self.name!r}, port={self.port})"
+        return f"ServiceSpec({self.name!r}, port={self.port}, replicas={self.replicas})"
 
 
 def load_services(home: Path) -> tuple[str, list[ServiceSpec]]:
     """The image repository and the services of ``<home>/parameters/services.yaml``."""
     raw = yaml.safe_load((home / "parameters" / "services.yaml").read_text()) or {}
     specs = [
-        ServiceSpec(name, int(spec["port"]), spec.get("health_path", "/health"), spec.get("ready_path", "/ready"))
+        ServiceSpec(name, int(spec["port"]), spec.get("health_path", "/health"), spec.get("ready_path", "/ready"),
+                    int(spec.get("replicas", DEFAULT_REPLICAS)))
         for name, spec in (raw.get("services") or {}).items()
     ]
     return str(raw.get("image_repository", "registry.veza.app")), specs
@@ -135,7 +139,7 @@ def deployment(spec: ServiceSpec, repository: str, version: str = INITIAL_VERSIO
     """The guide's Deployment for one service (RollingUpdate maxSurge 1, maxUnavailable 0)."""
     labels = {"app": spec.name, "version": version}
     if replicas is None:
-        replicas = SANDBOX_REPLICAS.get(spec.name, DEFAULT_OTHER_REPLICAS)
+        replicas = spec.replicas
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": spec.name, "namespace": ns, "labels": dict(labels)},
@@ -185,7 +189,7 @@ def veza_manifests(home: Path, vault_secret: dict[str, str], version: str = INIT
 def expected_pods(home: Path, replicas: dict[str, int] | None = None) -> int:
     """How many pods the Veza deployments ask for (what the health waits count)."""
     _, specs = load_services(home)
-    return sum((replicas or {}).get(s.name, SANDBOX_REPLICAS.get(s.name, DEFAULT_OTHER_REPLICAS)) for s in specs)
+    return sum((replicas or {}).get(s.name, s.replicas) for s in specs)
 
 
 # -- applying them through the real client ------------------------------------------------------

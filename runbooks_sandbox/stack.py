@@ -4,9 +4,9 @@
 
 - the supervisor (one detached process: API server, controllers, pod runtime, Service proxy,
   http_sd endpoint, load generator; see :mod:`runbooks_sandbox.supervisor`),
-- PostgreSQL 15 primary + streaming standby, OpenBao (then seeded with ``secret/veza/<env>``,
-  the sandbox's database URL being the real primary's),
-- Prometheus, once the http_sd URL is known;
+- PostgreSQL 15 primary + streaming standby, Redis (the cache), OpenBao (then seeded with
+  ``secret/veza/<env>``, the sandbox's database and Redis URLs being the real servers'),
+- Prometheus, once the http_sd URL is known (it also scrapes the supervisor's Redis exporter);
 
 then applies the Veza manifests through the real Kubernetes client (the Secret synced from
 OpenBao), waits until every deployment is available and Prometheus has ``up == 1`` for every
@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 from runbooks_lib.home import project_home
 
 from .manifests import NAMESPACE, expected_pods
-from .servers import OpenBaoServer, PostgresCluster, PrometheusServer
+from .servers import OpenBaoServer, PostgresCluster, PrometheusServer, RedisServer
 from .servers.openbao import find_bao
 from .servers.ports import (
     PackageMissing, ServerError, process_alive, process_cmdline, terminate, wait_port_closed,
@@ -70,6 +70,8 @@ def check_prerequisites() -> None:
         missing.append("prometheus")
     if not os.access(PG_BIN_DIR / "initdb", os.X_OK):
         missing.append("postgresql-15")
+    if not shutil.which("redis-server"):
+        missing.append("redis-server")
     debian = list(missing)
     try:
         find_bao()
@@ -209,17 +211,20 @@ class Sandbox:
 
     def _start_all(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
                    say: Callable[[str], None]) -> dict[str, str]:
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-up") as pool:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
             postgres_f = pool.submit(self._start_postgres)
             openbao_f = pool.submit(self._start_openbao)
+            redis_f = pool.submit(self._start_redis)
             supervisor = supervisor_f.result()
             say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
-            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"])
-            postgres, openbao = postgres_f.result(), openbao_f.result()
+            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"],
+                                       {"redis": f"{supervisor['control_url']}/redis/metrics"})
+            postgres, openbao, redis = postgres_f.result(), openbao_f.result(), redis_f.result()
             say(f"PostgreSQL primary :{postgres.primary_port}, standby :{postgres.standby_port}; "
-                f"OpenBao {openbao.address}")
-            openbao.seed(("sandbox", "staging", "production"), database_urls={"sandbox": postgres.primary_dsn})
+                f"Redis :{redis.port}; OpenBao {openbao.address}")
+            openbao.seed(("sandbox", "staging", "production"), database_urls={"sandbox": postgres.primary_dsn},
+                         redis_urls={"sandbox": redis.url})
             from .manifests import apply_veza, wait_available
 
             apply_veza(supervisor["kubeconfig"], self.home, openbao.address, openbao.root_token or "")
@@ -235,6 +240,7 @@ class Sandbox:
             "PROMETHEUS_URL": prometheus.url,
             "PG_PRIMARY_DSN": postgres.primary_dsn,
             "PG_STANDBY_DSN": postgres.standby_dsn,
+            "REDIS_URL": redis.url,
             "TRAFFIC_URL": supervisor["traffic_url"],
             "NOTIFY_URL": supervisor["notify_url"],
         }
@@ -295,8 +301,13 @@ class Sandbox:
                               "ports": [server.port, server.port + 1]})
         return server
 
-    def _start_prometheus(self, sd_url: str) -> PrometheusServer:
-        server = PrometheusServer(self.state_dir, sd_url=sd_url).start()
+    def _start_redis(self) -> RedisServer:
+        server = RedisServer(self.state_dir).start()
+        self._record(redis={"pid": server.status()["pid"], "port": server.port})
+        return server
+
+    def _start_prometheus(self, sd_url: str, static_jobs: dict[str, str] | None = None) -> PrometheusServer:
+        server = PrometheusServer(self.state_dir, sd_url=sd_url, static_jobs=static_jobs).start()
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         return server
 
@@ -325,13 +336,14 @@ class Sandbox:
             say(f"stopping the supervisor (pid {supervisor}) and its pods")
             terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
             stopped.append("supervisor")
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-down") as pool:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-down") as pool:
             servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
-                       "postgres": PostgresCluster(self.state_dir)}
+                       "postgres": PostgresCluster(self.state_dir), "redis": RedisServer(self.state_dir)}
             running = {name: s for name, s in servers.items() if _server_running(s)}
             say(f"stopping {', '.join(running) or 'no server'}")
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
+        RedisServer(self.state_dir).forget()
         stopped += self._kill_strays()
         say(f"waiting for {len(ports)} ports to be free")
         for host, port in ports:
@@ -398,6 +410,7 @@ class Sandbox:
             components[name] = {
                 "pid": pid,
                 "alive": bool(pid) and process_alive(int(pid)),
+                **({"fault": part["fault"]} if part.get("fault") else {}),
                 **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "notify_url", "log")},
             }
         info: dict[str, Any] = {"state_dir": str(self.state_dir), "running": self.is_running(),
@@ -408,7 +421,27 @@ class Sandbox:
         if info["running"]:
             info["deployments"] = self._deployments()
             info["pods"] = self.pod_pids()
+            info["memory"] = self.memory(info["pods"])
         return info
+
+    def memory(self, pod_pids: dict[str, int] | None = None) -> dict[str, Any]:
+        """Resident memory (MiB) of every component and of the pods by app (see :mod:`.memory`)."""
+        from .memory import memory_report
+
+        pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
+        return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
+
+    def _pod_apps(self) -> dict[str, str]:
+        """``namespace/pod`` -> its app label, for every pod the API server holds."""
+        import requests
+
+        api = self._read_json(self.supervisor_status_path).get("api_url")
+        try:
+            items = requests.get(f"{api}/api/v1/pods", timeout=3).json()["items"]
+        except (requests.RequestException, ValueError, KeyError):
+            return {}
+        return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": (p['metadata'].get('labels') or {}).get("app", "")
+                for p in items}
 
     def _deployments(self) -> dict[str, Any]:
         import requests
@@ -475,6 +508,29 @@ class Sandbox:
         if not reply.ok:
             raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
         return dict(reply.json())
+
+    def cache_outage(self, down: bool) -> str:
+        """Stop (``down``) or start again the sandbox's Redis, keeping its port and password.
+
+        The backend's cache routes fail while it is down (the golden signals show it), the health
+        check's Redis ping fails and Prometheus' ``redis_up`` drops to 0. Returns what was done.
+        """
+        if self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        server = RedisServer(self.state_dir)
+        if server.port is None:
+            raise SandboxError(f"this sandbox has no Redis ({self.state_dir}): restart it with `runbook sandbox up`")
+        running = server.status()["running"]
+        if down:
+            if running:
+                server.stop()
+            self._record(redis={"pid": None, "port": server.port, "fault": "stopped"})
+            return f"redis :{server.port} stopped" if running else f"redis :{server.port} was already stopped"
+        if running:
+            return f"redis :{server.port} already runs"
+        server.start()
+        self._record(redis={"pid": server.status()["pid"], "port": server.port})
+        return f"redis :{server.port} started again"
 
     def _running_pods(self, target: str, namespace: str) -> list[str]:
         import requests
@@ -554,7 +610,7 @@ def _server_running(server: Any) -> bool:
     return any(status.get(role, {}).get("running") for role in ("primary", "standby"))
 
 
-_OUR_PROGRAMS = ("prometheus", "postgres", "bao")
+_OUR_PROGRAMS = ("prometheus", "postgres", "bao", "redis-server")
 _OUR_MODULES = ("runbooks_sandbox.workload", SUPERVISOR_MARK)
 
 

@@ -190,7 +190,8 @@ class _ControlServer:
     ``POST /fault`` ``{"namespace", "pod", "faults": {...}, "clear": bool}`` injects or clears
     a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``GET /pids`` lists the
     container processes (``namespace/pod/container`` -> PID); ``POST /load`` ``{"rate", "service"}``
-    changes the load generator's rate (of one service, or of all).
+    changes the load generator's rate (of one service, or of all); ``GET /redis/metrics`` is the
+    Redis exporter Prometheus scrapes (job ``redis``).
     """
 
     def __init__(self, supervisor: Supervisor, host: str = "127.0.0.1") -> None:
@@ -222,8 +223,18 @@ class _ControlHandler(BaseHTTPRequestHandler):
     server: ThreadingHTTPServer
 
     def do_GET(self) -> None:
-        runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
-        if self.path != "/pids":
+        supervisor = self.server.supervisor  # type: ignore[attr-defined]
+        runtime = supervisor.runtime
+        if self.path == "/redis/metrics":
+            from .servers.redis import redis_metrics
+
+            body = redis_metrics(supervisor.state_dir).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path != "/pids":
             self._reply(404, {"error": "try GET /pids or POST /fault"})
         else:
             self._reply(200, runtime.pids() if hasattr(runtime, "pids") else {})

@@ -2,6 +2,7 @@
 # Install the Debian packages the sandbox's real servers need, and only those missing:
 #   prometheus         Prometheus 2.42 (/usr/bin/prometheus)
 #   postgresql-15      PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin)
+#   redis-server       Redis 7 (/usr/bin/redis-server), the platform's cache
 #   kubernetes-client  kubectl, only when no kubectl is on PATH
 # Idempotent and instant when everything is there. Installs with --no-upgrade so that a
 # preinstalled point release is left alone, and without starting the packages' system
@@ -11,10 +12,11 @@ set -eu
 missing=""
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$missing postgresql-15"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
 
 if [ -z "$missing" ]; then
-    echo "bootstrap-system: prometheus, postgresql-15 and kubectl are installed"
+    echo "bootstrap-system: prometheus, postgresql-15, redis-server and kubectl are installed"
     exit 0
 fi
 
@@ -27,7 +29,7 @@ fi
 
 echo "bootstrap-system: installing$missing"
 # Keep the packages' postinst scripts from starting system-wide services (a Prometheus on
-# :9090, a PostgreSQL cluster on :5432): policy-rc.d exit 101 means "action forbidden".
+# :9090, a PostgreSQL cluster on :5432, a Redis on :6379): policy-rc.d exit 101 means "action forbidden".
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"

@@ -72,14 +72,18 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
         yield number, wire, value
 
 
+# Pointer fields (``*int32``, ``*bool``) whose zero is a value, not "unset" (backoffLimit: 0).
+_KEEP_ZERO = ("opt_int", "opt_bool")
+
+
 def _scalar(kind: str, value: Any) -> Any:
     if kind == "string":
         return value.decode()
     if kind == "bytes":
         return base64.b64encode(value).decode()
-    if kind == "bool":
+    if kind in ("bool", "opt_bool"):
         return bool(value)
-    if kind == "int":
+    if kind in ("int", "opt_int"):
         return value - (1 << 64) if value >= 1 << 63 else value
     return value  # raw
 
@@ -109,7 +113,7 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             result.setdefault(name, []).append(_decode_value(kind[1], value))
         else:
             decoded = _decode_value(kind, value)
-            if decoded not in ("", 0, False, {}, None) or kind == "raw":
+            if decoded not in ("", 0, False, {}, None) or kind == "raw" or kind in _KEEP_ZERO:
                 result[name] = decoded  # Go writes empty optional fields; JSON omits them
     return result
 
@@ -125,4 +129,19 @@ def decode_envelope(body: bytes) -> dict[str, Any]:
         raise UnsupportedMediaType(f"the sandbox decodes protobuf only for {sorted(KINDS)}, not {kind!r}; "
                                    "send JSON")
     obj = decode_message(unknown.get("raw", b""), KINDS[kind])
+    if kind in _FLATTENED:
+        from .protobuf_pods import flatten
+
+        obj = flatten(obj)
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
+
+
+def _register_pod_kinds() -> None:
+    from .protobuf_pods import JOB
+
+    KINDS["Job"] = JOB
+    _FLATTENED.add("Job")
+
+
+_FLATTENED: set[str] = set()  # kinds with pod templates (see protobuf_pods.flatten)
+_register_pod_kinds()

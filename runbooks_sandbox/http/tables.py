@@ -168,6 +168,29 @@ def _virtualservice_row(vs: Obj) -> list[Any]:
     return [vs["metadata"]["name"], str(spec.get("gateways") or []), str(spec.get("hosts") or []), _age(vs)]
 
 
+def _job_row(job: Obj) -> list[Any]:
+    spec, status = job.get("spec", {}), job.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    state = ("Complete" if "Complete" in conditions else "Failed" if "Failed" in conditions
+             else "Suspended" if spec.get("suspend") else "Running")
+    start, end = status.get("startTime"), status.get("completionTime")
+    duration = "" if not start else human_age(start, datetime.strptime(end, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=timezone.utc)) if end else human_age(start)
+    containers, images = _containers(job)
+    return [job["metadata"]["name"], state, f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}", duration,
+            _age(job), containers, images, selector_to_string(spec.get("selector"))]
+
+
+def _cronjob_row(cj: Obj) -> list[Any]:
+    spec, status = cj.get("spec", {}), cj.get("status", {})
+    template = {"spec": spec.get("jobTemplate", {}).get("spec", {})}
+    containers, images = _containers(template)
+    last = status.get("lastScheduleTime")
+    return [cj["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            "True" if spec.get("suspend") else "False", len(status.get("active") or []),
+            human_age(last) if last else "<none>", _age(cj), containers, images, "<none>"]
+
+
 _NAME: Column = ("Name", "string", 0)
 _AGE: Column = ("Age", "string", 0)
 PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
@@ -205,6 +228,11 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
     "ingresses": ([_NAME, ("Class", "string", 0), ("Hosts", "string", 0), ("Address", "string", 0),
                    ("Ports", "string", 0), _AGE], _ingress_row),
     "virtualservices": ([_NAME, ("Gateways", "string", 0), ("Hosts", "string", 0), _AGE], _virtualservice_row),
+    "jobs": ([_NAME, ("Status", "string", 0), ("Completions", "string", 0), ("Duration", "string", 0), _AGE,
+              ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)], _job_row),
+    "cronjobs": ([_NAME, ("Schedule", "string", 0), ("Timezone", "string", 0), ("Suspend", "boolean", 0),
+                  ("Active", "integer", 0), ("Last Schedule", "string", 0), _AGE, ("Containers", "string", 1),
+                  ("Images", "string", 1), ("Selector", "string", 1)], _cronjob_row),
     "destinationrules": ([_NAME, ("Host", "string", 0), _AGE],
                          lambda o: [o["metadata"]["name"], o.get("spec", {}).get("host", ""), _age(o)]),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from . import defaults
+from . import batch, defaults
 from .api import ResourceType
 
 Obj = dict[str, Any]
@@ -121,4 +121,7 @@ def builtin_registry() -> ResourceRegistry:
         ResourceInfo(HORIZONTALPODAUTOSCALERS, ("hpa",), status, ("all",), on_write=defaults.horizontal_pod_autoscaler,
                      validate=defaults.validate_horizontal_pod_autoscaler),
         ResourceInfo(INGRESSES, ("ing",), status, on_write=defaults.ingress),
+        ResourceInfo(batch.JOBS, (), status, ("all",), on_write=batch.job, validate=batch.validate_job),
+        ResourceInfo(batch.CRONJOBS, ("cj",), status, ("all",), on_write=batch.cronjob,
+                     validate=batch.validate_cronjob),
     ])

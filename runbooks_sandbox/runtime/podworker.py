@@ -23,6 +23,7 @@ from .containers import ContainerConfigError, ContainerRunner, WorkloadCommand, 
 from .ipam import PoolExhausted, can_bind
 from .logs import ContainerLog
 from .probes import Probe
+from .runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, runner_process
 
 if TYPE_CHECKING:
     from .pods import ProcessRuntime
@@ -205,12 +206,16 @@ class PodWorker:
     def _try_start(self, c: ContainerRunner, now: float) -> None:
         assert self.runtime.catalog is not None and self.runtime.store is not None and self.ip is not None
         image = c.spec.get("image", "")
+        runner = is_runner_image(image, self.runtime.catalog.repository)
         try:
-            resolved = self.runtime.catalog.resolve(image)
+            resolved = None if runner else self.runtime.catalog.resolve(image)
+            if runner:
+                runner_process(image, c.spec, {})  # an unknown tag fails to pull
         except ImagePullError as e:
             self._pull_failed(c, now, image, e)
             return
-        self._pulled(c, image, resolved.repository, resolved.service)
+        self._pulled(c, image, *((resolved.repository, resolved.service) if resolved
+                                 else (self.runtime.catalog.repository, RUNNER_IMAGE_NAME)))
         try:
             env = resolve_env(self.runtime.store, self.pod, c.spec)
         except ContainerConfigError as e:
@@ -224,8 +229,17 @@ class PodWorker:
             return
         identity = {"HOSTNAME": self.name, "POD_NAME": self.name, "POD_NAMESPACE": self.namespace,
                     "POD_IP": self.ip, "NODE_NAME": self.node}
-        argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s())
-        c.launch(argv, {**base_environment(), **identity, **env}, self.folder, self.wake)
+        if runner:  # the project's runner image: its command line runs as a local process
+            try:
+                argv, env, cwd = runner_process(image, c.spec, {**identity, **env})
+            except CommandNotFound as e:
+                c.waiting, c.retry_at = ("CreateContainerError", str(e)), now + self.settings.config_retry_s
+                self._event("Failed", f"Error: {e}", c, warning=True)
+                return
+            c.launch(argv, {**base_environment(), **env}, cwd, self.wake)
+        else:
+            argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s())
+            c.launch(argv, {**base_environment(), **identity, **env}, self.folder, self.wake)
         assert c.process is not None
         self.runtime.track(c.process)
         c.pull_backoff_s, c.pull_failed_at = 0.0, None

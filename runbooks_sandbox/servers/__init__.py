@@ -1,4 +1,4 @@
-"""The real servers behind the sandbox: OpenBao (Vault API), PostgreSQL 15, Prometheus.
+"""The real servers behind the sandbox: OpenBao (Vault API), PostgreSQL 15, Prometheus, Redis.
 
 Each is a small class with ``start()``, ``stop()`` and ``status()``: it picks free loopback
 ports (or checks the ones asked for), keeps its files under a state directory (the
@@ -12,12 +12,14 @@ from .openbao import OpenBaoServer
 from .ports import PackageMissing, PortInUse, ServerError, ServerStartFailed, StaleState
 from .postgres import PostgresCluster, ReplicationLag
 from .prometheus import PrometheusServer
+from .redis import RedisServer
 
 __all__ = [
     "OpenBaoServer",
     "PostgresCluster",
     "ReplicationLag",
     "PrometheusServer",
+    "RedisServer",
     "ServerError",
     "PortInUse",
     "PackageMissing",

@@ -74,14 +74,14 @@ def _random_alnum(length: int, alphabet: str = string.ascii_letters + string.dig
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def veza_secret_values(env: str, database_url: str | None = None) -> dict[str, str]:
-    """Random, realistic-looking application secrets for one environment."""
+def veza_secret_values(env: str, database_url: str | None = None, redis_url: str | None = None) -> dict[str, str]:
+    """Random, realistic-looking application secrets for one environment (real URLs where given)."""
     namespace = f"veza-{env}"
     db_password = secrets.token_urlsafe(18)
     return {
         "database_url": database_url
         or f"postgresql://veza:{db_password}@postgres.{namespace}.svc:5432/veza_db",
-        "redis_url": f"redis://:{secrets.token_urlsafe(18)}@redis.{namespace}.svc:6379/0",
+        "redis_url": redis_url or f"redis://:{secrets.token_urlsafe(18)}@redis.{namespace}.svc:6379/0",
         "jwt_secret": secrets.token_urlsafe(48),
         "stripe_api_key": "sk_test_" + _random_alnum(32),
         "aws_access_key": "AKIA" + _random_alnum(16, string.ascii_uppercase + string.digits),
@@ -242,16 +242,17 @@ class OpenBaoServer:
         envs: Iterable[str] = ("sandbox", "staging"),
         database_urls: Mapping[str, str] | None = None,
         transit_key: str = "veza",
+        redis_urls: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Write ``secret/veza/<env>`` for each env and enable transit with ``transit_key``.
 
         ``database_urls`` maps an env to its real DSN (the sandbox PostgreSQL primary for
-        ``sandbox``); other values are random. Returns the secret paths written.
+        ``sandbox``), ``redis_urls`` likewise (the sandbox's Redis); other values are random. Returns the secret paths written.
         """
         client = self.client()
         written = []
         for env in envs:
-            values = veza_secret_values(env, (database_urls or {}).get(env))
+            values = veza_secret_values(env, (database_urls or {}).get(env), (redis_urls or {}).get(env))
             client.secrets.kv.v2.create_or_update_secret(path=f"veza/{env}", secret=values, mount_point="secret")
             written.append(f"secret/veza/{env}")
         if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:

@@ -65,9 +65,13 @@ def prometheus_config(
     scrape_interval: str = "1s",
     evaluation_interval: str = "1s",
     metrics_port: int = 8080,
+    static_jobs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """prometheus.yml as a dict: one http_sd job over the sandbox's pods, plus the rules."""
-    return {
+    """prometheus.yml as a dict: one http_sd job over the sandbox's pods, plus the rules.
+
+    ``static_jobs`` adds a job per exporter URL (``{"redis": "http://127.0.0.1:PORT/redis/metrics"}``).
+    """
+    config = {
         "global": {
             "scrape_interval": scrape_interval,
             "scrape_timeout": scrape_interval,  # may not exceed the interval
@@ -84,6 +88,11 @@ def prometheus_config(
             }
         ],
     }
+    for job, url in (static_jobs or {}).items():
+        host_port, _, path = url.removeprefix("http://").partition("/")
+        config["scrape_configs"].append({"job_name": job, "metrics_path": f"/{path}",
+                                         "static_configs": [{"targets": [host_port]}]})
+    return config
 
 
 def golden_signal_rules(window: str = "1m", alert_for: str = "30s") -> dict[str, Any]:
@@ -128,6 +137,7 @@ class PrometheusServer:
 
     state_dir: Path
     sd_url: str = ""
+    static_jobs: dict[str, str] | None = None  # job -> exporter URL (the sandbox's Redis exporter)
     port: int | None = None
     host: str = LOOPBACK
     scrape_interval: str = "1s"
@@ -175,7 +185,8 @@ class PrometheusServer:
         self.rules_path.write_text(yaml.safe_dump(golden_signal_rules(self.rate_window, self.alert_for),
                                                   sort_keys=False))
         config = prometheus_config(self.sd_url, [str(self.rules_path)], scrape_interval=self.scrape_interval,
-                                   evaluation_interval=self.evaluation_interval, metrics_port=self.metrics_port)
+                                   evaluation_interval=self.evaluation_interval, metrics_port=self.metrics_port,
+                                   static_jobs=self.static_jobs)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from .cache import CACHED_ROUTES, CacheUnavailable, SessionCache
 from .catalog import CatalogError, ImagePullError, ResolvedImage, load_image_catalog
 from .faults import Fault, FaultWatcher
 from .routes import api_body
@@ -81,6 +82,10 @@ class Workload:
         Gauge("veza_build_info", "The running image", ["service", "version"], registry=self.registry).labels(
             image.service, image.version
         ).set(1)
+        # Sessions and cached answers in Redis, for the services that use it (REDIS_URL from veza-secrets).
+        redis_url = os.environ.get("REDIS_URL", "")
+        self.cache = (SessionCache(redis_url, self.registry)
+                      if redis_url.startswith("redis://") and image.service in CACHED_ROUTES else None)
 
     # -- behaviour -------------------------------------------------------------------------
     @property
@@ -195,6 +200,13 @@ class WorkloadHandler(BaseHTTPRequestHandler):
             route, code, ctype, body = path, 500, "application/json", b'{"error":"internal server error"}\n'
         else:
             route, code, (ctype, body) = path, 200, found
+            kind = CACHED_ROUTES.get(workload.image.service, {}).get(path)
+            if kind and workload.cache is not None:
+                try:
+                    body = workload.cache.serve(kind, path, body)
+                except CacheUnavailable as e:
+                    code, ctype, body = 503, "application/json", b'{"error":"session store unavailable"}\n'
+                    workload.log.line(f"error: {e}")
         self._reply(code, ctype, body, head_only)
         elapsed = time.perf_counter() - started
         workload.observe(self.command, route, code, elapsed)
@@ -332,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror}", file=sys.stderr)
         return 1
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    if workload.cache is not None:
+        threading.Thread(target=workload.cache.connect, name="redis-connect", daemon=True).start()
     watcher.start()
     host, port = server.server_address[:2]
     log.line(f"{image.service} {image.version} pod={pod} listening on http://{host}:{port}")

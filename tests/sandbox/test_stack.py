@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = [sys.executable, "-m", "runbooks_lib.cli"]
 ENV_NAMES = ("KUBECONFIG", "CLUSTER_UID", "VAULT_ADDR", "VAULT_TOKEN", "PROMETHEUS_URL", "PG_PRIMARY_DSN",
-             "PG_STANDBY_DSN", "TRAFFIC_URL", "NAMESPACE")
+             "PG_STANDBY_DSN", "REDIS_URL", "TRAFFIC_URL", "NAMESPACE")
 
 
 def runbook(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -101,12 +101,19 @@ def test_env_file_is_private_and_feeds_the_sandbox_profile(state_dir: Path, env:
     assert out == ["veza-sandbox", env["PROMETHEUS_URL"]]
 
 
+def _catalog_replicas() -> dict[str, int]:
+    import yaml
+
+    services = yaml.safe_load((REPO / "parameters" / "services.yaml").read_text())["services"]
+    return {name: int(spec["replicas"]) for name, spec in services.items()}
+
+
 def test_kubectl_lists_the_veza_pods_with_their_ips(kubectl) -> None:
     table = kubectl("get", "pods", "-o", "wide")
     pods = _pods(kubectl)
-    apps = sorted(p["metadata"]["labels"]["app"] for p in pods)
-    assert apps.count("veza-backend-api") == 3
-    assert {"veza-chat-server", "veza-stream-server", "veza-frontend"} <= set(apps)
+    apps = [p["metadata"]["labels"]["app"] for p in pods]
+    # The catalog's shape: as many pods of each service as parameters/services.yaml says.
+    assert {app: apps.count(app) for app in set(apps)} == _catalog_replicas()
     for pod in pods:
         ip = pod["status"]["podIP"]
         assert ip.startswith("127.") and ip != "127.0.0.1"
@@ -157,9 +164,17 @@ def test_prometheus_has_samples_for_every_pod(env: dict[str, str], kubectl) -> N
 def test_status_says_what_runs_where(state_dir: Path) -> None:
     info = json.loads(runbook("sandbox", "status", "--state-dir", str(state_dir), "--json").stdout)
     assert info["running"] is True
-    assert {"supervisor", "openbao", "prometheus", "postgres_primary", "postgres_standby"} <= set(info["components"])
+    assert {"supervisor", "openbao", "prometheus", "postgres_primary", "postgres_standby", "redis"} <= set(info["components"])
     assert all(part["alive"] for part in info["components"].values())
-    assert info["deployments"]["veza-backend-api"]["ready"] == 3
+    assert {name: d["ready"] for name, d in info["deployments"].items()} == _catalog_replicas()
+    # The memory cost: every component and every app's pods, adding up to the total.
+    memory = info["memory"]
+    assert set(memory["components"]) == set(info["components"])
+    assert memory["by_app"]["veza-chat-server"]["pods"] == _catalog_replicas()["veza-chat-server"]
+    assert all(entry["mb"] > 5 for entry in memory["by_app"].values())
+    assert memory["total_mb"] == pytest.approx(sum(memory["components"].values()) + memory["pods_mb"], abs=0.5)
+    text = runbook("sandbox", "status", "--state-dir", str(state_dir)).stdout
+    assert "memory (RSS):" in text and "pods of veza-frontend" in text
 
 
 def test_up_again_says_it_already_runs(state_dir: Path) -> None:
@@ -215,6 +230,60 @@ def test_injected_faults_reach_the_traffic_and_clear(state_dir: Path) -> None:
     after = json.loads(runbook("sandbox", "traffic", "--json", "--since", cleared,
                                "--state-dir", str(state_dir)).stdout)["veza-frontend"]
     assert after["requests"] > 0 and after["failed"] == 0
+
+
+def _prometheus_value(env: dict[str, str], promql: str) -> float | None:
+    result = requests.get(f"{env['PROMETHEUS_URL']}/api/v1/query", params={"query": promql}, timeout=5).json()
+    values = result["data"]["result"]
+    return float(values[0]["value"][1]) if values else None
+
+
+def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_redis_backs_the_backend_and_an_outage_shows_everywhere(state_dir: Path, env: dict[str, str],
+                                                                   kubectl) -> None:
+    import redis
+
+    from runbooks_lib.cache import ping_redis
+
+    # The real redis-server holds the backend's sessions (the load generator signs "users" in).
+    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=2)
+    assert client.ping() and client.keys("veza:session:*")
+    synced = json.loads(kubectl("get", "secret", "veza-secrets", "-o", "json"))["data"]["redis-url"]
+    assert base64.b64decode(synced).decode() == env["REDIS_URL"]
+    # Prometheus scrapes the Redis exporter and the backend's Redis operations.
+    _wait_for(lambda: _prometheus_value(env, 'redis_up{job="redis"}') == 1, what="redis_up == 1")
+    _wait_for(lambda: (_prometheus_value(env, 'sum(veza_redis_operations_total{job="veza-backend-api",outcome="ok"})')
+                       or 0) > 0, what="backend redis operations")
+    assert ping_redis(env["REDIS_URL"]).reachable
+
+    since = datetime.now(timezone.utc).isoformat()
+    runbook("sandbox", "fault", "redis", "--down", "--state-dir", str(state_dir))
+    try:
+        down = ping_redis(env["REDIS_URL"], timeout_s=0.5)
+        assert not down.reachable and down.error and "@" not in down.error
+        backend = next(p for p in _pods(kubectl) if p["metadata"]["labels"]["app"] == "veza-backend-api")
+        port = backend["spec"]["containers"][0]["ports"][0]["containerPort"]
+        reply = requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/users/me", timeout=3)
+        assert reply.status_code == 503
+        assert requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/playlists", timeout=3).ok
+        _wait_for(lambda: _prometheus_value(env, 'redis_up{job="redis"}') == 0, what="redis_up == 0")
+        status = json.loads(runbook("sandbox", "status", "--json", "--state-dir", str(state_dir)).stdout)
+        assert status["components"]["redis"]["fault"] == "stopped"
+    finally:
+        runbook("sandbox", "fault", "redis", "--clear", "--state-dir", str(state_dir))
+    failed = json.loads(runbook("sandbox", "traffic", "--json", "--since", since,
+                                "--state-dir", str(state_dir)).stdout)["veza-backend-api"]["failed"]
+    assert failed > 0  # the load generator saw the outage
+    assert ping_redis(env["REDIS_URL"]).reachable  # same port and password again
+    assert requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/users/me", timeout=3).ok
 
 
 def test_down_leaves_no_process_and_no_port(state_dir: Path, kubectl) -> None:

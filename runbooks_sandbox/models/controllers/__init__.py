@@ -1,4 +1,5 @@
-"""The sandbox's controllers: Deployment, ReplicaSet, Endpoints, HPA, ServiceAccounts, garbage collector.
+"""The sandbox's controllers: Deployment, ReplicaSet, Endpoints, HPA, ServiceAccounts, Job and
+CronJob, and the garbage collector.
 
 They behave as kube-controller-manager's do, so that ``kubectl rollout status|history|undo``
 and the runbooks read the same results as from a cluster. Each controller has one worker
@@ -16,11 +17,13 @@ import time
 from typing import Any, Hashable, Protocol
 
 from ..api import Store, StoreEvent
+from .cronjob import CronJobController
 from .deployment import DeploymentController
 from .autoscaler import HorizontalPodAutoscalerController
 from .endpoints import EndpointsController
 from .garbage import GarbageCollector
 from .serviceaccounts import ServiceAccountsController
+from .job import JobController
 from .queue import WorkQueue, Worker
 from .replicaset import ReplicaSetController
 
@@ -48,7 +51,8 @@ class SandboxControllers:
         self._queues: dict[str, WorkQueue] = {}
         self._controllers: list[_Controller] = []
         for factory in (DeploymentController, ReplicaSetController, GarbageCollector,
-                        ServiceAccountsController, HorizontalPodAutoscalerController):
+                        ServiceAccountsController, HorizontalPodAutoscalerController,
+                        JobController, CronJobController):
             queue = WorkQueue()
             self._add(factory(store, queue), queue)
         self._add(EndpointsController(store), WorkQueue())
