@@ -328,6 +328,8 @@ class CanaryRun:
         self.outcome = "aborted"
         self.ctx.error = f"aborted: {reason}"
         self.ctx.figure("time_to_abort_s", self._time_to_abort())
+        if not self.params.dry_run:  # what later deploys and rollbacks read (runbooks_lib.verdicts)
+            self.ctx.verdict(self.params.service, self.params.version, "bad", f"canary aborted: {reason}")
         print(f"✗ aborted: {reason}\n↩ {self.aborted.routes}; {self.canary} scaled to 0; {self.aborted.cleanup}", flush=True)
         return self.aborted
 
@@ -336,6 +338,7 @@ class CanaryRun:
                               timeout_s=self.ctx.profile.timeouts.rollout_s,
                               change_cause=f"canary promotion of {self.params.version} (run {self.ctx.run_id})")
         self.outcome = "promoted"
+        self.ctx.verdict(self.params.service, self.params.version, "good", "canary promoted through every step")
         print("✓ promoted: " + "; ".join(done), flush=True)
         return done
 
