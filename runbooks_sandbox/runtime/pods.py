@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..models.api import StoreEvent, Store
 from ..models.errors import ApiError, BadRequest, NotFound
@@ -130,14 +130,27 @@ class ProcessRuntime:
 
         Raises NotFound / BadRequest with the API server's messages (kubectl prints them).
         """
-        worker = self._worker(namespace, name)
-        runner = worker.container(container)
+        runner = self._log_source(namespace, name, container, previous)
+        return runner.log.text(tail=tail, previous=previous, timestamps=timestamps, since_seconds=since_seconds)
+
+    def follow_logs(
+        self, namespace: str, name: str, container: str | None = None, tail: int | None = None, *,
+        timestamps: bool = False, since_seconds: float | None = None, stopped: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str]:
+        """``.../log?follow=true``: the log so far, then new lines until the container's process
+        ends (exit, crash, pod deletion) or ``stopped()`` (the client left). Errors are raised
+        here, before anything is streamed."""
+        runner = self._log_source(namespace, name, container, False)
+        return runner.log.follow(tail=tail, timestamps=timestamps, since_seconds=since_seconds, stopped=stopped)
+
+    def _log_source(self, namespace: str, name: str, container: str | None, previous: bool) -> Any:
+        runner = self._worker(namespace, name).container(container)
         if previous and not runner.log.has_previous():
             raise BadRequest(f'previous terminated container "{runner.name}" in pod "{name}" not found')
         if not previous and not runner.ever_started:
             reason = runner.waiting[0] if runner.waiting else "ContainerCreating"
             raise BadRequest(f'container "{runner.name}" in pod "{name}" is waiting to start: {reason}')
-        return runner.log.text(tail=tail, previous=previous, timestamps=timestamps, since_seconds=since_seconds)
+        return runner
 
     def fault(self, namespace: str, pod: str, **fields: Any) -> dict[str, Any]:
         """Inject faults into a running pod (see ``runbooks_sandbox.workload.faults``)."""

@@ -7,14 +7,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from runbooks_sandbox.apiserver import ApiServer
-from runbooks_sandbox.runtime.pods import ProcessRuntime
 
 pytestmark = pytest.mark.sandbox
 
@@ -112,18 +110,6 @@ def test_objects_whose_owner_never_existed_or_was_replaced_are_collected(api_cli
 
 
 # --- the race: controllers acting on copies read before a delete -----------------------------
-
-@pytest.fixture(scope="module")
-def process_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, ProcessRuntime, Any]]:
-    """An API server whose pods are real processes (the sandbox's runtime at its usual clock)."""
-    runtime = ProcessRuntime(time_scale=0.1, state_dir=str(tmp_path_factory.mktemp("pods")))
-    server = ApiServer(port=0, kubeconfig=tmp_path_factory.mktemp("kube") / "config", runtime=runtime)
-    server.start()
-    api = config.new_client_from_config(config_file=str(server.kubeconfig))
-    yield server, runtime, api
-    api.close()
-    server.stop()
-
 
 def workload_pids(state_dir: Path) -> list[int]:
     """Every process on this machine started for a pod of this runtime (its argv names the state dir)."""
