@@ -87,6 +87,14 @@ def test_foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
                what="owner gone after its blocking dependent")
 
 
+def test_kubectl_foreground_cascade_removes_the_whole_tree_before_the_owner(kubectl, api_client, namespace: str) -> None:
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, deployment("web", replicas=2))
+    wait_until(lambda: len(core.list_namespaced_pod(namespace).items) == 2, what="two pods")
+    kubectl("delete", "deployment", "web", "--cascade=foreground")  # waits until the deployment is gone
+    assert not apps.list_namespaced_replica_set(namespace).items and not core.list_namespaced_pod(namespace).items
+
+
 def test_orphan_deletion_strips_owner_references(kubectl, api_client, namespace: str) -> None:
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     apps.create_namespaced_deployment(namespace, deployment("web", replicas=2))
