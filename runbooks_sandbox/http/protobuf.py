@@ -31,7 +31,8 @@ OBJECT_META: Schema = {
 LABEL_SELECTOR: Schema = {1: ("matchLabels", ("map", "string")), 2: ("matchExpressions", ("repeated", {
     1: ("key", "string"), 2: ("operator", "string"), 3: ("values", ("repeated", "string"))}))}
 # What ``kubectl create deployment NAME --image=I [--replicas=N] [--port=P] [-- CMD ...]`` fills in
-# (k8s.io/api/core/v1 and apps/v1 generated.proto; checked against kubectl 1.32's bytes).
+# (k8s.io/api/core/v1 and apps/v1 generated.proto; checked against kubectl 1.32's bytes). "opt_int"
+# is a pointer field: written only when set, so its zero is a value (replicas: 0).
 CONTAINER: Schema = {
     1: ("name", "string"), 2: ("image", "string"), 3: ("command", ("repeated", "string")),
     4: ("args", ("repeated", "string")), 5: ("workingDir", "string"),
@@ -41,13 +42,13 @@ CONTAINER: Schema = {
     14: ("imagePullPolicy", "string"),
 }
 POD_SPEC: Schema = {2: ("containers", ("repeated", CONTAINER)), 3: ("restartPolicy", "string"),
-                    4: ("terminationGracePeriodSeconds", "int?"), 8: ("serviceAccountName", "string"),
+                    4: ("terminationGracePeriodSeconds", "opt_int"), 8: ("serviceAccountName", "string"),
                     20: ("initContainers", ("repeated", CONTAINER))}
 POD_TEMPLATE: Schema = {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)}
 DEPLOYMENT_SPEC: Schema = {
-    1: ("replicas", "int?"), 2: ("selector", LABEL_SELECTOR), 3: ("template", POD_TEMPLATE),
+    1: ("replicas", "opt_int"), 2: ("selector", LABEL_SELECTOR), 3: ("template", POD_TEMPLATE),
     4: ("strategy", {1: ("type", "string")}), 5: ("minReadySeconds", "int"),
-    6: ("revisionHistoryLimit", "int?"), 7: ("paused", "bool"), 9: ("progressDeadlineSeconds", "int?"),
+    6: ("revisionHistoryLimit", "opt_int"), 7: ("paused", "bool"), 9: ("progressDeadlineSeconds", "opt_int"),
 }
 KINDS: dict[str, Schema] = {
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", ("map", "bytes")), 3: ("type", "string"),
@@ -94,14 +95,18 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
         yield number, wire, value
 
 
+# Pointer fields (``*int32``, ``*bool``) whose zero is a value, not "unset" (backoffLimit: 0).
+_KEEP_ZERO = ("opt_int", "opt_bool")
+
+
 def _scalar(kind: str, value: Any) -> Any:
     if kind == "string":
         return value.decode()
     if kind == "bytes":
         return base64.b64encode(value).decode()
-    if kind == "bool":
+    if kind in ("bool", "opt_bool"):
         return bool(value)
-    if kind in ("int", "int?"):
+    if kind in ("int", "opt_int"):
         return value - (1 << 64) if value >= 1 << 63 else value
     return value  # raw
 
@@ -131,10 +136,8 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             result.setdefault(name, []).append(_decode_value(kind[1], value))
         else:
             decoded = _decode_value(kind, value)
-            # Go writes empty fields; JSON omits them. A pointer ("int?") is written only when
-            # set, so its zero is a value (replicas: 0).
-            if decoded not in ("", 0, False, {}, None) or kind in ("raw", "int?"):
-                result[name] = decoded
+            if decoded not in ("", 0, False, {}, None) or kind == "raw" or kind in _KEEP_ZERO:
+                result[name] = decoded  # Go writes empty optional fields; JSON omits them
     return result
 
 
