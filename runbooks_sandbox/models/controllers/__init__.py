@@ -1,4 +1,4 @@
-"""The sandbox's controllers: Deployment, ReplicaSet, Endpoints, HPA, ServiceAccounts, garbage collector.
+"""The sandbox's controllers: Deployment, ReplicaSet and Endpoints, running against a Store.
 
 They behave as kube-controller-manager's do, so that ``kubectl rollout status|history|undo``
 and the runbooks read the same results as from a cluster. Each controller has one worker
@@ -8,6 +8,9 @@ a periodic resync enqueues everything as a safety net::
     controllers = start_controllers(store)
     ...
     controllers.stop()
+
+Beside them run the garbage collector (dependents of deleted owners), the ServiceAccounts
+controller (a ``default`` account per namespace) and the HorizontalPodAutoscaler controller.
 """
 from __future__ import annotations
 
@@ -17,12 +20,12 @@ from typing import Any, Hashable, Protocol
 
 from ..api import Store, StoreEvent
 from .deployment import DeploymentController
-from .autoscaler import HorizontalPodAutoscalerController
 from .endpoints import EndpointsController
-from .garbage import GarbageCollector
-from .serviceaccounts import ServiceAccountsController
 from .queue import WorkQueue, Worker
 from .replicaset import ReplicaSetController
+from .autoscaler import HorizontalPodAutoscalerController
+from .garbage import GarbageCollector
+from .serviceaccounts import ServiceAccountsController
 
 __all__ = ["SandboxControllers", "start_controllers"]
 
@@ -47,11 +50,13 @@ class SandboxControllers:
         self.resync_s = resync_s
         self._queues: dict[str, WorkQueue] = {}
         self._controllers: list[_Controller] = []
-        for factory in (DeploymentController, ReplicaSetController, GarbageCollector,
-                        ServiceAccountsController, HorizontalPodAutoscalerController):
+        for factory in (DeploymentController, ReplicaSetController):
             queue = WorkQueue()
             self._add(factory(store, queue), queue)
         self._add(EndpointsController(store), WorkQueue())
+        for factory in (GarbageCollector, ServiceAccountsController, HorizontalPodAutoscalerController):
+            queue = WorkQueue()
+            self._add(factory(store, queue), queue)
         self._stopped = threading.Event()
         self._workers = [Worker(c.name, self._queues[c.name], c.sync) for c in self._controllers]
         self._resync = threading.Thread(target=self._resync_loop, name="controllers-resync", daemon=True)
@@ -118,5 +123,5 @@ class SandboxControllers:
 
 
 def start_controllers(store: Store, *, resync_s: float = DEFAULT_RESYNC_S) -> SandboxControllers:
-    """Start the Deployment, ReplicaSet, Endpoints, HPA and ServiceAccounts controllers and the garbage collector."""
+    """Start the controllers (see the module doc) against store."""
     return SandboxControllers(store, resync_s=resync_s).start()
