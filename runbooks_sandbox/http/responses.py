@@ -21,7 +21,7 @@ from ..models.watch import Watcher
 from . import discovery, tables
 from .protobuf import decode_envelope
 from .urls import ResourcePath, match_resource, match_static
-from .watch import DEFAULT_TIMEOUT_S, ChunkedWriter, stream_events
+from .watch import DEFAULT_TIMEOUT_S, ChunkedWriter, client_gone, stream_events
 
 Obj = dict[str, Any]
 TRUE = ("true", "1")
@@ -202,16 +202,30 @@ def _delete_collection(backend: Backend, request: Request, target: ResourcePath,
 
 
 def _log(backend: Backend, request: Request, target: ResourcePath) -> Response:
-    """The runtime's log text (``follow`` is not streamed: the current log is returned)."""
+    """The runtime's log text; with ``follow`` a chunked stream until the container ends."""
     backend.store.get(target.info.type, target.namespace, target.name or "")  # 404 for a missing pod
     logs = getattr(backend.runtime, "logs", None)
     if logs is None:
         return Response(200, "", "text/plain")
     tail, since = request.query.get("tailLines"), request.query.get("sinceSeconds")
-    text = logs(target.namespace, target.name, request.query.get("container") or None,
-                int(tail) if tail and tail.lstrip("-").isdigit() else None,
-                previous=request.flag("previous"), timestamps=request.flag("timestamps"),
-                since_seconds=float(since) if since else None)
+    options: dict[str, Any] = dict(
+        tail=int(tail) if tail and tail.lstrip("-").isdigit() else None, timestamps=request.flag("timestamps"),
+        since_seconds=float(since) if since else None)
+    container = request.query.get("container") or None
+    follow = getattr(backend.runtime, "follow_logs", None)
+    if request.flag("follow") and not request.flag("previous") and follow is not None:
+        client: list[Any] = []
+        chunks = follow(target.namespace, target.name, container, options.pop("tail"), **options,
+                        stopped=lambda: bool(client) and client_gone(client[0]))
+
+        def stream(writer: ChunkedWriter, sock: Any) -> None:
+            client.append(sock)
+            for chunk in chunks:
+                writer.raw(chunk.encode())
+
+        return Response(200, None, "text/plain", stream=stream)
+    text = logs(target.namespace, target.name, container, options.pop("tail"), previous=request.flag("previous"),
+                **options)
     return Response(200, text, "text/plain")
 
 

@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT_S = 1800.0
 POLL_TICK_S = 1.0
 
 
-def _client_gone(sock: socket.socket) -> bool:
+def client_gone(sock: socket.socket) -> bool:
     """True when the client closed its side (a readable socket with nothing to read)."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
@@ -41,6 +41,12 @@ class ChunkedWriter:
         data = json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
         self._wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self._wfile.flush()
+
+    def raw(self, data: bytes) -> None:
+        """One chunk of bytes as they are (a followed log's text)."""
+        if data:
+            self._wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._wfile.flush()
 
     def end(self) -> None:
         self._wfile.write(b"0\r\n\r\n")
@@ -71,7 +77,7 @@ def stream_events(
             if event is not None:
                 writer.event(event.type, render(event))
                 continue
-            if watcher.closed or _client_gone(sock):
+            if watcher.closed or client_gone(sock):
                 return
             if bookmark and time.monotonic() - last_bookmark >= bookmark_interval_s:
                 writer.event("BOOKMARK", bookmark(watcher.resource_version))

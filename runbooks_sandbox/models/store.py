@@ -12,13 +12,13 @@ import secrets as _random
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from . import errors
 from .api import Obj, ResourceType, StoreEvent
 from .defaults import Allocator
+from .eventlog import EventLog, HistoryEntry
 from .patch import APPLY, apply_patch, patch_kind
 from .resources import NAMESPACES, ResourceInfo, ResourceRegistry, builtin_registry
 from .selectors import (fields_match, labels_match, parse_field_selector, parse_label_selector,
@@ -49,14 +49,6 @@ def _type_key(rt: ResourceType) -> tuple[str, str]:
     return (rt.group, rt.plural)
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    """A committed event plus the object before it (for selector transitions in watches)."""
-
-    event: StoreEvent
-    old: Obj | None
-
-
 class MemoryStore:
     """Implements the ``Store`` Protocol of ``models.api`` (see there for the contract)."""
 
@@ -64,9 +56,7 @@ class MemoryStore:
         self.registry = registry or builtin_registry()
         self.allocator = Allocator()
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
-        self.history: deque[HistoryEntry] = deque(maxlen=event_history)
-        self.closed = False
+        self.events = EventLog(self.lock, event_history)
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self._types: dict[tuple[str, str], ResourceType] = {}
         self._rv = 0
@@ -79,6 +69,14 @@ class MemoryStore:
                 self.create(NAMESPACES, None, {"metadata": {"name": name}})
 
     # --- reads -------------------------------------------------------------------------------
+
+    @property
+    def history(self) -> deque[HistoryEntry]:
+        return self.events.history
+
+    @property
+    def closed(self) -> bool:
+        return self.events.closed
 
     @property
     def resource_version(self) -> int:
@@ -260,13 +258,11 @@ class MemoryStore:
             elif self.history and resource_version < self.history[0].event.resource_version - 1:
                 raise errors.Gone(f"too old resource version: {resource_version} "
                                   f"({self.history[0].event.resource_version - 1})")
-            return Watcher(self, rt, namespace, resource_version, labels, fields, initial)
+            return Watcher(self.events, rt, namespace, resource_version, labels, fields, initial)
 
     def close(self) -> None:
         """End every watch (used when a server resets or stops)."""
-        with self.lock:
-            self.closed = True
-            self.changed.notify_all()
+        self.events.close()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -413,10 +409,9 @@ class MemoryStore:
         else:
             objects[key] = new
         event = StoreEvent(kind, rt, new, self._rv)  # type: ignore[arg-type]
-        self.history.append(HistoryEntry(event, old))
         if self._subscribers:
             self._pending.append(event)
-        self.changed.notify_all()
+        self.events.append(HistoryEntry(event, old))
 
     def _dispatch(self) -> None:
         """Deliver pending events to subscribers in order, outside the store lock."""

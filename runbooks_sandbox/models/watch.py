@@ -1,4 +1,4 @@
-"""A watch over the store's event history: what both controllers and HTTP watches consume.
+"""A watch over the store's event log: what both controllers and HTTP watches consume.
 
 Events are read from the store's bounded history by resourceVersion (contiguous, one per write),
 so a watcher that falls behind the history gets a 410 Gone, as from a real API server. Selector
@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from .api import ResourceType, StoreEvent
 from .errors import Gone
+from .eventlog import EventLog, HistoryEntry
 from .selectors import FieldRequirement, Requirement, fields_match, labels_match
-
-if TYPE_CHECKING:
-    from .store import HistoryEntry, MemoryStore
 
 
 class Watcher:
     """An iterator of StoreEvents (blocking), with ``poll(timeout)`` for servers and ``close()``."""
 
     def __init__(
-        self, store: MemoryStore, rt: ResourceType, namespace: str | None, resource_version: int,
+        self, log: EventLog, rt: ResourceType, namespace: str | None, resource_version: int,
         labels: list[Requirement], fields: list[FieldRequirement], initial: list[StoreEvent],
     ) -> None:
-        self._store = store
+        self._log = log
         self._type = (rt.group, rt.plural)
         self._namespace = namespace
         self._labels, self._fields = labels, fields
@@ -41,17 +39,17 @@ class Watcher:
 
     @property
     def closed(self) -> bool:
-        return self._closed or self._store.closed
+        return self._closed or self._log.closed
 
     def close(self) -> None:
-        with self._store.changed:
+        with self._log.changed:
             self._closed = True
-            self._store.changed.notify_all()
+            self._log.changed.notify_all()
 
     def poll(self, timeout: float | None) -> StoreEvent | None:
         """The next matching event, or None when the timeout passes or the watch is closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._store.changed:
+        with self._log.changed:
             while True:
                 if self._initial:
                     return self._initial.popleft()
@@ -63,7 +61,7 @@ class Watcher:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                self._store.changed.wait(remaining)
+                self._log.changed.wait(remaining)
 
     def __iter__(self) -> Iterator[StoreEvent]:
         return self
@@ -75,7 +73,7 @@ class Watcher:
         return event
 
     def _next_from_history(self) -> StoreEvent | None:
-        history = self._store.history
+        history = self._log.history
         if not history or self._cursor >= history[-1].event.resource_version:
             return None
         first = history[0].event.resource_version

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from datetime import datetime, timezone
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 __all__ = ["ContainerLog", "follow_process"]
 
@@ -30,6 +30,10 @@ class ContainerLog:
         self._current: deque[tuple[float, str]] = deque(maxlen=max_lines)
         self._previous: deque[tuple[float, str]] | None = None
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
+        self._instance = 0  # which instance _current holds (followers stop when it changes)
+        self._written = 0  # lines ever appended to the current instance (the deque forgets)
+        self._ended = False  # the current instance's output is complete (its process exited)
 
     def new_instance(self) -> None:
         """A restart: the current log becomes the previous one."""
@@ -37,10 +41,49 @@ class ContainerLog:
             if self._current:
                 self._previous = self._current
             self._current = deque(maxlen=self._max)
+            self._instance += 1
+            self._written, self._ended = 0, False
+            self._grew.notify_all()
 
     def append(self, line: str) -> None:
         with self._lock:
             self._current.append((time.time(), line.rstrip("\n")))
+            self._written += 1
+            self._grew.notify_all()
+
+    def end(self) -> None:
+        """The current instance's process exited: its output is complete."""
+        with self._lock:
+            self._ended = True
+            self._grew.notify_all()
+
+    def follow(
+        self, *, tail: int | None = None, timestamps: bool = False, since_seconds: float | None = None,
+        stopped: Callable[[], bool] = lambda: False, tick_s: float = 0.5,
+    ) -> Iterator[str]:
+        """``kubectl logs -f``: the log so far, then each new line, until this instance ends.
+
+        Ends when the process exits (a restart is a new instance, which a follow does not
+        cross, as with the kubelet) or when ``stopped()`` says the reader left (checked every
+        ``tick_s`` while no line comes).
+        """
+        with self._lock:
+            instance, seen, lines = self._instance, self._written, list(self._current)
+        yield _render(_select(lines, tail, since_seconds), timestamps)
+        while True:
+            with self._grew:
+                while (self._instance == instance and self._written == seen and not self._ended
+                       and not stopped()):
+                    self._grew.wait(tick_s)
+                if self._instance != instance:
+                    return
+                fresh = min(self._written - seen, len(self._current))
+                lines = list(self._current)[len(self._current) - fresh:] if fresh else []
+                seen, ended = self._written, self._ended
+            if lines:
+                yield _render(lines, timestamps)
+            elif ended or stopped():
+                return
 
     def text(
         self, *, tail: int | None = None, previous: bool = False, timestamps: bool = False,
@@ -50,18 +93,26 @@ class ContainerLog:
         with self._lock:
             source = self._previous if previous else self._current
             lines = list(source or ())
-        if since_seconds is not None:
-            cutoff = time.time() - since_seconds
-            lines = [item for item in lines if item[0] >= cutoff]
-        if tail is not None and tail >= 0:
-            lines = lines[len(lines) - tail:] if tail else []
-        if timestamps:
-            return "".join(f"{_stamp(at)} {text}\n" for at, text in lines)
-        return "".join(f"{text}\n" for _, text in lines)
+        return _render(_select(lines, tail, since_seconds), timestamps)
 
     def has_previous(self) -> bool:
         with self._lock:
             return self._previous is not None
+
+
+def _select(lines: list[tuple[float, str]], tail: int | None, since_seconds: float | None) -> list[tuple[float, str]]:
+    if since_seconds is not None:
+        cutoff = time.time() - since_seconds
+        lines = [item for item in lines if item[0] >= cutoff]
+    if tail is not None and tail >= 0:
+        lines = lines[len(lines) - tail:] if tail else []
+    return lines
+
+
+def _render(lines: list[tuple[float, str]], timestamps: bool) -> str:
+    if timestamps:
+        return "".join(f"{_stamp(at)} {text}\n" for at, text in lines)
+    return "".join(f"{text}\n" for _, text in lines)
 
 
 def follow_process(
@@ -73,7 +124,9 @@ def follow_process(
         for raw in iter(stream.readline, b""):
             log.append(raw.decode("utf-8", "replace"))
         stream.close()
-        on_exit(process.wait())
+        code = process.wait()
+        log.end()
+        on_exit(code)
 
     assert process.stdout is not None
     thread = threading.Thread(target=run, args=(process.stdout,), name=f"log-{name}", daemon=True)

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..models.api import StoreEvent, Store
 from ..models.errors import ApiError, BadRequest, NotFound
@@ -38,33 +36,13 @@ from ..models.store import now_rfc3339
 from ..workload import ImageCatalog, clear_fault, inject_fault, load_image_catalog
 from .events import EventRecorder
 from .ipam import AddressPool
-from .logs import DEFAULT_MAX_LINES
+from .host import RuntimeSettings
 from .podworker import PodWorker
 
 __all__ = ["FINALIZER", "NODE_NAME", "ProcessRuntime", "RuntimeSettings"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """How the runtime runs pods; the defaults suit drills and tests."""
-
-    time_scale: float = 0.1  # multiplies probe delays/periods/timeouts, grace periods and back-offs
-    # Loopback range pod IPs come from: a random /16 per sandbox, so that two sandboxes on one
-    # machine (a drill beside a test run) do not hand out each other's just-freed addresses.
-    pod_network: str = field(default_factory=lambda: f"127.{random.randrange(10, 64)}.0.0/16")
-    catalog: str | None = None  # sandbox profile with the image catalog (default parameters/sandbox.yaml)
-    access_log: bool = False  # workload logs every request (costly under load) or only start-up/faults/5xx
-    log_lines: int = DEFAULT_MAX_LINES  # lines kept per container instance
-    state_dir: str | None = None  # pod folders (fault files); a temporary folder when None
-    min_probe_timeout_s: float = 1.0  # scaled probe timeouts never go below this
-    config_retry_s: float = 1.0  # how often a pod blocked on a missing Secret/ConfigMap retries
-    backoff_initial_s: float = 10.0  # kubelet's crash/pull back-off start (scaled)
-    backoff_max_s: float = 300.0  # and its ceiling (scaled)
-    stop_grace_s: float = 2.0  # SIGTERM-to-SIGKILL time when the runtime itself stops
 
 
 class ProcessRuntime:
@@ -130,14 +108,27 @@ class ProcessRuntime:
 
         Raises NotFound / BadRequest with the API server's messages (kubectl prints them).
         """
-        worker = self._worker(namespace, name)
-        runner = worker.container(container)
+        runner = self._log_source(namespace, name, container, previous)
+        return runner.log.text(tail=tail, previous=previous, timestamps=timestamps, since_seconds=since_seconds)
+
+    def follow_logs(
+        self, namespace: str, name: str, container: str | None = None, tail: int | None = None, *,
+        timestamps: bool = False, since_seconds: float | None = None, stopped: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str]:
+        """``.../log?follow=true``: the log so far, then new lines until the container's process
+        ends (exit, crash, pod deletion) or ``stopped()`` (the client left). Errors are raised
+        here, before anything is streamed."""
+        runner = self._log_source(namespace, name, container, False)
+        return runner.log.follow(tail=tail, timestamps=timestamps, since_seconds=since_seconds, stopped=stopped)
+
+    def _log_source(self, namespace: str, name: str, container: str | None, previous: bool) -> Any:
+        runner = self._worker(namespace, name).container(container)
         if previous and not runner.log.has_previous():
             raise BadRequest(f'previous terminated container "{runner.name}" in pod "{name}" not found')
         if not previous and not runner.ever_started:
             reason = runner.waiting[0] if runner.waiting else "ContainerCreating"
             raise BadRequest(f'container "{runner.name}" in pod "{name}" is waiting to start: {reason}')
-        return runner.log.text(tail=tail, previous=previous, timestamps=timestamps, since_seconds=since_seconds)
+        return runner
 
     def fault(self, namespace: str, pod: str, **fields: Any) -> dict[str, Any]:
         """Inject faults into a running pod (see ``runbooks_sandbox.workload.faults``)."""

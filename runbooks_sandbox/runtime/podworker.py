@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..models.errors import ApiError, BadRequest
 from ..models.nodes import FINALIZER, NODE_NAME
@@ -21,12 +21,10 @@ from ..models.store import now_rfc3339
 from ..workload import ImagePullError
 from .containers import ContainerConfigError, ContainerRunner, WorkloadCommand, base_environment, resolve_env
 from .ipam import PoolExhausted, can_bind
+from .host import PodHost
 from .logs import ContainerLog
 from .probes import Probe
 from .runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, runner_process
-
-if TYPE_CHECKING:
-    from .pods import ProcessRuntime
 
 __all__ = ["PodWorker"]
 
@@ -43,7 +41,7 @@ def _sha(text: str) -> str:
 class PodWorker:
     """The kubelet for one pod (see the module doc); created and driven by ProcessRuntime."""
 
-    def __init__(self, runtime: ProcessRuntime, pod: Obj) -> None:
+    def __init__(self, runtime: PodHost, pod: Obj) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.node, self.finalizer = NODE_NAME, FINALIZER

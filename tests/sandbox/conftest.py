@@ -86,3 +86,19 @@ def api_client(kubeconfig: Path):  # type: ignore[no-untyped-def]
     client = config.new_client_from_config(config_file=str(kubeconfig))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def process_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """(server, runtime, client): an API server whose pods are real processes (the sandbox's runtime)."""
+    from kubernetes import config
+
+    from runbooks_sandbox.runtime.pods import ProcessRuntime
+
+    runtime = ProcessRuntime(time_scale=0.1, state_dir=str(tmp_path_factory.mktemp("pods")))
+    server = ApiServer(port=0, kubeconfig=tmp_path_factory.mktemp("kube") / "config", runtime=runtime)
+    server.start()
+    api = config.new_client_from_config(config_file=str(server.kubeconfig))
+    yield server, runtime, api
+    api.close()
+    server.stop()

@@ -177,3 +177,14 @@ def test_ingress_is_stored_listed_and_shown(api_client, kubectl, namespace: str)
     assert table[0].split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
     assert table[1].split()[:4] == ["veza-ingress", "nginx", "api.veza.app,veza.app", "80,"]
     assert "veza-backend-api:80" in kubectl("describe", "ingress", "veza-ingress").stdout
+
+
+def test_kubectl_create_deployment_sends_protobuf_the_sandbox_decodes(kubectl, api_client, namespace: str) -> None:
+    kubectl("create", "deployment", "web", "--image=registry.veza.app/veza-frontend:v1.5.0", "--replicas=2",
+            "--port=80")
+    d = client.AppsV1Api(api_client).read_namespaced_deployment("web", namespace)
+    (container,) = d.spec.template.spec.containers
+    assert (d.spec.replicas, d.spec.selector.match_labels, container.image, container.ports[0].container_port) == \
+        (2, {"app": "web"}, "registry.veza.app/veza-frontend:v1.5.0", 80)
+    kubectl("create", "deployment", "idle", "--image=registry.veza.app/veza-frontend:v1.5.0", "--replicas=0")
+    assert client.AppsV1Api(api_client).read_namespaced_deployment("idle", namespace).spec.replicas == 0

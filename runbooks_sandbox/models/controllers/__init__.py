@@ -9,6 +9,9 @@ a periodic resync enqueues everything as a safety net::
     controllers = start_controllers(store)
     ...
     controllers.stop()
+
+Beside them run the garbage collector (dependents of deleted owners), the ServiceAccounts
+controller (a ``default`` account per namespace) and the HorizontalPodAutoscaler controller.
 """
 from __future__ import annotations
 
@@ -19,13 +22,13 @@ from typing import Any, Hashable, Protocol
 from ..api import Store, StoreEvent
 from .cronjob import CronJobController
 from .deployment import DeploymentController
-from .autoscaler import HorizontalPodAutoscalerController
 from .endpoints import EndpointsController
-from .garbage import GarbageCollector
-from .serviceaccounts import ServiceAccountsController
 from .job import JobController
 from .queue import WorkQueue, Worker
 from .replicaset import ReplicaSetController
+from .autoscaler import HorizontalPodAutoscalerController
+from .garbage import GarbageCollector
+from .serviceaccounts import ServiceAccountsController
 
 __all__ = ["SandboxControllers", "start_controllers"]
 
@@ -50,12 +53,13 @@ class SandboxControllers:
         self.resync_s = resync_s
         self._queues: dict[str, WorkQueue] = {}
         self._controllers: list[_Controller] = []
-        for factory in (DeploymentController, ReplicaSetController, GarbageCollector,
-                        ServiceAccountsController, HorizontalPodAutoscalerController,
-                        JobController, CronJobController):
+        for factory in (DeploymentController, ReplicaSetController, JobController, CronJobController):
             queue = WorkQueue()
             self._add(factory(store, queue), queue)
         self._add(EndpointsController(store), WorkQueue())
+        for factory in (GarbageCollector, ServiceAccountsController, HorizontalPodAutoscalerController):
+            queue = WorkQueue()
+            self._add(factory(store, queue), queue)
         self._stopped = threading.Event()
         self._workers = [Worker(c.name, self._queues[c.name], c.sync) for c in self._controllers]
         self._resync = threading.Thread(target=self._resync_loop, name="controllers-resync", daemon=True)
@@ -122,5 +126,5 @@ class SandboxControllers:
 
 
 def start_controllers(store: Store, *, resync_s: float = DEFAULT_RESYNC_S) -> SandboxControllers:
-    """Start the Deployment, ReplicaSet, Endpoints, HPA and ServiceAccounts controllers and the garbage collector."""
+    """Start the controllers (see the module doc) against store."""
     return SandboxControllers(store, resync_s=resync_s).start()
