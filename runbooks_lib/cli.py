@@ -100,6 +100,44 @@ def gameday_command(env: str, scenarios_file: Path | None) -> None:
     sys.exit(0 if all(r.as_expected for r in results) and failed == 0 else 1)
 
 
+@cli.command("schedule")
+@click.argument("notebook", type=click.Path(path_type=Path))
+@click.option("--env", "env", required=True, help="Profile name: the cluster and namespace the runs target.")
+@click.option("--cron", required=True, help="When to run, a cron expression: \"0 3 1 * *\" = 03:00 on the 1st.")
+@click.option("-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="A runbook parameter for every run (checked against the notebook now).")
+@click.option("--time-zone", default="Etc/UTC", show_default=True, help="Time zone of the cron expression.")
+@click.option("--deadline", "deadline_s", type=int, default=3600, show_default=True,
+              help="Seconds a run may take before Kubernetes stops it (activeDeadlineSeconds).")
+@click.option("--name", default=None, help="CronJob name (default runbook-<notebook>-<env>).")
+@click.option("--apply", "apply_it", is_flag=True, help="Create or update the CronJob in the profile's cluster.")
+@click.option("--dry-run", is_flag=True, help="With --apply: the API server validates it (dryRun=All), stores nothing.")
+def schedule_command(notebook: Path, env: str, cron: str, parameters: tuple, time_zone: str, deadline_s: int,
+                     name: str | None, apply_it: bool, dry_run: bool) -> None:
+    """Print (or --apply) a CronJob that runs NOTEBOOK headless in the cluster on a schedule.
+
+    Each run is `runbook run NOTEBOOK --env ENV -p ...` in the project's runner image; its sealed
+    record lands in the profile's records (RUNBOOKS_RECORDS_URL, else records.url). Run one now
+    with `kubectl create job NAME --from=cronjob/<name>`.
+    """
+    import yaml
+
+    from .schedule import apply_cronjob, runbook_cronjob
+
+    if dry_run and not apply_it:
+        raise click.UsageError("--dry-run goes with --apply")
+    cronjob = runbook_cronjob(notebook, env, cron, list(parameters), time_zone=time_zone, deadline_s=deadline_s,
+                              name=name)
+    if not apply_it:
+        click.echo(yaml.safe_dump(cronjob, sort_keys=False), nl=False)
+        return
+    outcome = apply_cronjob(cronjob, env, dry_run=dry_run)
+    meta = cronjob["metadata"]
+    click.echo(f"cronjob.batch/{meta['name']} {outcome}{' (server dry run)' if dry_run else ''} in {meta['namespace']}: "
+               f"{cron} {time_zone}; run it now: kubectl -n {meta['namespace']} create job "
+               f"{meta['name'][:40]}-now --from=cronjob/{meta['name']}")
+
+
 from .records.cli import records  # noqa: E402  (the records commands are part of the library)
 
 cli.add_command(records)

@@ -432,7 +432,7 @@ class Sandbox:
         return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
 
     def _pod_apps(self) -> dict[str, str]:
-        """``namespace/pod`` -> its app label, for every pod the API server holds."""
+        """``namespace/pod`` -> its app label (or ``job/<name>``), for every pod the API server holds."""
         import requests
 
         api = self._read_json(self.supervisor_status_path).get("api_url")
@@ -440,8 +440,7 @@ class Sandbox:
             items = requests.get(f"{api}/api/v1/pods", timeout=3).json()["items"]
         except (requests.RequestException, ValueError, KeyError):
             return {}
-        return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": (p['metadata'].get('labels') or {}).get("app", "")
-                for p in items}
+        return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": _pod_group(p) for p in items}
 
     def _deployments(self) -> dict[str, Any]:
         import requests
@@ -601,6 +600,15 @@ class Sandbox:
             return requests.get(f"{control}/pids", timeout=5).json()
         except (requests.RequestException, ValueError):
             return {}
+
+
+def _pod_group(pod: dict[str, Any]) -> str:
+    """What a pod's memory is counted under: its app label, else its Job (``job/<name>``)."""
+    labels = pod["metadata"].get("labels") or {}
+    if labels.get("app"):
+        return str(labels["app"])
+    job = labels.get("batch.kubernetes.io/job-name")
+    return f"job/{job}" if job else ""
 
 
 def _server_running(server: Any) -> bool:

@@ -116,7 +116,7 @@ def sandbox() -> Iterator[Sandbox]:
 # The scenarios share one sandbox and change it: read-only checks first (a health check must
 # see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
 # rollbacks of what the deploys left.
-_ORDER = ("test_headless", "test_deploy", "test_rollback", "test_incident")
+_ORDER = ("test_headless", "test_schedule", "test_deploy", "test_rollback", "test_canary", "test_incident", "test_dr")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
