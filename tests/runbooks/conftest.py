@@ -115,8 +115,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 # The scenarios share one sandbox and change it: read-only checks first (a health check must
 # see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
-# rollbacks of what the deploys left.
-_ORDER = ("test_headless", "test_deploy", "test_rollback")
+# rollbacks of what the deploys left, then canaries (the last stops and restarts Prometheus).
+_ORDER = ("test_headless", "test_deploy", "test_rollback", "test_canary")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
