@@ -19,7 +19,7 @@ BASELINE_P99 = [9.0, 9.4, 8.8, 9.9, 9.2, 9.6, 9.1, 9.3]
 
 
 def window(k: int, *, step: int = 1, weight: float = 5, last: bool = False, sr: float | None = 1.0,
-           p99: float | None = 9.5, requests: float | None = 25, errors: float | None = 0,
+           p99: float | None = 9.5, requests: float | None = 120, errors: float | None = 0,
            canary_series: list[float] | None = None, baseline_series: list[float] | None = None,
            no_data: str = "", operator: str | None = None, interval_s: float = 5) -> Window:
     """The k-th look (every interval_s) with the canary's numbers; the baseline is healthy."""
@@ -96,6 +96,14 @@ def test_data_coming_back_resets_the_hold_clock() -> None:
     assert judge.judge(window(3)).action == "advance"
     assert judge.judge(window(4, **silent)).action == "hold"  # a new hold: 0 s, not 20 s
     assert judge.judge(window(6, **silent)).action == "hold"
+
+
+def test_a_good_canary_on_little_traffic_holds_for_evidence_then_advances() -> None:
+    # 25 requests a look, no error: each success moves the ratio by ln(0.95/0.99); ~112 are needed
+    judge = Judge(Policy(max_hold_s=5))
+    actions = [judge.judge(window(k, requests=25)).action for k in range(6)]
+    assert actions == ["hold"] * 4 + ["advance", "advance"]
+    assert "gathering evidence" in judge.decisions[0].why  # not "no data": max_hold_s does not apply
 
 
 def test_a_canary_without_requests_is_no_data_not_healthy() -> None:

@@ -16,7 +16,9 @@ series and replayed offline by the bench.
    p0 (the SLO's error budget, or the baseline's rate when the baseline does worse) against H1
    p1 (``bad_error_rate``), false-alarm ``alpha`` and miss ``beta``. It aborts the moment the
    log-likelihood ratio crosses ln((1-beta)/alpha) — as soon as the traffic carries enough
-   evidence, not after a fixed number of intervals. By Ville's inequality a canary no worse than
+   evidence, not after a fixed number of intervals. Symmetrically the canary leaves its first step
+   only once the ratio has reached ln(beta/(1-alpha)) (the test accepted it): passing gates on a
+   handful of requests is not evidence. By Ville's inequality a canary no worse than
    p0 crosses it with probability at most alpha/(1-beta), however long it is watched.
 
 No data (a canary without requests, Prometheus silent or down) is its own answer: the judge
@@ -52,6 +54,7 @@ class Policy:
     beta: float = 0.01  # layer 3: miss bound
     bad_error_rate: float = 0.05  # layer 3: H1, an error rate that must be caught
     max_hold_s: float = 60.0  # no data for this long aborts
+    require_acceptance: bool = True  # advance only once the SPRT has accepted the canary (H0) at least once
 
     @classmethod
     def from_slo(cls, slo: Any, **overrides: Any) -> "Policy":
@@ -237,6 +240,7 @@ class Judge:
         self.policy = policy
         self.sprt = SPRT(policy.error_budget, policy.bad_error_rate, policy.alpha, policy.beta)
         self.failed_intervals = 0
+        self.accepted = False  # the SPRT has reached its lower boundary: enough evidence the canary is good
         self.hold_since: datetime | None = None
         self.decisions: list[Decision] = []
         self._baseline_series: Series | None = None  # last one with data: at 100 % the primary has none
@@ -348,6 +352,14 @@ class Judge:
             return self._hold_for_data(w, checks, f"canary vs baseline: {comparison.why}")
         if w.operator == "hold":
             return self._decide(w, "hold", "an operator asked to hold", checks)
+        if self.sprt.state == "good":
+            self.accepted = True
+        if self.policy.require_acceptance and not self.accepted:
+            # Passing gates on a handful of requests proves little: the canary moves on only once the
+            # sequential test has accepted it at its bounds (holding for evidence is not "no data").
+            return self._decide(w, "hold", f"gathering evidence: the sequential test has not accepted the canary yet "
+                                           f"({self.sprt.requests:.0f} requests, LLR {self.sprt.llr:+.2f} > {self.sprt.lower:.2f})",
+                                checks)
         action: Action = "promote" if w.last_step else "advance"
         return self._decide(w, action, "every layer passed" + (" at the last step" if w.last_step else ""), checks)
 

@@ -115,7 +115,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 # The scenarios share one sandbox and change it: read-only checks first (a health check must
 # see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
-# rollbacks of what the deploys left.
+# rollbacks of what the deploys left, then canaries (the last stops and restarts Prometheus),
+# incidents and DR drills; each leaves the platform healthy for the next.
 _ORDER = ("test_headless", "test_schedule", "test_deploy", "test_rollback", "test_canary", "test_incident", "test_dr")
 
 
