@@ -91,6 +91,39 @@ class RedisSettings(_Model):
     """The platform's Redis (sessions and cache), checked by the health check's ping."""
 
     url: SecretStr | None = Field(None, description="redis://:password@host:port/db; holds a password, so secret")
+class Retention(_Model):
+    """How long backups are kept (the guide's 10.1): the newest backup of each day, ISO week
+    and month is kept for that many days, weeks and months."""
+
+    daily_days: int = Field(30, ge=1, description="Keep the newest backup of each of the last N days")
+    weekly_weeks: int = Field(12, ge=0, description="Keep the newest backup of each of the last N ISO weeks")
+    monthly_months: int = Field(24, ge=0, description="Keep the newest backup of each of the last N months")
+
+
+class BackupSettings(_Model):
+    """Where backups of veza_db go and how they are sealed (the guide's 10.1)."""
+
+    url: str | None = Field(None, description="Off-site storage by URL (fsspec): s3://veza-backups/postgres/, or a folder")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, e.g. {endpoint_url: ...}")
+    transit_mount: str = Field("transit", description="Vault transit engine mount that wraps the data keys")
+    transit_key: str = Field("veza", description="Transit key name (the key never leaves Vault)")
+    wal_archive_url: str | None = Field(None, description="Where archive_command puts WAL segments (PITR)")
+    pg_bin_dir: str | None = Field(None, description="pg_dump/pg_restore folder; None = /usr/lib/postgresql/15/bin or PATH")
+    retention: Retention = Retention()
+
+
+class DrillSettings(_Model):
+    """How a disaster-recovery drill breaks and mends the database (argv lists, no shell).
+
+    Production names its own (a fencing script, a Patroni command); the sandbox names
+    `runbook sandbox postgres ...`.
+    """
+
+    kill_primary: tuple[str, ...] = Field((), description="Command that takes the primary down (the drill's fault)")
+    rebuild_standby: tuple[str, ...] = Field((), description="Command that rebuilds a standby from the promoted primary")
+    rto_target_s: float = Field(4 * 3600, gt=0, description="The guide's 10.2: RTO < 4 h")
+    rpo_target_s: float = Field(3600, gt=0, description="The guide's 10.2: RPO < 1 h")
+    failover_target_s: float = Field(300, gt=0, description="The guide's 10.2: failover to the standby < 5 min")
 
 
 class SLO(_Model):
@@ -147,6 +180,8 @@ class Profile(_Model):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     slo: SLO = SLO()
+    backups: BackupSettings = BackupSettings()
+    drill: DrillSettings = DrillSettings()
     canary_steps: tuple[int, ...] = (5, 25, 50, 100)
     routing: Routing = Routing()
     timeouts: Timeouts = Timeouts()

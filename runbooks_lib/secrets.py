@@ -111,6 +111,32 @@ class Vault:
             self.settings.address, True, bool(status.get("initialized")), bool(status.get("sealed")), status.get("version")
         )
 
+    def data_key(self, key_name: str, mount: str = "transit") -> tuple[bytes, str]:
+        """A fresh 256-bit data key from the transit engine: (plaintext bytes, wrapped key).
+
+        Only the wrapped form (``vault:v1:...``) may be stored; the plaintext is used in memory
+        and dropped. Envelope encryption: Vault never sees the data, the data never holds a
+        usable key.
+        """
+        import base64
+
+        reply = self._translate(
+            f"generate a data key with {mount}/keys/{key_name}", self._client.secrets.transit.generate_data_key,
+            name=key_name, key_type="plaintext", bits=256, mount_point=mount,
+        )
+        data = reply["data"]
+        return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
+
+    def unwrap_data_key(self, wrapped: str, key_name: str, mount: str = "transit") -> bytes:
+        """The plaintext of a data key wrapped by :meth:`data_key`."""
+        import base64
+
+        reply = self._translate(
+            f"unwrap a data key with {mount}/keys/{key_name}", self._client.secrets.transit.decrypt_data,
+            name=key_name, ciphertext=wrapped, mount_point=mount,
+        )
+        return base64.b64decode(reply["data"]["plaintext"])
+
     def token_identity(self) -> dict[str, str]:
         """Who the token belongs to (display name, accessor): an operator identity, never the token."""
         reply = self._translate("look up the token", self._client.auth.token.lookup_self)

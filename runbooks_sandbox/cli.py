@@ -106,6 +106,12 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         where = part.get("url") or part.get("api_url") or (f":{part['port']}" if part.get("port") else "")
         state = "alive" if part["alive"] else (part.get("fault") or "DEAD").upper()
         click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {state:<6} {where}")
+    replication = (info.get("postgres") or {}).get("replication")
+    if info.get("postgres"):
+        pg = info["postgres"]
+        click.echo(f"  postgres primary :{pg['primary']['port']} {'up' if pg['primary']['running'] else 'DOWN'}, "
+                   f"standby :{pg['standby']['port']} {'up' if pg['standby']['running'] else 'DOWN'}, "
+                   f"replication {(replication or {}).get('state') or 'none'}")
     for name, d in info["deployments"].items():
         click.echo(f"  deploy/{name:<22} {d['ready']}/{d['replicas']} ready  {d['image']}")
     if info.get("pods"):
@@ -247,3 +253,21 @@ def load_command(state_dir: Path | None, rate: float | None, service: str | None
     except (ServerError, OSError) as e:
         raise _fail(e) from e
     click.echo("load rates: " + ", ".join(f"{name} {r:g}/s" for name, r in sorted(rates.items())))
+
+
+@sandbox.command("postgres")
+@_state_dir_option
+@click.argument("action", type=click.Choice(["kill-primary", "rebuild-standby"]))
+def postgres_command(state_dir: Path | None, action: str) -> None:
+    """Database drills: crash the primary (a lost host), or rebuild a standby after a failover."""
+    box = _sandbox(state_dir)
+    try:
+        if action == "kill-primary":
+            box.postgres_kill_primary()
+            click.echo("postgres primary killed (immediate shutdown)")
+        else:
+            topology = box.postgres_rebuild_standby()
+            click.echo(f"postgres primary :{topology['primary_port']}, standby :{topology['standby_port']} "
+                       f"({(topology.get('replication') or {}).get('state') or 'not streaming'})")
+    except (ServerError, OSError) as e:
+        raise _fail(e) from e

@@ -243,6 +243,11 @@ class Sandbox:
             "REDIS_URL": redis.url,
             "TRAFFIC_URL": supervisor["traffic_url"],
             "NOTIFY_URL": supervisor["notify_url"],
+            # Disaster-recovery drills: folders standing for off-site storage, and the state
+            # directory the drill's fault and rebuild commands name.
+            "BACKUP_URL": str(self.state_dir / "offsite" / "backups"),
+            "WAL_ARCHIVE_URL": str(postgres.wal_archive),
+            "STATE_DIR": str(self.state_dir),
         }
         if wait:
             deadline = time.monotonic() + timeout_s
@@ -419,6 +424,7 @@ class Sandbox:
         if "up_seconds" in state:
             info["up_seconds"] = state["up_seconds"]
         if info["running"]:
+            info["postgres"] = PostgresCluster(self.state_dir).status()
             info["deployments"] = self._deployments()
             info["pods"] = self.pod_pids()
             info["memory"] = self.memory(info["pods"])
@@ -460,6 +466,27 @@ class Sandbox:
                 "image": image,
             }
         return result
+
+    # -- database drills ---------------------------------------------------------------------
+    def postgres_kill_primary(self) -> None:
+        """Crash the PostgreSQL primary (a lost host), for failover drills."""
+        with self._exclusive():
+            PostgresCluster(self.state_dir).kill_primary()
+
+    def postgres_rebuild_standby(self) -> dict[str, Any]:
+        """After a failover: the promoted node is the primary, a new standby streams from it;
+        the recorded PIDs and the env file's DSNs follow."""
+        with self._exclusive():
+            cluster = PostgresCluster(self.state_dir)
+            topology = cluster.rebuild_standby()
+            status = cluster.status()
+            self._record(postgres_primary={"pid": status["primary"]["pid"], "port": cluster.primary_port},
+                         postgres_standby={"pid": status["standby"]["pid"], "port": cluster.standby_port})
+            values = self.env()
+            if values:
+                values.update(PG_PRIMARY_DSN=cluster.primary_dsn, PG_STANDBY_DSN=cluster.standby_dsn)
+                self._write_env(values)
+            return {**topology, "replication": status.get("replication")}
 
     # -- traffic and faults ------------------------------------------------------------------
     def traffic_url(self) -> str:

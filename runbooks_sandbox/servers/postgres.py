@@ -57,6 +57,12 @@ fsync = off
 shared_buffers = '32MB'
 max_connections = 60
 log_min_messages = warning
+# WAL archiving to the sandbox's stand-in for off-site storage: base backup + archived WAL is
+# what point-in-time recovery and a region rebuild replay. A segment is switched at least
+# every archive_timeout, which bounds the RPO of a region loss.
+archive_mode = on
+archive_command = 'test ! -f {wal_archive}/%f && cp %p {wal_archive}/%f'
+archive_timeout = '30s'
 """
 
 _HBA = """# veza sandbox: trust on loopback and the private socket directory only
@@ -98,11 +104,15 @@ class PostgresCluster:
         self.state_dir = Path(self.state_dir)
         self.home = self.state_dir / "postgres"
         self.sockets = self.home / "sockets"
-        self._pidfiles = {role: PidFile(self.home / f"{role}.pid", "postgres") for role in ("primary", "standby")}
+        self.wal_archive = self.state_dir / "offsite" / "wal"
+        # Which data directory plays which role: swapped when a failover promotes the standby
+        # and the old primary is rebuilt as the new standby.
+        self.dirs = {"primary": "primary", "standby": "standby"}
         recorded = self._read_state()
         if recorded:
             self.primary_port = self.primary_port or recorded.get("primary_port")
             self.standby_port = self.standby_port or recorded.get("standby_port")
+            self.dirs = dict(recorded.get("dirs") or self.dirs)
 
     # -- addresses -----------------------------------------------------------------------
     def dsn(self, role: str = "primary", dbname: str = DATABASE) -> str:
@@ -120,11 +130,15 @@ class PostgresCluster:
     def standby_dsn(self) -> str:
         return self.dsn("standby")
 
+    @property
+    def _pidfiles(self) -> dict[str, PidFile]:
+        return {role: PidFile(self.home / f"{folder}.pid", "postgres") for role, folder in self.dirs.items()}
+
     def data_dir(self, role: str) -> Path:
-        return self.home / role
+        return self.home / self.dirs[role]
 
     def log_path(self, role: str) -> Path:
-        return self.home / f"{role}.log"
+        return self.home / f"{self.dirs[role]}.log"
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "PostgresCluster":
@@ -143,7 +157,8 @@ class PostgresCluster:
                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"])
             primary = self.data_dir("primary")
             with (primary / "postgresql.conf").open("a") as conf:
-                conf.write(_PRIMARY_CONF.format(host=self.host, port=self.primary_port, sockets=self.sockets))
+                conf.write(_PRIMARY_CONF.format(host=self.host, port=self.primary_port, sockets=self.sockets,
+                                                wal_archive=self.wal_archive))
             (primary / "pg_hba.conf").write_text(_HBA)
             self._pg_ctl_start("primary")
             if self.seed:
@@ -183,6 +198,7 @@ class PostgresCluster:
 
     def _prepare_home(self) -> None:
         self.sockets.mkdir(parents=True, exist_ok=True)
+        self.wal_archive.mkdir(parents=True, exist_ok=True)
         socket_path = self.sockets / f".s.PGSQL.{self.primary_port}"
         if len(str(socket_path)) > 100:  # sun_path is 108 bytes
             raise ServerError(f"postgres: state directory path too long for a unix socket: {self.sockets}")
@@ -197,6 +213,8 @@ class PostgresCluster:
             )
         shutil.chown(self.home, OS_USER, OS_USER)
         shutil.chown(self.sockets, OS_USER, OS_USER)
+        for folder in (self.wal_archive.parent, self.wal_archive):
+            shutil.chown(folder, OS_USER, OS_USER)
 
     def _state_path(self) -> Path:
         return self.state_dir / "postgres.json"
@@ -210,7 +228,8 @@ class PostgresCluster:
     def _write_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._state_path().write_text(json.dumps(
-            {"host": self.host, "primary_port": self.primary_port, "standby_port": self.standby_port}))
+            {"host": self.host, "primary_port": self.primary_port, "standby_port": self.standby_port,
+             "dirs": self.dirs}))
 
     def _run(self, argv: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         """Run a server command, as user postgres when we are root."""
@@ -240,6 +259,7 @@ class PostgresCluster:
 
     def _start_standby(self) -> None:
         standby = self.data_dir("standby")
+        shutil.rmtree(standby, ignore_errors=True)
         self._run([self._binary("pg_basebackup"), "-h", self.host, "-p", str(self.primary_port),
                    "-U", SUPERUSER, "-D", str(standby), "-R", "-X", "stream", "-c", "fast", "--no-sync"])
         with (standby / "postgresql.conf").open("a") as conf:
@@ -301,6 +321,46 @@ class PostgresCluster:
             raise ServerError("postgres: no standby runs, nothing to promote")
         self._run([self._binary("pg_ctl"), "promote", "-D", str(self.data_dir("standby")), "-w",
                    "-t", str(int(timeout))], timeout=timeout + 5)
+
+    def kill_primary(self) -> None:
+        """Crash the primary as a lost host would: immediate shutdown, no checkpoint, clients cut."""
+        if self._postmaster_pid("primary") is None:
+            raise ServerError("postgres: the primary does not run, nothing to kill")
+        self._run([self._binary("pg_ctl"), "stop", "-D", str(self.data_dir("primary")), "-m", "immediate", "-w"])
+        self._pidfiles["primary"].remove()
+
+    def _in_recovery(self, role: str) -> bool | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn(role, "postgres"), connect_timeout=2) as conn:
+                return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+        except psycopg.Error:
+            return None
+
+    def rebuild_standby(self) -> dict[str, Any]:
+        """After a failover: make the promoted node the primary and rebuild a standby from it.
+
+        Whichever node runs out of recovery is the primary: when it is the old standby, the
+        roles (data directory and port) swap. The other node is stopped if it still runs,
+        its data discarded, cloned from the primary with pg_basebackup and started streaming.
+        Returns the new topology.
+        """
+        if self._in_recovery("standby") is False:
+            if self._postmaster_pid("primary") is not None:
+                # Two primaries (split brain): the promoted one wins, the old one is fenced.
+                self._run([self._binary("pg_ctl"), "stop", "-D", str(self.data_dir("primary")), "-m", "fast", "-w"])
+            self._pidfiles["primary"].remove()
+            self.dirs = {"primary": self.dirs["standby"], "standby": self.dirs["primary"]}
+            self.primary_port, self.standby_port = self.standby_port, self.primary_port
+        elif self._in_recovery("primary") is not False:
+            raise ServerError("postgres: no node runs as a primary; promote the standby first")
+        elif self._postmaster_pid("standby") is not None:
+            self._run([self._binary("pg_ctl"), "stop", "-D", str(self.data_dir("standby")), "-m", "fast", "-w"])
+        self._pidfiles["standby"].remove()
+        self._write_state()
+        self._start_standby()
+        return {"primary_port": self.primary_port, "standby_port": self.standby_port, "dirs": dict(self.dirs)}
 
     def replication_lag(self) -> ReplicationLag:
         """Lag of the standby: bytes (pg_stat_replication) and seconds (replay timestamp).
