@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,8 +59,10 @@ class Bench:
         if run.returncode != 0:
             raise SystemExit(f"the runbook failed (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         record = next(l[8:] for l in run.stdout.splitlines() if l.startswith("record: "))
-        figures = read_summary(Path(record))["figures"]
-        return {"bad version rolled out after (s)": round(rolled_out_s, 1), "runbook wall time (s)": round(wall, 1),
+        summary = read_summary(Path(record))
+        figures = summary["figures"]
+        steps = ", ".join(f"{s['name']} {s['duration_s']:.1f}" for s in summary["steps"])
+        return {"runbook start → summary (s)": summary.get("duration_s"), "steps (s)": steps,"bad version rolled out after (s)": round(rolled_out_s, 1), "runbook wall time (s)": round(wall, 1),
                 **{k: figures.get(k) for k in ("time_to_acknowledge_s", "time_to_mitigate_s", "time_to_recover_s",
                                                "failed_requests", "requests_during_incident")}, "record": record}
 
@@ -85,9 +88,9 @@ def main() -> int:
             print(f"round {round_}:")
             for key, value in result.items():
                 print(f"  {key:36} {value}")
-        recover = sorted(r["time_to_recover_s"] for r in results if r["time_to_recover_s"] is not None)
+        recover = [r["time_to_recover_s"] for r in results if r["time_to_recover_s"] is not None]
         if recover:
-            median = recover[len(recover) // 2]
+            median = statistics.median(recover)
             verdict = "within" if median <= GOAL_S else "OVER"
             print(f"time_to_recover_s (median of {len(recover)}): {median:.1f} s — {verdict} the {GOAL_S:.0f} s goal")
         else:
