@@ -209,3 +209,28 @@ def test_webhook_notice_is_short_slack_shaped_and_redacted() -> None:
         server.shutdown()
     unreachable = WebhookNotifier(url, timeout_s=1).send(Notice("P3", "x", "resolved", "s", "e"))
     assert not unreachable.delivered and "unreachable" in (unreachable.error or "")
+
+
+def test_replica_set_history_becomes_deploys_with_the_revision_they_replaced() -> None:
+    from runbooks_lib.incident.snapshot import replica_set_changes
+
+    def rs(name: str, revision: int, version: str, created: str, **annotations: str) -> dict:
+        return {"metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created,
+                             "ownerReferences": [{"uid": "dep-uid", "controller": True}],
+                             "annotations": {"deployment.kubernetes.io/revision": str(revision), **annotations}},
+                "spec": {"template": {"spec": {"containers": [{"image": f"registry.veza.app/api:{version}"}]}}}}
+
+    dep = {"metadata": {"name": "veza-backend-api", "uid": "dep-uid", "annotations": {"deployment.kubernetes.io/revision": "4"}},
+           "spec": {"template": {"metadata": {"labels": {"app": "veza-backend-api"}}}},
+           "status": {"conditions": [{"type": "Progressing", "reason": "NewReplicaSetAvailable",
+                                      "lastUpdateTime": "2026-12-01T14:00:30Z"}]}}
+    sets = [rs("a", 3, "v1.5.0", "2026-12-01T13:00:00Z"),
+            rs("b", 4, "v1.5.1-errors", "2026-12-01T13:30:00Z", **{"deployment.kubernetes.io/revision-history": "2"})]
+    pods = [{"metadata": {"creationTimestamp": "2026-12-01T14:00:05Z", "ownerReferences": [{"uid": "uid-b"}]}}]
+    changes = {c.revision: c for c in replica_set_changes([dep], sets, T0 - timedelta(hours=2), pods)}
+    reused = changes[4]
+    assert reused.at == T0 + timedelta(seconds=5)  # a reused template went live with its pods, not at its creation
+    assert (reused.previous_revision, reused.previous_version, reused.version) == (3, "v1.5.0", "v1.5.1-errors")
+    assert reused.completed_at == T0 + timedelta(seconds=30)
+    assert changes[3].at == T0 - timedelta(hours=1) and changes[3].previous_revision is None
+    assert replica_set_changes([dep], sets, T0 + timedelta(minutes=1), pods) == []

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 
     from ..metrics import GoldenSignals, Metrics
 
-__all__ = ["SignalFrames", "signal_frames", "current_signals", "versions_seen", "SIGNALS"]
+__all__ = ["SignalFrames", "signal_frames", "current_signals", "versions_seen", "usable_window", "SIGNALS", "WINDOWS"]
 
 SIGNALS = ("requests_per_s", "success_rate", "p99_ms")
+# Rate windows from short to long; the first with data is used (see usable_window).
+WINDOWS = ("15s", "1m", "2m")
 
 
 def _queries(selector: str, window: str) -> dict[str, str]:
@@ -50,8 +52,20 @@ def versions_seen(metrics: "Metrics", service: str, minutes: float) -> list[str]
     return sorted({labels.get("version", "") for labels, _ in found if labels.get("version")})
 
 
+def usable_window(metrics: "Metrics", service: str, windows: Sequence[str] = WINDOWS) -> str:
+    """The shortest rate window with data: a few seconds where scrapes are frequent (the sandbox
+    scrapes every second), a minute or two where they are not (production's 15–30 s)."""
+    for window in windows:
+        try:
+            metrics.query(_queries(f'job="{service}"', window)["requests_per_s"])
+            return window
+        except NoData:
+            continue
+    return windows[-1]
+
+
 def signal_frames(metrics: "Metrics", service: str, start: datetime, end: datetime | None = None,
-                  window: str = "30s", max_points: int = 240) -> SignalFrames:
+                  window: str | None = None, max_points: int = 240) -> SignalFrames:
     """Request rate, success rate and p99 for the service and per version, from ``start`` to ``end``."""
     import pandas as pd
 
@@ -60,6 +74,7 @@ def signal_frames(metrics: "Metrics", service: str, start: datetime, end: dateti
     step = max(1.0, minutes * 60 / max_points)
     result = SignalFrames(service)
     try:
+        window = window or usable_window(metrics, service, ("30s", *WINDOWS[1:]))
         selectors = {"all": f'job="{service}"'}
         selectors.update({v: f'job="{service}",version="{v}"' for v in versions_seen(metrics, service, minutes)})
     except (BackendUnavailable, RunbookError) as e:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..cluster import Cluster
 from ..errors import BackendUnavailable, RunbookError
 from .correlation import RankedChange, Suggestion, breach_start, rank_changes, ranked_table, suggest
-from .evidence import SignalFrames, current_signals, signal_frames
+from .evidence import SignalFrames, current_signals, signal_frames, usable_window
 from .mitigation import MitigationResult, execute_mitigation, plan_mitigation
 from .params import ALL_SERVICES, SEVERITIES, IncidentParams
 from .postmortem import PostMortem, render_html, render_markdown
@@ -30,11 +30,10 @@ if TYPE_CHECKING:
 
     from ..context import RunContext
 
-__all__ = ["IncidentResponse", "RECOVERY_WINDOW", "postmortem_paths"]
+__all__ = ["IncidentResponse", "postmortem_paths"]
 
-# Recovery is judged on a short rate window: long enough for a few scrapes and a few hundred
-# requests, short enough that the errors before the mitigation leave it quickly.
-RECOVERY_WINDOW = "15s"
+# Recovery is judged on the shortest rate window with data (evidence.usable_window): long
+# enough for a few scrapes, short enough that the errors before the mitigation leave it quickly.
 ACK_TARGET_S = 300  # the guide's §12.3: acknowledge within 5 minutes
 
 
@@ -272,10 +271,15 @@ class IncidentResponse:
         waiting = bool(self.mitigation and self.mitigation.executed)
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.profile.timeouts.health_s)
         signals: dict[str, Any] = {}
+        try:
+            window = usable_window(self.metrics, self.services[0])
+        except RunbookError:
+            window = "1m"  # Prometheus unreachable: the loop below says so
+        self.recovery_window = window
         with tqdm(total=len(self.services), desc="services within SLO", unit="service", disable=not waiting) as bar:
             while True:
                 measured_at = datetime.now(timezone.utc)
-                signals = current_signals(self.metrics, self.services, RECOVERY_WINDOW)
+                signals = current_signals(self.metrics, self.services, window)
                 healthy = [s for s, g in signals.items() if g is not None and g.within(slo.success_rate_min, slo.p99_latency_max_ms)]
                 bar.n = len(healthy)
                 bar.refresh()
@@ -288,7 +292,7 @@ class IncidentResponse:
         if self.recovered_at is not None:
             ttr = round((self.recovered_at - self.triggered).total_seconds(), 1)
             self.ctx.figure("time_to_recover_s", ttr)
-            self.timeline.add(self.recovered_at, "recovered", detail=f"every signal within SLO over {RECOVERY_WINDOW}")
+            self.timeline.add(self.recovered_at, "recovered", detail=f"every signal within SLO over {window}")
         else:
             self.ctx.figure("time_to_recover_s", None)
             if all(g is None for g in signals.values()):

@@ -191,8 +191,22 @@ def _logs(cluster: "Cluster", pods: list[dict[str, Any]], missing: list[str]) ->
     return logs
 
 
-def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str, Any]], since: datetime) -> list[Change]:
-    """A deploy per ReplicaSet created since ``since``, with the revision it replaced."""
+def _activated(rs: dict[str, Any], pods: list[dict[str, Any]]) -> datetime | None:
+    """When a ReplicaSet's revision went live: its creation, or for a reused one (a rollback, a
+    redeploy of an old template) the creation of its oldest current pod."""
+    created = _parse_time(rs["metadata"].get("creationTimestamp"))
+    if not (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision-history"):
+        return created
+    uid = rs["metadata"].get("uid")
+    mine = [_parse_time(p["metadata"].get("creationTimestamp")) for p in pods
+            if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+    mine = [m for m in mine if m is not None]
+    return min(mine) if mine else created
+
+
+def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str, Any]], since: datetime,
+                        pods: list[dict[str, Any]] = ()) -> list[Change]:  # type: ignore[assignment]
+    """A deploy per ReplicaSet that went live since ``since``, with the revision it replaced."""
     changes = []
     for dep in deps:
         uid, service = dep["metadata"]["uid"], _app(dep) or dep["metadata"]["name"]
@@ -203,7 +217,7 @@ def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str,
         progressing = _condition(dep, "Progressing") or {}
         current = int((dep["metadata"].get("annotations") or {}).get(REVISION, 0))
         for index, (number, rs) in enumerate(revisions):
-            created = _parse_time(rs["metadata"].get("creationTimestamp"))
+            created = _activated(rs, list(pods))
             if created is None or created < since:
                 continue
             image = ((rs["spec"]["template"].get("spec") or {}).get("containers") or [{}])[0].get("image")
@@ -273,9 +287,10 @@ def take_snapshot(cluster: "Cluster", services: Sequence[str], since: datetime, 
     deployments, findings = _deployments(deps)
     events = cluster.events(since=timedelta(minutes=event_minutes))
     events = [e for e in events if any((e.get("involvedObject") or {}).get("name", "").startswith(s) for s in services)]
-    unhealthy, bad_pods = _unhealthy(cluster.pods(), services, events)
+    pods = cluster.pods()
+    unhealthy, bad_pods = _unhealthy(pods, services, events)
     logs = _logs(cluster, bad_pods, missing)
-    changes = replica_set_changes(deps, cluster.replica_sets(), since)
+    changes = replica_set_changes(deps, cluster.replica_sets(), since, pods)
     changes += catalog_changes(records, since, services)
     try:
         changes += config_changes(cluster.config_objects(), since, services)
