@@ -34,7 +34,7 @@ def test_other_cluster_is_refused_and_named(project_copy: Path, tmp_path: Path) 
     assert "wrong cluster" in message and "uid-of-staging" in message and "uid-of-production" in message
     assert stub.url in message
     # The guard only read: one GET, nothing written.
-    assert stub.requests == ["/api/v1/namespaces/kube-system"]
+    assert stub.paths() == ["/api/v1/namespaces/kube-system"]
 
 
 def test_unreachable_cluster_is_refused(project_copy: Path, tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""lock: one change at a time per service, as a Lease; a stale one is taken over, only our own released."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from runbooks_lib.errors import LockHeld
+from runbooks_lib.lock import DeployLock
+
+from ..kube_stub import wait_until
+from .conftest import SERVICE, Platform
+
+LEASE = f"runbook-lock-{SERVICE}"
+
+
+def stamp(seconds_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease(holder: str, renewed_s_ago: float, duration_s: int = 30) -> dict:
+    return {"metadata": {"name": LEASE}, "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration_s,
+                                                  "acquireTime": stamp(600), "renewTime": stamp(renewed_s_ago)}}
+
+
+def test_a_free_lock_is_taken_and_released(platform: Platform) -> None:
+    with DeployLock(platform.cluster(), SERVICE, "run-a") as lock:
+        held = platform.kube.get("leases", LEASE)
+        assert held["spec"]["holderIdentity"] == "run-a" and held["spec"]["leaseDurationSeconds"] == 30
+        assert lock.stale_taken_over is None
+    assert platform.kube.get("leases", LEASE) is None
+
+
+def test_a_held_lock_refuses_naming_the_holder_and_changes_nothing(platform: Platform) -> None:
+    platform.kube.add("leases", lease("run-other", renewed_s_ago=5))
+    with pytest.raises(LockHeld, match=rf"{LEASE} is held by run-other since .* \(renewed 5 s ago\)"):
+        DeployLock(platform.cluster(), SERVICE, "run-a").acquire()
+    assert platform.kube.writes == []
+
+
+def test_a_stale_lock_is_taken_over_and_reported(platform: Platform) -> None:
+    platform.kube.add("leases", lease("run-crashed", renewed_s_ago=120))
+    before = platform.kube.get("leases", LEASE)["metadata"]["resourceVersion"]
+    lock = DeployLock(platform.cluster(), SERVICE, "run-a")
+    with lock:
+        assert lock.stale_taken_over is not None and lock.stale_taken_over.holder == "run-crashed"
+        (take_over,) = platform.kube.writes
+        assert take_over.method == "PUT" and take_over.body["metadata"]["resourceVersion"] == before
+        assert platform.kube.get("leases", LEASE)["spec"]["holderIdentity"] == "run-a"
+    assert platform.kube.get("leases", LEASE) is None
+
+
+def test_release_leaves_a_lease_someone_else_holds_now(platform: Platform) -> None:
+    lock = DeployLock(platform.cluster(), SERVICE, "run-a")
+    lock.acquire()
+    platform.kube.update("leases", LEASE, lambda l: l["spec"].update(holderIdentity="run-b"))
+    lock.release()
+    assert platform.kube.get("leases", LEASE)["spec"]["holderIdentity"] == "run-b"
+    assert not any(w.method == "DELETE" for w in platform.kube.writes)
+
+
+def test_two_runs_taking_a_free_lock_at_once_one_is_refused(platform: Platform) -> None:
+    platform.kube.fail(r"/leases$", method="POST", status=409, times=1)  # the other run created it first
+    with pytest.raises(LockHeld, match="taken by another run at the same moment"):
+        DeployLock(platform.cluster(), SERVICE, "run-a").acquire()
+
+
+def test_a_dry_run_checks_the_lock_without_taking_it(platform: Platform) -> None:
+    with DeployLock(platform.cluster(dry_run=True), SERVICE, "run-a"):
+        pass
+    assert platform.kube.writes == [] and platform.kube.get("leases", LEASE) is None
+    platform.kube.add("leases", lease("run-other", renewed_s_ago=1))
+    with pytest.raises(LockHeld):
+        DeployLock(platform.cluster(dry_run=True), SERVICE, "run-a").acquire()
+
+
+def test_the_lease_is_renewed_while_held(platform: Platform) -> None:
+    lock = DeployLock(platform.cluster(), SERVICE, "run-a", duration_s=1)
+    lock.acquire()
+    try:
+        first = platform.kube.get("leases", LEASE)["spec"]["renewTime"]
+        wait_until(lambda: platform.kube.get("leases", LEASE)["spec"]["renewTime"] != first, timeout_s=3)
+        assert platform.kube.get("leases", LEASE)["spec"]["acquireTime"] is not None
+    finally:
+        lock.release()
+    assert platform.kube.get("leases", LEASE) is None
