@@ -337,9 +337,18 @@ class Cluster:
     # -- named operations for routing and canaries (every change honours dry run) ----------
 
     def scale_deployment(self, name: str, replicas: int) -> Obj:
+        """``kubectl scale``: through the scale subresource, as an autoscaler would see it."""
         with translate(f"scale deployment {self.namespace}/{name} to {replicas}"):
-            return self._dict(self.apps.patch_namespaced_deployment(
+            return self._dict(self.apps.patch_namespaced_deployment_scale(
                 name, self.namespace, {"spec": {"replicas": replicas}}, **self._dry))
+
+    def restart_deployment(self, name: str) -> Obj:
+        """``kubectl rollout restart``: a new pod-template annotation rolls every pod."""
+        from datetime import datetime, timezone
+
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+        return self.patch_deployment(name, patch, what="rolling restart")
 
     def custom_object(self, group: str, version: str, plural: str, name: str) -> Obj | None:
         """A custom resource (an Istio VirtualService...), or None when it does not exist."""

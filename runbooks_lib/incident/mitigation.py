@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ..errors import AwaitingApproval, ParameterError
-from ..kube import translate
 from ..rollout import wait_for_rollout
 
 if TYPE_CHECKING:
@@ -65,18 +64,23 @@ def plan_mitigation(action: str, service: str | None, deployment: str | None, *,
     return MitigationPlan(action, service, deployment, to_revision or None, replicas, reason)
 
 
-def _restart(cluster: "Cluster", deployment: str) -> None:
-    """``kubectl rollout restart``: a new pod-template annotation rolls every pod."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
-    with translate(f"restart deployment {deployment}"):
-        cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, patch, **cluster._dry)
+def _refuse_known_bad_target(cluster: "Cluster", profile: "Profile", plan: MitigationPlan) -> None:
+    """A rollback must never make things worse: a target the records or the cluster know as bad
+    is refused before anything changes (runbooks_lib.verdicts), naming the evidence."""
+    from ..rollout import choose_revision, history
+    from ..verdicts import known_verdicts, newest_known_good, refuse_known_bad
 
-
-def _scale(cluster: "Cluster", deployment: str, replicas: int) -> None:
-    with translate(f"scale deployment {deployment} to {replicas}"):
-        cluster.apps.patch_namespaced_deployment_scale(deployment, cluster.namespace, {"spec": {"replicas": replicas}},
-                                                       **cluster._dry)
+    assert plan.service and plan.deployment
+    revisions = history(cluster, plan.deployment)
+    current = int(cluster.deployment_state(plan.deployment).revision or 0)
+    target = choose_revision(revisions, current, plan.to_revision)
+    verdicts = known_verdicts(profile.name, plan.service, None, revisions)
+    current_version = next((r.version for r in revisions if r.number == current), None)
+    good = newest_known_good(revisions, current, verdicts, current_version)
+    proposal = (f"The newest revision not known bad is {good.number} ({good.version}): -p to_revision {good.number}."
+                if good else "No revision is free of a bad verdict: mitigate by scaling or a fixed version.")
+    refuse_known_bad(verdicts.get(target.version or ""), what=f"to roll {plan.deployment} back to revision {target.number}",
+                     allow_known_bad=False, reason="", reason_parameter="reason", proposal=proposal)
 
 
 def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationPlan, *, run_id: str,
@@ -93,6 +97,8 @@ def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationP
         raise AwaitingApproval(f"{plan.describe()} needs the approval of {who} in {profile.name}: "
                                "nothing was changed")
     assert plan.service and plan.deployment
+    if plan.action == "rollback":
+        _refuse_known_bad_target(cluster, profile, plan)
     started = datetime.now(timezone.utc)
     began = time.monotonic()
     with DeployLock(cluster, plan.service, run_id):
@@ -103,11 +109,11 @@ def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationP
                       f"it serves 100 % ({result.versions_seen}) after {result.time_to_rollback_s:.1f} s")
         elif plan.action == "scale":
             assert plan.replicas is not None
-            _scale(cluster, plan.deployment, plan.replicas)
+            cluster.scale_deployment(plan.deployment, plan.replicas)
             state = wait_for_rollout(cluster, plan.deployment, profile.timeouts.rollout_s)
             detail = f"scaled {plan.deployment} to {state.ready}/{state.desired} ready replicas"
         elif plan.action == "restart":
-            _restart(cluster, plan.deployment)
+            cluster.restart_deployment(plan.deployment)
             state = wait_for_rollout(cluster, plan.deployment, profile.timeouts.rollout_s)
             detail = f"restarted {plan.deployment}: {state.ready}/{state.desired} new pods ready (revision {state.revision})"
         else:
