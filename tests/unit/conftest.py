@@ -45,7 +45,7 @@ def app() -> Iterator[AppStub]:
 def prom() -> Iterator[PrometheusStub]:
     with PrometheusStub() as stub:
         stub.answer(r"^count\(up", 2)
-        stub.answer(r"^sum\(rate\(http_requests_total", 20.0)
+        stub.answer(r"^sum ?\(rate\(http_requests_total", 20.0)
         stub.answer(r"^1 - ", 1.0)
         stub.answer(r"histogram_quantile", 42.0)
         yield stub
