@@ -51,6 +51,9 @@ class ResourceInfo:
     on_write: Hook | None = None  # defaulting, run on create and update
     validate: Hook | None = None  # raises errors.Invalid
     has_spec: bool = True  # generation is tracked (and bumped on spec change) only with a spec
+    # DELETE's propagationPolicy when the request names none (the REST strategy's
+    # DefaultGarbageCollectionPolicy): Background for most kinds; batch/v1 Jobs keep Orphan.
+    default_propagation: str = "Background"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property

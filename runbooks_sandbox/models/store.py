@@ -215,7 +215,8 @@ class MemoryStore:
             self._check_preconditions(rt, current, preconditions)
             if dry_run:
                 return clone(current)
-            result = self._delete(rt, namespace, current, propagation_policy, grace_period_seconds)
+            policy = propagation_policy or self.registry.info(rt).default_propagation
+            result = self._delete(rt, namespace, current, policy, grace_period_seconds)
         self._dispatch()
         return result
 

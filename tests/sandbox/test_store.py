@@ -11,6 +11,8 @@ from runbooks_sandbox.models.controllers.garbage import GarbageCollector
 from runbooks_sandbox.models.controllers.queue import WorkQueue, Worker
 from runbooks_sandbox.models.resources import (CONFIGMAPS, DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS,
                                                SECRETS)
+from runbooks_sandbox.models.api import ResourceType
+from runbooks_sandbox.models.resources import ResourceInfo
 from runbooks_sandbox.models.store import MemoryStore
 
 
@@ -235,3 +237,17 @@ def test_subscribers_see_every_write_in_order_even_their_own(store: MemoryStore)
     unsubscribe()
     store.delete(CONFIGMAPS, "default", "b")
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+
+
+def test_a_kind_may_orphan_by_default(collected_store: MemoryStore) -> None:
+    """As batch/v1 Jobs do: a DELETE that names no propagationPolicy orphans their pods."""
+    store = collected_store
+    kind = ResourceType("example.com", "v1", "batches", "Batch")
+    store.registry.register(ResourceInfo(kind, default_propagation="Orphan"))
+    owner = store.create(kind, "default", {"metadata": {"name": "b"}, "spec": {}})
+    store.create(CONFIGMAPS, "default", {"metadata": {"name": "out", "ownerReferences": [
+        {"apiVersion": "example.com/v1", "kind": "Batch", "name": "b", "uid": owner["metadata"]["uid"]}]}})
+    assert store.delete(kind, "default", "b")["metadata"]["finalizers"] == ["orphan"]
+    eventually(lambda: not store.list(kind, "default")[0])
+    (kept,), _ = store.list(CONFIGMAPS, "default", field_selector="metadata.name=out")
+    assert "ownerReferences" not in kept["metadata"]
