@@ -228,9 +228,8 @@ class RunContext:
     def verdict(self, service: str, version: str, verdict: str, why: str) -> None:
         """State what this run learned about a version ("good" or "bad", and why): later deploys
         and rollbacks read it from the catalog before choosing a target (runbooks_lib.verdicts)."""
-        from .verdicts import verdict_entry
-
-        entry = verdict_entry(service, version, verdict, redact(why))  # type: ignore[arg-type]
+        entry = {"service": service, "version": version, "verdict": verdict, "why": redact(why),
+                 "at": utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")}
         self.verdicts.append(entry)
         self.journal.write(event="verdict", **entry)
 

@@ -275,16 +275,10 @@ class Deployment:
 
     # -- 4. the rollout, by strategy ---------------------------------------------------------
 
-    def roll_out_and_verify(self) -> None:
-        """The rollout as the chosen strategy runs it; each sub-step is a step of its own in the
-        record, so a record shows only what ran (a rolling deploy has no blue-green steps)."""
+    def rolling_update(self) -> None:
+        """The rolling strategy as one record step: set the image, wait, verify; any failure rolls back."""
         from .tables import show_tables
 
-        if self.params.strategy == "blue-green":
-            from .bluegreen import BlueGreen
-
-            BlueGreen(self).run()
-            return
         with self.ctx.step("Rolling update and checks", key=f"rollout-{self.params.version}"), self.rollback_on_failure():
             print(self.roll_out())
             show_tables(self.verify(), VERIFY_TITLES)

@@ -114,12 +114,13 @@ class HealthCheck:
         import pandas as pd
 
         from .metrics import Metrics
+        from .signals import golden_signals
 
         metrics = Metrics(self.profile.prometheus.url)
         slo = self.profile.slo
         rows = []
         for service in self.services:
-            signals = metrics.golden_signals(service, window)
+            signals = golden_signals(metrics, service, window)
             ok = signals.within(slo.success_rate_min, slo.p99_latency_max_ms)
             rows.append({
                 "service": service, "requests/s": signals.requests_per_s,

@@ -47,6 +47,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     from tqdm import tqdm  # text bars: they stay readable in the record
 
     from .metrics import Metrics
+    from .signals import golden_signals
 
     slo = ctx.profile.slo
     pods = [p.name for p in cluster.pod_states(pod_label_selector) if p.ready and not p.deleting]
@@ -59,7 +60,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     for _ in tqdm(range(int(observe_s)), desc=f"observing {version}", unit="s"):
         time.sleep(1)
     window = f"{max(int(observe_s), 5)}s"
-    signals = metrics.golden_signals(service, window, selector)
+    signals = golden_signals(metrics, service, window, selector)
     row = {"version": version, "pods": len(pods), "window": window, "requests/s": signals.requests_per_s,
            "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
            "SLO success %": 100 * slo.success_rate_min,

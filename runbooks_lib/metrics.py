@@ -2,15 +2,12 @@
 
 As in Flagger's metric providers, a query that returns no samples raises ``NoData``, which is
 its own outcome, not a failure: the caller decides whether silence halts a rollout or fails it.
-The golden-signal queries use the raw metrics (``http_requests_total`` and the
-``http_request_duration_seconds`` histogram), so they work on any Prometheus that scrapes the
-pods, with or without our recording rules.
+The golden-signal queries and their verdict live one floor up, in ``runbooks_lib.signals``.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -20,32 +17,7 @@ from .errors import BackendUnavailable, NoData, ParameterError, RunbookError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Metrics", "GoldenSignals", "golden_signal_queries"]
-
-
-@dataclass(frozen=True)
-class GoldenSignals:
-    """One service's traffic, errors and latency over a window; None where there was no data."""
-
-    service: str
-    window: str
-    requests_per_s: float | None
-    success_rate: float | None
-    p99_ms: float | None
-
-    def within(self, success_rate_min: float, p99_latency_max_ms: float) -> bool:
-        return (
-            self.success_rate is not None and self.success_rate >= success_rate_min
-            and self.p99_ms is not None and self.p99_ms <= p99_latency_max_ms
-        )
-
-
-def golden_signal_queries(selector: str, window: str) -> dict[str, str]:
-    """PromQL for the three signals of the pods matched by ``selector`` (e.g. ``job="x"``);
-    the one definition lives in ``signals``."""
-    from .signals import signal_queries
-
-    return signal_queries(selector, window)
+__all__ = ["Metrics"]
 
 
 class Metrics:
@@ -148,18 +120,6 @@ class Metrics:
         except requests.RequestException as e:
             raise BackendUnavailable(f"Prometheus at {self.url}: cannot list rules ({type(e).__name__})") from e
         return [r["name"] for g in reply.json()["data"]["groups"] for r in g["rules"]]
-
-    def golden_signals(self, service: str, window: str = "1m", selector: str | None = None) -> GoldenSignals:
-        queries = golden_signal_queries(selector or f'job="{service}"', window)
-        values: dict[str, float | None] = {}
-        for name, promql in queries.items():
-            try:
-                values[name] = self.query(promql)
-            except NoData:
-                values[name] = None
-        if values["p99_ms"] is not None and math.isinf(values["p99_ms"]):
-            values["p99_ms"] = None  # all requests above the last finite bucket: no usable estimate
-        return GoldenSignals(service, window, **values)  # type: ignore[arg-type]
 
 
 # prometheus-api-client's dataframe helpers warn under pandas 3 (DESIGN.md); we do not use them,

@@ -40,6 +40,8 @@ __all__ = [
     "Panel",
     "signal_panels",
     "plot_signal_panels",
+    "GoldenSignals",
+    "golden_signals",
 ]
 
 # What each signal is called in tables and plots, and its unit.
@@ -126,6 +128,42 @@ def signal_queries(sel: str, window: str, by: str | None = None,
     if unknown:
         raise ValueError(f"unknown signal(s) {unknown}; known: {', '.join(makers)}")
     return {name: makers[name]() for name in signals}
+
+
+# -- one service's signals now, as numbers -----------------------------------------------------
+
+@dataclass(frozen=True)
+class GoldenSignals:
+    """One service's traffic, errors and latency over a window; None where there was no data."""
+
+    service: str
+    window: str
+    requests_per_s: float | None
+    success_rate: float | None
+    p99_ms: float | None
+
+    def within(self, success_rate_min: float, p99_latency_max_ms: float) -> bool:
+        return (
+            self.success_rate is not None and self.success_rate >= success_rate_min
+            and self.p99_ms is not None and self.p99_ms <= p99_latency_max_ms
+        )
+
+
+def golden_signals(metrics: "Metrics", service: str, window: str = "1m", sel: str | None = None) -> GoldenSignals:
+    """Request rate, success rate and p99 of ``service`` (or of the pods ``sel`` matches) over ``window``."""
+    import math
+
+    from .errors import NoData
+
+    values: dict[str, float | None] = {}
+    for name, promql in signal_queries(sel or selector(service), window).items():
+        try:
+            values[name] = metrics.query(promql)
+        except NoData:
+            values[name] = None
+    if values["p99_ms"] is not None and math.isinf(values["p99_ms"]):
+        values["p99_ms"] = None  # all requests above the last finite bucket: no usable estimate
+    return GoldenSignals(service, window, **values)  # type: ignore[arg-type]
 
 
 # -- plots -----------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
 from .errors import ParameterError, RunbookError
 
 if TYPE_CHECKING:
     from .cluster import Cluster
-    from .context import RunContext
+    from .context import RunContext  # noqa: F401 (a type only; the context never imports this module)
     from .rollout import Revision
 
 __all__ = ["Verdict", "VERDICT_ANNOTATION", "known_verdicts", "refuse_known_bad", "annotate_replica_set",
@@ -63,11 +63,6 @@ class Verdict:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def verdict_entry(service: str, version: str, verdict: Kind, why: str) -> dict[str, Any]:
-    """The summary's form of a verdict (what ``RunContext.verdict`` appends)."""
-    return {"service": service, "version": version, "verdict": verdict, "why": why, "at": _now()}
 
 
 def _from_records(env: str, service: str, identity: str | None) -> Iterable[Verdict]:

@@ -1,6 +1,6 @@
 """The golden signals as the incident needs them: series over the window, and "now".
 
-``golden_signal_queries`` (runbooks_lib.metrics) is the one place the PromQL lives; this module
+``signal_queries`` (runbooks_lib.signals) is the one place the PromQL lives; this module
 asks it for every query through ``_queries`` alone, so switching to the team's shared signal
 definitions later is a one-line change. Prometheus being down is an outcome, not a crash: the
 functions say which evidence is missing and the run goes on.
@@ -17,7 +17,8 @@ from ..errors import BackendUnavailable, NoData, RunbookError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..metrics import GoldenSignals, Metrics
+    from ..metrics import Metrics
+    from ..signals import GoldenSignals
 
 __all__ = ["SignalFrames", "signal_frames", "current_signals", "versions_seen", "usable_window", "SIGNALS", "WINDOWS"]
 
@@ -28,9 +29,9 @@ WINDOWS = ("15s", "1m", "2m")
 
 def _queries(selector: str, window: str) -> dict[str, str]:
     """The golden-signal PromQL for the pods ``selector`` matches (the one switch point)."""
-    from ..metrics import golden_signal_queries
+    from ..signals import signal_queries
 
-    return golden_signal_queries(selector, window)
+    return signal_queries(selector, window)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def signal_frames(metrics: "Metrics", service: str, start: datetime, end: dateti
 
 def current_signals(metrics: "Metrics", services: Sequence[str], window: str) -> dict[str, "GoldenSignals | None"]:
     """Each service's signals over the last ``window``; None for a service Prometheus cannot answer."""
-    from ..metrics import GoldenSignals
+    from ..signals import GoldenSignals
 
     found: dict[str, GoldenSignals | None] = {}
     for service in services:

@@ -139,32 +139,3 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             if decoded not in ("", 0, False, {}, None) or kind == "raw" or kind in _KEEP_ZERO:
                 result[name] = decoded  # Go writes empty optional fields; JSON omits them
     return result
-
-
-def decode_envelope(body: bytes) -> dict[str, Any]:
-    """The JSON-shaped object inside a ``k8s\\0`` protobuf envelope."""
-    if not body.startswith(MAGIC):
-        raise UnsupportedMediaType("protobuf body without the k8s envelope")
-    unknown = decode_message(body[len(MAGIC):], UNKNOWN)
-    type_meta = unknown.get("typeMeta", {})
-    kind = type_meta.get("kind", "")
-    if kind not in KINDS:
-        raise UnsupportedMediaType(f"the sandbox decodes protobuf only for {sorted(KINDS)}, not {kind!r}; "
-                                   "send JSON")
-    obj = decode_message(unknown.get("raw", b""), KINDS[kind])
-    if kind in _FLATTENED:
-        from .protobuf_pods import flatten
-
-        obj = flatten(obj)
-    return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
-
-
-def _register_pod_kinds() -> None:
-    from .protobuf_pods import JOB
-
-    KINDS["Job"] = JOB
-    _FLATTENED.add("Job")
-
-
-_FLATTENED: set[str] = set()  # kinds with pod templates (see protobuf_pods.flatten)
-_register_pod_kinds()

@@ -19,7 +19,7 @@ from ..models.selectors import parse_field_selector, parse_label_selector
 from ..models.store import MemoryStore
 from ..models.watch import Watcher
 from . import discovery, tables
-from .protobuf import decode_envelope
+from .envelope import decode_envelope
 from .urls import ResourcePath, match_resource, match_static
 from .watch import DEFAULT_TIMEOUT_S, ChunkedWriter, client_gone, stream_events
 

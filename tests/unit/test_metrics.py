@@ -6,7 +6,8 @@ import math
 import pytest
 
 from runbooks_lib.errors import BackendUnavailable, NoData, ParameterError, RunbookError
-from runbooks_lib.metrics import Metrics, golden_signal_queries
+from runbooks_lib.metrics import Metrics
+from runbooks_lib.signals import golden_signals, signal_queries
 
 from ..kube_stub import HTTPStub
 from .backends import PrometheusStub
@@ -40,18 +41,18 @@ def test_a_range_query_is_a_frame_per_series(prom: PrometheusStub) -> None:
 def test_golden_signals_read_three_queries_and_judge_against_the_slos(prom: PrometheusStub) -> None:
     prom.answer(r"^1 - ", 0.995)
     prom.answer(r"histogram_quantile", 120.0)
-    signals = Metrics(prom.url).golden_signals("svc", "30s")
+    signals = golden_signals(Metrics(prom.url), "svc", "30s")
     assert (signals.requests_per_s, signals.success_rate, signals.p99_ms) == (20.0, 0.995, 120.0)
     assert signals.within(0.99, 500) and not signals.within(0.999, 500) and not signals.within(0.99, 100)
     sent = prom.queries()
-    assert sent == list(golden_signal_queries('job="svc"', "30s").values())
+    assert sent == list(signal_queries('job="svc"', "30s").values())
     assert all("[30s]" in q and 'job="svc"' in q for q in sent)
 
 
 def test_golden_signals_with_no_traffic_are_none_not_zero(prom: PrometheusStub) -> None:
     prom.answers.clear()
     prom.answer(r"histogram_quantile", math.inf)
-    signals = Metrics(prom.url).golden_signals("svc")
+    signals = golden_signals(Metrics(prom.url), "svc")
     assert (signals.requests_per_s, signals.success_rate, signals.p99_ms) == (None, None, None)
     assert not signals.within(0.5, 10_000)
 
