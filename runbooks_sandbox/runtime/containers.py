@@ -9,6 +9,7 @@ which the pod runtime reports as ``CreateContainerConfigError``.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -117,9 +118,12 @@ class WorkloadCommand:
     catalog: str | None = None  # sandbox profile holding the image catalog
     access_log: bool = False  # one log line per request costs the whole sandbox CPU under load
 
-    def argv(self, image: str, ip: str, port: int, fault_file: Path, drain_s: float) -> list[str]:
+    def argv(self, image: str, ip: str, port: int, fault_file: Path, drain_s: float,
+             behaviour: dict[str, Any] | None = None) -> list[str]:
         argv = [self.python, "-m", "runbooks_sandbox.workload", "--image", image, "--host", ip,
                 "--port", str(port), "--fault-file", str(fault_file), "--drain-timeout", f"{drain_s:g}"]
+        if behaviour is not None:  # resolved already: the process need not load the catalog
+            argv += ["--behaviour", json.dumps(behaviour, separators=(",", ":"))]
         if self.catalog:
             argv += ["--catalog", self.catalog]
         if not self.access_log:

@@ -236,7 +236,9 @@ class PodWorker:
                 return
             c.launch(argv, {**base_environment(), **env}, cwd, self.wake)
         else:
-            argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s())
+            assert resolved is not None
+            behaviour = resolved.behaviour.model_dump(exclude={"description"})
+            argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s(), behaviour)
             c.launch(argv, {**base_environment(), **identity, **env}, self.folder, self.wake)
         assert c.process is not None
         self.runtime.track(c.process)

@@ -5,7 +5,8 @@ The pod runtime resolves a pod's image with :func:`load_image_catalog` (an unkno
 --port ... --fault-file ...``; the orchestrator drives incident drills with
 :func:`inject_fault` / :func:`clear_fault` on that fault file.
 """
-from .catalog import CatalogError, ImageBehaviour, ImageCatalog, ImagePullError, ResolvedImage, load_image_catalog
+from typing import Any
+
 from .faults import Fault, clear_fault, inject_fault, read_fault
 from .launch import WorkloadProcess, start_workload, workload_command
 from .routes import API_ROUTES, routes_for
@@ -27,3 +28,16 @@ __all__ = [
     "start_workload",
     "workload_command",
 ]
+
+_FROM_CATALOG = ("CatalogError", "ImageBehaviour", "ImageCatalog", "ImagePullError", "ResolvedImage",
+                 "load_image_catalog")
+
+
+def __getattr__(name: str) -> Any:
+    # The catalog (pydantic, YAML) is loaded only by those who resolve images, not by every pod
+    # process: `python -m runbooks_sandbox.workload` imports this package first.
+    if name in _FROM_CATALOG:
+        from . import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,16 +20,20 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from .cache import CACHED_ROUTES, CacheUnavailable, SessionCache
-from .catalog import CatalogError, ImagePullError, ResolvedImage, load_image_catalog
 from .faults import Fault, FaultWatcher
 from .routes import api_body
+
+if TYPE_CHECKING:
+    from .catalog import ResolvedImage
 
 __all__ = ["Workload", "WorkloadServer", "main"]
 
@@ -57,10 +61,44 @@ class _Log:
             sys.stdout.flush()
 
 
+@dataclass(frozen=True)
+class GivenBehaviour:
+    """An image's behaviour as the pod runtime resolved it (the catalog's ImageBehaviour fields)."""
+
+    error_rate: float = 0.0
+    extra_latency_ms: float = 0.0
+    ready: bool = True
+    crash_on_start: bool = False
+    start_delay_s: float = 0.3
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class GivenImage:
+    """The image the runtime resolved, passed on the command line: no catalog to load in the pod.
+
+    Loading the catalog means pydantic and YAML, ~11 MB in every pod process; the runtime has
+    already resolved the image (and refused unknown ones) before starting the process.
+    """
+
+    image: str
+    service: str
+    version: str
+    behaviour: GivenBehaviour = field(default_factory=GivenBehaviour)
+
+    @classmethod
+    def parse(cls, image: str, behaviour: dict[str, Any]) -> "GivenImage":
+        path, _, tag = image.rpartition(":")
+        if "/" in tag or not path:
+            path, tag = image, "latest"
+        known = {k: v for k, v in behaviour.items() if k in GivenBehaviour.__dataclass_fields__}
+        return cls(image, path.rpartition("/")[2], tag, GivenBehaviour(**known))
+
+
 class Workload:
     """Identity, behaviour, faults and metrics of one service process (no HTTP here)."""
 
-    def __init__(self, image: ResolvedImage, pod: str, log: _Log) -> None:
+    def __init__(self, image: "ResolvedImage | GivenImage", pod: str, log: _Log) -> None:
         self.image = image
         self.pod = pod
         self.log = log
@@ -313,6 +351,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="container port; 0 picks a free one")
     parser.add_argument("--fault-file", help="JSON fault file polled for injected faults")
     parser.add_argument("--catalog", help="sandbox profile holding `sandbox: images:` (default parameters/sandbox.yaml)")
+    parser.add_argument("--behaviour", help="the image's behaviour as JSON, already resolved by the pod runtime "
+                                            "(then no catalog is read)")
     parser.add_argument("--no-access-log", action="store_true", help="log start-up, faults and 5xx only")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish requests after SIGTERM")
     return parser.parse_args(argv)
@@ -323,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     log = _Log(access=not args.no_access_log)
     disable_created_metrics()  # *_created series are noise for the golden-signal queries
+    image: ResolvedImage | GivenImage
     try:
-        image = load_image_catalog(args.catalog).resolve(args.image)
-    except (CatalogError, ImagePullError) as e:
+        image = GivenImage.parse(args.image, json.loads(args.behaviour)) if args.behaviour else _resolve(args)
+    except (LookupError, ValueError, TypeError) as e:  # CatalogError and ImagePullError among them
         print(f"error: {e}", file=sys.stderr)
         return 2
     pod = os.environ.get("POD_NAME") or socket.gethostname()
@@ -359,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     log.line("stopped" if drained else "stopped with requests still in flight")
     log.flush()
     return 0
+
+
+def _resolve(args: argparse.Namespace) -> "ResolvedImage":
+    from .catalog import load_image_catalog
+
+    return load_image_catalog(args.catalog).resolve(args.image)
 
 
 def _flush_every(log: _Log, stop: threading.Event, interval_s: float = 0.2) -> None:

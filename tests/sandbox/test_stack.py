@@ -328,7 +328,7 @@ def test_a_missing_debian_package_is_named_with_the_command_that_installs_it() -
                                 text=True, timeout=60, cwd=REPO, env={**os.environ, "PATH": "", "RUNBOOKS_HOME": str(REPO)})
         assert result.returncode == 1
         assert "prometheus" in result.stderr and "make bootstrap" in result.stderr
-        assert "apt-get install -y --no-upgrade prometheus" in result.stderr
+        assert "apt-get install -y --no-upgrade prometheus redis-server" in result.stderr
         assert not (path / "sandbox.json").exists()
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -340,7 +340,7 @@ def test_after_a_supervisor_crash_up_refuses_and_down_stops_the_orphans() -> Non
         runbook("sandbox", "up", "--state-dir", str(path))
         status = json.loads(runbook("sandbox", "status", "--json", "--state-dir", str(path)).stdout)
         pod_pids = list(status["pods"].values())
-        assert len(pod_pids) == 6
+        assert len(pod_pids) == sum(_catalog_replicas().values())
         os.kill(status["components"]["supervisor"]["pid"], 9)  # its pods live on, orphaned
         time.sleep(0.3)
         assert all(process_alive(pid) for pid in pod_pids)
