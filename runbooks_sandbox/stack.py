@@ -481,7 +481,7 @@ class Sandbox:
 
     def prometheus_up(self, timeout_s: float = 30.0) -> str:
         """Start Prometheus again on the port the profiles know (its TSDB starts empty)."""
-        recorded = self.state().get("prometheus") or {}
+        recorded = self.state().get("components", {}).get("prometheus") or {}
         sd_url = self._read_json(self.supervisor_status_path).get("sd_url")
         if not recorded.get("port") or not sd_url:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
