@@ -157,11 +157,26 @@ def _exit_code(summary: dict[str, Any] | None, error_name: str | None) -> int:
 def _ipc_kernel_manager() -> type:
     """A kernel manager talking to the kernel over Unix sockets, not TCP on loopback: nothing
     else on a shared machine can reach the kernel, and ipykernel stops warning about it."""
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _private_socket_prefix(self) -> str:
+            # jupyter_client's default is "kernel-ipc" in the working directory, with socket numbers
+            # chosen by which files exist: two runs started at once in one folder took the same
+            # sockets and one kernel never answered. A private folder per kernel (short: Unix
+            # socket paths are limited to ~100 bytes).
+            return os.path.join(tempfile.mkdtemp(prefix="rbk-"), "ipc")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart)
+            if not restart:
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
     return IPCKernelManager
 

@@ -186,10 +186,13 @@ def signal_panels(metrics: "Metrics", sel: str, *, by: str | None, minutes: floa
 
     bounds = {"success_rate": 100 * slo.success_rate_min if slo else None,
               "p99_ms": slo.p99_latency_max_ms if slo else None}
+    online = metrics.is_online()  # a down server is asked once, not once per panel through retries
     panels = []
     for name, promql in signal_queries(sel, window, by, signals).items():
         shown = f"100 * ({promql})" if name == "success_rate" else promql
         try:
+            if not online:
+                raise NoData(f"Prometheus at {metrics.url} unreachable")
             frame = metrics.range(shown, minutes=minutes, step_s=step_s or max(1.0, minutes * 60 / 200), end=end)
             if by:
                 frame = frame.rename(columns=lambda c: c.replace(f"{by}=", ""))

@@ -335,7 +335,10 @@ class Judge:
                 if checks[-1].verdict == "fail":
                     return self._decide(w, "abort", f"sequential test: {checks[-1].why}", checks)
             checks = missing + checks
-            return self._hold_for_data(w, checks, "; ".join(f"{c.name}: {c.why}" for c in missing))
+            reasons: dict[str, list[str]] = {}
+            for c in missing:
+                reasons.setdefault(c.why, []).append(c.name)
+            return self._hold_for_data(w, checks, "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items()))
         gates = self._gates(w)
         comparison = self._comparison(w)
         checks += gates + [comparison]

@@ -44,9 +44,23 @@ class Looker:
             grown = reading.value - previous if reading.value >= previous else reading.value
         return Reading(reading.query + "  (minus the previous look)", grown)
 
+    def online(self) -> bool:
+        """Asked first at every look: an unreachable server answers "no data" at once, instead of
+        every query waiting through the client's retries."""
+        return self.provider.is_online()
+
     def readings(self, window_s: float) -> dict[str, Reading]:
         window = f"{max(2, round(window_s))}s"
         found: dict[str, Reading] = {}
+        if not self.online():
+            down = f"Prometheus unreachable at {getattr(getattr(self.provider, 'metrics', None), 'url', 'its URL')}"
+            for side, sel in self._selectors().items():
+                for name, query in ((f"{side}_success_rate", signals.success_rate(sel, window)),
+                                    (f"{side}_p99_ms", signals.latency_quantile(0.99, sel, window)),
+                                    (f"{side}_requests", signals.request_total(sel)),
+                                    (f"{side}_errors", signals.error_total(sel))):
+                    found[name] = Reading(query, None, down)
+            return found
         for side, sel in self._selectors().items():
             found[f"{side}_success_rate"] = self.provider.query(signals.success_rate(sel, window))
             found[f"{side}_p99_ms"] = self.provider.query(signals.latency_quantile(0.99, sel, window))
@@ -54,6 +68,9 @@ class Looker:
             found[f"{side}_errors"] = self._delta(f"{side}_errors", self.provider.query(signals.error_total(sel)))
         return found
 
-    def series(self, seconds: float) -> dict[str, Series]:
+    def series(self, seconds: float, online: bool = True) -> dict[str, Series]:
+        if not online:
+            return {f"{side}_p99_ms": Series(signals.latency_quantile(0.99, sel, SERIES_WINDOW), (), "Prometheus unreachable")
+                    for side, sel in self._selectors().items()}
         return {f"{side}_p99_ms": self.provider.range(signals.latency_quantile(0.99, sel, SERIES_WINDOW), seconds, 1.0)
                 for side, sel in self._selectors().items()}

@@ -141,6 +141,7 @@ class CanaryRun:
         self.started = _now()
         self.step_changes: list[tuple[datetime, float, Routes]] = []
         self.first_routed_at: datetime | None = None
+        self.windows: list[Window] = []  # every look, as judged (the bench replays them)
 
     # -- 1. preflight ------------------------------------------------------------------------
 
@@ -277,6 +278,7 @@ class CanaryRun:
                 self._wait(self.params.interval_s, f"step {index} ({weight:g} %): next look")
                 window = self._look(index, weight, step_started, last_look)
                 last_look = window.at
+                self.windows.append(window)
                 decision = self.judge.judge(window)
                 print(_line(decision), flush=True)
                 if decision.action == "abort":
@@ -301,7 +303,8 @@ class CanaryRun:
     def _look(self, index: int, weight: float, step_started: datetime, last_look: datetime) -> Window:
         now = _now()
         readings = self.looker.readings((now - last_look).total_seconds())
-        series = self.looker.series(max((now - step_started).total_seconds(), self.params.interval_s))
+        online = any(r.ok for r in readings.values()) or self.looker.online()
+        series = self.looker.series(max((now - step_started).total_seconds(), self.params.interval_s), online)
         return Window(_now(), index, weight, index == len(self.steps), readings, series, self._operator())
 
     def _operator(self) -> str | None:

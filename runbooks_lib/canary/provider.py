@@ -64,8 +64,8 @@ class PrometheusProvider:
             value = self.metrics.query(promql)
         except NoData:
             return Reading(promql, None, "no samples")
-        except BackendUnavailable as e:
-            return Reading(promql, None, f"Prometheus unreachable ({e})")
+        except BackendUnavailable:
+            return Reading(promql, None, f"Prometheus unreachable at {self.metrics.url}")
         if math.isinf(value):  # a quantile above the last finite bucket: no usable estimate
             return Reading(promql, None, "no finite estimate")
         return Reading(promql, value)
@@ -75,7 +75,7 @@ class PrometheusProvider:
             frame = self.metrics.range(promql, minutes=max(seconds, 1.0) / 60, step_s=step_s)
         except NoData:
             return Series(promql, (), "no samples")
-        except BackendUnavailable as e:
-            return Series(promql, (), f"Prometheus unreachable ({e})")
+        except BackendUnavailable:
+            return Series(promql, (), f"Prometheus unreachable at {self.metrics.url}")
         values = [float(v) for v in frame.iloc[:, 0].tolist()] if frame.shape[1] else []
         return Series(promql, tuple(v for v in values if math.isfinite(v)))

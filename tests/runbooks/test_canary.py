@@ -65,12 +65,30 @@ def canary(sandbox: Sandbox, service: str, version: str, **params: object) -> Ru
 def test_good_promoted_and_bad_versions_aborted_at_the_first_step(busy: Sandbox) -> None:
     good = "v1.4.0" if primary_version(busy, GOOD) == "v1.6.0" else "v1.6.0"
     before = {s: primary_version(busy, s) for s in (ERRORS, SLOW)}
+    before_dry = busy.deployment(SLOW)["metadata"]["resourceVersion"]
+
+    def dry_then_slow() -> tuple[Run, str, str, Run]:
+        # the slow canary's service is first canaried in dry run: the API server sees every change, nothing changes
+        dry = canary(busy, SLOW, "v1.5.2-slow", dry_run=True)
+        objects = busy.kubectl("get", "deployments,virtualservices,destinationrules", "-o", "name")
+        version = busy.deployment(SLOW)["metadata"]["resourceVersion"]
+        return dry, objects, version, canary(busy, SLOW, "v1.5.2-slow")
+
     with ThreadPoolExecutor(3) as pool:
         futures = {}
-        for service, version in ((GOOD, good), (ERRORS, "v1.5.1-errors"), (SLOW, "v1.5.2-slow")):
-            futures[service] = pool.submit(canary, busy, service, version)
+        for service, job in ((GOOD, lambda: canary(busy, GOOD, good)), (ERRORS, lambda: canary(busy, ERRORS, "v1.5.1-errors")),
+                             (SLOW, dry_then_slow)):
+            futures[service] = pool.submit(job)
             time.sleep(6)  # kernels start one after the other: three at once starve two cores
         runs = {service: future.result() for service, future in futures.items()}
+    dry, objects_after_dry, version_after_dry, runs[SLOW] = runs[SLOW]
+
+    assert dry.exit_code == 0, dry.output
+    assert dry.summary["outcome"] == "succeeded" and dry.summary["figures"]["decisions"] == 0
+    assert version_after_dry == before_dry
+    names = objects_after_dry.split()
+    assert f"deployment.apps/{SLOW}-canary" not in names, names
+    assert not any(n.endswith(f".networking.istio.io/{SLOW}") for n in names), names
 
     # the good version: promoted through every step; the primary runs it; every decision is in the record
     run = runs[GOOD]
