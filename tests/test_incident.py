@@ -262,3 +262,20 @@ def test_a_plain_papermill_runs_postmortem_lands_where_the_seal_puts_its_record(
     md.write_text("draft")
     page.write_text("<p>draft</p>")
     assert attachments_of(target) == [page, md]
+
+
+def test_the_notice_target_comes_from_the_parameter_or_the_profile() -> None:
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from runbooks_lib.notify import NoNotifier, WebhookNotifier, notifier_for
+
+    with_hook = SimpleNamespace(notify=SimpleNamespace(webhook_url=SecretStr("http://127.0.0.1:9/hooks/incidents")))
+    without = SimpleNamespace(notify=SimpleNamespace(webhook_url=None))
+    assert isinstance(notifier_for("none", with_hook), NoNotifier)
+    assert notifier_for("", with_hook).url == "http://127.0.0.1:9/hooks/incidents"
+    assert isinstance(notifier_for(None, without), NoNotifier)
+    assert isinstance(notifier_for("https://hooks.example/T/B/X", without), WebhookNotifier)
+    with pytest.raises(ValidationError, match="webhook URL"):
+        IncidentParams(service="x", severity="P2", summary="abc", notify="slack-channel")
