@@ -234,3 +234,48 @@ def test_replica_set_history_becomes_deploys_with_the_revision_they_replaced() -
     assert reused.completed_at == T0 + timedelta(seconds=30)
     assert changes[3].at == T0 - timedelta(hours=1) and changes[3].previous_revision is None
     assert replica_set_changes([dep], sets, T0 + timedelta(minutes=1), pods) == []
+
+
+def test_a_plain_papermill_runs_postmortem_lands_where_the_seal_puts_its_record(tmp_path, monkeypatch) -> None:
+    """Without `runbook run` the kernel does not know the record's name: the draft goes where
+    `runbook records seal` will copy the record, so the two are sealed together."""
+    import nbformat
+
+    from runbooks_lib.context import SUMMARY_MIME, RunContext
+    from runbooks_lib.incident.response import postmortem_paths
+    from runbooks_lib.records.ledger import attachments_of
+    from runbooks_lib.records.seal import _canonical_place
+
+    monkeypatch.delenv("RUNBOOK_RECORD", raising=False)
+    monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(tmp_path / "records"))
+    monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fingerprints"))
+    ctx = RunContext("incident_response", "sandbox", None, {"severity": "P2"}, home=tmp_path)
+    md, page = postmortem_paths(ctx)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={SUMMARY_MIME: ctx.summary(), "text/plain": "x"})]
+    nb.cells = [cell]
+    elsewhere = tmp_path / "out.ipynb"
+    nbformat.write(nb, str(elsewhere))
+    target = _canonical_place(elsewhere, tmp_path / "records")
+    md.parent.mkdir(parents=True)
+    md.write_text("draft")
+    page.write_text("<p>draft</p>")
+    assert attachments_of(target) == [page, md]
+
+
+def test_the_notice_target_comes_from_the_parameter_or_the_profile() -> None:
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from runbooks_lib.notify import NoNotifier, WebhookNotifier, notifier_for
+
+    with_hook = SimpleNamespace(notify=SimpleNamespace(webhook_url=SecretStr("http://127.0.0.1:9/hooks/incidents")))
+    without = SimpleNamespace(notify=SimpleNamespace(webhook_url=None))
+    assert isinstance(notifier_for("none", with_hook), NoNotifier)
+    assert notifier_for("", with_hook).url == "http://127.0.0.1:9/hooks/incidents"
+    assert isinstance(notifier_for(None, without), NoNotifier)
+    assert isinstance(notifier_for("https://hooks.example/T/B/X", without), WebhookNotifier)
+    with pytest.raises(ValidationError, match="webhook URL"):
+        IncidentParams(service="x", severity="P2", summary="abc", notify="slack-channel")

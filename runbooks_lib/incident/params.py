@@ -56,6 +56,18 @@ class IncidentParams(BaseModel):
             raise ValueError(f"{value} is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ})")
         return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
+    @field_validator("notify")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        if value and value.lower() != "none":
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s) webhook URL, 'none', or empty for the profile's webhook")
+        return value
+
     @property
     def triggered(self) -> datetime:
         return datetime.fromisoformat(self.triggered_at.replace("Z", "+00:00"))

@@ -122,7 +122,7 @@ def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
         down = sandbox.runbook("sandbox", "fault", "prometheus", "--down", "--state-dir", str(sandbox.state_dir))
         assert down.returncode == 0, down.stderr
         try:
-            run = sandbox.run("incident_response", ("service", CHAT), ("severity", "P2"), ("summary", "chat down"),
+            run = sandbox.run("incident_response", ("service", "all"), ("severity", "P2"), ("summary", "chat down"),
                               ("notify", "none"))
         finally:
             up = sandbox.runbook("sandbox", "fault", "prometheus", "--clear", "--state-dir", str(sandbox.state_dir))
@@ -144,3 +144,27 @@ def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
     finally:
         sandbox.kubectl("rollout", "undo", f"deployment/{CHAT}")
         sandbox.kubectl("rollout", "status", f"deployment/{CHAT}", "--timeout=60s")
+
+
+def test_restart_and_scale_mitigations_go_through_the_library(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two mitigations the drill does not use, called as the runbook calls them (no kernel: faster)."""
+    from runbooks_lib.cluster import Cluster
+    from runbooks_lib.incident.mitigation import execute_mitigation, plan_mitigation
+    from runbooks_lib.profiles import load_profile
+
+    for key in ("RUNBOOKS_HOME", "RUNBOOKS_SANDBOX_ENV", "RUNBOOKS_RECORDS_URL"):
+        monkeypatch.setenv(key, sandbox.environ()[key])
+    profile = load_profile("sandbox")
+    cluster = Cluster(profile)
+    service = "veza-frontend"
+    pods_before = {p.name for p in cluster.pod_states(f"app={service}")}
+    restart = execute_mitigation(cluster, profile, plan_mitigation("restart", service, service), run_id="test-restart",
+                                 execute=True)
+    assert restart.executed and "restarted veza-frontend: 1/1 new pods ready" in restart.detail
+    assert not pods_before & {p.name for p in cluster.pod_states(f"app={service}") if not p.deleting}
+    scaled = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, current_replicas=1),
+                                run_id="test-scale", execute=True)
+    assert scaled.plan.replicas == 2 and "scaled veza-frontend to 2/2 ready replicas" in scaled.detail
+    back = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, replicas=1),
+                              run_id="test-scale", execute=True)
+    assert back.executed and cluster.deployment_state(service).desired == 1

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = [sys.executable, "-m", "runbooks_lib.cli"]
 ENV_NAMES = ("KUBECONFIG", "CLUSTER_UID", "VAULT_ADDR", "VAULT_TOKEN", "PROMETHEUS_URL", "PG_PRIMARY_DSN",
-             "PG_STANDBY_DSN", "REDIS_URL", "TRAFFIC_URL", "NAMESPACE")
+             "PG_STANDBY_DSN", "REDIS_URL", "TRAFFIC_URL", "NAMESPACE", "NOTIFY_URL")
 
 
 def runbook(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -284,6 +284,17 @@ def test_redis_backs_the_backend_and_an_outage_shows_everywhere(state_dir: Path,
     assert failed > 0  # the load generator saw the outage
     assert ping_redis(env["REDIS_URL"]).reachable  # same port and password again
     assert requests.get(f"http://{backend['status']['podIP']}:{port}/api/v1/users/me", timeout=3).ok
+
+
+def test_webhook_sink_keeps_what_it_receives_and_flags_token_shapes(state_dir: Path, env: dict[str, str]) -> None:
+    url = env["NOTIFY_URL"]
+    assert requests.post(url, json={"text": "[P3] sandbox/veza-frontend: typo — status: declared"}, timeout=5).text == "ok"
+    requests.post(url, json={"text": "leaked hvs.CAESIJ0123456789abcdefghijklmnop"}, timeout=5)
+    received = json.loads(runbook("sandbox", "notifications", "--json", "--state-dir", str(state_dir)).stdout)
+    assert [m["text"][:4] for m in received[-2:]] == ["[P3]", "leak"]
+    assert received[-2]["secret_shapes"] == [] and received[-1]["secret_shapes"] == ["Vault service token"]
+    shown = runbook("sandbox", "notifications", "--state-dir", str(state_dir)).stdout
+    assert "status: declared" in shown and "[TOKEN SHAPES: Vault service token]" in shown
 
 
 def test_down_leaves_no_process_and_no_port(state_dir: Path, kubectl) -> None:
