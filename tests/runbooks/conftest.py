@@ -115,8 +115,9 @@ def sandbox() -> Iterator[Sandbox]:
 
 # The scenarios share one sandbox and change it: read-only checks first (a health check must
 # see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
-# rollbacks of what the deploys left.
-_ORDER = ("test_headless", "test_deploy", "test_rollback")
+# rollbacks of what the deploys left; disaster-recovery drills last (a failover swaps the
+# database roles; the drill rebuilds the standby so the platform ends healthy).
+_ORDER = ("test_headless", "test_deploy", "test_rollback", "test_dr")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
