@@ -252,6 +252,14 @@ class Drill:
             raise CheckFailed(f"after the rebuild the standby is not streaming: {status}")
         return f"{out}; replication healthy, lag {status.lag_bytes} bytes"
 
+    def retention_plan(self) -> Any:
+        """What the guide's retention would keep and delete among the stored backups (nothing deleted)."""
+        from .retention import prune_backups
+
+        policy = self.profile.backups.retention
+        return prune_backups(self.store, _now(), daily_days=policy.daily_days, weekly_weeks=policy.weekly_weeks,
+                             monthly_months=policy.monthly_months, apply=False)
+
     # -- point in time -----------------------------------------------------------------
     def point_in_time(self) -> Any:
         import pandas as pd
