@@ -1,6 +1,6 @@
 """Backup + restore throughput of the DR library against bare pg_dump/pg_restore, and failover time.
 
-    .venv/bin/python bench/dr.py [--mb 500]
+    .venv/bin/python bench/dr.py [--mb 500] [--rounds 2]
 
 On a fresh PostgreSQL 15 primary + standby and OpenBao (transit), fills veza_db with about
 ``--mb`` MB, then in the same run:
@@ -116,6 +116,7 @@ def failover(cluster: PostgresCluster) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=500, help="approximate size of veza_db to back up")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of bare and ours; best of each")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="veza-bench-dr-"))
     state.chmod(0o755)
@@ -131,8 +132,20 @@ def main() -> None:
         print(f"veza_db: {size / 2**20:.0f} MB (filled in {t_fill:.1f} s)")
         work = state / "work"
         work.mkdir()
-        b_dump, b_restore, b_size = bare(dsn, work)
-        o_backup, o_restore, o_checks, o_size = ours(dsn, vault, settings, work)
+        # Warm the page cache first, then alternate bare and ours and keep each one's best round:
+        # on a shared machine the first reader and a noisy neighbour would otherwise decide.
+        subprocess.run([tool("pg_dump"), "-Fc", "-f", "/dev/null"], env=libpq_env(dsn), check=True)
+        bare_runs, our_runs = [], []
+        for _ in range(args.rounds):
+            bare_runs.append(bare(dsn, work))
+            our_runs.append(ours(dsn, vault, settings, work))
+            shutil.rmtree(work / "offsite", ignore_errors=True)
+            for leftover in work.glob("*.dump.enc"):
+                leftover.unlink()
+        b_dump, b_restore, b_size = min(bare_runs, key=lambda r: r[0] + r[1])
+        o_backup, o_restore, o_checks, o_size = min(our_runs, key=lambda r: r[0] + r[1])
+        print(f"rounds: {args.rounds}; bare totals {[round(r[0] + r[1], 1) for r in bare_runs]} s, "
+              f"ours {[round(r[0] + r[1], 1) for r in our_runs]} s (best of each below)")
         mb = size / 2**20
         print(f"{'':<10}{'backup s':>10}{'restore s':>11}{'total s':>9}{'MB/s':>8}{'file MB':>9}")
         for name, b, r, f in (("bare", b_dump, b_restore, b_size), ("ours", o_backup, o_restore, o_size)):

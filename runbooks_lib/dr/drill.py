@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CheckFailed, ParameterError
 from ..records.secret import SecretValue
+from .postgres import sql_errors
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -95,6 +96,7 @@ class Drill:
         return moment
 
     # -- steady state ------------------------------------------------------------------
+    @sql_errors("read the steady state")
     def steady_state(self) -> Any:
         """Replication, Vault, backups and WAL archiving before anything is touched."""
         import pandas as pd
@@ -261,6 +263,7 @@ class Drill:
                              monthly_months=policy.monthly_months, apply=False)
 
     # -- point in time -----------------------------------------------------------------
+    @sql_errors("point-in-time recovery")
     def point_in_time(self) -> Any:
         import pandas as pd
 
@@ -326,6 +329,7 @@ class Drill:
         return f"drill {self.params.scenario}: every check passed"
 
 
+@sql_errors("write and read on the restored database")
 def _write_and_read(dsn: str) -> bool:
     from ..database import connect
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import CheckFailed, ParameterError, RunbookTimeout
 from ..records.secret import SecretValue
+from .postgres import sql_errors
 from .heartbeat import Beat, HeartbeatWriter, failover_gap, lost_rows, newest_beat
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def run_drill_command(argv: Sequence[str], what: str, timeout_s: float = 120) ->
     return result.stdout.strip()
 
 
+@sql_errors("promote the standby")
 def promote(standby_dsn: str | SecretValue, timeout_s: int = 60) -> float:
     """``pg_promote(wait => true)`` on the standby; returns the seconds it took."""
     from ..database import connect

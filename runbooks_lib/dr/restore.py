@@ -21,7 +21,7 @@ from ..errors import CheckFailed
 from ..records.secret import SecretValue
 from .backups import MARKER_TABLE, table_row_counts
 from .envelope import EnvelopeError, decrypt_stream
-from .postgres import libpq_env, run_tool, tool, with_database
+from .postgres import libpq_env, run_tool, tool, with_database, sql_errors
 from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def _check_counts(restored: dict[str, int], expected: dict[str, int]) -> Check:
     return Check("row counts per table", True, f"{len(expected)} tables, {sum(expected.values())} rows, all equal")
 
 
+@sql_errors("check the restored database")
 def verify_restored(scratch_dsn: str, manifest: Manifest, bin_dir: str | None) -> tuple[list[Check], dict[str, int]]:
     from ..database import connect
 
@@ -145,6 +146,7 @@ def verify_restored(scratch_dsn: str, manifest: Manifest, bin_dir: str | None) -
     return checks, counts
 
 
+@sql_errors("restore into a scratch database")
 def restore_and_verify(store: BackupStore, manifest: Manifest, vault: "Vault", settings: "BackupSettings",
                        admin_dsn: str | SecretValue, *, keep: bool = False,
                        extra_checks: Callable[[str], list[Check]] | None = None) -> RestoreReport:
