@@ -14,7 +14,7 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR := $(CURDIR)/.jupyter/ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lab bootstrap system python clean
+.PHONY: demo test lab bootstrap system python clean moto
 
 bootstrap: system python
 
@@ -45,6 +45,12 @@ lab: bootstrap
 	. .sandbox/env && $(BIN)/jupyter lab --allow-root --no-browser \
 		--ServerApp.root_dir=$(CURDIR)/notebooks \
 		--LabApp.workspaces_dir=$(CURDIR)/.jupyter/workspaces
+
+# Optional: the S3 tests (tests/test_dr_store_remote.py) against moto's server mode. moto gets a
+# venv of its own: beside s3fs in one venv pip backtracks for minutes between boto3 and aiobotocore.
+moto: bootstrap
+	$(BIN)/pip install -q -e '.[dev,archive]'
+	@test -x .venv-moto/bin/moto_server || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[server]')
 
 clean:
 	-$(BIN)/runbook sandbox down

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from runbooks_lib.dr.retention import plan_retention
+from runbooks_lib.dr.retention import plan_retention, prune_backups
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -52,3 +52,29 @@ def test_future_backups_are_kept_and_said_so() -> None:
     decisions = plan_retention([("skewed", NOW + timedelta(hours=2)), ("today", NOW)], NOW)
     assert all(d.keep for d in decisions)
     assert decisions[0].reasons == ("dated in the future",)
+
+
+def test_prune_shows_first_and_deletes_only_when_applied(tmp_path) -> None:
+    import json
+
+    from runbooks_lib.dr.store import BackupStore, Manifest
+
+    store = BackupStore(str(tmp_path))
+    names = []
+    for days in (0, 1, 400, 900):
+        taken = NOW - timedelta(days=days)
+        name = f"veza_db-{taken:%Y%m%d}"
+        names.append(name)
+        fields = dict(name=name, database="veza_db", taken_at=taken.isoformat(), finished_at=taken.isoformat(),
+                      source_lsn="0/1", source_time=taken.isoformat(), size=10, plain_size=9, sha256="0" * 64,
+                      row_counts={}, marker=name, transit={}, tool_versions={}, duration_s=1.0)
+        store.write_text(name, ".manifest.json", Manifest(**fields).to_json())
+        store.write_text(name, ".dump.enc", "x")
+        store.write_text(name, ".key", "vault:v1:x")
+    shown = prune_backups(store, NOW)
+    assert list(shown["action"]) == ["keep", "keep", "keep", "would delete"]
+    assert len(store.files()) == 12  # nothing deleted by showing
+    done = prune_backups(store, NOW, apply=True)
+    assert list(done["action"]) == ["keep", "keep", "keep", "deleted"]
+    assert [m.name for m in store.list()] == names[:3]
+    assert not any(names[3] in f for f in store.files())

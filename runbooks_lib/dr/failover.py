@@ -5,7 +5,8 @@ Measured, not assumed: a heartbeat (1 s) on whichever node is primary gives RPO 
 a probe writing every 200 ms through the DSN the application's pods run with (the Secret's value
 when they started: it changes once the rolling restart is done) gives the failover time (first
 success on the new primary - last success on the old one). The fault instant is the first
-write that failed after the fault command started (the outage as the application saw it). The fault and the
+evidence of the outage after the fault command started: a failed write, or the primary refusing
+the monitoring query polled every 200 ms. The fault and the
 rebuild are commands the profile names (``drill.kill_primary``, ``drill.rebuild_standby``).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import CheckFailed, ParameterError, RunbookTimeout
 from ..records.secret import SecretValue
+from .postgres import sql_errors
 from .heartbeat import Beat, HeartbeatWriter, failover_gap, lost_rows, newest_beat
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ def run_drill_command(argv: Sequence[str], what: str, timeout_s: float = 120) ->
     return result.stdout.strip()
 
 
+@sql_errors("promote the standby")
 def promote(standby_dsn: str | SecretValue, timeout_s: int = 60) -> float:
     """``pg_promote(wait => true)`` on the standby; returns the seconds it took."""
     from ..database import connect
@@ -157,7 +160,8 @@ class DatabaseFailover:
         finished = now()
         watching.join(timeout=30)
         failed = [at for at, _ in self.probe.failures + self.heartbeat.failures if at >= started]
-        self.report.fault_at = min(failed, default=finished)
+        evidence = failed + ([self.report.detected_at] if self.report.detected_at else [])
+        self.report.fault_at = min(evidence, default=finished)
         return (f"fault at {self.report.fault_at:%H:%M:%S.%f} UTC (first failed write; the command ran "
                 f"{started:%H:%M:%S.%f}-{finished:%H:%M:%S.%f}): {out}")
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import BackendUnavailable
 from ..records.secret import SecretValue
+from .postgres import sql_errors
 
 __all__ = ["Beat", "HeartbeatWriter", "newest_beat", "lost_rows", "failover_gap"]
 
@@ -151,6 +152,7 @@ class HeartbeatWriter:
         return before[-1] if before else None
 
 
+@sql_errors("read the heartbeat")
 def newest_beat(dsn: Dsn, table: str = "dr_heartbeat", before: datetime | None = None) -> tuple[int, datetime] | None:
     """The newest heartbeat row (seq, at) in a database, optionally at or before ``before``."""
     from ..database import connect
@@ -164,6 +166,7 @@ def newest_beat(dsn: Dsn, table: str = "dr_heartbeat", before: datetime | None =
     return (int(row[0]), row[1]) if row else None
 
 
+@sql_errors("count lost heartbeat rows")
 def lost_rows(dsn: Dsn, acked: Sequence[Beat], table: str = "dr_heartbeat") -> list[int]:
     """Sequence numbers acknowledged (``acked``) but absent from the database at ``dsn``."""
     from ..database import connect

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..errors import CheckFailed, ParameterError, RunbookTimeout
 from ..records.secret import SecretValue
 from .envelope import Encryptor, decrypt_stream
-from .postgres import libpq_env, last_lines, tool
+from .postgres import libpq_env, last_lines, tool, sql_errors
 
 if TYPE_CHECKING:
     from ..profiles import BackupSettings
@@ -54,6 +54,7 @@ def _base_folder(settings: "BackupSettings") -> Path:
     return Path(settings.wal_archive_url.removeprefix("file://")).parent / "base"
 
 
+@sql_errors("take a base backup")
 def take_base_backup(dsn: str | SecretValue, vault: "Vault", settings: "BackupSettings") -> BaseBackup:
     """pg_basebackup of the whole cluster, encrypted on the fly, beside the WAL archive."""
     from ..database import connect
@@ -86,6 +87,7 @@ def take_base_backup(dsn: str | SecretValue, vault: "Vault", settings: "BackupSe
     return BaseBackup(path, wrapped, taken, str(lsn), enc.size)
 
 
+@sql_errors("switch WAL")
 def force_wal_switch(dsn: str | SecretValue) -> str:
     """Close the current WAL segment so it is archived now (not at archive_timeout)."""
     from ..database import connect
@@ -95,6 +97,7 @@ def force_wal_switch(dsn: str | SecretValue) -> str:
         return str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])
 
 
+@sql_errors("read the archiver's progress")
 def archived_up_to(dsn: str | SecretValue, segment: str, timeout_s: float = 30) -> None:
     """Wait until ``segment`` (or a later one) is archived; raises naming the archiver's last failure."""
     from ..database import connect

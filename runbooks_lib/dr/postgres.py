@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import BackendUnavailable, CheckFailed
 from ..records.secret import SecretValue
 
-__all__ = ["tool", "tool_version", "libpq_env", "with_database", "run_tool", "DEFAULT_BIN_DIRS"]
+__all__ = ["tool", "tool_version", "libpq_env", "with_database", "run_tool", "sql_errors", "DEFAULT_BIN_DIRS"]
 
 DEFAULT_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 _ENV_KEYS = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
@@ -80,3 +80,21 @@ def run_tool(argv: list[str], dsn: str | SecretValue, timeout: float = 3600, **k
 def last_lines(text: str, count: int = 3) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return " | ".join(re.sub(r"\s+", " ", line) for line in lines[-count:]) or "(no output)"
+
+
+def sql_errors(what: str) -> Any:
+    """Decorator: psycopg errors leave as CheckFailed saying what was being done (never the DSN)."""
+    import functools
+
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            import psycopg
+
+            try:
+                return fn(*args, **kwargs)
+            except psycopg.Error as e:
+                detail = (getattr(e.diag, "message_primary", None) or type(e).__name__) if hasattr(e, "diag") else type(e).__name__
+                raise CheckFailed(f"{what}: {detail}") from e
+        return run
+    return wrap

@@ -15,13 +15,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import CheckFailed
 from ..records.secret import SecretValue
 from .backups import MARKER_TABLE, table_row_counts
 from .envelope import EnvelopeError, decrypt_stream
-from .postgres import libpq_env, run_tool, tool, with_database
+from .postgres import libpq_env, run_tool, tool, with_database, sql_errors
 from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def _check_counts(restored: dict[str, int], expected: dict[str, int]) -> Check:
     return Check("row counts per table", True, f"{len(expected)} tables, {sum(expected.values())} rows, all equal")
 
 
+@sql_errors("check the restored database")
 def verify_restored(scratch_dsn: str, manifest: Manifest, bin_dir: str | None) -> tuple[list[Check], dict[str, int]]:
     from ..database import connect
 
@@ -145,10 +146,12 @@ def verify_restored(scratch_dsn: str, manifest: Manifest, bin_dir: str | None) -
     return checks, counts
 
 
+@sql_errors("restore into a scratch database")
 def restore_and_verify(store: BackupStore, manifest: Manifest, vault: "Vault", settings: "BackupSettings",
-                       admin_dsn: str | SecretValue, *, keep: bool = False) -> RestoreReport:
+                       admin_dsn: str | SecretValue, *, keep: bool = False,
+                       extra_checks: Callable[[str], list[Check]] | None = None) -> RestoreReport:
     """Restore ``manifest``'s backup into a new scratch database on ``admin_dsn``'s server, check it,
-    drop it. Raises CheckFailed naming the file when it is corrupted, truncated or will not restore;
+    drop it. ``extra_checks(scratch_dsn)`` adds the caller's checks before the drop. Raises CheckFailed naming the file when it is corrupted, truncated or will not restore;
     failing data checks are in the report (``passed`` False), not raised."""
     from ..database import connect
 
@@ -170,6 +173,8 @@ def restore_and_verify(store: BackupStore, manifest: Manifest, vault: "Vault", s
             report.timings["restore_s"] = round(time.monotonic() - mark, 3)
             mark = time.monotonic()
             report.checks, report.row_counts = verify_restored(scratch_dsn, manifest, settings.pg_bin_dir)
+            if extra_checks is not None:
+                report.checks += extra_checks(scratch_dsn)
             report.timings["validation_s"] = round(time.monotonic() - mark, 3)
         finally:
             del key

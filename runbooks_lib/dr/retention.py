@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-__all__ = ["RetentionDecision", "plan_retention"]
+if TYPE_CHECKING:
+    from .store import BackupStore
+
+__all__ = ["RetentionDecision", "plan_retention", "prune_backups"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,25 @@ def plan_retention(backups: Iterable[tuple[str, datetime]], now: datetime, daily
                           tuple(reasons[name]) or ("outside every retention window or not the newest in its window",))
         for name, taken in items
     ]
+
+
+def prune_backups(store: "BackupStore", now: datetime, *, daily_days: int = 30, weekly_weeks: int = 12,
+                  monthly_months: int = 24, apply: bool = False) -> Any:
+    """The retention plan for every stored backup as a table; deletes only with ``apply=True``.
+
+    Show it first (``apply=False`` is the default), read it, then apply: the table says for each
+    backup why it is kept or why it may go.
+    """
+    import pandas as pd
+
+    manifests = {m.name: m for m in store.list()}
+    decisions = plan_retention(((n, m.taken) for n, m in manifests.items()), now, daily_days, weekly_weeks,
+                               monthly_months)
+    rows = []
+    for d in decisions:
+        action = "keep" if d.keep else ("deleted" if apply else "would delete")
+        if apply and not d.keep:
+            store.delete(d.name)
+        rows.append({"backup": d.name, "taken (UTC)": f"{d.taken_at:%Y-%m-%d %H:%M}", "bytes": manifests[d.name].size,
+                     "action": action, "why": "; ".join(d.reasons)})
+    return pd.DataFrame(rows, columns=["backup", "taken (UTC)", "bytes", "action", "why"])

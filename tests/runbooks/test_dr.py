@@ -1,0 +1,156 @@
+"""Disaster-recovery drills against the real sandbox: PostgreSQL 15 primary + standby, OpenBao.
+
+Library-level proofs first (backups, damaged files, Vault down, point-in-time recovery), then the
+notebook's full drill (restore + failover), which swaps the database roles and must leave the
+platform healthy (`runbook sandbox status`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from runbooks_lib.errors import BackendUnavailable, CheckFailed
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+
+@pytest.fixture
+def live(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The sandbox profile, read in this process."""
+    from runbooks_lib.profiles import load_profile
+
+    monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
+    yield load_profile("sandbox")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    from runbooks_lib.dr.store import BackupStore
+
+    return BackupStore(str(tmp_path / "offsite"))
+
+
+def _primary(profile: Any) -> str:
+    return profile.database.primary_dsn.get_secret_value()
+
+
+def test_backup_is_encrypted_and_restores_with_every_check(live: Any, store: Any) -> None:
+    from runbooks_lib.dr.backups import take_backup
+    from runbooks_lib.dr.restore import restore_and_verify
+    from runbooks_lib.secrets import Vault
+    from runbooks_sandbox.servers.veza_schema import SEED_COUNTS
+
+    vault = Vault(live.vault)
+    manifest = take_backup(_primary(live), vault, live.backups, store=store)
+    stored = Path(store.path(manifest.name, ".dump.enc")).read_bytes()
+    assert not stored.startswith(b"PGDMP") and b"PGDMP" not in stored[:4096]
+    assert hashlib.sha256(stored).hexdigest() == manifest.sha256 and len(stored) == manifest.size
+    assert Path(store.path(manifest.name, ".key")).read_text().startswith("vault:v")
+    for table, rows in SEED_COUNTS.items():
+        assert manifest.row_counts[table] >= rows
+    assert manifest.tool_versions["pg_dump"].startswith("15") and manifest.source_lsn
+
+    report = restore_and_verify(store, manifest, vault, live.backups, _primary(live))
+    assert report.passed, report.checks
+    assert {c.name for c in report.checks} == {"row counts per table", "marker row", "pg_amcheck"}
+    assert report.row_counts == manifest.row_counts
+    from runbooks_lib.database import connect
+
+    with connect(_primary(live).replace("/veza_db", "/postgres"), autocommit=True) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'veza_dr_scratch_%'").fetchone()[0]
+    assert left == 0, "the scratch database was not dropped"
+
+
+def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: Any) -> None:
+    from dataclasses import replace
+
+    from runbooks_lib.dr.backups import take_backup
+    from runbooks_lib.dr.restore import restore_and_verify
+    from runbooks_lib.secrets import Vault
+
+    vault = Vault(live.vault)
+    manifest = take_backup(_primary(live), vault, live.backups, store=store)
+    dump = Path(store.path(manifest.name, ".dump.enc"))
+    good = dump.read_bytes()
+
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF
+    dump.write_bytes(bytes(damaged))
+    with pytest.raises(CheckFailed, match=f"{dump}.*sha256.*corrupted"):
+        restore_and_verify(store, manifest, vault, live.backups, _primary(live))
+
+    dump.write_bytes(good[:-100])
+    with pytest.raises(CheckFailed, match=f"{dump}.*truncated"):
+        restore_and_verify(store, manifest, vault, live.backups, _primary(live))
+
+    # A manifest rewritten to match the cut file: the encryption's last-segment flag still tells.
+    cut = good[:-100]
+    forged = replace(manifest, size=len(cut), sha256=hashlib.sha256(cut).hexdigest())
+    with pytest.raises(CheckFailed, match=f"{dump}.*truncated or altered"):
+        restore_and_verify(store, forged, vault, live.backups, _primary(live))
+
+
+def test_vault_unreachable_fails_the_backup_and_leaves_nothing(live: Any, store: Any) -> None:
+    from runbooks_lib.dr.backups import take_backup
+    from runbooks_lib.secrets import Vault
+
+    down = Vault(live.vault.model_copy(update={"address": "http://127.0.0.1:9"}))
+    tmp_before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(BackendUnavailable, match="Vault .* unreachable"):
+        take_backup(_primary(live), down, live.backups, store=store)
+    assert store.files() == []
+    new_tmp = set(os.listdir(tempfile.gettempdir())) - tmp_before
+    assert not [n for n in new_tmp if "dump" in n or "veza" in n], new_tmp
+
+
+def test_point_in_time_recovery_keeps_rows_before_the_target_only(live: Any) -> None:
+    import time
+
+    from runbooks_lib.database import connect
+    from runbooks_lib.dr.pitr import archived_up_to, force_wal_switch, recover_to_time, take_base_backup
+    from runbooks_lib.secrets import Vault
+
+    vault, dsn = Vault(live.vault), _primary(live)
+    base = take_base_backup(dsn, vault, live.backups)
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pitr_test (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+        conn.execute("INSERT INTO pitr_test (id) SELECT generate_series(1, 50)")
+        time.sleep(0.3)
+        target = datetime.now(timezone.utc)
+        time.sleep(0.3)
+        conn.execute("INSERT INTO pitr_test (id) SELECT generate_series(51, 80)")
+    archived_up_to(dsn, force_wal_switch(dsn))
+    instance = recover_to_time(base, target, vault, live.backups)
+    try:
+        with connect(instance.dsn, autocommit=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM pitr_test ORDER BY id").fetchall()]
+    finally:
+        instance.stop()
+    assert ids == list(range(1, 51))
+    assert not instance.data_dir.exists()
+
+
+def test_full_drill_restores_fails_over_and_leaves_the_platform_healthy(sandbox: Any) -> None:
+    before = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
+    run = sandbox.run("dr_drill", ("scenario", "full"), ("backup", "new"), timeout=400)
+    assert run.exit_code == 0, run.output[-3000:]
+    figures = run.summary["figures"]
+    assert set(figures) >= {"rpo_s", "rto_s", "failover_s", "lost_rows", "backup_bytes", "restore_s"}
+    assert 0 < figures["failover_s"] < 300 and 0 < figures["rto_s"] < 4 * 3600
+    assert figures["rpo_s"] is not None and 0 <= figures["rpo_s"] < 3600
+    assert figures["backup_bytes"] > 0 and figures["restore_s"] > 0 and figures["lost_rows"] >= 0
+
+    after = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
+    pg_before, pg_after = before["postgres"], after["postgres"]
+    assert pg_after["primary"]["running"] and pg_after["standby"]["running"]
+    assert pg_after["replication"]["state"] == "streaming"
+    assert pg_after["primary"]["port"] == pg_before["standby"]["port"], "the promoted standby is the primary"
+    assert all(d["ready"] == d["replicas"] for d in after["deployments"].values())
+    assert all(part["alive"] for part in after["components"].values()), after["components"]
