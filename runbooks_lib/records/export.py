@@ -95,7 +95,7 @@ def export_html(record: Path, target: Path | None = None) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    from ..runner import read_summary
+    from .summary import read_summary
 
     record = Path(record)
     nb = nbformat.read(str(record), as_version=4)

@@ -22,7 +22,7 @@ import secrets as _random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .secret import MASK, SecretValue
 
@@ -41,6 +41,7 @@ __all__ = [
     "find_shapes",
     "strip_ansi",
     "forget_secrets",
+    "on_register",
 ]
 
 #: Values shorter than this are not masked in output (masking "abc" everywhere would garble
@@ -78,6 +79,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _lock = threading.Lock()
 _values: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_listeners: list[Callable[[], Any]] = []
+
+
+def on_register(listener: Callable[[], Any]) -> None:
+    """Call ``listener()`` after each registration (the kernel's filters turn themselves on)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def strip_ansi(text: str) -> str:
@@ -121,10 +129,9 @@ def register_secret(value: Any, *, persist: bool = True) -> None:
     if persist:
         FingerprintStore.default().add(new)
     # Inside a kernel, the first registered secret turns the output filters on, even when the
-    # notebook fetched it before calling start().
-    from .kernel import install_filters
-
-    install_filters()
+    # notebook fetched it before calling start() (records/__init__ plugs the kernel in).
+    for listener in _listeners:
+        listener()
 
 
 def _leaves(value: Any) -> Iterator[str]:
