@@ -119,6 +119,20 @@ def _protect(params: Mapping[str, Any]) -> None:
                     [v for v in params.values() if isinstance(v, SecretValue)])
 
 
+def runner_facts() -> dict[str, Any]:
+    """What ``runbook run`` tells its kernel (run id, record name, notebook hash): a JSON file
+    named by ``RUNBOOK_RUN_FILE`` in the kernel's environment. Empty in JupyterLab or under
+    plain papermill, where the run makes up its own id."""
+    path = os.environ.get("RUNBOOK_RUN_FILE")
+    if not path:
+        return {}
+    try:
+        facts = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
 def _in_ipython() -> Any:
     ipython = sys.modules.get("IPython")
     return ipython.get_ipython() if ipython else None
@@ -142,7 +156,8 @@ class RunContext:
         self.profile = profile
         self.params = params
         self.home = home or project_home()
-        self.run_id = run_id or os.environ.get("RUNBOOK_RUN_ID") or uuid.uuid4().hex[:12]
+        self._facts = runner_facts()
+        self.run_id = run_id or self._facts.get("run_id") or uuid.uuid4().hex[:12]
         self.started = utcnow()
         self.finished: datetime | None = None
         self.outcome: str | None = None
@@ -226,8 +241,8 @@ class RunContext:
         return Summary(
             runbook=self.runbook, env=self.env, run_id=self.run_id, outcome=self.outcome or "running",
             service=self.service, parameters=masked_parameters(self.params), operator=self.operator,
-            identity=self.identity, record=os.environ.get("RUNBOOK_RECORD"), git_sha=_git_sha(self.home),
-            notebook_sha256=os.environ.get("RUNBOOK_NOTEBOOK_SHA256"), cluster=self.cluster,
+            identity=self.identity, record=self._facts.get("record"), git_sha=_git_sha(self.home),
+            notebook_sha256=self._facts.get("notebook_sha256"), cluster=self.cluster,
             started=_iso(self.started), finished=_iso(self.finished),
             duration_s=round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
             failed_step=self.failed_step, error=self.error, steps=[asdict(s) for s in self.steps],

@@ -3,7 +3,7 @@
 The kernel writes its outputs through the redaction filters, but papermill itself writes
 the injected parameters cell (and ``metadata.papermill.parameters``) in clear (papermill
 #271). So the run executes into a private temporary folder; then the secret parameters
-are masked, a summary is added if the kernel died without writing one, the notebook is
+are masked, progress bars are settled to their final state (``progress``), a summary is added if the kernel died without writing one, the notebook is
 written to its record path, and the record is sealed (scanned, exported, chained).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .progress import settle_progress
 from .redaction import redact, redact_object
 from .seal import SealRefused, SealResult, mask_injected_parameters, seal_record
 from .summary import Summary, masked_parameters, read_summary, summary_bundle
@@ -58,6 +59,7 @@ def finalize_record(executed: Path, record: Path, root: Path, *, secret_names: s
 
     nb = nbformat.read(str(executed), as_version=4)
     mask_injected_parameters(nb, frozenset(secret_names))
+    settle_progress(nb)  # each bar's final state, as stdout: not pages of red redraws
     record.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(record))
     if fallback_summary is not None and read_summary(record) is None:
