@@ -23,9 +23,11 @@ __all__ = ["RunKernel", "register_engine", "ENGINE"]
 
 ENGINE = "runbook"
 
-# What every runbook's first cells import anyway (start() and the cluster identity check):
-# importing it while the runner still validates overlaps the two, instead of one after the other.
-WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, kubernetes.client"
+# What every runbook's first cells import anyway (start(), the cluster identity check, the
+# Deployment and ReplicaSet calls): importing it while the runner still validates overlaps the
+# two. kubernetes.client is lazy: CoreV1Api's module alone builds some 250 pydantic models.
+# (pandas is not here: it is for tables, which can come after the change.)
+WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, requests\nfrom kubernetes.client import AppsV1Api, CoreV1Api"
 
 
 class RunKernel:
