@@ -9,6 +9,7 @@ as papermill's own error banner does.
 from __future__ import annotations
 
 import copy
+import functools
 import html
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,9 @@ def _presentable(nb: Any, summary: dict[str, Any] | None) -> Any:
     return nb
 
 
+@functools.lru_cache(maxsize=1)
 def _exporter() -> Any:
+    """One exporter per process: its Jinja environment compiles the templates once (seconds)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
