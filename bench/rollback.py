@@ -1,13 +1,17 @@
-"""Rollback speed: the rollback runbook through `runbook run` vs bare kubectl, on one sandbox.
+"""Rollback speed as a person feels it: from pressing Enter to the previous version serving.
 
-Starts its own sandbox, then per round: deploys v1.6.0 to veza-backend-api, times the rollback
-runbook (wall time of `runbook run`, and its own time_to_rollback_s figure); deploys again and
-times `kubectl rollout undo && kubectl rollout status`. Then a blue-green deploy of a bad
-version for the flip-back time. Prints every figure, the ratio, and the failed requests the
-load generator saw in each scenario. Goals (issue 6): rollback ≤ 15 s for 3 replicas, ratio
-≤ 1.5, flip-back ≤ 5 s, 0 failed requests.
+Starts its own sandbox, then per round, alternating on the same sandbox: deploys v1.6.0 to
+veza-backend-api and runs `runbook run notebooks/rollback.ipynb`; deploys v1.6.0 again and runs
+bare `kubectl rollout undo && kubectl rollout status`. While each command runs, a poller sends
+requests to the Service's /version through its cluster IP, from the moment the command starts.
 
-    .venv/bin/python bench/rollback.py [--rounds 2]
+restore_from_command_s (DESIGN.md) = the first moment from which every sampled answer is the
+previous version (a run of at least STABLE answers, none other after it) − the command's start.
+Goals (issue 10): restore ratio runbook / kubectl ≤ 1.5, exit ratio ≤ 2. Also prints where the
+runbook's time goes (kernel start, each step, finalize) from its record, the runbook's own
+time_to_rollback_s, failed requests, and a blue-green flip-back.
+
+    .venv/bin/python bench/rollback.py [--rounds 3] [--no-flip-back]
 """
 from __future__ import annotations
 
@@ -15,15 +19,56 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "veza-backend-api"
+STABLE = 20  # consecutive answers of the previous version that count as "serving 100 %"
+
+
+class VersionPoller(threading.Thread):
+    """Samples the Service's /version as fast as it answers; remembers (time, version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.samples, self.stopped = url, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            at = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as reply:
+                    version = json.loads(reply.read()).get("version")
+            except (OSError, ValueError):
+                version = "error"
+            self.samples.append((at, version))
+            time.sleep(0.02)
+
+    def serving_since(self, version: str) -> float | None:
+        """Start of the final run of answers that are all ``version``, if it is ≥ STABLE long."""
+        run_start, run_length = None, 0
+        for at, seen in self.samples:
+            if seen == version:
+                run_start, run_length = (run_start if run_length else at), run_length + 1
+            else:
+                run_start, run_length = None, 0
+        return run_start if run_length >= STABLE else None
+
+    def stop_when_stable(self, version: str, timeout_s: float = 60) -> float | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.serving_since(version) is None:
+            time.sleep(0.1)
+        self.stopped.set()
+        self.join()
+        return self.serving_since(version)
 
 
 class Bench:
@@ -43,20 +88,44 @@ class Bench:
         return subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "-n", "veza-sandbox", *args],
                               capture_output=True, text=True, timeout=300)
 
+    def service_url(self, service: str = SERVICE) -> str:
+        spec = json.loads(self.kubectl("get", "service", service, "-o", "json").stdout)["spec"]
+        return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}/version"
+
+    def image_version(self) -> str:
+        deploy = json.loads(self.kubectl("get", "deployment", SERVICE, "-o", "json").stdout)
+        return deploy["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+
     def failed(self, since: datetime, service: str = SERVICE) -> int:
         out = self.runbook("sandbox", "traffic", "--json", "--state-dir", str(self.state),
                            "--since", since.isoformat().replace("+00:00", "Z"))
         return json.loads(out.stdout)[service]["failed"]
 
-    def figures(self, result: subprocess.CompletedProcess[str]) -> dict:
+    def summary(self, stdout: str) -> dict:
         from runbooks_lib.runner import read_summary
 
-        record = next(l[8:] for l in result.stdout.splitlines() if l.startswith("record: "))
-        return read_summary(Path(record))["figures"]
+        record = next(l[8:] for l in stdout.splitlines() if l.startswith("record: "))
+        return read_summary(Path(record))
 
     def set_image(self, version: str) -> None:
         self.kubectl("set", "image", f"deployment/{SERVICE}", f"{SERVICE}=registry.veza.app/{SERVICE}:{version}")
         self.kubectl("rollout", "status", f"deployment/{SERVICE}", "--timeout=120s")
+
+    def timed(self, command: list[list[str]], previous: str) -> tuple[float | None, float, list[subprocess.CompletedProcess[str]], float]:
+        """Run commands one after another (stopping at a failure) while polling the Service.
+        Returns (restore_from_command_s, exit_s, results, the wall clock start)."""
+        poller = VersionPoller(self.service_url())
+        poller.start()
+        time.sleep(0.1)  # the poller sees the new version before the command starts
+        wall, began = time.time(), time.monotonic()
+        results = []
+        for args in command:
+            results.append(subprocess.run(args, capture_output=True, text=True, env=self.env, cwd=REPO, timeout=600))
+            if results[-1].returncode != 0:
+                break
+        exit_s = time.monotonic() - began
+        serving = poller.stop_when_stable(previous)
+        return (None if serving is None else max(0.0, serving - began)), exit_s, results, wall
 
     def blue_green_flip_back(self, service: str = "veza-chat-server") -> tuple[float | None, int]:
         """Blue-green deploy of a good version; once the Service flips, a fault makes the new pods
@@ -81,8 +150,7 @@ class Bench:
                 deploy.kill()
         after = datetime.now(timezone.utc)
         time.sleep(3)
-        figures = self.figures(subprocess.CompletedProcess([], deploy.returncode, out, ""))
-        return figures.get("flip_back_s"), self.failed(after, service)
+        return self.summary(out)["figures"].get("flip_back_s"), self.failed(after, service)
 
     def close(self) -> None:
         self.runbook("sandbox", "down", "--state-dir", str(self.state))
@@ -90,45 +158,80 @@ class Bench:
         shutil.rmtree(self.records, ignore_errors=True)
 
 
-def main(rounds: int) -> None:
+def _since(wall: float, iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - wall
+
+
+def where_the_time_goes(summary: dict, wall: float, exit_s: float) -> str:
+    """Command start → kernel's start() → each step → summary → command exit, from the record."""
+    parts = [f"start() at {_since(wall, summary.get('started')):.2f}"]
+    for step in summary.get("steps", []):
+        parts.append(f"{step['name']} {step['duration_s']:.2f}")
+    finished = _since(wall, summary.get("finished"))
+    parts.append(f"finish() at {finished:.2f}; after it {exit_s - finished:.2f} to exit")
+    return ", ".join(parts)
+
+
+def _stats(values: list[float]) -> str:
+    return f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f}"
+
+
+def main(rounds: int, flip_back: bool) -> None:
     bench = Bench()
+    runbook_cmd = [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/rollback.ipynb", "--env", "sandbox",
+                   "-p", "service", SERVICE]
+    kubectl = ["kubectl", "--kubeconfig", str(bench.state / "kubeconfig"), "-n", "veza-sandbox"]
     try:
         began = time.monotonic()
         up = bench.runbook("sandbox", "up", "--state-dir", str(bench.state))
         assert up.returncode == 0, up.stderr
         print(f"sandbox up: {time.monotonic() - began:.1f} s")
-        runbook_times, runbook_ttr, kubectl_times = [], [], []
+        previous = bench.image_version()
+        figures: dict[str, list[float]] = {k: [] for k in ("rb_restore", "rb_exit", "rb_ttr", "k_restore", "k_exit")}
         for round_ in range(1, rounds + 1):
             bench.set_image("v1.6.0")
             since = datetime.now(timezone.utc)
-            t0 = time.monotonic()
-            result = bench.runbook("run", "notebooks/rollback.ipynb", "--env", "sandbox", "-p", "service", SERVICE)
-            runbook_times.append(time.monotonic() - t0)
-            assert result.returncode == 0, result.stdout + result.stderr
-            runbook_ttr.append(bench.figures(result)["time_to_rollback_s"])
-            print(f"round {round_}: runbook rollback {runbook_times[-1]:.1f} s wall "
-                  f"(time_to_rollback_s {runbook_ttr[-1]:.1f}), failed requests {bench.failed(since)}")
+            restore, exit_s, results, wall = bench.timed([runbook_cmd], previous)
+            assert results[-1].returncode == 0 and restore is not None, results[-1].stdout + results[-1].stderr
+            summary = bench.summary(results[-1].stdout)
+            figures["rb_restore"].append(restore)
+            figures["rb_exit"].append(exit_s)
+            figures["rb_ttr"].append(summary["figures"]["time_to_rollback_s"])
+            print(f"round {round_}: runbook: restore_from_command_s {restore:.2f}, exit {exit_s:.2f} "
+                  f"(time_to_rollback_s {figures['rb_ttr'][-1]:.2f}), failed requests {bench.failed(since)}")
+            print(f"  where: {where_the_time_goes(summary, wall, exit_s)}")
             bench.set_image("v1.6.0")
             since = datetime.now(timezone.utc)
-            t0 = time.monotonic()
-            bench.kubectl("rollout", "undo", f"deployment/{SERVICE}")
-            status = bench.kubectl("rollout", "status", f"deployment/{SERVICE}", "--timeout=120s")
-            kubectl_times.append(time.monotonic() - t0)
-            assert status.returncode == 0, status.stderr
-            print(f"round {round_}: kubectl undo + status {kubectl_times[-1]:.1f} s, failed requests {bench.failed(since)}")
-        best_runbook, best_kubectl = min(runbook_times), min(kubectl_times)
-        print(f"rollback runbook (best of {rounds}): {best_runbook:.1f} s wall, time_to_rollback_s {min(runbook_ttr):.1f} s "
-              f"(goal ≤ 15 s)")
-        print(f"kubectl rollout undo && status (best of {rounds}): {best_kubectl:.1f} s")
-        print(f"ratio runbook / kubectl: {best_runbook / best_kubectl:.2f} (goal ≤ 1.5); "
-              f"time_to_rollback_s / kubectl: {min(runbook_ttr) / best_kubectl:.2f}")
-        flip_back_s, failed_after = bench.blue_green_flip_back()
-        print(f"blue-green flip-back: {flip_back_s} s (goal ≤ 5 s); failed requests in the 3 s after it: {failed_after}")
+            restore, exit_s, results, _ = bench.timed(
+                [kubectl + ["rollout", "undo", f"deployment/{SERVICE}"],
+                 kubectl + ["rollout", "status", f"deployment/{SERVICE}", "--timeout=120s"]], previous)
+            assert results[-1].returncode == 0 and restore is not None, results[-1].stderr
+            figures["k_restore"].append(restore)
+            figures["k_exit"].append(exit_s)
+            print(f"round {round_}: kubectl undo && status: restore_from_command_s {restore:.2f}, exit {exit_s:.2f}, "
+                  f"failed requests {bench.failed(since)}")
+        restore_ratios = [r / k for r, k in zip(figures["rb_restore"], figures["k_restore"])]
+        exit_ratios = [r / k for r, k in zip(figures["rb_exit"], figures["k_exit"])]
+        print(f"\nover {rounds} rounds (min / median / max):")
+        print(f"restore_from_command_s  runbook  {_stats(figures['rb_restore'])}")
+        print(f"restore_from_command_s  kubectl  {_stats(figures['k_restore'])}")
+        print(f"restore ratio runbook / kubectl  {_stats(restore_ratios)}   (goal ≤ 1.5)")
+        print(f"exit_s                  runbook  {_stats(figures['rb_exit'])}")
+        print(f"exit_s                  kubectl  {_stats(figures['k_exit'])}")
+        print(f"exit ratio runbook / kubectl     {_stats(exit_ratios)}   (goal ≤ 2)")
+        print(f"time_to_rollback_s (the runbook's own figure)  {_stats(figures['rb_ttr'])}")
+        if flip_back:
+            flip_back_s, failed_after = bench.blue_green_flip_back()
+            print(f"blue-green flip-back: {flip_back_s} s (goal ≤ 5 s); failed requests in the 3 s after it: {failed_after}")
     finally:
         bench.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    main(parser.parse_args().rounds)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-flip-back", dest="flip_back", action="store_false", help="skip the blue-green scenario")
+    args = parser.parse_args()
+    main(args.rounds, args.flip_back)

@@ -30,12 +30,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "start": "context",
     "RunContext": "context",
-    "SUMMARY_MIME": "context",
+    "SUMMARY_MIME": "records.summary",
     "Profile": "profiles",
     "load_profile": "profiles",
     "check_cluster_identity": "guard",
     "run_notebook": "runner",
-    "read_summary": "runner",
+    "read_summary": "records.summary",
     "SecretValue": "records.secret",
     "register_secret": "records.redaction",
     "summaries": "records.catalog",
@@ -58,13 +58,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .context import SUMMARY_MIME, RunContext, start
+    from .context import RunContext, start
     from .guard import check_cluster_identity
     from .profiles import Profile, load_profile
     from .records.catalog import summaries
     from .records.redaction import register_secret
     from .records.secret import SecretValue
-    from .runner import read_summary, run_notebook
+    from .records.summary import SUMMARY_MIME, read_summary
+    from .runner import run_notebook
 
 
 def __getattr__(name: str) -> Any:

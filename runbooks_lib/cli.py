@@ -143,8 +143,17 @@ from .records.cli import records  # noqa: E402  (the records commands are part o
 cli.add_command(records)
 
 
+def _skip_iri_grammar() -> None:
+    """Keep jsonschema from building rfc3987-syntax's Lark grammar when nbformat imports it:
+    1.5-5 s per command on this project's machines, for IRI formats no notebook schema uses.
+    (The package is there only because JupyterLab's jupyter-events asks for jsonschema's
+    format extras.) Only this command's process is affected, never a kernel or a library user."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: library errors become a one-line message and their exit code."""
+    _skip_iri_grammar()
     try:
         cli.main(args=argv, prog_name="runbook", standalone_mode=False)
     except click.exceptions.Abort:

@@ -23,14 +23,13 @@ from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import AwaitingApproval, GuardRefused, ParameterError, RunbookError
+from .errors import ParameterError, RunbookError, outcome_of
 from .profiles import Profile, load_profile, project_home
-from .records.redaction import MASK, is_secret_name, redact, redact_object, register_secret
+from .records.redaction import is_secret_name, redact, register_secret
+from .records.secret import SecretValue
+from .records.summary import SUMMARY_MIME, Summary, masked_parameters, summary_bundle
 
-__all__ = ["RunContext", "StepRecord", "start", "SUMMARY_MIME", "current"]
-
-SUMMARY_MIME = "application/vnd.veza.runbook+json"
-SUMMARY_VERSION = 1
+__all__ = ["RunContext", "StepRecord", "start", "SUMMARY_MIME", "current", "journal_path"]
 
 _current: "RunContext | None" = None
 
@@ -46,19 +45,6 @@ def utcnow() -> datetime:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
-
-
-def outcome_of(error: BaseException) -> str:
-    """The record's outcome for an error that ended a run."""
-    if isinstance(error, GuardRefused):
-        return "refused"
-    if isinstance(error, AwaitingApproval):
-        return "awaiting approval"
-    if isinstance(error, ParameterError):
-        return "refused"
-    if isinstance(error, KeyboardInterrupt):
-        return "aborted"
-    return "failed"
 
 
 @dataclass
@@ -108,12 +94,19 @@ def _git_sha(home: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _masked(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters as a record may show them: secret-named ones masked, secrets redacted."""
-    masked = {}
-    for name, value in params.items():
-        masked[name] = MASK if is_secret_name(name) and value not in (None, "") else redact_object(value)
-    return masked
+def journal_path(env: str, run_id: str) -> Path:
+    """Where a run's journal lives: beside the records (``RUNBOOKS_RECORDS_URL`` or the
+    profile's records folder), so a run's whole trail is in one place, and tests that point
+    the records at a temporary folder leave the checkout's outputs/ alone."""
+    from .records.ledger import records_root
+
+    # A refused run may carry any string as env: keep it out of the path unless it is a name.
+    folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
+    try:
+        root = records_root(folder if folder != "invalid-env" else None)
+    except RunbookError:  # an unknown env has no profile: its journal goes to the default place
+        root = records_root(None)
+    return root / "journal" / folder / f"{run_id}.jsonl"
 
 
 def _protect(params: Mapping[str, Any]) -> None:
@@ -122,7 +115,21 @@ def _protect(params: Mapping[str, Any]) -> None:
 
     install_filters()
     register_secret([v for name, v in params.items() if is_secret_name(name) and isinstance(v, str)] +
-                    [v for v in params.values() if type(v).__name__ == "SecretValue"])
+                    [v for v in params.values() if isinstance(v, SecretValue)])
+
+
+def runner_facts() -> dict[str, Any]:
+    """What ``runbook run`` tells its kernel (run id, record name, notebook hash): a JSON file
+    named by ``RUNBOOK_RUN_FILE`` in the kernel's environment. Empty in JupyterLab or under
+    plain papermill, where the run makes up its own id."""
+    path = os.environ.get("RUNBOOK_RUN_FILE")
+    if not path:
+        return {}
+    try:
+        facts = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
 
 
 def _in_ipython() -> Any:
@@ -148,7 +155,8 @@ class RunContext:
         self.profile = profile
         self.params = params
         self.home = home or project_home()
-        self.run_id = run_id or os.environ.get("RUNBOOK_RUN_ID") or uuid.uuid4().hex[:12]
+        self._facts = runner_facts()
+        self.run_id = run_id or self._facts.get("run_id") or uuid.uuid4().hex[:12]
         self.started = utcnow()
         self.finished: datetime | None = None
         self.outcome: str | None = None
@@ -166,10 +174,8 @@ class RunContext:
         # Who ran it: Vault display name and accessor, Kubernetes user — never a token.
         self.identity = operator_identity(profile)
         self.operator = operator_name(self.identity)
-        # A refused run may carry any string as env: keep it out of the path unless it is a name.
-        folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
-        self.journal = Journal(self.home / "outputs" / "journal" / folder / f"{self.run_id}.jsonl")
-        self.journal.write(event="run-started", runbook=runbook, env=env, params=_masked(params))
+        self.journal = Journal(journal_path(env, self.run_id))
+        self.journal.write(event="run-started", runbook=runbook, env=env, params=masked_parameters(params))
 
     # -- what a runbook calls ------------------------------------------------------------
 
@@ -243,31 +249,19 @@ class RunContext:
     # -- the end of a run ----------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "version": SUMMARY_VERSION,
-            "runbook": self.runbook,
-            "env": self.env,
-            "service": self.service,
-            "run_id": self.run_id,
-            "parameters": _masked(self.params),
-            "operator": self.operator,
-            "identity": self.identity,
-            "record": os.environ.get("RUNBOOK_RECORD"),
-            "git_sha": _git_sha(self.home),
-            "notebook_sha256": os.environ.get("RUNBOOK_NOTEBOOK_SHA256"),
-            "cluster": self.cluster,
-            "started": _iso(self.started),
-            "finished": _iso(self.finished),
-            "duration_s": round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
-            "outcome": self.outcome or "running",
-            "failed_step": self.failed_step,
-            "error": self.error,
-            "steps": [asdict(s) for s in self.steps],
-            "figures": dict(self.figures),
-            "links": list(self.links),
-            "verdicts": list(self.verdicts),
-            "notes": dict(self.notes),
-        }
+        return self._summary().as_dict()
+
+    def _summary(self) -> Summary:
+        return Summary(
+            runbook=self.runbook, env=self.env, run_id=self.run_id, outcome=self.outcome or "running",
+            service=self.service, parameters=masked_parameters(self.params), operator=self.operator,
+            identity=self.identity, record=self._facts.get("record"), git_sha=_git_sha(self.home),
+            notebook_sha256=self._facts.get("notebook_sha256"), cluster=self.cluster,
+            started=_iso(self.started), finished=_iso(self.finished),
+            duration_s=round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
+            failed_step=self.failed_step, error=self.error, steps=[asdict(s) for s in self.steps],
+            figures=dict(self.figures), links=list(self.links), verdicts=list(self.verdicts), notes=dict(self.notes),
+        )
 
     def finish(self, outcome: str = "succeeded") -> dict[str, Any]:
         """End the run and write the summary scrap into the record."""
@@ -279,10 +273,10 @@ class RunContext:
                 callback()
             except Exception as e:  # the run's end must still be recorded
                 print(f"warning: cleanup {getattr(callback, '__name__', callback)} failed: {type(e).__name__}: {e}")
-        summary = self.summary()
+        summary = self._summary()
         self.journal.write(event="run-finished", outcome=outcome)
         _show_summary(summary)
-        return summary
+        return summary.as_dict()
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         """End the run because of ``error``; the summary names the failing step."""
@@ -299,18 +293,13 @@ class RunContext:
             self.fail(exc) if exc is not None else self.finish()
 
 
-def _show_summary(summary: dict[str, Any]) -> None:
-    line = (
-        f"{summary['runbook']} on {summary['env']}: {summary['outcome']}"
-        + (f" at step {summary['failed_step']!r}" if summary.get("failed_step") else "")
-        + (f" in {summary['duration_s']:.1f} s" if summary.get("duration_s") is not None else "")
-    )
+def _show_summary(summary: Summary) -> None:
     if _in_ipython() is not None:
         from IPython.display import display
 
-        display({SUMMARY_MIME: summary, "text/plain": line}, raw=True)
+        display(summary_bundle(summary), raw=True)
     else:
-        print(line)
+        print(summary.headline())
 
 
 def _on_cell_error(result: Any) -> None:

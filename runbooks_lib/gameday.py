@@ -122,7 +122,7 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
             result = run_notebook(home / scenario.notebook, env, params, home=home)
         except RunbookError as e:
             health = platform_health(env) if scenario.healthy_after else None
-            results.append(ScenarioResult(scenario, "refused", None, None, str(e), health, started))
+            results.append(ScenarioResult(scenario, e.outcome, None, None, str(e), health, started))
             continue
         summary = result.summary or {}
         figure = (summary.get("figures") or {}).get(scenario.figure) if scenario.figure else None

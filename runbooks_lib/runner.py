@@ -1,44 +1,43 @@
 """``runbook run``: papermill, plus what papermill leaves out.
 
-Papermill silently ignores a mistyped parameter (papermill #667) and parses ``-p`` values by
-their look, so ``-p version 1.10`` becomes the float 1.1. Here every parameter is checked
-against the notebook's own parameters cell before anything runs (unknown or mistyped → exit 2),
-``-p`` values are converted by the type the notebook declares, and the record gets a
-predictable name under ``outputs/<env>/<date>/``. Exit codes are DESIGN.md's.
+One run is five short stages, as papermill's own ``execute_notebook`` reads:
+
+- **resolve**: the parameters against the notebook's parameters cell (an unknown name or a
+  wrong type rejects the run, exit 2), the profile, the run id and the record's path;
+- **prepare**: the run file the kernel reads (run id, record, notebook hash), secret
+  parameters registered for redaction, the ``runbook`` engine that echoes outputs live;
+- **execute**: papermill in the kernel that has been booting since the command started;
+- **finalize**: mask, settle progress bars, add a summary if the kernel wrote none, seal;
+- **publish**: copy to the archive if the profile has one; the exit code from the outcome.
+
+Values reach the kernel as papermill parameters and as a run file named in the kernel's
+own environment; this process's environment is left as it was. Exit codes are DESIGN.md's,
+through ``errors.exit_code_for``.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .errors import ParameterError, RunbookError, exit_code_for
+from .parameters import notebook_parameters, read_parameter_file, resolve_parameters
+from .home import project_home
+from .records.summary import read_summary
 
-from .context import SUMMARY_MIME
-from .errors import ParameterError, RunbookError
-from .profiles import load_profile, project_home
+__all__ = ["RunResult", "RunPlan", "run_notebook", "notebook_parameters", "resolve_parameters", "read_summary"]
 
-__all__ = ["RunResult", "run_notebook", "notebook_parameters", "resolve_parameters", "read_summary"]
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_PARAMETERS, EXIT_AWAITING_APPROVAL, EXIT_REFUSED = 0, 1, 2, 3, 4
-_EXIT_BY_OUTCOME = {
-    "succeeded": EXIT_OK,
-    "failed": EXIT_FAILED,
-    "aborted": EXIT_FAILED,
-    "promoted": EXIT_OK,  # a canary's good end (its bad end is "aborted")
-    "awaiting approval": EXIT_AWAITING_APPROVAL,
-    "refused": EXIT_REFUSED,
-}
-_PARAMETER_ERRORS = {"ParameterError", "ProfileError"}
+log = logging.getLogger("runbooks_lib")
 
 
 @dataclass(frozen=True)
@@ -52,159 +51,66 @@ class RunResult:
     seal_refusal: str | None = None
 
 
-def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its ``parameters`` cell, by name."""
-    import papermill
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything known about a run before its first cell executes."""
 
-    declared = papermill.inspect_notebook(str(notebook))
-    if not declared:
-        raise ParameterError(f"{notebook} has no cell tagged 'parameters': it is not a runbook")
-    return declared
+    notebook: Path
+    env: str
+    home: Path
+    parameters: dict[str, Any]
+    secret_names: frozenset[str]
+    run_id: str
+    root: Path  # the local records folder (a remote archive's spool)
+    record: Path
+    archive: str | None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    notebook_sha256: str = ""
 
+    @property
+    def record_name(self) -> str:
+        """The record's path below the records root, as the summary names it."""
+        return self.record.relative_to(self.root).as_posix()
 
-def declared_type(spec: dict[str, Any]) -> str | None:
-    """The declared type: the annotation if any, else the type of the literal default."""
-    annotated = spec.get("inferred_type_name")
-    if annotated and annotated != "None":
-        return annotated
-    try:
-        default = ast.literal_eval(spec.get("default") or "None")
-    except (ValueError, SyntaxError):
-        return None
-    return None if default is None else type(default).__name__
+    @property
+    def journal(self) -> Path:
+        from .context import journal_path
 
-
-def _describe(declared: dict[str, dict[str, Any]]) -> str:
-    return ", ".join(
-        f"{name} ({declared_type(spec) or 'any'}, default {spec.get('default')})" for name, spec in declared.items()
-    )
-
-
-def _convert(name: str, raw: Any, type_name: str | None, from_cli: bool) -> Any:
-    """Convert a value to the type the notebook declares; a mismatch is a ParameterError."""
-    type_name = (type_name or "").replace("Optional[", "").rstrip("]")
-    if from_cli and isinstance(raw, str):
-        if type_name == "bool":
-            if raw.lower() in ("true", "false"):
-                return raw.lower() == "true"
-        elif type_name == "int":
-            try:
-                return int(raw)
-            except ValueError:
-                pass
-        elif type_name == "float":
-            try:
-                return float(raw)
-            except ValueError:
-                pass
-        elif type_name in ("str", "None", ""):
-            return None if raw == "None" and type_name != "str" else raw
-        else:
-            return yaml.safe_load(raw)
-        raise ParameterError(f"parameter {name!r} must be a {type_name}, got {raw!r}")
-    expected = {"bool": bool, "int": int, "float": (int, float), "str": str}.get(type_name)
-    if expected and raw is not None and (not isinstance(raw, expected) or (type_name != "bool" and isinstance(raw, bool))):
-        raise ParameterError(f"parameter {name!r} must be a {type_name}, got {raw!r}")
-    return raw
+        return journal_path(self.env, self.run_id)
 
 
-def resolve_parameters(
-    declared: dict[str, dict[str, Any]],
-    cli_params: list[tuple[str, str]],
-    file_params: dict[str, Any],
-) -> dict[str, Any]:
-    """Merge ``-f`` then ``-p`` values, refusing any name the notebook does not declare."""
-    given: list[tuple[str, Any, bool]] = [(k, v, False) for k, v in file_params.items()]
-    given += [(k, v, True) for k, v in cli_params]
-    unknown = sorted({name for name, _, _ in given if name not in declared})
-    if unknown:
-        raise ParameterError(
-            f"unknown parameter(s) {', '.join(unknown)}; this runbook takes: {_describe(declared)}"
-        )
-    return {
-        name: _convert(name, value, declared_type(declared[name]), from_cli)
-        for name, value, from_cli in given
-    }
+@dataclass
+class Execution:
+    """What became of the notebook in the kernel."""
+
+    executed: Path
+    error: str | None = None  # "Name: message" of the failure, if the run did not end cleanly
+    kernel_failed: bool = False  # the kernel died or timed out: no cell error to read
 
 
-def read_summary(record: Path) -> dict[str, Any] | None:
-    """The last summary scrap in an executed notebook, or None."""
-    import nbformat
+class Workspace:
+    """The run's private folder (papermill writes parameters in clear there, papermill #271)
+    and its kernel, started at once so that it boots while the run is resolved."""
 
-    nb = nbformat.read(str(record), as_version=4)
-    found = None
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if SUMMARY_MIME in data:
-                found = data[SUMMARY_MIME]
-    return json.loads(found) if isinstance(found, str) else found
+    def __init__(self, notebook: Path, home: Path) -> None:
+        from .engine import RunKernel, kernel_environment
 
+        self.folder = Path(tempfile.mkdtemp(prefix="runbook-"))
+        self.run_file = self.folder / "run.json"
+        try:
+            self.kernel = RunKernel(self.folder, notebook.parent.resolve(), kernel_environment(home, self.run_file))
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
-def _record_path(root: Path, env: str, runbook: str, run_id: str) -> Path:
-    now = datetime.now(timezone.utc)
-    return root / env / now.strftime("%Y-%m-%d") / f"{runbook}-{now.strftime('%H%M%SZ')}-{run_id}.ipynb"
+    def __enter__(self) -> "Workspace":
+        return self
 
-
-def _exit_code(summary: dict[str, Any] | None, error_name: str | None) -> int:
-    if error_name in _PARAMETER_ERRORS:
-        return EXIT_BAD_PARAMETERS
-    if summary is None:
-        return EXIT_OK if error_name is None else EXIT_FAILED
-    return _EXIT_BY_OUTCOME.get(summary.get("outcome", ""), EXIT_FAILED)
-
-
-def _ipc_kernel_manager() -> type:
-    """A kernel manager talking to the kernel over Unix sockets, not TCP on loopback: nothing
-    else on a shared machine can reach the kernel, and ipykernel stops warning about it."""
-    import tempfile
-
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum, default
-
-    class IPCKernelManager(AsyncKernelManager):
-        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
-
-        @default("ip")
-        def _private_socket_prefix(self) -> str:
-            # jupyter_client's default is "kernel-ipc" in the working directory, with socket numbers
-            # chosen by which files exist: two runs started at once in one folder took the same
-            # sockets and one kernel never answered. A private folder per kernel (short: Unix
-            # socket paths are limited to ~100 bytes).
-            return os.path.join(tempfile.mkdtemp(prefix="rbk-"), "ipc")
-
-        async def _async_cleanup_resources(self, restart: bool = False) -> None:
-            await super()._async_cleanup_resources(restart)
-            if not restart:
-                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
-
-    return IPCKernelManager
-
-
-def _stream_cell_output() -> None:
-    """Show what the runbook prints while it runs (papermill logs it at INFO)."""
-    logger = logging.getLogger("papermill")
-    logger.setLevel(logging.INFO)
-    if not any(getattr(h, "_runbook", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        # papermill's per-cell markers say nothing a reader needs; the progress bar counts cells.
-        handler.addFilter(lambda r: not r.getMessage().startswith(("Executing Cell", "Ending Cell")))
-        handler._runbook = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
-
-
-def _kernel_environment(home: Path, run_id: str, notebook_sha: str) -> None:
-    # The kernel inherits this process's environment: that is how it learns its run id.
-    os.environ.update(
-        RUNBOOK_RUN_ID=run_id,
-        RUNBOOK_NOTEBOOK_SHA256=notebook_sha,
-        RUNBOOKS_HOME=str(home),
-    )
-    for var, folder in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")):
-        os.environ.setdefault(var, str(home / ".jupyter" / folder))
-        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.kernel.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_notebook(
@@ -216,98 +122,147 @@ def run_notebook(
     dry_run: bool = False,
     home: Path | None = None,
 ) -> RunResult:
-    """Validate, execute and name one run. Raises ParameterError before anything runs."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    home = home or project_home()
-    notebook = Path(notebook)
+    """Validate, execute, record and publish one run. Raises ParameterError before anything runs."""
+    notebook, home = Path(notebook), home or project_home()
     if not notebook.is_file():
         raise ParameterError(f"no such notebook: {notebook}")
+    with Workspace(notebook, home) as workspace:
+        plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home)
+        prepare(plan, workspace)
+        execution = execute(plan, workspace)
+        sealing = finalize(plan, execution)
+    return publish(plan, execution, sealing)
+
+
+def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_file: Path | None, *,
+            dry_run: bool, home: Path) -> RunPlan:
+    """Parameters, profile and names: every reason to reject the run, before it starts."""
+    from .profiles import load_profile
+    from .records.archive import archive_url
+    from .records.ledger import records_root
+    from .records.redaction import is_secret_name
+
     declared = notebook_parameters(notebook)
-    file_params: dict[str, Any] = {}
-    if param_file is not None:
-        try:
-            file_params = yaml.safe_load(Path(param_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ParameterError(f"cannot read parameters file {param_file}: {e}") from e
-        if not isinstance(file_params, dict):
-            raise ParameterError(f"parameters file {param_file} must hold a mapping")
-    cli = list(cli_params or []) + [("env", env)]
+    cli = list(cli_params) + [("env", env)]
     if dry_run:
         if "dry_run" not in declared:
             raise ParameterError(f"{notebook.name} declares no dry_run parameter: it has no dry run")
         cli.append(("dry_run", "True"))
-    parameters = resolve_parameters(declared, cli, file_params)
-    profile = load_profile(env, home)  # a bad profile is exit 2, before any kernel starts
+    parameters = resolve_parameters(declared, cli, read_parameter_file(param_file))
+    profile = load_profile(env, home)
+    run_id = uuid.uuid4().hex[:12]
+    root = records_root(env)  # a remote archive's records are sealed in the local spool first
+    now = datetime.now(timezone.utc)
+    record = root / env / now.strftime("%Y-%m-%d") / f"{notebook.stem}-{now.strftime('%H%M%SZ')}-{run_id}.ipynb"
+    return RunPlan(
+        notebook=notebook, env=env, home=home, parameters=parameters,
+        secret_names=frozenset(name for name in parameters if is_secret_name(name)), run_id=run_id, root=root,
+        record=record, archive=archive_url(env), storage_options=dict(profile.records.storage_options or {}),
+        notebook_sha256=hashlib.sha256(notebook.read_bytes()).hexdigest(),
+    )
 
+
+def prepare(plan: RunPlan, workspace: Workspace) -> None:
+    """Tell the kernel who it is (the run file), and keep secret parameters out of every output."""
+    from .engine import register_engine
+    from .records.redaction import redact, register_secret
+
+    workspace.run_file.write_text(json.dumps(
+        {"run_id": plan.run_id, "record": plan.record_name, "notebook_sha256": plan.notebook_sha256}))
+    register_secret([v for name, v in plan.parameters.items() if name in plan.secret_names and isinstance(v, str)])
+    _quiet_papermill_logger(redact)
+    register_engine(redact)
+    workspace.kernel.warm_up()
+
+
+def execute(plan: RunPlan, workspace: Workspace) -> Execution:
+    """Run the notebook with papermill in the workspace's kernel. A failing cell is not an
+    exception here: the executed notebook is the record of the failure."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .records.redaction import redact
+
+    from .records.export import prepare_exporter
+
+    executed = workspace.folder / plan.record.name
+    _in_background(prepare_exporter)  # the HTML export's imports, while the runbook runs
+    try:
+        papermill.execute_notebook(
+            str(plan.notebook), str(executed), parameters=plan.parameters, engine_name="runbook",
+            progress_bar=False, log_output=True, cwd=str(plan.notebook.parent.resolve()),
+            km=workspace.kernel.manager,
+        )
+    except PapermillExecutionError as e:
+        return Execution(executed, error=redact(f"{e.ename}: {e.evalue}"))
+    except RunbookError:
+        raise
+    except Exception as e:  # kernel died, nbclient timeout...: the run failed, the record stays
+        text = redact(f"{type(e).__name__}: {e}")
+        if not executed.exists():
+            tail = redact(workspace.kernel.log_tail())
+            raise RunbookError(f"the run could not start: {text}" + (f"\nkernel log:\n{tail}" if tail else "")) from None
+        return Execution(executed, error=text, kernel_failed=True)
+    return Execution(executed)
+
+
+def finalize(plan: RunPlan, execution: Execution) -> Any:
+    """The executed notebook becomes the sealed record (``SealResult``), or ``SealRefused``."""
     from .records.finalize import finalize_record, runner_summary
-    from .records.redaction import is_secret_name, redact, register_secret
+
+    fallback = None
+    if execution.error is not None:
+        fallback = runner_summary(
+            runbook=plan.notebook.stem, env=plan.env, run_id=plan.run_id, parameters=plan.parameters,
+            error=execution.error, journal=plan.journal, notebook_sha256=plan.notebook_sha256,
+            record=plan.record_name,
+        )
+    return finalize_record(execution.executed, plan.record, plan.root, secret_names=set(plan.secret_names),
+                           fallback_summary=fallback)
+
+
+def publish(plan: RunPlan, execution: Execution, sealing: Any) -> RunResult:
+    """The run's result: exit code from the record's outcome; a copy in the archive if any."""
     from .records.seal import SealRefused
 
-    run_id = uuid.uuid4().hex[:12]
-    from .records.archive import archive_url
-    from .records.ledger import records_root
-
-    root = records_root(env)  # a remote archive's records are sealed in the local spool first
-    archive = archive_url(env)
-    record = _record_path(root, env, notebook.stem, run_id)
-    notebook_sha = hashlib.sha256(notebook.read_bytes()).hexdigest()
-    _kernel_environment(home, run_id, notebook_sha)
-    os.environ["RUNBOOK_RECORD"] = record.relative_to(root).as_posix()
-    secret_names = {name for name in parameters if is_secret_name(name)}
-    register_secret([v for name, v in parameters.items() if name in secret_names and isinstance(v, str)])
-    _redact_logs(redact)
-    _stream_cell_output()
-    # papermill writes the injected parameters in clear as it goes (papermill #271): execute
-    # into a private folder and let only the masked, sealed notebook reach the records.
-    private = Path(tempfile.mkdtemp(prefix="runbook-"))
-    executed = private / record.name
-
-    error_name = error_text = None
-    try:
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(executed), parameters=parameters, progress_bar=True,
-                log_output=True, cwd=str(notebook.parent.resolve()), kernel_manager_class=_ipc_kernel_manager(),
-            )
-        except PapermillExecutionError as e:
-            error_name = e.ename
-        except RunbookError:
-            raise
-        except Exception as e:  # kernel died, nbclient timeout...: the run failed, the record stays
-            error_name, error_text = type(e).__name__, f"{type(e).__name__}: {e}"
-            if not executed.exists():
-                raise RunbookError(redact(f"the run could not start: {type(e).__name__}: {e}")) from None
-        fallback = None
-        if error_text is not None:
-            fallback = runner_summary(
-                runbook=notebook.stem, env=env, run_id=run_id, parameters=parameters, error=error_text,
-                journal=home / "outputs" / "journal" / env / f"{run_id}.jsonl", notebook_sha256=notebook_sha,
-                record=os.environ["RUNBOOK_RECORD"],
-            )
-        sealing = finalize_record(executed, record, root, secret_names=secret_names, fallback_summary=fallback)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-    summary = read_summary(record)
-    exit_code = _exit_code(summary, error_name)
+    summary = read_summary(plan.record)
+    if summary is not None:
+        exit_code = exit_code_for(summary.get("outcome"))
+    else:  # a notebook that never called start(): only whether it ran through
+        exit_code = exit_code_for("failed" if execution.error else "succeeded")
     if isinstance(sealing, SealRefused):
-        logging.getLogger("runbooks_lib").error("%s", sealing)
-        return RunResult(exit_code or EXIT_FAILED, record, summary, seal_refusal=str(sealing))
+        log.error("%s", sealing)
+        return RunResult(exit_code or exit_code_for("failed"), plan.record, summary, seal_refusal=str(sealing))
     published = None
-    if archive is not None:
-        from .records.archive import publish
+    if plan.archive is not None:
+        from .records.archive import publish as copy_to_archive
 
         try:
-            publish(root, archive, [record], profile.records.storage_options)
-            published = archive
+            copy_to_archive(plan.root, plan.archive, [plan.record], plan.storage_options)
+            published = plan.archive
         except RunbookError as e:
-            logging.getLogger("runbooks_lib").error("NOT PUBLISHED: %s", e)
-    return RunResult(exit_code, record, summary, sealed=True, html=sealing.html, published=published)
+            log.error("NOT PUBLISHED: %s", e)
+    return RunResult(exit_code, plan.record, summary, sealed=True, html=sealing.html, published=published)
+
+
+def _in_background(work: Any) -> None:
+    """Run ``work()`` in a daemon thread at low CPU priority: it must not slow the kernel."""
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # this thread only (Linux)
+        except (AttributeError, OSError):
+            pass
+        try:
+            work()
+        except Exception as e:  # only a head start: finalize does the real work and reports
+            log.debug("background %s failed: %s", getattr(work, "__name__", work), e)
+
+    threading.Thread(target=run, name="runbook-prefetch", daemon=True).start()
 
 
 class _RedactingFilter(logging.Filter):
-    """Masks secrets in papermill's log lines (it logs every cell output with log_output)."""
+    """Masks secrets in papermill's own log lines."""
 
     def __init__(self, redact: Any) -> None:
         super().__init__()
@@ -318,8 +273,16 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def _redact_logs(redact: Any) -> None:
+def _quiet_papermill_logger(redact: Any) -> None:
+    """papermill's log says which kernel and which cell; the echoed outputs say what matters.
+    Warnings still show (redacted)."""
     logger = logging.getLogger("papermill")
-    logger.setLevel(logging.INFO)
     if not any(isinstance(f, _RedactingFilter) for f in logger.filters):
         logger.addFilter(_RedactingFilter(redact))
+    if not any(getattr(h, "_runbook", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        handler._runbook = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import logging
 import signal
 import socket
@@ -34,15 +33,12 @@ DEFAULT: Any = object()  # "use the built-in default" (distinct from None = "non
 ControllersFactory = Callable[[MemoryStore], Controllers]
 
 
-def default_controllers() -> ControllersFactory | None:
-    """The controllers package's start_controllers, when it exists (it is written separately)."""
-    try:
-        module = importlib.import_module("runbooks_sandbox.models.controllers")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("runbooks_sandbox.models.controllers"):
-            return None
-        raise
-    return getattr(module, "start_controllers", None)
+def default_controllers() -> ControllersFactory:
+    """The built-in controllers (Deployment, ReplicaSet, Endpoints). Pass ``controllers=None``
+    to ApiServer for an API server without any; a broken controllers package is an error."""
+    from .models.controllers import start_controllers
+
+    return start_controllers
 
 
 def check_port_free(host: str, port: int) -> None:

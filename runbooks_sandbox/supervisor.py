@@ -52,14 +52,13 @@ def write_json_atomically(path: Path, data: dict[str, Any], mode: int = 0o644) -
     os.replace(tmp, path)
 
 
-def _optional(module: str, name: str) -> Any:
-    """A class from a part that may not be written yet (None when its module is missing)."""
+def _required(module: str, name: str, what: str) -> Any:
+    """A part the sandbox cannot do without: a missing or broken one stops `sandbox up` with a
+    message saying which, instead of a sandbox that quietly fakes it."""
     try:
         return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            return None
-        raise
+    except (ImportError, AttributeError) as e:
+        raise RuntimeError(f"the sandbox cannot {what}: {module}.{name} does not load ({type(e).__name__}: {e})") from e
 
 
 class Supervisor:
@@ -115,12 +114,7 @@ class Supervisor:
         }
 
     def _make_runtime(self) -> Any:
-        process_runtime = _optional("runbooks_sandbox.runtime.pods", "ProcessRuntime")
-        if process_runtime is None:
-            from .models.instant_runtime import InstantRuntime
-
-            log.warning("runtime.pods not available: pods are simulated without processes")
-            return InstantRuntime(ready_after=0.2)
+        process_runtime = _required("runbooks_sandbox.runtime.pods", "ProcessRuntime", "run pods as processes")
         pods_dir = self.state_dir / "pods"
         pods_dir.mkdir(parents=True, exist_ok=True)
         # Its own /16 of loopback for pod IPs (Services take theirs in 127.64.0.0/10): two
@@ -129,10 +123,7 @@ class Supervisor:
         return process_runtime(state_dir=str(pods_dir), pod_network=network)
 
     def _make_proxy(self) -> Any:
-        proxy_class = _optional("runbooks_sandbox.runtime.proxy", "ServiceProxy")
-        if proxy_class is None:
-            log.warning("runtime.proxy not available: Services have no cluster address")
-            return None
+        proxy_class = _required("runbooks_sandbox.runtime.proxy", "ServiceProxy", "give Services a cluster address")
         assert self.api is not None
         proxy = proxy_class()
         proxy.start(self.api.store)

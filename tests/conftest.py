@@ -33,3 +33,28 @@ def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep Jupyter's and IPython's state out of $HOME."""
     for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         monkeypatch.setenv(var, os.environ.get(var) or str(tmp_path / var.lower()))
+
+
+# -- tests leave the checkout's outputs/ alone (issue 10) -------------------------------------
+# Every test writes its records, journals and fingerprints under a temporary folder
+# (RUNBOOKS_RECORDS_URL, RUNBOOKS_HOME or RUNBOOKS_FINGERPRINTS); a test that forgets fails the
+# session here, naming what it left.
+
+def _outputs_listing() -> set[str]:
+    outputs = PROJECT / "outputs"
+    return {p.relative_to(outputs).as_posix() for p in outputs.rglob("*")} if outputs.is_dir() else set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._outputs_before = _outputs_listing()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_outputs_before", None)
+    if before is None:
+        return
+    left = sorted(_outputs_listing() - before)
+    if left:
+        session.config.get_terminal_writer().line(
+            f"tests wrote into the checkout's outputs/ (use a temporary folder): {', '.join(left[:10])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

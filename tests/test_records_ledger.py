@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runbooks_lib.context import SUMMARY_MIME
+from runbooks_lib.records.summary import SUMMARY_MIME
 from runbooks_lib.records.ledger import Ledger
 from runbooks_lib.records.seal import seal_record
 

@@ -109,3 +109,19 @@ def test_dry_run_flag_sets_the_parameter(project_copy: Path, sandbox_stub, jupyt
     assert result.returncode == 0, result.stderr
     [record] = records(project_copy)
     assert read_summary(record)["parameters"]["dry_run"] is True
+
+
+def test_the_runner_tells_the_kernel_by_a_run_file_and_leaves_its_environment_alone(
+        project_copy: Path, sandbox_stub, jupyter_dirs: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbooks_lib.runner import run_notebook
+
+    monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(project_copy / "outputs"))
+    before = dict(os.environ)
+    result = run_notebook(FIXTURE, "sandbox", [("replicas", "2")])
+    assert dict(os.environ) == before
+    assert result.exit_code == 0 and result.sealed
+    # what only the run file told the kernel: the runner's run id and the record's name
+    assert result.record.stem.endswith(result.summary["run_id"])
+    assert result.summary["record"] == result.record.relative_to(project_copy / "outputs").as_posix()
+    assert result.summary["notebook_sha256"]
+    assert (project_copy / "outputs" / "journal" / "sandbox" / f"{result.summary['run_id']}.jsonl").is_file()

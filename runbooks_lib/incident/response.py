@@ -135,7 +135,7 @@ class IncidentResponse:
             return None
         if not frame.empty:
             mine = frame[(frame["runbook"] == "incident_response") & (frame["run_id"] != self.ctx.run_id)
-                         & (frame["outcome"] != "refused")  # a run refused for its parameters was no incident
+                         & ~frame["outcome"].isin(["rejected", "refused"])  # a run stopped before it began was no incident
                          & frame["service"].isin(self.services + [ALL_SERVICES])]
             self.prior = [f"incident {r.run_id} ({r.parameters.get('severity')}, {str(r.started)[:16]}): "
                           f"{r.parameters.get('summary')} — {r.outcome}, record {r.record}" for r in mine.head(3).itertuples()]

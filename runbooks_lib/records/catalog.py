@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..context import SUMMARY_MIME
+from .summary import SUMMARY_MIME
 
 __all__ = ["Catalog", "RecordFilter", "summaries", "parse_since"]
 

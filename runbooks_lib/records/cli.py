@@ -63,7 +63,7 @@ def list_command(root: str | None, env: str | None, runbook: str | None, service
 @click.option("--json", "as_json", is_flag=True)
 def show_command(root: str | None, run_id: str, as_json: bool) -> None:
     """One run's summary (RUN_ID or a unique prefix)."""
-    from ..runner import read_summary
+    from .summary import read_summary
     from .catalog import Catalog
 
     catalog = Catalog(_root(root))

@@ -9,13 +9,15 @@ as papermill's own error banner does.
 from __future__ import annotations
 
 import copy
+import functools
 import html
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_html", "summary_html"]
+__all__ = ["export_html", "summary_html", "prepare_exporter"]
 
-_OUTCOME_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "refused": "#9a6700", "aborted": "#cf222e"}
+_OUTCOME_COLOURS = {"succeeded": "#1a7f37", "promoted": "#1a7f37", "failed": "#cf222e", "refused": "#9a6700",
+                    "rejected": "#9a6700", "aborted": "#cf222e"}
 
 
 def _row(label: str, value: Any) -> str:
@@ -90,20 +92,39 @@ def _presentable(nb: Any, summary: dict[str, Any] | None) -> Any:
     return nb
 
 
-def export_html(record: Path, target: Path | None = None) -> Path:
-    """Write ``record``'s HTML export next to it (``.html``) and return its path."""
-    import nbformat
+@functools.lru_cache(maxsize=1)
+def _exporter() -> Any:
+    """One exporter per process: its Jinja environment compiles the templates once (seconds)."""
     from nbconvert import HTMLExporter
 
-    from ..runner import read_summary
-
-    record = Path(record)
-    nb = nbformat.read(str(record), as_version=4)
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input = True  # the sources are shown folded, above their outputs
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(_presentable(nb, read_summary(record)),
+    return exporter
+
+
+def prepare_exporter() -> None:
+    """Import nbconvert and render one tiny page, so the templates, Markdown and ANSI
+    converters are loaded before the record is ready (``runbook run`` calls it while the
+    runbook runs: it is most of an export's cost)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm-up"),
+                                         nbformat.v4.new_code_cell("1", outputs=[
+                                             nbformat.v4.new_output("stream", name="stdout", text="\x1b[1mx\x1b[0m\n")])])
+    _exporter().from_notebook_node(_presentable(nb, {"runbook": "warm-up", "outcome": "succeeded"}))
+
+
+def export_html(record: Path, target: Path | None = None) -> Path:
+    """Write ``record``'s HTML export next to it (``.html``) and return its path."""
+    import nbformat
+
+    from .summary import read_summary
+
+    record = Path(record)
+    nb = nbformat.read(str(record), as_version=4)
+    body, _ = _exporter().from_notebook_node(_presentable(nb, read_summary(record)),
                                           resources={"metadata": {"name": record.stem}})
     target = Path(target) if target else record.with_suffix(".html")
     target.write_text(body)

@@ -3,7 +3,7 @@
 The kernel writes its outputs through the redaction filters, but papermill itself writes
 the injected parameters cell (and ``metadata.papermill.parameters``) in clear (papermill
 #271). So the run executes into a private temporary folder; then the secret parameters
-are masked, a summary is added if the kernel died without writing one, the notebook is
+are masked, progress bars are settled to their final state (``progress``), a summary is added if the kernel died without writing one, the notebook is
 written to its record path, and the record is sealed (scanned, exported, chained).
 """
 from __future__ import annotations
@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .redaction import redact_object
+from .progress import settle_progress
+from .redaction import redact, redact_object
 from .seal import SealRefused, SealResult, mask_injected_parameters, seal_record
+from .summary import Summary, masked_parameters, read_summary, summary_bundle
 
 __all__ = ["finalize_record", "runner_summary"]
 
@@ -39,45 +41,35 @@ def _unfinished_step(journal: Path) -> str | None:
 
 
 def runner_summary(*, runbook: str, env: str, run_id: str, parameters: dict[str, Any], error: str,
-                   journal: Path | None, notebook_sha256: str | None, record: str | None) -> dict[str, Any]:
+                   journal: Path | None, notebook_sha256: str | None, record: str | None) -> Summary:
     """A summary written by the runner for a kernel that died before writing its own."""
-    from ..context import SUMMARY_VERSION, _masked
-
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {
-        "version": SUMMARY_VERSION, "runbook": runbook, "env": env, "service": parameters.get("service"),
-        "run_id": run_id, "parameters": _masked(parameters), "operator": None, "identity": None,
-        "git_sha": None, "notebook_sha256": notebook_sha256, "cluster": None, "started": None,
-        "finished": now, "duration_s": None, "outcome": "failed",
-        "failed_step": (_unfinished_step(journal) if journal else None) or "(kernel)",
-        "error": redact_object(error), "steps": [], "figures": {}, "links": [], "record": record,
-        "written_by": "runbook run (the kernel ended without writing a summary)",
-    }
+    return Summary(
+        runbook=runbook, env=env, run_id=run_id, outcome="failed", service=parameters.get("service"),
+        parameters=masked_parameters(parameters), notebook_sha256=notebook_sha256, record=record, finished=now,
+        failed_step=(_unfinished_step(journal) if journal else None) or "(kernel)", error=redact_object(error),
+        written_by="runbook run (the kernel ended without writing a summary)",
+    )
 
 
 def finalize_record(executed: Path, record: Path, root: Path, *, secret_names: set[str],
-                    fallback_summary: dict[str, Any] | None) -> SealResult | SealRefused:
+                    fallback_summary: Summary | None, html: bool = True) -> SealResult | SealRefused:
     """Mask, complete and seal an executed notebook as ``record``. Returns the seal's result."""
     import nbformat
 
-    from ..context import SUMMARY_MIME
-    from ..runner import read_summary
-
     nb = nbformat.read(str(executed), as_version=4)
     mask_injected_parameters(nb, frozenset(secret_names))
+    settle_progress(nb)  # each bar's final state, as stdout: not pages of red redraws
     record.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(record))
     if fallback_summary is not None and read_summary(record) is None:
         cell = nbformat.v4.new_code_cell("# The kernel ended without a summary: `runbook run` wrote this one.")
-        line = f"{fallback_summary['runbook']} on {fallback_summary['env']}: failed at {fallback_summary['failed_step']}"
-        cell.outputs = [nbformat.v4.new_output("display_data", data={SUMMARY_MIME: fallback_summary, "text/plain": line})]
+        cell.outputs = [nbformat.v4.new_output("display_data", data=summary_bundle(fallback_summary))]
         nb.cells.append(cell)
         nbformat.write(nb, str(record))
     try:
-        return seal_record(record, root)
+        return seal_record(record, root, html=html)
     except SealRefused as refused:
         return refused
     except Exception as e:  # an export that breaks must not lose the run's exit code
-        from .redaction import redact
-
         return SealRefused(record, [], reason=redact(f"could not be sealed: {type(e).__name__}: {e}"))

@@ -6,7 +6,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ..context import SUMMARY_MIME
+from .summary import SUMMARY_MIME
 
 __all__ = ["generate_records"]
 

@@ -20,6 +20,7 @@ import sys
 from typing import Any, Callable
 
 from .redaction import redact, redact_object
+from .secret import SecretValue
 
 __all__ = ["install_filters", "filters_installed"]
 
@@ -80,7 +81,7 @@ def _mask_frames(obj: Any) -> Any:
         return obj
 
     def mask(value: Any) -> Any:
-        return redact(value) if isinstance(value, str) else (str(value) if type(value).__name__ == "SecretValue" else value)
+        return redact(value) if isinstance(value, str) else (str(value) if isinstance(value, SecretValue) else value)
 
     masked = obj.copy()
     if isinstance(masked, pandas.Series):

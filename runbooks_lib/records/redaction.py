@@ -8,7 +8,7 @@ registered value (and its JSON-, repr- and HTML-escaped forms) and every common 
 Other processes need to know what was registered without being told the values: the seal
 of a record runs in ``runbook run`` or ``runbook records seal``, not in the kernel. So each
 registered value also leaves a keyed fingerprint (BLAKE2b with a per-project salt, in a 0600
-folder ``outputs/.fingerprints``); ``FingerprintStore.find`` slides over a text and reports
+folder ``.fingerprints`` beside the records, ``outputs/.fingerprints`` by default); ``FingerprintStore.find`` slides over a text and reports
 where a window's fingerprint matches, without the clear value ever being written anywhere.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import secrets as _random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .secret import MASK, SecretValue
 
@@ -41,6 +41,7 @@ __all__ = [
     "find_shapes",
     "strip_ansi",
     "forget_secrets",
+    "on_register",
 ]
 
 #: Values shorter than this are not masked in output (masking "abc" everywhere would garble
@@ -78,6 +79,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _lock = threading.Lock()
 _values: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_listeners: list[Callable[[], Any]] = []
+
+
+def on_register(listener: Callable[[], Any]) -> None:
+    """Call ``listener()`` after each registration (the kernel's filters turn themselves on)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def strip_ansi(text: str) -> str:
@@ -121,10 +129,9 @@ def register_secret(value: Any, *, persist: bool = True) -> None:
     if persist:
         FingerprintStore.default().add(new)
     # Inside a kernel, the first registered secret turns the output filters on, even when the
-    # notebook fetched it before calling start().
-    from .kernel import install_filters
-
-    install_filters()
+    # notebook fetched it before calling start() (records/__init__ plugs the kernel in).
+    for listener in _listeners:
+        listener()
 
 
 def _leaves(value: Any) -> Iterator[str]:
@@ -226,7 +233,7 @@ def find_shapes(text: str) -> list[ShapeHit]:
 class FingerprintStore:
     """Keyed fingerprints of registered values: a seal finds them without knowing them.
 
-    ``<home>/outputs/.fingerprints/salt`` (random, 0600) keys BLAKE2b; ``fingerprints.jsonl``
+    ``<records>/.fingerprints/salt`` (random, 0600) keys BLAKE2b; ``fingerprints.jsonl``
     holds one ``{"length": n, "fp": hex}`` line per value form, appended under O_APPEND so
     concurrent kernels do not clobber each other.
     """
@@ -238,9 +245,11 @@ class FingerprintStore:
 
     @classmethod
     def default(cls) -> "FingerprintStore":
-        from ..profiles import project_home
+        from .ledger import records_root
 
-        folder = Path(os.environ.get("RUNBOOKS_FINGERPRINTS") or project_home() / "outputs" / ".fingerprints")
+        # Beside the records (RUNBOOKS_RECORDS_URL, else outputs/): the kernel that registers
+        # and the seal that scans agree on it, and a test's records folder keeps its own.
+        folder = Path(os.environ.get("RUNBOOKS_FINGERPRINTS") or records_root() / ".fingerprints")
         if cls._default is None or cls._default.folder != folder:
             cls._default = cls(folder)
         return cls._default

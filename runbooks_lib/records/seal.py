@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import RunbookError
 from .redaction import MASK, FingerprintFinder, FingerprintStore, find_shapes, is_secret_name, redact, strip_ansi
+from .summary import read_summary
 
 __all__ = [
     "Finding",
@@ -188,8 +189,6 @@ def mask_injected_parameters(nb: Any, extra_names: set[str] | frozenset[str] = f
 
 def _canonical_place(record: Path, root: Path) -> Path:
     """Where a record produced elsewhere (plain papermill) belongs under the records root."""
-    from ..runner import read_summary
-
     summary = read_summary(record) or {}
     env = summary.get("env") if re.fullmatch(r"[a-z][a-z0-9-]*", str(summary.get("env") or "")) else "unknown"
     started = str(summary.get("started") or "")

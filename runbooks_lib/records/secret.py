@@ -5,14 +5,26 @@ a notebook's last-expression display, a DataFrame cell, an f-string or a traceba
 ``repr`` all show the mask. The clear value is only reachable through ``.reveal()``, for the
 API call that needs it; the value is also registered with the redaction registry, so even
 a revealed copy that ends up in an output is filtered before it reaches the record.
+
+A leaf: this module imports nothing of the project. The registry plugs itself in with
+``use_registrar`` (``records/__init__`` wires it, so it is in place whenever this class can
+be imported), and a value created before that has nothing to be registered with anyway.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["SecretValue", "MASK"]
+__all__ = ["SecretValue", "MASK", "use_registrar"]
 
 MASK = "********"
+
+_registrar: Callable[[str], None] | None = None
+
+
+def use_registrar(register: Callable[[str], None]) -> None:
+    """Register every SecretValue created from now on with ``register`` (the redaction registry)."""
+    global _registrar
+    _registrar = register
 
 
 class SecretValue:
@@ -27,10 +39,8 @@ class SecretValue:
             raise TypeError(f"SecretValue holds a str, not {type(value).__name__}")
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "name", name)
-        if register:
-            from .redaction import register_secret
-
-            register_secret(value)
+        if register and _registrar is not None:
+            _registrar(value)
 
     def reveal(self) -> str:
         """The clear value, for the one call that needs it (an API client, a DSN)."""

@@ -46,7 +46,7 @@ def test_bad_parameters_are_refused_before_anything_changes(sandbox: Sandbox) ->
                              ([("service", "veza-payments")], ("unknown service 'veza-payments'",))):
         run = sandbox.run("incident_response", *params, ("notify", "none"))
         assert run.exit_code == 2, run.output
-        assert run.summary["outcome"] == "refused", run.summary
+        assert run.summary["outcome"] == "rejected", run.summary
         assert all(m in run.summary["error"] for m in messages), run.summary["error"]
     assert resource_versions(sandbox) == before
 

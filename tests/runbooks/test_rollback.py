@@ -120,6 +120,6 @@ def test_nothing_to_roll_back_to_is_refused(sandbox: Sandbox) -> None:
     before = resource_versions(sandbox)
     run = sandbox.run("rollback", ("service", "veza-frontend"))
     assert run.exit_code == 2, run.output
-    assert run.summary["outcome"] == "refused"
+    assert run.summary["outcome"] == "rejected"  # exit 2: nothing was changed, as for bad parameters
     assert "nothing to roll back to" in run.summary["error"]
     assert resource_versions(sandbox) == before
