@@ -103,6 +103,8 @@ def test_the_four_keys_agree_with_a_hand_count(hand_written: Any) -> None:
     # Operational: success rate, rollback times (auto + runbook), canary abort, the drill.
     assert figures["success_rate"] == pytest.approx(round(len(serving) / len(ran), 4))
     assert figures["rollback_median_s"] == pytest.approx(statistics.median([40.0, 25.0]))
+    assert (figures["rollback_max_s"], figures["rollbacks_not_done"], figures["rollbacks_blocked_by_migration"]) == \
+        (40.0, 1, 1)
     assert figures["canary_abort_median_s"] == 12.5
     assert (figures["rto_latest_s"], figures["rpo_latest_s"]) == (300.0, 4.0)
     rollbacks = report.rollback_table().loc[("all", "all")]

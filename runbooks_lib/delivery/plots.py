@@ -56,6 +56,10 @@ def _strips(ax: "Axes", groups: Mapping[str, Sequence[float]], limit: float, lab
         ax.scatter(groups[name], [i + jitter.uniform(-0.15, 0.15) for _ in groups[name]], s=10, alpha=0.6)
     ax.set_yticks(range(1, len(names) + 1), [f"{n} ({len(groups[n])})" for n in names], fontsize=8)
     _target(ax, limit, label, horizontal=False)
+    values = [v for n in names for v in groups[n]] + [limit]
+    if min(values) > 0 and max(values) / min(values) > 100:  # seconds next to days: only a log axis shows both
+        ax.set_xscale("log")
+        unit += " (log)"
     ax.set_xlabel(unit)
     ax.legend(fontsize=7, loc="lower right")
 
@@ -99,9 +103,7 @@ def plot_lead_time(report: DeliveryReport) -> "Figure":
     if not report.lead_times_known:
         _nothing(ax, "commit times (lead time unknown)")
     else:
-        _strips(ax, groups, TARGETS["lead_time_s"].limit / 60, TARGETS["lead_time_s"].text, "minutes (log)")
-        if groups:
-            ax.set_xscale("log")
+        _strips(ax, groups, TARGETS["lead_time_s"].limit / 60, TARGETS["lead_time_s"].text, "minutes")
     ax.set_title("Lead time for changes (commit → serving)")
     return _done(fig)
 

@@ -315,6 +315,7 @@ class DeliveryReport:
         recoveries = [d.recovery_s for d in ev.deployments if d.failed_change and d.recovery_s is not None]
         rollbacks = [r.seconds for r in ev.rollbacks if r.status == "succeeded" and r.seconds is not None]
         aborts = [c.time_to_abort_s for c in ev.canaries if c.outcome == "aborted" and c.time_to_abort_s is not None]
+        not_done = [r for r in ev.rollbacks if r.status != "succeeded"]
         rate, success = self.change_failure_rate(), self.success_rate()
         last_drill = ev.drills[-1] if ev.drills else None
         return {
@@ -324,7 +325,11 @@ class DeliveryReport:
             "recovery_median_s": _round(_median(recoveries)),
             "recovery_mean_s": _round(statistics.fmean(recoveries) if recoveries else None),
             "success_rate": None if success is None else round(success, 4),
-            "rollback_median_s": _round(_median(rollbacks)), "canary_abort_median_s": _round(_median(aborts)),
+            "rollback_median_s": _round(_median(rollbacks)), "rollback_max_s": _round(max(rollbacks) if rollbacks else None),
+            "rollbacks_not_done": len(not_done),
+            "rollbacks_blocked_by_migration": sum(1 for r in not_done if r.status == "blocked by migration"),
+            "canary_abort_median_s": _round(_median(aborts)),
+            "canary_abort_max_s": _round(max(aborts) if aborts else None),
             "rto_latest_s": _round(last_drill.rto_s) if last_drill else None,
             "rpo_latest_s": _round(last_drill.rpo_s) if last_drill else None,
         }
@@ -337,6 +342,7 @@ class DeliveryReport:
         minutes = (lambda s: None if s is None else f"{s / 60:.1f} min")
         seconds = (lambda s: None if s is None else f"{s:.1f} s")
         percent = (lambda r: None if r is None else f"{100 * r:.1f} %")
+        both = (lambda first, second: None if first is None else f"{seconds(first)} / {seconds(second)}")
         rows = [
             ("deployment frequency", f"{f['deploys_per_day']:.2f} / day", "deploys_per_day", f["deploys_per_day"],
              frequency_band(f["deploys_per_day"])),
@@ -344,12 +350,12 @@ class DeliveryReport:
              f["lead_time_median_s"], lead_time_band(f["lead_time_median_s"])),
             ("change failure rate", percent(f["change_failure_rate"]), "change_failure_rate", f["change_failure_rate"],
              failure_rate_band(f["change_failure_rate"])),
-            ("recovery time (median / mean)", f"{seconds(f['recovery_median_s'])} / {seconds(f['recovery_mean_s'])}",
-             "mttr_s", f["recovery_mean_s"], recovery_band(f["recovery_median_s"])),
+            ("recovery time (median / mean)", both(f["recovery_median_s"], f["recovery_mean_s"]), "mttr_s", f["recovery_mean_s"], recovery_band(f["recovery_median_s"])),
             ("deployment success rate", percent(f["success_rate"]), "success_rate", f["success_rate"], ""),
-            ("rollback time (median)", seconds(f["rollback_median_s"]), "rollback_s", f["rollback_median_s"], ""),
-            ("canary abort time (median)", seconds(f["canary_abort_median_s"]), "canary_abort_s",
-             f["canary_abort_median_s"], ""),
+            ("rollback time (median / slowest)", both(f["rollback_median_s"], f["rollback_max_s"]), "rollback_s",
+             f["rollback_max_s"], ""),
+            ("canary abort time (median / slowest)", both(f["canary_abort_median_s"], f["canary_abort_max_s"]),
+             "canary_abort_s", f["canary_abort_max_s"], ""),
             ("RTO (latest drill)", seconds(f["rto_latest_s"]), "rto_s", f["rto_latest_s"], ""),
             ("RPO (latest drill)", seconds(f["rpo_latest_s"]), "rpo_s", f["rpo_latest_s"], ""),
         ]
@@ -376,6 +382,11 @@ class DeliveryReport:
             lines.append(f"{mark} {name}: {row['value']} (guide {row['guide target']}){band}")
         if not self.lead_times_known:
             lines.append("lead time is unknown: the profile's image catalog gives no commit_time per version")
+        figures = self.figures()
+        if figures["rollbacks_not_done"]:
+            blocked = figures["rollbacks_blocked_by_migration"]
+            lines.append(f"{figures['rollbacks_not_done']} rollback(s) did not happen (failed or refused; "
+                         f"{blocked} blocked by a migration): see the rollback table")
         if self.events.unsealed:
             lines.append(f"note: {self.events.unsealed} of the records counted are not sealed in the ledger")
         return "\n".join(lines)

@@ -19,7 +19,7 @@ from ..records.generate import write_summary_record
 __all__ = ["SyntheticHistory", "generate_history", "SERVICES"]
 
 SERVICES = ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-frontend")
-KINDS = (("deploy", 50), ("canary_promotion", 15), ("rollback", 12), ("dr_drill", 5), ("health_check", 18))
+KINDS = (("deploy", 50), ("canary_promotion", 15), ("rollback", 7), ("dr_drill", 5), ("health_check", 18))
 
 
 @dataclass
@@ -102,7 +102,7 @@ class _Writer:
             figures["time_to_healthy_s"] = round(rng.uniform(10, 240), 1)
             earlier = self.serving.get((env, service))
             if earlier and rng.random() < 0.05:
-                links.append({"relation": "fixes", "record": rng.choice(earlier)})
+                links.append({"relation": "fixes", "record": earlier[-1]})
         record = self.write(moment, runbook, env, service, outcome, duration_s=round(rng.uniform(60, 600), 1),
                             parameters=params, figures=figures, links=links)
         if outcome in ("succeeded", "promoted") and not params.get("dry_run"):
