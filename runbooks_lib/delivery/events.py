@@ -22,7 +22,7 @@ tested on synthetic rows and a hand count. The rules, in words:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 __all__ = [
@@ -34,6 +34,7 @@ DEPLOY_RUNBOOKS = ("deploy", "canary_promotion")
 ROLLBACK_RUNBOOK = "rollback"
 CANARY_RUNBOOK = "canary_promotion"
 DRILL_RUNBOOK = "dr_drill"
+RUNBOOKS = frozenset({*DEPLOY_RUNBOOKS, ROLLBACK_RUNBOOK, DRILL_RUNBOOK})
 # Outcomes of runs that changed nothing: they are not deployments (nor failed ones).
 NOT_RUN = frozenset({"refused", "rejected", "awaiting approval", "running", "no summary"})
 SERVING_OUTCOMES = frozenset({"succeeded", "promoted"})
@@ -46,7 +47,7 @@ def moment(text: Any) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(text))  # Python ≥ 3.11 reads the trailing Z
     except ValueError:
         return None
 
@@ -143,8 +144,6 @@ def rollback_status(row: Mapping[str, Any]) -> str:
 
 
 def _serving_time(row: Mapping[str, Any], started: datetime) -> datetime | None:
-    from datetime import timedelta
-
     healthy = _number((row.get("figures") or {}).get("time_to_healthy_s"))
     if healthy is not None:
         return started + timedelta(seconds=healthy)
@@ -241,15 +240,18 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
     serving_of: dict[str, datetime | None] = {}  # every deployment's, in the window or not (hotfixes)
     read = unsealed = 0
     for row in rows:
+        runbook = row.get("runbook")
+        if runbook not in RUNBOOKS and not row.get("links"):
+            continue  # health checks, incidents...: nothing delivery-related (most of a catalog)
         started = moment(row.get("started"))
         if started is None:
             continue
-        runbook = row.get("runbook")
-        if _is_deployment(row) and row.get("outcome") in SERVING_OUTCOMES:
+        deployment = _is_deployment(row)
+        if deployment and row.get("outcome") in SERVING_OUTCOMES:
             serving_of[str(row.get("record"))] = _serving_time(row, started)
-        for link in row.get("links") or []:
+        for link in row.get("links") or ():
             relation = link.get("relation")
-            if relation == "undoes" and runbook == ROLLBACK_RUNBOOK or relation == "fixes" and _is_deployment(row):
+            if relation == "undoes" and runbook == ROLLBACK_RUNBOOK or relation == "fixes" and deployment:
                 undoers.setdefault(str(link.get("record")), []).append((relation, started, row))
         if not inside(started):
             continue
@@ -257,7 +259,7 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
         unsealed += not row.get("sealed")
         figures = row.get("figures") or {}
         env, service = str(row.get("env")), str(row.get("service") or "")
-        if _is_deployment(row):
+        if deployment:
             deployments.append(_base_deployment(row, started, commits))
             if figures.get("rolled_back") and _number(figures.get("time_to_rollback_s")) is not None:
                 rollbacks.append(Rollback(str(row.get("record")), env, service, started, "automatic (deploy)",

@@ -74,26 +74,29 @@ def _by_service(items: Sequence[object], value: str) -> dict[str, list[float]]:
 
 
 def plot_frequency(report: DeliveryReport) -> "Figure":
-    """Deployments that ended serving, per day of the window, stacked by service."""
+    """Deployments that ended serving, per day of the window (per week beyond two months), stacked by service."""
     fig, (ax,) = _figure()
     serving = [d for d in report.events.deployments if d.status == "serving"]
     if not serving:
         _nothing(ax, "deployments")
         return _done(fig)
-    days = max(int(round(report.window_days)), 1)
-    services = sorted({f"{d.env}/{d.service}" for d in serving})
-    bottom = [0] * days
-    for name in services:
-        counts = Counter(min(int((d.started - report.start).total_seconds() // DAY), days - 1)
-                         for d in serving if f"{d.env}/{d.service}" == name)
-        heights = [counts.get(i, 0) for i in range(days)]
-        ax.bar(range(days), heights, bottom=bottom, label=name, width=0.9)
+    span = 1 if report.window_days <= 60 else 7
+    buckets = max(int(-(-report.window_days // span)), 1)
+    counts: dict[str, Counter[int]] = {}
+    for d in serving:
+        bucket = min(int((d.started - report.start).total_seconds() // (DAY * span)), buckets - 1)
+        counts.setdefault(f"{d.env}/{d.service}", Counter())[bucket] += 1
+    bottom = [0] * buckets
+    for name, per_bucket in sorted(counts.items()):
+        heights = [per_bucket.get(i, 0) for i in range(buckets)]
+        ax.bar(range(buckets), heights, bottom=bottom, label=name, width=0.9)
         bottom = [b + h for b, h in zip(bottom, heights)]
-    _target(ax, TARGETS["deploys_per_day"].limit, TARGETS["deploys_per_day"].text)
-    ax.set_xlabel(f"day since {report.start:%Y-%m-%d}")
-    ax.set_ylabel("deployments")
+    unit = "day" if span == 1 else "week"
+    _target(ax, TARGETS["deploys_per_day"].limit * span, TARGETS["deploys_per_day"].text)
+    ax.set_xlabel(f"{unit} since {report.start:%Y-%m-%d}")
+    ax.set_ylabel(f"deployments per {unit}")
     ax.set_title("Deployment frequency")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     return _done(fig)
 
 
@@ -195,5 +198,5 @@ def plot_drills(report: DeliveryReport) -> "Figure":
         ax.set_ylabel("seconds (log)")
         ax.set_title(f"DR drills: {TARGETS[key].name}")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
     return _done(fig)

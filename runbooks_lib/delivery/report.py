@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -124,15 +125,15 @@ class DeliveryReport:
         """At least one day: a day's records cannot claim a finer rate."""
         return max((self.end - self.start).total_seconds() / DAY, 1.0)
 
-    def _groups(self, items: Iterable[Any]) -> list[tuple[str, str]]:
-        return sorted({(i.env, i.service) for i in items})
-
     def _table(self, items: Sequence[Any], row: Callable[[list[Any]], dict[str, Any]], title: str) -> "pd.DataFrame":
         """One row per (env, service), then the row of all of them."""
         import pandas as pd
 
-        groups = self._groups(items)
-        rows = {(env, service): row([i for i in items if (i.env, i.service) == (env, service)]) for env, service in groups}
+        by_group: dict[tuple[str, str], list[Any]] = {}
+        for item in items:
+            by_group.setdefault((item.env, item.service), []).append(item)
+        groups = sorted(by_group)
+        rows = {group: row(by_group[group]) for group in groups}
         if len(groups) != 1:
             rows[(ALL, ALL)] = row(list(items))
         frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -310,6 +311,10 @@ class DeliveryReport:
 
     def figures(self) -> dict[str, float | int | None]:
         """The headline numbers, for the record's figures."""
+        return dict(self._figures)
+
+    @cached_property
+    def _figures(self) -> dict[str, float | int | None]:
         ev = self.events
         leads = [d.lead_time_s for d in ev.deployments if d.lead_time_s is not None]
         recoveries = [d.recovery_s for d in ev.deployments if d.failed_change and d.recovery_s is not None]
@@ -364,7 +369,7 @@ class DeliveryReport:
               "meets target": _yes(TARGETS[key].met(value)), "DORA 2024": band} for name, shown, key, value, band in rows]
         ).set_index("figure")
         frame.attrs["title"] = (f"Delivery figures, {self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M} UTC "
-                                f"({self.events.records_read} records, {len(self.events.deployments)} deployments)")
+                                f"({self.events.records_read} delivery records, {len(self.events.deployments)} deployments)")
         return frame
 
     def record_figures(self, ctx: Any) -> None:
