@@ -200,6 +200,22 @@ def test_rollback_status_has_a_hook_for_migration_blocked_rollbacks() -> None:
         "blocked by migration"
 
 
+def test_a_rollback_blocked_by_a_migration_note_reaches_the_figures_through_the_catalog(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    base = {"env": "production", "service": "api", "parameters": {}, "figures": {}, "links": [], "verdicts": []}
+    deploy = write_summary_record(root, {**base, "runbook": "deploy", "run_id": "d1", "outcome": "succeeded",
+                                         "parameters": {"version": "v9"}, "started": iso(T0),
+                                         "finished": iso(T0 + timedelta(minutes=3)), "notes": {}})
+    write_summary_record(root, {**base, "runbook": "rollback", "run_id": "r1", "outcome": "refused",
+                                "started": iso(T0 + timedelta(hours=1)), "finished": iso(T0 + timedelta(hours=1)),
+                                "links": [{"relation": "undoes", "record": deploy.relative_to(root).as_posix()}],
+                                "notes": {"migration": "0042 drops a column the previous version reads"}})
+    report = delivery_report(root=root)
+    assert report.figures()["rollbacks_blocked_by_migration"] == 1
+    [failed] = report.events.deployments
+    assert failed.failed_change and failed.recovery_s is None and "blocked by migration" in failed.failure
+
+
 def test_dora_2024_bands_at_their_bounds() -> None:
     assert [frequency_band(x) for x in (3, 1, 1 / 7, 1 / 30, 1 / 182, 1 / 400, None)] == \
         ["elite", "high", "high", "medium", "low", "below low", "unknown"]

@@ -87,16 +87,19 @@ def plot_frequency(report: DeliveryReport) -> "Figure":
         bucket = min(int((d.started - report.start).total_seconds() // (DAY * span)), buckets - 1)
         counts.setdefault(f"{d.env}/{d.service}", Counter())[bucket] += 1
     bottom = [0] * buckets
-    for name, per_bucket in sorted(counts.items()):
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors
+    for n, (name, per_bucket) in enumerate(sorted(counts.items())):
         heights = [per_bucket.get(i, 0) for i in range(buckets)]
-        ax.bar(range(buckets), heights, bottom=bottom, label=name, width=0.9)
+        ax.bar(range(buckets), heights, bottom=bottom, label=name, width=0.9, color=colours[n % len(colours)])
         bottom = [b + h for b, h in zip(bottom, heights)]
     unit = "day" if span == 1 else "week"
     _target(ax, TARGETS["deploys_per_day"].limit * span, TARGETS["deploys_per_day"].text)
     ax.set_xlabel(f"{unit} since {report.start:%Y-%m-%d}")
     ax.set_ylabel(f"deployments per {unit}")
     ax.set_title("Deployment frequency")
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return _done(fig)
 
 
