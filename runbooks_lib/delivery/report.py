@@ -105,6 +105,15 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _duration(seconds: float | None) -> str | None:
+    """Minutes, hours or days, whichever a person reads at a glance."""
+    if seconds is None:
+        return None
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 2 * DAY else f"{seconds / DAY:.1f} days"
+
+
 def _yes(met: bool | None) -> str:
     return "unknown" if met is None else ("yes" if met else "NO")
 
@@ -344,14 +353,13 @@ class DeliveryReport:
         import pandas as pd
 
         f = self.figures()
-        minutes = (lambda s: None if s is None else f"{s / 60:.1f} min")
         seconds = (lambda s: None if s is None else f"{s:.1f} s")
         percent = (lambda r: None if r is None else f"{100 * r:.1f} %")
         both = (lambda first, second: None if first is None else f"{seconds(first)} / {seconds(second)}")
         rows = [
             ("deployment frequency", f"{f['deploys_per_day']:.2f} / day", "deploys_per_day", f["deploys_per_day"],
              frequency_band(f["deploys_per_day"])),
-            ("lead time for changes (median)", minutes(f["lead_time_median_s"]) or "unknown", "lead_time_s",
+            ("lead time for changes (median)", _duration(f["lead_time_median_s"]) or "unknown", "lead_time_s",
              f["lead_time_median_s"], lead_time_band(f["lead_time_median_s"])),
             ("change failure rate", percent(f["change_failure_rate"]), "change_failure_rate", f["change_failure_rate"],
              failure_rate_band(f["change_failure_rate"])),
