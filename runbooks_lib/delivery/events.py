@@ -127,7 +127,7 @@ class Events:
 
 
 def rollback_status(row: Mapping[str, Any]) -> str:
-    """``succeeded``, ``failed``, ``refused`` or ``blocked by migration``.
+    """``succeeded``, ``failed``, ``refused``, ``awaiting approval`` or ``blocked by migration``.
 
     The hook for the migration guard: a rollback it stops may say so by the outcome ``blocked``,
     the figure ``blocked_by_migration`` or a note whose name mentions a migration; all three are
@@ -140,6 +140,8 @@ def rollback_status(row: Mapping[str, Any]) -> str:
         return "blocked by migration"
     if outcome in ("succeeded", "failed"):
         return outcome
+    if outcome == "awaiting approval":
+        return "awaiting approval"
     return "refused" if outcome in NOT_RUN else "failed"
 
 
@@ -171,8 +173,7 @@ def _own_recovery(row: Mapping[str, Any]) -> float | None:
 
 
 def _is_deployment(row: Mapping[str, Any]) -> bool:
-    return (row.get("runbook") in DEPLOY_RUNBOOKS and row.get("outcome") not in NOT_RUN
-            and not (row.get("parameters") or {}).get("dry_run"))
+    return row.get("runbook") in DEPLOY_RUNBOOKS and row.get("outcome") not in NOT_RUN
 
 
 def _base_deployment(row: Mapping[str, Any], started: datetime, commits: CommitTimes | None) -> Deployment:
@@ -243,6 +244,8 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
         runbook = row.get("runbook")
         if runbook not in RUNBOOKS and not row.get("links"):
             continue  # health checks, incidents...: nothing delivery-related (most of a catalog)
+        if (row.get("parameters") or {}).get("dry_run"):
+            continue  # a dry run changed nothing: no deployment, no rollback, no undoing
         started = moment(row.get("started"))
         if started is None:
             continue

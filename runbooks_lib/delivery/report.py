@@ -259,7 +259,7 @@ class DeliveryReport:
                 "by the runbook": sum(1 for r in rollbacks if r.source == "rollback runbook"),
                 "succeeded": sum(1 for r in rollbacks if r.status == "succeeded"),
                 "failed": sum(1 for r in rollbacks if r.status == "failed"),
-                "refused": sum(1 for r in rollbacks if r.status == "refused"),
+                "refused or waiting": sum(1 for r in rollbacks if r.status in ("refused", "awaiting approval")),
                 "blocked by migration": sum(1 for r in rollbacks if r.status == "blocked by migration"),
                 "median (s)": _round(median), "p90 (s)": _round(_p90(times)), "max (s)": _round(max(times) if times else None),
                 "over 5 min": sum(1 for t in times if t >= limit),
