@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .summary import SUMMARY_MIME
 
-__all__ = ["generate_records"]
+__all__ = ["generate_records", "write_summary_record"]
 
 RUNBOOKS = ("deploy", "rollback", "canary", "incident", "dr_drill")
 SERVICES = ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-frontend")
@@ -52,3 +52,13 @@ def generate_records(root: Path, count: int, seed: int = 7, filler: int = 20) ->
         path.write_text(_notebook(summary, filler))
         paths.append(path)
     return paths
+
+
+def write_summary_record(root: Path, summary: dict, filler: int = 2) -> Path:
+    """Write one record holding ``summary`` where a run would put it (``<env>/<date>/<runbook>-<time>-<id>``)."""
+    moment = datetime.fromisoformat(str(summary["started"]).replace("Z", "+00:00"))
+    path = root / summary["env"] / moment.strftime("%Y-%m-%d") / \
+        f"{summary['runbook']}-{moment.strftime('%H%M%SZ')}-{summary['run_id']}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_notebook(summary, filler))
+    return path
