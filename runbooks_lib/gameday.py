@@ -36,6 +36,10 @@ class Scenario(BaseModel):
     expect: str = "succeeded"
     figure: str | None = None
     healthy_after: bool = True  # the platform must be healthy once the run has ended
+    # Commands (argv lists, no shell) run first: what an on-call engineer or a fault did before
+    # the runbook was opened, e.g. a bad release pushed with plain kubectl. They see the
+    # profile's kubeconfig as KUBECONFIG; a failing one stops the game day.
+    before: list[list[str]] = []
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,28 @@ def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
     return PlatformHealth(True, f"all rolled out, 0 failed of {requests} requests in {settle_s:g} s")
 
 
+def run_before(env: str, command: list[str]) -> None:
+    """Run one of a scenario's ``before`` commands with the profile's cluster in KUBECONFIG."""
+    import os
+    import subprocess
+    import sys
+
+    from .profiles import load_profile
+
+    profile = load_profile(env)
+    environ = dict(os.environ)
+    if profile.cluster.kubeconfig:
+        environ["KUBECONFIG"] = str(profile.cluster.kubeconfig)
+    # `runbook ...` is this project's command line, from this interpreter's environment.
+    argv = [sys.executable, "-m", "runbooks_lib.cli", *command[1:]] if command[:1] == ["runbook"] else command
+    print(f"$ {' '.join(command)}", flush=True)
+    done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=300)
+    if done.stdout.strip():
+        print(done.stdout.strip()[-2000:], flush=True)
+    if done.returncode != 0:
+        raise ParameterError(f"game day: `{' '.join(command)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+
+
 def failed_since(env: str, since: datetime) -> tuple[int, int]:
     """(failed, requests) over every service since ``since``, from the load generator."""
     from .profiles import load_profile
@@ -118,6 +144,8 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
         print(f"\n=== [{index}/{len(scenarios)}] {scenario.name}", flush=True)
         params = [(k, str(v)) for k, v in scenario.parameters.items()]
         started = datetime.now(timezone.utc)
+        for command in scenario.before:
+            run_before(env, command)
         try:
             result = run_notebook(home / scenario.notebook, env, params, home=home)
         except RunbookError as e:
