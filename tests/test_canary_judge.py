@@ -202,3 +202,17 @@ def test_sprt_catches_bad_canaries_near_the_floor() -> None:
     assert caught.mean() > 0.99
     floor = expected_requests(0.01, 0.05, 0.01, 0.01, true_rate=0.08)
     assert at[caught].mean() < 1.3 * floor
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [(5, 25), (0, 100), (50, 25, 100), (), (5, 5, 100)])
+def test_steps_must_increase_to_100(steps: tuple[int, ...]) -> None:
+    import pydantic
+
+    from runbooks_lib.canary import CanaryParams
+
+    with pytest.raises(pydantic.ValidationError, match="steps must increase strictly"):
+        CanaryParams(service="s", version="v1.6.0", steps=steps)
+    assert CanaryParams(service="s", version="v1.6.0", steps=[5, 100]).steps == (5, 100)
+    assert CanaryParams(service="s", version="v1.6.0").steps is None  # the profile's canary_steps

@@ -13,6 +13,7 @@ served (the load generator's report where there is one, else the moment it was f
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -268,6 +269,7 @@ class CanaryRun:
 
     def _steps(self) -> None:
         for index, weight in enumerate(self.steps, 1):
+            self._capacity_for(weight)
             routes = self.router.set_routes(100 - weight, weight)
             at = _now()
             self.step_changes.append((at, weight, routes))
@@ -289,6 +291,19 @@ class CanaryRun:
                     return
                 if decision.action == "advance":
                     break
+
+    def _capacity_for(self, weight: float) -> None:
+        """Enough canary pods for the share it is about to take (the primary's replicas times the
+        weight), ready before the weight moves: one pod taking 100 % of the traffic would be slow
+        for the wrong reason. The replicas router sizes the canary itself."""
+        if self.router.name == "replicas":
+            return
+        from ..rollout import wait_for_rollout
+
+        needed = max(1, math.ceil(self.spec.replicas * weight / 100))
+        if self.cluster.deployment_state(self.canary).desired < needed:
+            self.cluster.scale_deployment(self.canary, needed)
+            wait_for_rollout(self.cluster, self.canary, self.ctx.profile.timeouts.rollout_s, on_progress=self._fail_fast)
 
     def _wait(self, seconds: float, what: str) -> None:
         from tqdm import tqdm  # text bars: they stay readable in the record

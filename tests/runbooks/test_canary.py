@@ -3,9 +3,10 @@
 Three canaries run at once on three services (their waits overlap, which keeps the suite short):
 a good version promoted through every step, ``v1.5.1-errors`` and ``v1.5.2-slow`` aborted at the
 first step (5 %). Then Prometheus is stopped under a running canary: it holds on "no data" and
-aborts after ``max_hold_s``. The load generator sends 100 requests/s to the good and the erroring
-services during the test (5 req/s to a 5 % canary: enough for a decision in seconds; at the
-default 10/s the statistical floor is minutes), and its report is the users' view of failed requests.
+aborts after ``max_hold_s``. The load generator sends 100 requests/s to the good canary's service
+and 60/s to the erroring one during the test (5 and 3 req/s to a 5 % canary: enough for a decision
+in seconds; at the default 10/s the statistical floor is minutes), and its report is the users'
+view of failed requests.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def record_has_plot_and_tables(run: Run) -> bool:
 @pytest.fixture(scope="module")
 def busy(sandbox: Sandbox) -> Iterator[Sandbox]:
     # A latency regression needs latency points, not many requests: the slow canary's service gets less.
-    for service, rate in ((GOOD, 100), (ERRORS, 100), (SLOW, 30)):
+    for service, rate in ((GOOD, 100), (ERRORS, 60), (SLOW, 30)):
         out = sandbox.runbook("sandbox", "load", "--rate", str(rate), "--service", service, "--state-dir", str(sandbox.state_dir))
         assert out.returncode == 0, out.stderr
     time.sleep(2)  # a minute of baseline history exists already; let the new rate reach Prometheus
