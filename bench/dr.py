@@ -134,7 +134,7 @@ def main() -> None:
         work.mkdir()
         # Warm the page cache first, then alternate bare and ours and keep each one's best round:
         # on a shared machine the first reader and a noisy neighbour would otherwise decide.
-        subprocess.run([tool("pg_dump"), "-Fc", "-f", "/dev/null"], env=libpq_env(dsn), check=True)
+        subprocess.run([tool("pg_dump"), "-Fc", "--no-sync", "-f", "/dev/null"], env=libpq_env(dsn), check=True)
         bare_runs, our_runs = [], []
         for _ in range(args.rounds):
             bare_runs.append(bare(dsn, work))

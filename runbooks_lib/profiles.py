@@ -109,6 +109,8 @@ class BackupSettings(_Model):
     transit_key: str = Field("veza", description="Transit key name (the key never leaves Vault)")
     wal_archive_url: str | None = Field(None, description="Where archive_command puts WAL segments (PITR)")
     pg_bin_dir: str | None = Field(None, description="pg_dump/pg_restore folder; None = /usr/lib/postgresql/15/bin or PATH")
+    scratch_dsn: SecretStr | None = Field(
+        None, description="Server where restores are proven in a scratch database; None = the primary's server")
     retention: Retention = Retention()
 
 

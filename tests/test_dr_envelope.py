@@ -84,3 +84,8 @@ def test_swapped_segments_are_detected() -> None:
 def test_not_an_envelope() -> None:
     with pytest.raises(EnvelopeError, match="not an encrypted backup"):
         opened(b"PGDMP" + b"\0" * 100)
+
+
+def test_the_data_key_never_shows_in_a_repr() -> None:
+    enc = encrypt_stream(io.BytesIO(b"x"), io.BytesIO(), KEY, segment_size=SEGMENT)
+    assert KEY.hex() not in repr(enc) and repr(KEY) not in repr(enc)

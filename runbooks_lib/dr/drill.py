@@ -178,8 +178,10 @@ class Drill:
             measured["verified_at"] = _now()
             return [Check("write and read on the restored database", ok, "a row written and read back")]
 
+        scratch = self.profile.backups.scratch_dsn
+        server = SecretValue(scratch.get_secret_value()) if scratch else self.primary
         report = restore_and_verify(self.store, self.manifest, self.vault, self.profile.backups,
-                                    with_database(self.primary, "postgres"), extra_checks=also)
+                                    with_database(server, "postgres"), extra_checks=also)
         self.checks += report.checks
         verified = measured.get("verified_at") or _now()
         self.mark("restore verified" if report.passed else "restore checks failed", verified)

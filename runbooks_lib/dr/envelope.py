@@ -52,9 +52,9 @@ class Encryptor:
     Holds back one segment so that the last one, known only at ``close()``, carries the flag.
     """
 
-    key: bytes
+    key: bytes = field(repr=False)  # the plaintext data key: never in a repr, a log or a record
     segment_size: int = SEGMENT_SIZE
-    write: Callable[[bytes], object] | None = None
+    write: Callable[[bytes], object] | None = field(default=None, repr=False)
     sha256: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     size: int = 0
     plain_size: int = 0

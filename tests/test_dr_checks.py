@@ -1,0 +1,61 @@
+"""Pure parts of the drill: row-count comparison, failover gap, judged measurements, parameters."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from runbooks_lib.dr.drill import DrillParams, Measurement
+from runbooks_lib.dr.heartbeat import Beat, failover_gap
+from runbooks_lib.dr.restore import _check_counts
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_row_counts_equal_pass_and_name_the_totals() -> None:
+    check = _check_counts({"users": 200, "tracks": 300}, {"users": 200, "tracks": 300})
+    assert check.passed and "2 tables, 500 rows" in check.detail
+
+
+def test_row_counts_name_every_table_that_differs_and_extra_tables() -> None:
+    check = _check_counts({"users": 199, "tracks": 300, "stray": 1}, {"users": 200, "tracks": 300, "playlists": 60})
+    assert not check.passed
+    assert "users: 199 restored, 200 at backup" in check.detail
+    assert "playlists: None restored, 60 at backup" in check.detail
+    assert "stray" in check.detail
+
+
+def beats(node: str, start: float, count: int, step: float = 0.2, seq0: int = 1) -> list[Beat]:
+    return [Beat(seq0 + i, T0 + timedelta(seconds=start + i * step), node) for i in range(count)]
+
+
+def test_failover_gap_is_last_write_on_the_old_node_to_first_on_another() -> None:
+    old = beats("127.0.0.1:5432", 0, 10)  # up to 1.8 s
+    new = beats("127.0.0.1:5433", 4.0, 5, seq0=11)
+    last_old, first_new = failover_gap(old + new, fault_at=T0 + timedelta(seconds=1.9))
+    assert last_old == old[-1] and first_new == new[0]
+    assert (first_new.at - last_old.at).total_seconds() == pytest.approx(2.2)
+
+
+def test_no_write_on_a_new_node_yet_means_no_gap() -> None:
+    old = beats("a:1", 0, 5)
+    assert failover_gap(old, T0 + timedelta(seconds=5))[1] is None
+    assert failover_gap([], T0) == (None, None)
+
+
+def test_measurements_are_judged_only_against_a_target() -> None:
+    assert Measurement("rpo", 3.0, 3600, "s").passed is True
+    assert Measurement("rpo", 4000, 3600, "s").passed is False
+    assert Measurement("rpo", None, 3600, "s").passed is False  # a target with nothing measured fails
+    assert Measurement("detection", 0.1, None, "s").passed is None
+
+
+def test_drill_parameters_refuse_unknown_scenarios_and_fields() -> None:
+    assert DrillParams(scenario="restore").scenario == "restore"
+    with pytest.raises(ValidationError, match="restore"):
+        DrillParams(scenario="region")
+    with pytest.raises(ValidationError):
+        DrillParams(scenario="full", rpo_target_s=-1)
+    with pytest.raises(ValidationError):
+        DrillParams(scenaro="full")
