@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone

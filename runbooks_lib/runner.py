@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ParameterError, RunbookError, exit_code_for
 from .parameters import notebook_parameters, read_parameter_file, resolve_parameters
