@@ -79,6 +79,8 @@ def test_good_run_is_recorded_with_typed_parameters(project_copy: Path, sandbox_
     assert record.stem.endswith(summary["run_id"])
     text = record.read_text()
     assert "version='1.10' replicas=5 ratio=1.0" in text
+    # the terminal showed the runbook's output as it ran, each line once
+    assert result.stdout.count("▶ Report the parameters") == 1, result.stdout
 
 
 def test_failing_step_exits_1_and_the_record_names_it(project_copy: Path, sandbox_stub, jupyter_dirs: None) -> None:
