@@ -2,7 +2,7 @@
 
 Each public function or method that talks to a backend is called with that backend failing in
 each way a backend fails: nothing listening, an HTTP 500, no answer within the client's timeout,
-a dropped connection, and a 200 whose body is not JSON. Only runbooks_lib.errors.RunbookError
+a dropped connection, and a 200 whose body is not JSON (sent as JSON, or as a proxy's HTML page). Only runbooks_lib.errors.RunbookError
 subclasses may come out, each saying what failed; a timeout must be the client's own (the
 library sets one), not the stub giving up.
 """
@@ -23,7 +23,7 @@ from .conftest import SERVICE, Platform, make_ctx, profile_for
 
 CLIENT_TIMEOUT_S = 0.2  # every timeout the library sets is cut to this, so a test waits no longer
 STUB_DELAY_S = 5.0  # a "timeout" answer comes this late (the stub gives up at once when the test ends)
-FAILURES = ["refused", "http 500", "timeout", "dropped", "garbage"]
+FAILURES = ["refused", "http 500", "timeout", "dropped", "garbage", "html page"]
 
 
 def cut_client_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +69,9 @@ def break_backend(stub: HTTPStub, failure: str, monkeypatch: pytest.MonkeyPatch)
     elif failure == "dropped":
         stub.fail(drop=True)
     elif failure == "garbage":
-        stub.fail(garbage=True)
+        stub.fail(garbage=True)  # a body that is not JSON, sent as JSON
+    elif failure == "html page":
+        stub.fail(garbage=True, content_type="text/html")  # a proxy's 200 page
     return None
 
 
