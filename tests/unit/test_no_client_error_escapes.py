@@ -19,9 +19,9 @@ import pytest
 from runbooks_lib.errors import RunbookError
 
 from ..kube_stub import HTTPStub, write_kubeconfig
-from .conftest import SERVICE, Platform, make_ctx, profile_for
+from .conftest import SERVICE, Platform
 
-CLIENT_TIMEOUT_S = 0.2  # every timeout the library sets is cut to this, so a test waits no longer
+CLIENT_TIMEOUT_S = 0.1  # every timeout the library sets is cut to this, so a test waits no longer
 STUB_DELAY_S = 5.0  # a "timeout" answer comes this late (the stub gives up at once when the test ends)
 FAILURES = ["refused", "http 500", "timeout", "dropped", "garbage", "html page"]
 
