@@ -109,7 +109,10 @@ def serving_versions(base_url: str, samples: int = 40, timeout_s: float = 3) -> 
         for _ in range(samples):
             code, _, reply = _get(session, base_url + "/version", timeout_s)
             if code == 200:
-                seen[str(reply.json().get("version"))] += 1
+                try:
+                    seen[str(reply.json().get("version"))] += 1
+                except (ValueError, AttributeError):  # not a JSON object: an answer, but not a version
+                    seen["error unreadable"] += 1
             else:
                 seen[f"error {code}"] += 1
     return dict(seen)

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
     from .profiles import ClusterSettings
 
-__all__ = ["api_client", "translate", "server_url"]
+__all__ = ["api_client", "translate", "server_url", "REQUEST_TIMEOUT_S"]
+
+# (connect, read) seconds for every API call: the official client waits forever by default, so a
+# hung API server would hang a runbook with no error and no progress.
+REQUEST_TIMEOUT_S = (5.0, 30.0)
 
 
 def api_client(cluster: "ClusterSettings") -> "ApiClient":
@@ -30,9 +34,16 @@ def api_client(cluster: "ClusterSettings") -> "ApiClient":
     if path and not os.path.isfile(path):
         raise BackendUnavailable(f"kubeconfig {path} does not exist")
     try:
-        return config.new_client_from_config(config_file=path, context=cluster.context or None)
+        client = config.new_client_from_config(config_file=path, context=cluster.context or None)
     except ConfigException as e:
         raise BackendUnavailable(f"cannot load kubeconfig {path or '(default)'}: {e}") from e
+    request = client.rest_client.request
+
+    def with_deadline(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return request(*args, _request_timeout=_request_timeout or REQUEST_TIMEOUT_S, **kwargs)
+
+    client.rest_client.request = with_deadline
+    return client
 
 
 def server_url(client: "ApiClient") -> str:
@@ -73,3 +84,5 @@ def translate(what: str) -> Iterator[None]:
         raise BackendUnavailable(message) from e
     except (Urllib3Error, OSError) as e:
         raise BackendUnavailable(f"{what}: cannot reach the API server ({type(e).__name__})") from e
+    except ValueError as e:  # a body that is not the JSON object asked for (e.g. a proxy's error page)
+        raise BackendUnavailable(f"{what}: the API server's answer could not be read ({type(e).__name__})") from e

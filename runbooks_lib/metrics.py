@@ -31,7 +31,8 @@ class Metrics:
     def _client(self) -> Any:
         from prometheus_api_client import PrometheusConnect
 
-        return PrometheusConnect(url=self.url, disable_ssl=True)
+        # timeout: the client's own default is none, and a hung Prometheus would hang the run.
+        return PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import requests
@@ -117,9 +118,11 @@ class Metrics:
         try:
             reply = requests.get(f"{self.url}/api/v1/rules", params={"type": "alert"}, timeout=self.timeout_s)
             reply.raise_for_status()
+            return [r["name"] for g in reply.json()["data"]["groups"] for r in g["rules"]]
         except requests.RequestException as e:
             raise BackendUnavailable(f"Prometheus at {self.url}: cannot list rules ({type(e).__name__})") from e
-        return [r["name"] for g in reply.json()["data"]["groups"] for r in g["rules"]]
+        except (ValueError, LookupError, TypeError) as e:  # not the rules API's JSON
+            raise BackendUnavailable(f"Prometheus at {self.url}: unreadable rules answer ({type(e).__name__})") from e
 
 
 # prometheus-api-client's dataframe helpers warn under pandas 3 (DESIGN.md); we do not use them,

@@ -60,7 +60,10 @@ class Vault:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return fn(*args, **kwargs)
+                reply = fn(*args, **kwargs)
+            if isinstance(reply, requests.Response):  # hvac hands back a 2xx body it could not parse as JSON
+                raise BackendUnavailable(f"Vault: {what}: the answer is not JSON (HTTP {reply.status_code})")
+            return reply
         except RunbookError:
             raise
         except hv.InvalidPath as e:

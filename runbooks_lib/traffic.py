@@ -23,9 +23,9 @@ def load_report(url: str | None, since: datetime | None = None) -> dict[str, Any
     try:
         reply = requests.get(url, params=params, timeout=5)
         reply.raise_for_status()
-    except requests.RequestException as e:
+        return reply.json()
+    except requests.RequestException as e:  # requests' JSONDecodeError is one too
         raise BackendUnavailable(f"load report at {url} unavailable ({type(e).__name__})") from e
-    return reply.json()
 
 
 def failed_requests(url: str | None, service: str, since: datetime) -> tuple[int, int] | None:

@@ -52,6 +52,7 @@ class Fault:
     delay_s: float = 0.0  # wait before answering (or before the fault), e.g. past a client's timeout
     drop: bool = False  # close the connection without answering
     garbage: bool = False  # 200 with a body that is not JSON
+    content_type: str = "application/json"  # of the garbage body: "text/html" is a proxy's page
     times: int | None = None  # how many requests fail; None = all of them
 
 
@@ -139,7 +140,7 @@ class HTTPStub:
                 h.close_connection = True
                 return
             if fault.garbage:
-                return self._send(h, Reply(200, GARBAGE, {"Content-Type": "application/json"}))
+                return self._send(h, Reply(200, GARBAGE, {"Content-Type": fault.content_type}))
             if fault.status is not None:
                 body = fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
                 return self._send(h, Reply(fault.status, body))

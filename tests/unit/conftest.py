@@ -81,6 +81,15 @@ def profile(tmp_path: Path, kube: KubeStub, vault: VaultStub, prom: PrometheusSt
 
 
 @pytest.fixture(autouse=True)
+def no_retry_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus-api-client retries a failed request with 0 + 2 + 4 s of backoff: keep the retries,
+    skip the sleeping (these tests are about what comes out, not when)."""
+    from urllib3.util.retry import Retry
+
+    monkeypatch.setattr(Retry, "sleep", lambda self, response=None: None)
+
+
+@pytest.fixture(autouse=True)
 def records_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Records and journals under the test's own folder: never the checkout's outputs/."""
     monkeypatch.setenv("RUNBOOKS_HOME", str(tmp_path))

@@ -1,0 +1,160 @@
+"""rollback: RollbackRun's history, plan (refusals, known-bad with a proposal, override), run and verify."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runbooks_lib.errors import CheckFailed, LockHeld, ParameterError
+from runbooks_lib.rollback import RollbackRun
+from runbooks_lib.verdicts import VERDICT_ANNOTATION
+
+from .conftest import SERVICE, Platform, image
+
+
+def rollback(platform: Platform, dry_run: bool = False, **options: object) -> RollbackRun:
+    ctx = platform.ctx("rollback", service=SERVICE, dry_run=dry_run)
+    run = RollbackRun(ctx, SERVICE, verify_s=0, **options)  # type: ignore[arg-type]
+    run.history()
+    return run
+
+
+def _mark(platform: Platform, number: int, verdict: str, why: str) -> None:
+    value = json.dumps({"verdict": verdict, "why": why, "run": "run-old", "at": "2026-12-01T10:00:00Z"})
+    platform.kube.update("replicasets", f"{SERVICE}-h{number}",
+                         lambda rs: rs["metadata"]["annotations"].update({VERDICT_ANNOTATION: value}))
+
+
+def test_history_shows_each_revision_with_what_is_known(platform: Platform) -> None:
+    _mark(platform, 1, "good", "passed checks")
+    run = RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE)
+    table = run.history()
+    assert list(table.index) == [1, 2, 3] and run.current == 3
+    assert table.loc[3, "current"] and table.loc[1, "known"] == "good: passed checks" and table.loc[2, "known"] == ""
+
+
+def test_the_plan_is_the_previous_revision_by_default(platform: Platform) -> None:
+    run = rollback(platform)
+    assert run.plan() == (f"{SERVICE}: revision 3 (v1.6.0) → revision 2 (v1.5.0, {image('v1.5.0')}; "
+                          "no verdict on record)")
+    assert run.target is not None and run.target.number == 2
+
+
+@pytest.mark.parametrize("to_revision, refusal", [
+    (3, "revision 3 is already the current one"),
+    (9, "nothing to roll back to for veza-backend-api: unable to find revision 9"),
+])
+def test_impossible_targets_are_refused_before_any_change(platform: Platform, to_revision: int, refusal: str) -> None:
+    with pytest.raises(ParameterError, match=refusal):
+        rollback(platform, to_revision=to_revision).plan()
+    assert platform.kube.writes == []
+
+
+def test_no_history_is_refused(platform: Platform) -> None:
+    for number in (1, 2):
+        del platform.kube.objects[("replicasets", "veza", f"{SERVICE}-h{number}")]
+    with pytest.raises(ParameterError, match="no previous revision to roll back to"):
+        rollback(platform).plan()
+
+
+def test_a_known_bad_target_is_refused_with_a_proposal(platform: Platform) -> None:
+    _mark(platform, 2, "bad", "deploy failed and rolled back")
+    with pytest.raises(ParameterError) as refused:
+        rollback(platform).plan()
+    message = str(refused.value)
+    assert "refusing to roll veza-backend-api back to revision 2: v1.5.0 is known bad: deploy failed" in message
+    assert "The newest revision not known bad is 1 (v1.4.0, no verdict on record): -p to_revision 1." in message
+    assert rollback(platform, to_revision=1).plan().endswith("revision 1 (v1.4.0, " + image("v1.4.0") + "; no verdict on record)")
+
+
+def test_when_every_other_revision_is_bad_the_proposal_is_to_roll_forward(platform: Platform) -> None:
+    _mark(platform, 1, "bad", "old")
+    _mark(platform, 2, "bad", "older")
+    with pytest.raises(ParameterError, match="roll forward with a fixed version"):
+        rollback(platform).plan()
+
+
+def test_an_override_needs_a_reason_and_is_noted(platform: Platform) -> None:
+    _mark(platform, 2, "bad", "deploy failed")
+    with pytest.raises(ParameterError, match="allow_known_bad needs a reason"):
+        rollback(platform, allow_known_bad=True).plan()
+    run = rollback(platform, allow_known_bad=True, reason="3 is worse")
+    run.plan()
+    assert "proceeding because: 3 is worse" in run.ctx.notes["override"]
+
+
+def test_run_without_a_plan_is_refused(platform: Platform) -> None:
+    with pytest.raises(ParameterError, match="run plan\\(\\) before run\\(\\)"):
+        rollback(platform).run()
+
+
+def test_run_rolls_back_under_the_lock_and_measures(platform: Platform) -> None:
+    platform.instant_controller()
+    run = rollback(platform)
+    run.plan()
+    text = run.run()
+    assert text.startswith("rolled back to revision 2 (v1.5.0): it serves 100 % ({'v1.5.0': 20})")
+    assert run.ctx.figures["to_revision"] == 2 and run.ctx.figures["time_to_rollback_s"] >= 0
+    leases = [w for w in platform.kube.writes if "/leases" in w.path]
+    assert [w.method for w in leases] == ["POST", "DELETE"]  # taken, then given back
+    assert platform.kube.get("deployments", SERVICE)["spec"]["template"]["spec"]["containers"][0]["image"] == image("v1.5.0")
+
+
+def test_a_dry_run_is_checked_by_the_server_and_changes_nothing(platform: Platform) -> None:
+    run = rollback(platform, dry_run=True)
+    run.plan()
+    assert run.run().startswith("dry run: the API server accepted the rollback to revision 2")
+    assert [w.query.get("dryRun") for w in platform.kube.writes] == ["All"]
+    assert list(run.verify()) == ["dry run"]
+
+
+def test_a_held_lock_refuses_the_rollback(platform: Platform) -> None:
+    from runbooks_lib.lock import DeployLock
+
+    run = rollback(platform)
+    run.plan()
+    other = DeployLock(platform.cluster(), SERVICE, "run-other")
+    other.acquire()
+    try:
+        with pytest.raises(LockHeld, match="held by run-other"):
+            run.run()
+    finally:
+        other.release()
+    assert not any("/deployments/" in w.path for w in platform.kube.writes)
+
+
+def _rolled_back(platform: Platform) -> RollbackRun:
+    platform.instant_controller()
+    run = rollback(platform, reason="bad release")
+    run.plan()
+    run.run()
+    platform.app.serving = lambda: "v1.5.0"
+    for i in range(2):  # the target's pods, as the ReplicaSet controller would make them
+        from ..kube_stub import pod
+
+        platform.kube.add("pods", pod(f"{SERVICE}-h2-{i}", image("v1.5.0"),
+                                      labels={"app": SERVICE, "version": "v1.5.0", "pod-template-hash": "h2"}))
+    return run
+
+
+def test_verify_means_recovered_and_says_which_version_was_bad(platform: Platform) -> None:
+    run = _rolled_back(platform)
+    tables = run.verify()
+    assert set(tables) == {"pods", "signals", "smoke"} and list(tables["pods"].index) == [f"{SERVICE}-h2-0", f"{SERVICE}-h2-1"]
+    assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "good"), ("v1.6.0", "bad")]
+    assert "rolled back by run run-unit: bad release" in run.ctx.verdicts[1]["why"]
+    undone = json.loads(platform.kube.get("replicasets", f"{SERVICE}-h3")["metadata"]["annotations"][VERDICT_ANNOTATION])
+    assert undone["verdict"] == "bad"
+
+
+def test_a_target_missing_its_slos_fails_the_rollback_and_is_marked_bad(platform: Platform) -> None:
+    run = _rolled_back(platform)
+    platform.prom.answer(r"^1 - ", 0.5)
+    platform.app.fail(r"/api/v1/health", status=500)
+    with pytest.raises(CheckFailed) as failed:
+        run.verify()
+    message = str(failed.value)
+    assert message.startswith("the rollback to revision 2 (v1.5.0) did not recover veza-backend-api: golden signals: ")
+    assert "success rate 50.00 %" in message and "smoke checks failed" in message
+    assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "bad")]
+
