@@ -298,6 +298,10 @@ class Cluster:
         with translate(f"{what} (service {self.namespace}/{name})"):
             return self._dict(self.core.patch_namespaced_service(name, self.namespace, patch, **self._dry))
 
+    def patch_secret(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
+        with translate(f"{what} (secret {self.namespace}/{name})"):
+            return self._dict(self.core.patch_namespaced_secret(name, self.namespace, patch, **self._dry))
+
     def apply_secret(self, body: Obj, live: Obj | None) -> Obj:
         """Create the Secret, or replace ``live`` (its resourceVersion guards against a concurrent change)."""
         name = body["metadata"]["name"]

@@ -34,7 +34,6 @@ __all__ = ["FailoverReport", "DatabaseFailover", "run_drill_command", "promote",
 SECRET_NAME = "veza-secrets"
 SECRET_KEY = "database-url"
 VAULT_KEY = "database_url"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 def now() -> datetime:
@@ -131,11 +130,8 @@ class DatabaseFailover:
     # -- what the application uses -------------------------------------------------------
     def application_dsn(self) -> list[SecretValue]:
         """The DSN in the application's Secret (read again on every reconnect, as a restarted pod does)."""
-        from ..kube import translate
-
-        with translate(f"read secret {SECRET_NAME}"):
-            secret = self.cluster.core.read_namespaced_secret(SECRET_NAME, self.cluster.namespace)
-        encoded = (secret.data or {}).get(SECRET_KEY)
+        secret = self.cluster.secret(SECRET_NAME) or {}
+        encoded = (secret.get("data") or {}).get(SECRET_KEY)
         if not encoded:
             raise CheckFailed(f"secret {SECRET_NAME} has no {SECRET_KEY}")
         return [SecretValue(base64.b64decode(encoded).decode(), name=SECRET_KEY)]
@@ -192,21 +188,16 @@ class DatabaseFailover:
     def repoint(self, timeout_s: float | None = None) -> list[str]:
         """The new primary's DSN into Vault and the application's Secret, then a rolling restart of
         every Deployment that reads it; returns the Deployments restarted."""
-        from ..kube import translate
         from ..rollout import wait_for_rollout
 
         if not self.cluster.dry_run:
             current = self.vault.read()
             self.vault.write({**current, VAULT_KEY: self.standby})
         body = {"data": {SECRET_KEY: base64.b64encode(self.standby.reveal().encode()).decode()}}
-        with translate(f"patch secret {SECRET_NAME}"):
-            self.cluster.core.patch_namespaced_secret(SECRET_NAME, self.cluster.namespace, body, **self.cluster._dry)
+        self.cluster.patch_secret(SECRET_NAME, body, what="repoint the database DSN")
         users = [d["metadata"]["name"] for d in self.cluster.deployments() if _reads_secret(d, SECRET_NAME)]
-        stamp = now().isoformat()
         for name in users:
-            patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-            with translate(f"restart deployment {name}"):
-                self.cluster.apps.patch_namespaced_deployment(name, self.cluster.namespace, patch, **self.cluster._dry)
+            self.cluster.restart_deployment(name)
         if not self.cluster.dry_run:
             for name in users:
                 wait_for_rollout(self.cluster, name, timeout_s or self.profile.timeouts.rollout_s)
