@@ -110,7 +110,9 @@ def test_deploying_a_version_that_failed_before_needs_the_override(sandbox: Sand
 def test_two_deploys_at_once_one_is_refused_and_neither_is_half_applied(sandbox: Sandbox) -> None:
     first = subprocess.Popen(
         [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/deploy.ipynb", "--env", "sandbox",
-         "-p", "service", BACKEND, "-p", "version", "v1.4.0"],
+         # A long analysis keeps the first deploy holding its lock while the second one starts,
+         # even when a loaded machine takes many seconds to start the second kernel.
+         "-p", "service", BACKEND, "-p", "version", "v1.4.0", "-p", "analysis_s", "30"],
         cwd=REPO, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
