@@ -106,8 +106,12 @@ def run_before(env: str, command: list[str]) -> None:
     environ = dict(os.environ)
     if profile.cluster.kubeconfig:
         environ["KUBECONFIG"] = str(profile.cluster.kubeconfig)
-    # `runbook ...` is this project's command line, from this interpreter's environment.
-    argv = [sys.executable, "-m", "runbooks_lib.cli", *command[1:]] if command[:1] == ["runbook"] else command
+    # `runbook ...` is this project's command line, from this interpreter's environment; its
+    # sandbox commands act on the sandbox the profile reads (RUNBOOKS_SANDBOX_ENV), if one is named.
+    argv = [sys.executable, "-m", "runbooks_lib.cli", *command[1:]] if command[:1] == ["runbook"] else list(command)
+    sandbox_env = os.environ.get("RUNBOOKS_SANDBOX_ENV")
+    if command[:2] == ["runbook", "sandbox"] and sandbox_env and "--state-dir" not in command:
+        argv += ["--state-dir", str(Path(sandbox_env).parent)]
     print(f"$ {' '.join(command)}", flush=True)
     done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=300)
     if done.stdout.strip():
