@@ -1,7 +1,7 @@
 """How long `runbook sandbox up` takes to a healthy sandbox, and what the sandbox weighs at rest.
 
 Runs the real command line in a temporary state directory, then sums the resident memory of
-every process the sandbox started (the supervisor and its pods, OpenBao, PostgreSQL primary and
+every process the sandbox started (the supervisor and its pods, OpenBao, Redis, PostgreSQL primary and
 standby with their backends, Prometheus), then `runbook sandbox down` (timed too).
 
     .venv/bin/python bench/sandbox_up.py [--rounds N] [--rest-s S]

@@ -142,6 +142,7 @@ class Workload:
         behaviour = self.image.behaviour
         return (
             behaviour.ready
+            and (self.cache is None or self.cache.connected)  # the client is set up (not: Redis is up)
             and not self.fault.ready_fail
             and not self.draining
             and time.monotonic() - self.started_mono >= behaviour.start_delay_s

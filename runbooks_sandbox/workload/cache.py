@@ -6,9 +6,9 @@ short-lived cache entry: without Redis it fails too (the real service has no fal
 database for it either). A Redis outage therefore shows in the golden signals as 5xx on those
 routes, and in ``veza_redis_operations_total{operation,outcome}`` on every backend pod.
 
-The client is the ``redis`` package, imported in the background after the pod listens (the
-import costs ~0.2 s that readiness must not wait for), with short timeouts and no retries: an
-outage must fail requests quickly, not stall them.
+The client is the ``redis`` package, imported in the background once the pod listens (liveness
+answers meanwhile; readiness waits for it, as the real service's does for its connection pool),
+with short timeouts and no retries: an outage must fail requests quickly, not stall them.
 """
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ class SessionCache:
             self._errors = (redis.RedisError, OSError)
         finally:
             self._ready.set()
+
+    @property
+    def connected(self) -> bool:
+        """The client is set up: readiness waits for it, so no request waits for the import."""
+        return self._ready.is_set()
 
     def _call(self, operation: str, action: Callable[[Any], Any]) -> Any:
         self._ready.wait(5.0)
