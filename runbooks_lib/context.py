@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 from pydantic import BaseModel, ValidationError
 
 from .errors import ParameterError, RunbookError, outcome_of
+from .parameters import missing_required
 from .profiles import Profile, load_profile, project_home
 from .records.redaction import is_secret_name, redact, register_secret
 from .records.secret import SecretValue
@@ -341,9 +342,13 @@ def start(
     schema: type[BaseModel] | None = None,
     check_cluster: bool = True,
     home: Path | None = None,
+    required: tuple[str, ...] | list[str] = (),
     **params: Any,
 ) -> RunContext:
     """Begin a run: validate everything, check the cluster, and return the run's context.
+
+    ``required`` names the parameters the notebook declares ``# required``: one left at None is
+    refused here too, for runs that did not come through ``runbook run`` (plain papermill).
 
     Raises ProfileError/ParameterError (exit 2) or GuardRefused (exit 4) before anything changes;
     in a notebook the failure hook still writes a summary saying the run was refused.
@@ -353,6 +358,9 @@ def start(
     _install_failure_hook()
     home = home or project_home()
     try:
+        missing = missing_required(tuple(required), params)
+        if missing is not None:
+            raise missing
         profile = load_profile(env, home)
         values = _validate(schema, dict(params))
         if values.get("service") not in (None, "all"):  # "all": a run about every service (incident)
