@@ -172,7 +172,7 @@ class RunContext:
         self._on_finish: list[Any] = []
         from .records.identity import operator_identity, operator_name
 
-        # Who ran it: Vault display name and accessor, Kubernetes user — never a token.
+        # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
         self.identity = operator_identity(profile)
         self.operator = operator_name(self.identity)
         self.journal = Journal(journal_path(env, self.run_id))
@@ -370,6 +370,7 @@ def start(
         raise
     ctx = RunContext(runbook, env, profile, values, home=home)
     _current = ctx
+    _show_operator(ctx)
     if check_cluster:
         from .guard import check_cluster_identity
 
@@ -378,6 +379,15 @@ def start(
             ctx.cluster = {"server": check.server, "context": check.context, "identity": check.found}
             step.note(server=check.server, identity=check.found)
     return ctx
+
+
+def _show_operator(ctx: RunContext) -> None:
+    """Who is operating, and from where that name comes, before the first step."""
+    from .records.identity import operator_source
+
+    vault = (ctx.identity.get("vault") or {}).get("display_name")
+    print(f"operator: {ctx.operator} ({operator_source(ctx.identity)})"
+          + (f"; Vault identity {vault}" if vault else ""), flush=True)
 
 
 def _refused_before_start(runbook: str, env: str, params: dict[str, Any], home: Path, error: RunbookError) -> None:
