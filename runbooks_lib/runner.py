@@ -133,6 +133,7 @@ def run_notebook(
         execution = execute(plan, workspace)
         if execution.kernel_failed:
             execution.notes.update(release_dead_runs_leases(plan))
+            _journal_kernel_death(plan, execution)
         sealing = finalize(plan, execution)
     return publish(plan, execution, sealing)
 
@@ -228,6 +229,17 @@ def release_dead_runs_leases(plan: RunPlan) -> dict[str, str]:
     for line in said:
         log.warning("lease %s", line)
     return {"leases": "; ".join(said)}
+
+
+def _journal_kernel_death(plan: RunPlan, execution: Execution) -> None:
+    """The journal ends as the record does: the run is over, failed, and why (a resume reads it)."""
+    from .context import Journal
+
+    try:
+        Journal(plan.journal).write(event="run-finished", outcome="failed", kernel_died=True, error=execution.error,
+                                    written_by="runbook run", **execution.notes)
+    except OSError as e:
+        log.warning("could not journal the kernel's death: %s", e)
 
 
 def finalize(plan: RunPlan, execution: Execution) -> Any:
