@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 from pydantic import BaseModel, ValidationError
 
 from .errors import ParameterError, RunbookError, outcome_of
+from .parameters import missing_required
 from .profiles import Profile, load_profile, project_home
 from .records.redaction import is_secret_name, redact, register_secret
 from .records.secret import SecretValue
@@ -171,7 +172,7 @@ class RunContext:
         self._on_finish: list[Any] = []
         from .records.identity import operator_identity, operator_name
 
-        # Who ran it: Vault display name and accessor, Kubernetes user — never a token.
+        # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
         self.identity = operator_identity(profile)
         self.operator = operator_name(self.identity)
         self.journal = Journal(journal_path(env, self.run_id))
@@ -341,9 +342,13 @@ def start(
     schema: type[BaseModel] | None = None,
     check_cluster: bool = True,
     home: Path | None = None,
+    required: tuple[str, ...] | list[str] = (),
     **params: Any,
 ) -> RunContext:
     """Begin a run: validate everything, check the cluster, and return the run's context.
+
+    ``required`` names the parameters the notebook declares ``# required``: one left at None is
+    refused here too, for runs that did not come through ``runbook run`` (plain papermill).
 
     Raises ProfileError/ParameterError (exit 2) or GuardRefused (exit 4) before anything changes;
     in a notebook the failure hook still writes a summary saying the run was refused.
@@ -353,6 +358,9 @@ def start(
     _install_failure_hook()
     home = home or project_home()
     try:
+        missing = missing_required(tuple(required), params)
+        if missing is not None:
+            raise missing
         profile = load_profile(env, home)
         values = _validate(schema, dict(params))
         if values.get("service") not in (None, "all"):  # "all": a run about every service (incident)
@@ -362,6 +370,7 @@ def start(
         raise
     ctx = RunContext(runbook, env, profile, values, home=home)
     _current = ctx
+    _show_operator(ctx)
     if check_cluster:
         from .guard import check_cluster_identity
 
@@ -370,6 +379,15 @@ def start(
             ctx.cluster = {"server": check.server, "context": check.context, "identity": check.found}
             step.note(server=check.server, identity=check.found)
     return ctx
+
+
+def _show_operator(ctx: RunContext) -> None:
+    """Who is operating, and from where that name comes, before the first step."""
+    from .records.identity import operator_source
+
+    vault = (ctx.identity.get("vault") or {}).get("display_name")
+    print(f"operator: {ctx.operator} ({operator_source(ctx.identity)})"
+          + (f"; Vault identity {vault}" if vault else ""), flush=True)
 
 
 def _refused_before_start(runbook: str, env: str, params: dict[str, Any], home: Path, error: RunbookError) -> None:

@@ -4,7 +4,10 @@ The Lease ``runbook-lock-<service>`` in the profile's namespace names its holder
 runbook, operator) and is renewed while the run lasts. A second run finds it held and is
 refused with exit 4 (``LockHeld``) before any change. A lease whose holder stopped renewing
 (a crashed run) is reported as stale, with who held it and since when, and taken over.
-Release happens at the end of the run, also when it fails.
+Release happens at the end of the run, also when it fails. Taking and giving back the lease
+are journaled by the run that holds it (``lease-acquired`` / ``lease-released``), so that when
+the kernel dies holding it, ``runbook run`` can release it at once (``release_orphaned``)
+instead of leaving the next run to wait for it to go stale.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from .errors import Conflict, LockHeld
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-__all__ = ["DeployLock", "LeaseState"]
+__all__ = ["DeployLock", "LeaseState", "held_leases", "release_orphaned"]
 
 
 def _now() -> datetime:
@@ -109,6 +112,7 @@ class DeployLock:
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         self._held = True
+        self._journal("lease-acquired")
         self._renewer = threading.Thread(target=self._renew_until_released, name=f"renew-{self.name}", daemon=True)
         self._renewer.start()
 
@@ -134,6 +138,15 @@ class DeployLock:
         current = self.read()
         if current is not None and current[0].holder == self.holder:
             self.cluster.delete_lease(self.name, current[1])
+        self._journal("lease-released")
+
+    def _journal(self, event: str) -> None:
+        """Journal the lease in the run that holds it (the holder is that run's id)."""
+        from .context import current
+
+        ctx = current()
+        if ctx is not None and ctx.run_id == self.holder:
+            ctx.journal.write(event=event, lease=self.name, namespace=self.cluster.namespace, holder=self.holder)
 
     def __enter__(self) -> "DeployLock":
         self.acquire()
@@ -141,3 +154,40 @@ class DeployLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def held_leases(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leases a run's journal shows taken and not given back (a dead kernel's)."""
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in entries:
+        key = (entry.get("namespace") or "", entry.get("lease") or "")
+        if entry.get("event") == "lease-acquired":
+            held[key] = entry
+        elif entry.get("event") == "lease-released":
+            held.pop(key, None)
+    return list(held.values())
+
+
+def release_orphaned(cluster: "Cluster", entries: list[dict[str, Any]]) -> list[str]:
+    """Release the leases a dead run still holds (only while it is still their holder).
+
+    Returns one line per lease saying what became of it. A lease that cannot be deleted (the API
+    server unreachable) is left to go stale: its holder renews it no more."""
+    from .errors import RunbookError
+
+    said = []
+    for entry in held_leases(entries):
+        name, holder = entry["lease"], entry.get("holder") or ""
+        lock = DeployLock(cluster, name.removeprefix("runbook-lock-"), holder)
+        try:
+            current = lock.read()
+            if current is None or current[0].holder != holder:
+                said.append(f"{name}: no longer held by this run")
+                continue
+            state, version = current
+            cluster.delete_lease(name, version)
+            said.append(f"{name}: released (held by this run since {state.acquired:%H:%M:%S} UTC)")
+        except RunbookError as e:
+            said.append(f"{name}: NOT released ({e}); stale in at most {lock.duration_s} s, when the next run "
+                        f"takes it over")
+    return said

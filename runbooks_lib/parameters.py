@@ -5,10 +5,15 @@ their look, so ``-p version 1.10`` becomes the float 1.1. Here every parameter i
 against the notebook's declared parameters before anything runs (an unknown name or a value
 of the wrong type is a ParameterError: the run is rejected, exit 2), and ``-p`` values are
 converted by the type the notebook declares.
+
+A parameter the operator must choose (a version, a service, a severity) is declared required by
+its comment in the parameters cell, ``version = None  # required: image tag``: a run without
+it is rejected naming it, instead of acting on a default nobody chose.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,10 @@ import yaml
 
 from .errors import ParameterError
 
-__all__ = ["notebook_parameters", "declared_type", "resolve_parameters", "read_parameter_file"]
+__all__ = ["notebook_parameters", "declared_type", "required_parameters", "missing_required", "resolve_parameters",
+           "read_parameter_file"]
+
+_REQUIRED = re.compile(r"^\s*required\b", re.IGNORECASE)
 
 
 def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
@@ -39,6 +47,21 @@ def declared_type(spec: dict[str, Any]) -> str | None:
     except (ValueError, SyntaxError):
         return None
     return None if default is None else type(default).__name__
+
+
+def required_parameters(declared: dict[str, dict[str, Any]]) -> list[str]:
+    """The parameters whose comment starts with ``required`` (``version = None  # required: ...``)."""
+    return [name for name, spec in declared.items() if _REQUIRED.match(spec.get("help") or "")]
+
+
+def missing_required(required: list[str] | tuple[str, ...], given: dict[str, Any]) -> ParameterError | None:
+    """The error naming every required parameter not given (or given as None), else None."""
+    missing = [name for name in required if given.get(name) is None]
+    if not missing:
+        return None
+    flags = " ".join(f"-p {name} ..." for name in missing)
+    return ParameterError(f"missing required parameter(s) {', '.join(missing)}: this runbook does not act on a "
+                          f"default nobody chose; pass {flags}")
 
 
 def _describe(declared: dict[str, dict[str, Any]]) -> str:
@@ -79,7 +102,8 @@ def resolve_parameters(
     cli_params: list[tuple[str, str]],
     file_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Merge ``-f`` then ``-p`` values, refusing any name the notebook does not declare."""
+    """Merge ``-f`` then ``-p`` values, refusing any name the notebook does not declare and
+    any required parameter left out."""
     given: list[tuple[str, Any, bool]] = [(k, v, False) for k, v in file_params.items()]
     given += [(k, v, True) for k, v in cli_params]
     unknown = sorted({name for name, _, _ in given if name not in declared})
@@ -87,10 +111,14 @@ def resolve_parameters(
         raise ParameterError(
             f"unknown parameter(s) {', '.join(unknown)}; this runbook takes: {_describe(declared)}"
         )
-    return {
+    resolved = {
         name: _convert(name, value, declared_type(declared[name]), from_cli)
         for name, value, from_cli in given
     }
+    missing = missing_required(required_parameters(declared), resolved)
+    if missing is not None:
+        raise missing
+    return resolved
 
 
 def read_parameter_file(path: Path | None) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class Execution:
     executed: Path
     error: str | None = None  # "Name: message" of the failure, if the run did not end cleanly
     kernel_failed: bool = False  # the kernel died or timed out: no cell error to read
+    notes: dict[str, str] = field(default_factory=dict)  # what the runner did after the kernel died
 
 
 class Workspace:
@@ -130,6 +131,9 @@ def run_notebook(
         plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home)
         prepare(plan, workspace)
         execution = execute(plan, workspace)
+        if execution.kernel_failed:
+            execution.notes.update(release_dead_runs_leases(plan))
+            _journal_kernel_death(plan, execution)
         sealing = finalize(plan, execution)
     return publish(plan, execution, sealing)
 
@@ -206,6 +210,38 @@ def execute(plan: RunPlan, workspace: Workspace) -> Execution:
     return Execution(executed)
 
 
+def release_dead_runs_leases(plan: RunPlan) -> dict[str, str]:
+    """The kernel died holding locks (its journal says which): release them now, so the next
+    run is not refused for the lease's duration. Best effort: a lease left is stale soon."""
+    from .context import Journal
+    from .lock import held_leases, release_orphaned
+
+    entries = Journal(plan.journal).entries()
+    if not held_leases(entries):
+        return {}
+    try:
+        from .cluster import Cluster
+        from .profiles import load_profile
+
+        said = release_orphaned(Cluster(load_profile(plan.env, plan.home)), entries)
+    except Exception as e:  # the run's record must still be sealed
+        said = [f"the dead run's leases were NOT released ({type(e).__name__}: {e}); they go stale by themselves"]
+    for line in said:
+        log.warning("lease %s", line)
+    return {"leases": "; ".join(said)}
+
+
+def _journal_kernel_death(plan: RunPlan, execution: Execution) -> None:
+    """The journal ends as the record does: the run is over, failed, and why (a resume reads it)."""
+    from .context import Journal
+
+    try:
+        Journal(plan.journal).write(event="run-finished", outcome="failed", kernel_died=True, error=execution.error,
+                                    written_by="runbook run", **execution.notes)
+    except OSError as e:
+        log.warning("could not journal the kernel's death: %s", e)
+
+
 def finalize(plan: RunPlan, execution: Execution) -> Any:
     """The executed notebook becomes the sealed record (``SealResult``), or ``SealRefused``."""
     from .records.finalize import finalize_record, runner_summary
@@ -215,7 +251,7 @@ def finalize(plan: RunPlan, execution: Execution) -> Any:
         fallback = runner_summary(
             runbook=plan.notebook.stem, env=plan.env, run_id=plan.run_id, parameters=plan.parameters,
             error=execution.error, journal=plan.journal, notebook_sha256=plan.notebook_sha256,
-            record=plan.record_name,
+            record=plan.record_name, kernel_died=execution.kernel_failed, notes=execution.notes,
         )
     return finalize_record(execution.executed, plan.record, plan.root, secret_names=set(plan.secret_names),
                            fallback_summary=fallback)

@@ -75,6 +75,48 @@ def test_kernel_that_dies_gets_a_summary_from_the_runner(run) -> None:
     assert summary["outcome"] == "failed"
     assert summary["failed_step"] == "Drain the node"  # from the run's journal
     assert "kernel ended without writing a summary" in summary["written_by"]
+    assert summary["error"].startswith("the kernel died at step 1 (Drain the node): "), summary["error"]
     assert Ledger(records).verify() == []
     [row] = Catalog(records).rows(None)
     assert row["runbook"] == "kernel_dies" and row["sealed"]
+
+
+def test_a_killed_kernel_ends_the_run_at_once_releasing_its_lease(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer) in the middle of a step, holding the service's Lease: the run ends,
+    exit 1, with a sealed record saying at which step it died, and the Lease is given back."""
+    import time
+
+    from runbooks_lib.records.catalog import Catalog
+
+    from .kube_stub import KubeStub
+
+    home = tmp_path / "home"
+    (home / "parameters").mkdir(parents=True)
+    for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
+        (home / "parameters" / profile.name).write_text(profile.read_text())
+    records = tmp_path / "records"
+    with KubeStub(namespace="veza-sandbox", kube_system_uid="uid-sandbox") as kube:
+        sandbox_env = tmp_path / "sandbox.env"
+        sandbox_env.write_text(f"KUBECONFIG={kube.write_kubeconfig(tmp_path / 'kc')}\nCLUSTER_UID=uid-sandbox\n"
+                               "VAULT_ADDR=http://127.0.0.1:1\nVAULT_TOKEN=dev-token-not-a-secret\n"
+                               "PROMETHEUS_URL=http://127.0.0.1:1\n")
+        env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
+                   RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
+                   JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+        began = time.monotonic()
+        # no hang: papermill alone can wait forever on a dead kernel; the timeout fails the test
+        result = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "run", str(FIXTURES / "kernel_killed.ipynb"),
+                                 "--env", "sandbox"], capture_output=True, text=True, env=env, timeout=90)
+        print(f"runbook run with a killed kernel ended in {time.monotonic() - began:.1f} s")
+        lease = kube.get("leases", "runbook-lock-veza-backend-api")
+        deletes = [w for w in kube.writes if w.method == "DELETE"]
+    assert result.returncode == 1, result.stdout + result.stderr
+    [record] = sorted(records.rglob("*.ipynb"))
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "Roll out"
+    assert summary["error"].startswith("the kernel died at step 2 (Roll out): "), summary["error"]
+    assert lease is None and len(deletes) == 1, "the dead run's Lease is still held"
+    assert summary["notes"]["leases"].startswith("runbook-lock-veza-backend-api: released")
+    assert Ledger(records).verify() == []
+    [row] = Catalog(records).rows(None)
+    assert row["sealed"] and row["failed_step"] == "Roll out"

@@ -21,9 +21,11 @@ from .summary import Summary, masked_parameters, read_summary, summary_bundle
 __all__ = ["finalize_record", "runner_summary"]
 
 
-def _unfinished_step(journal: Path) -> str | None:
-    """The step the journal saw start but never finish: where the kernel died."""
-    started: list[str] = []
+def _unfinished_step(journal: Path) -> tuple[int, str] | None:
+    """The step the journal saw start but never finish, and its number in the run (1 for the
+    first step started): where the kernel died."""
+    started: list[tuple[int, str]] = []
+    count = 0
     try:
         lines = journal.read_text().splitlines()
     except OSError:
@@ -34,21 +36,30 @@ def _unfinished_step(journal: Path) -> str | None:
         except ValueError:
             continue
         if entry.get("event") == "step-started":
-            started.append(entry.get("step"))
-        elif entry.get("event") == "step-finished" and entry.get("step") in started:
-            started.remove(entry.get("step"))
+            count += 1
+            started.append((count, entry.get("step")))
+        elif entry.get("event") == "step-finished":
+            for i in range(len(started) - 1, -1, -1):
+                if started[i][1] == entry.get("step"):
+                    del started[i]
+                    break
     return started[-1] if started else None
 
 
 def runner_summary(*, runbook: str, env: str, run_id: str, parameters: dict[str, Any], error: str,
-                   journal: Path | None, notebook_sha256: str | None, record: str | None) -> Summary:
+                   journal: Path | None, notebook_sha256: str | None, record: str | None,
+                   kernel_died: bool = False, notes: dict[str, str] | None = None) -> Summary:
     """A summary written by the runner for a kernel that died before writing its own."""
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    unfinished = _unfinished_step(journal) if journal else None
+    if kernel_died:
+        where = f"at step {unfinished[0]} ({unfinished[1]})" if unfinished else "outside any step"
+        error = f"the kernel died {where}: {error}"
     return Summary(
         runbook=runbook, env=env, run_id=run_id, outcome="failed", service=parameters.get("service"),
         parameters=masked_parameters(parameters), notebook_sha256=notebook_sha256, record=record, finished=now,
-        failed_step=(_unfinished_step(journal) if journal else None) or "(kernel)", error=redact_object(error),
-        written_by="runbook run (the kernel ended without writing a summary)",
+        failed_step=unfinished[1] if unfinished else "(kernel)", error=redact_object(error),
+        written_by="runbook run (the kernel ended without writing a summary)", notes=dict(notes or {}),
     )
 
 

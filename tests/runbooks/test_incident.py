@@ -42,8 +42,10 @@ def test_bad_parameters_are_refused_before_anything_changes(sandbox: Sandbox) ->
     before = resource_versions(sandbox)
     future = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat(timespec="seconds")
     # Two runs for three refusals: the parameter model names every bad field at once.
-    for params, messages in (([("severity", "P7"), ("triggered_at", future)], ("severity", "in the future")),
-                             ([("service", "veza-payments")], ("unknown service 'veza-payments'",))):
+    for params, messages in (([("severity", "P7"), ("summary", "5xx"), ("triggered_at", future)],
+                              ("severity", "in the future")),
+                             ([("service", "veza-payments"), ("severity", "P2"), ("summary", "payments down")],
+                              ("unknown service 'veza-payments'",))):
         run = sandbox.run("incident_response", *params, ("notify", "none"))
         assert run.exit_code == 2, run.output
         assert run.summary["outcome"] == "rejected", run.summary

@@ -84,3 +84,35 @@ def test_the_lease_is_renewed_while_held(platform: Platform) -> None:
     finally:
         lock.release()
     assert platform.kube.get("leases", LEASE) is None
+
+
+def test_a_dead_runs_lease_is_found_in_its_journal_and_released_only_while_it_holds_it(platform: Platform) -> None:
+    from runbooks_lib.lock import held_leases, release_orphaned
+
+    cluster = platform.cluster()
+    DeployLock(cluster, SERVICE, "run-dead").acquire()  # never released: its kernel died
+    journal = [
+        {"event": "lease-acquired", "lease": LEASE, "namespace": "veza", "holder": "run-dead"},
+        {"event": "lease-acquired", "lease": "runbook-lock-other", "namespace": "veza", "holder": "run-dead"},
+        {"event": "lease-released", "lease": "runbook-lock-other", "namespace": "veza", "holder": "run-dead"},
+    ]
+    assert [e["lease"] for e in held_leases(journal)] == [LEASE]
+    [said] = release_orphaned(cluster, journal)
+    assert said.startswith(f"{LEASE}: released") and platform.kube.get("leases", LEASE) is None
+
+    # taken over meanwhile by another run: left alone
+    platform.kube.add("leases", lease("run-next", renewed_s_ago=1))
+    [said] = release_orphaned(cluster, journal)
+    assert said == f"{LEASE}: no longer held by this run"
+    assert platform.kube.get("leases", LEASE)["spec"]["holderIdentity"] == "run-next"
+
+
+def test_a_lease_is_journaled_in_the_run_that_holds_it(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runbooks_lib.context
+
+    ctx = platform.ctx()
+    monkeypatch.setattr(runbooks_lib.context, "_current", ctx)  # as start() makes it in a kernel
+    with DeployLock(platform.cluster(), SERVICE, ctx.run_id):
+        pass
+    events = [(e["event"], e.get("lease")) for e in ctx.journal.entries() if e["event"].startswith("lease-")]
+    assert events == [("lease-acquired", LEASE), ("lease-released", LEASE)]
