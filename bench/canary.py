@@ -11,8 +11,9 @@ judged steps every 5 s) and prints:
   (1 % vs 5 %, alpha = beta = 0.01) at the true error rate, divided by the canary's request rate;
   our ratio to it (a latency regression has no count-based floor: n/a);
 - a Flagger-style fixed rule on the same looks: checks SR ≥ 99 % and p99 ≤ 500 ms, abort after 5
-  failed checks; at the guide's interval (1 min) that is 5 min for a check failing every time,
-  never for a regression the SLOs do not see.
+  failed checks; and the guide's Flagger config (1 min × 5): 5 min when every minute's check
+  fails, more when a minute's few requests may hold no error (binomial), never for a regression
+  the SLOs do not see.
 
 Then a good canary (v1.6.0 at 5 %, 100 requests/s) is recorded for 40 looks, and 20 good canaries
 are replayed offline from it (block bootstrap of the recorded looks) through our judge and the
@@ -113,6 +114,19 @@ def fixed_rule(windows: list[Any], threshold: int = 5) -> tuple[int | None, floa
     return first, failed / max(len(windows), 1)
 
 
+def guide_rule_s(true_rate: float | None, canary_rps: float, interval_s: float = 60, threshold: int = 5) -> float | None:
+    """Expected time to abort of the guide's Flagger config (1 m interval and window, threshold 5):
+    each minute's success-rate check fails with the binomial chance of more than 1 % errors among
+    that minute's canary requests; p99 checks never fail for a latency regression under the SLO."""
+    from scipy.stats import binom
+
+    if true_rate is None:
+        return None
+    n = max(1, round(canary_rps * interval_s))
+    fail = 1 - binom.cdf(math.floor(0.01 * n), n, true_rate)
+    return interval_s * threshold / fail if fail > 0 else None
+
+
 def layer_of(why: str) -> str:
     return why.split(":", 1)[0]
 
@@ -130,8 +144,8 @@ def run_regressions(box: Sandbox, profile: Any, loads: tuple[float, ...]) -> lis
             tta = run.ctx.figures.get("time_to_abort_s")
             canary_rps = load * 0.05
             requests, floor = floor_s(true_rate, canary_rps)
-            index, share = fixed_rule(run.windows)
-            guide = (60 * 5 / share) if share else None
+            index, _ = fixed_rule(run.windows)
+            guide = guide_rule_s(true_rate, canary_rps)
             rows.append({
                 "load/s": load, "canary req/s": canary_rps, "regression": name, "outcome": run.outcome,
                 "abort at": f"{last.weight:g} %" if last else "-", "layer": layer_of(last.why) if last else "-",

@@ -131,6 +131,15 @@ def test_failed_gates_hold_until_the_threshold_then_abort() -> None:
     assert "failed intervals 3/3" in judge.decisions[-1].why
 
 
+def test_gates_skip_an_interval_with_too_few_requests() -> None:
+    judge = Judge(Policy(failure_threshold=1, gate_min_requests=10))
+    d = judge.judge(window(1, sr=0.5, requests=2, errors=1, canary_series=BASELINE_P99))
+    gates = [c for c in d.checks if c.layer == "1 gates"]
+    assert [c.verdict for c in gates] == ["skipped", "skipped"] and "too few for a rate" in gates[0].why
+    assert d.action == "hold" and judge.failed_intervals == 0  # held for evidence, not aborted
+    assert judge.judge(window(2, sr=0.5, requests=10, errors=5, canary_series=BASELINE_P99)).action == "abort"
+
+
 @pytest.mark.parametrize("extra, verdict", [(50.0, "pass"), (50.5, "fail")])
 def test_tolerated_regression_at_its_edge(extra: float, verdict: str) -> None:
     # baseline 9 ms: the tolerance is max(25 % of 9 ms, 50 ms) = 50 ms; flat series: a point interval

@@ -46,6 +46,7 @@ class Policy:
     success_rate_min: float = 0.99
     p99_max_ms: float = 500.0
     failure_threshold: int = 2  # layer 1: failed intervals before abort (Flagger's threshold)
+    gate_min_requests: int = 10  # layer 1: fewer canary requests in an interval is too few for a rate
     confidence: float = 0.98  # layer 2: two-sided confidence of the shift's interval (Kayenta: 0.98)
     tolerated_increase_pct: float = 25.0  # layer 2: p99 may exceed the baseline by this much...
     tolerated_increase_ms: float = 50.0  # ...and by this many ms before it is a regression
@@ -266,6 +267,14 @@ class Judge:
         p = self.policy
         sr, p99 = w.value("canary_success_rate"), w.value("canary_p99_ms")
         assert sr is not None and p99 is not None
+        requests = w.value("canary_requests") or 0.0
+        if requests < p.gate_min_requests:
+            # One error among three requests is "67 %": a rate of a handful of requests says little
+            # and would abort good canaries on thin traffic; the sequential test weighs them instead.
+            why = f"only {requests:.0f} canary requests in the interval (< {p.gate_min_requests}): too few for a rate"
+            return [Check("1 gates", "canary_success_rate", w.query("canary_success_rate"), sr,
+                          f"≥ {p.success_rate_min:g}", "skipped", why),
+                    Check("1 gates", "canary_p99_ms", w.query("canary_p99_ms"), p99, f"≤ {p.p99_max_ms:g} ms", "skipped", why)]
         return [
             Check("1 gates", "canary_success_rate", w.query("canary_success_rate"), sr, f"≥ {p.success_rate_min:g}",
                   "pass" if sr >= p.success_rate_min else "fail",

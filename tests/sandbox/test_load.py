@@ -159,3 +159,24 @@ def test_since_accepts_iso_times_as_utc() -> None:
     assert parse_since("2025-03-01T12:00:00+02:00") == datetime(2025, 3, 1, 10, tzinfo=timezone.utc)
     with pytest.raises(ValueError, match="not an ISO time"):
         parse_since("10 minutes ago")
+
+
+def test_one_service_gets_its_own_rate_at_run_time(run_workload, generators) -> None:
+    backend = run_workload(f"{REPO}/veza-backend-api:v1.4.0")
+    chat = run_workload(f"{REPO}/veza-chat-server:v1.4.0")
+    generator = LoadGenerator({"veza-backend-api": backend.url, "veza-chat-server": chat.url}, rate_per_s=10, timeout_s=2)
+    generators.append(generator)
+    generator.start()
+    generator.set_rate(60, service="veza-backend-api")  # e.g. enough traffic for a 5 % canary
+    assert generator.rates() == {"veza-backend-api": 60, "veza-chat-server": 10}
+    since = datetime.now(timezone.utc)
+    time.sleep(2.0)
+    report = generator.report(since)
+    assert 90 <= report["veza-backend-api"]["requests"] <= 125, report  # 60/s for 2 s
+    assert 15 <= report["veza-chat-server"]["requests"] <= 22, report  # still 10/s
+    detail = report["veza-backend-api"]["by_version"]["v1.4.0"]
+    assert detail["first"] <= detail["last"] and detail["first"].endswith("Z")
+    generator.set_rate(None, service="veza-backend-api")
+    assert generator.rates()["veza-backend-api"] == 10
+    with pytest.raises(ValueError):
+        generator.set_rate(None)
