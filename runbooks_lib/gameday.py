@@ -1,8 +1,8 @@
 """A game day: a list of runbook runs, each with the outcome it should have, and one table.
 
-The scenarios live in ``parameters/gameday.yaml``. Each run goes through ``run_notebook``
-exactly as ``runbook run`` would, so the game day leaves the same records an on-call engineer
-would; the table at the end says, per run, whether it ended as expected and where its record is.
+The scenarios live in ``parameters/gameday.yaml``. Each run is a ``runbook run`` command of its
+own, exactly as an on-call engineer types it (one process and one kernel per run), so the game
+day leaves the same records an on-call engineer would; the table at the end says, per run, whether it ended as expected and where its record is.
 
 "As expected" is computed from what happened, never assumed: the run's outcome must be the
 expected one *and* the platform must be healthy after it (every Deployment rolled out, and no
@@ -139,29 +139,41 @@ def load_scenarios(path: Path | None = None) -> list[Scenario]:
         raise ParameterError(f"game day scenarios in {path}: {e}") from e
 
 
-def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -> list[ScenarioResult]:
-    from .runner import run_notebook
+def run_scenario(env: str, scenario: Scenario, home: Path) -> tuple[dict[str, Any], Path | None]:
+    """``runbook run NOTEBOOK --env ENV -p ...`` as a command; its summary and record."""
+    import subprocess
+    import sys
 
+    from .records.summary import read_summary
+
+    argv = [sys.executable, "-m", "runbooks_lib.cli", "run", str(home / scenario.notebook), "--env", env]
+    for name, value in scenario.parameters.items():
+        argv += ["-p", name, str(value)]
+    done = subprocess.run(argv, cwd=home, stdout=subprocess.PIPE, text=True, timeout=1800)
+    print(done.stdout, end="", flush=True)
+    record = next((Path(line.removeprefix("record: ")) for line in done.stdout.splitlines()
+                   if line.startswith("record: ")), None)
+    summary = (read_summary(record) if record and record.is_file() else None) or {}
+    if not summary:
+        summary = {"outcome": "rejected" if done.returncode == 2 else "no summary",
+                   "error": f"runbook run exited {done.returncode} without a record"}
+    return summary, record
+
+
+def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -> list[ScenarioResult]:
     home = home or project_home()
     results = []
     for index, scenario in enumerate(scenarios, 1):
         print(f"\n=== [{index}/{len(scenarios)}] {scenario.name}", flush=True)
-        params = [(k, str(v)) for k, v in scenario.parameters.items()]
         started = datetime.now(timezone.utc)
         for command in scenario.before:
             run_before(env, command)
-        try:
-            result = run_notebook(home / scenario.notebook, env, params, home=home)
-        except RunbookError as e:
-            health = platform_health(env) if scenario.healthy_after else None
-            results.append(ScenarioResult(scenario, e.outcome, None, None, str(e), health, started))
-            continue
-        summary = result.summary or {}
+        summary, record = run_scenario(env, scenario, home)
         figure = (summary.get("figures") or {}).get(scenario.figure) if scenario.figure else None
         health = platform_health(env) if scenario.healthy_after else None
         if health is not None:
             print(f"platform after: {'healthy' if health.healthy else 'NOT HEALTHY'} ({health.detail})", flush=True)
-        results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, result.record,
+        results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, record,
                                       summary.get("error"), health, started))
     return results
 

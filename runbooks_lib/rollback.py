@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
     from .context import RunContext
+    from .tables import RowsTable
     from .verdicts import Verdict
 
 __all__ = ["RollbackResult", "RollbackRun", "roll_back", "wait_until_serving"]
@@ -110,10 +111,12 @@ class RollbackRun:
         self.undone: Revision | None = None
         self.result: RollbackResult | None = None
 
-    def history(self) -> "pd.DataFrame":
+    def history(self) -> "RowsTable":
         """The revisions as kubectl reads them, each with its version (from the image) and what
-        the records and the cluster know about it."""
-        from .rollout import history_table
+        the records and the cluster know about it. Plain rows, no pandas: this runs before the
+        rollback, and every second here is a second of the outage."""
+        from .rollout import history_rows
+        from .tables import RowsTable
         from .verdicts import known_verdicts
 
         self.revisions, self.current = revisions_of(self.cluster, self.deployment)
@@ -122,7 +125,8 @@ class RollbackRun:
         for revision in self.revisions:
             if revision.label_warning:
                 print(f"⚠ revision {revision.number}: {revision.label_warning}")
-        return history_table(self.revisions, self.current, {v: d.short() for v, d in self.verdicts.items()})
+        rows = history_rows(self.revisions, self.current, {v: d.short() for v, d in self.verdicts.items()})
+        return RowsTable(f"Revision history of {self.deployment}", rows)
 
     def plan(self) -> str:
         """Which revision we go to, or a clear refusal (exit 2) when there is none or it is known bad."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
 
-__all__ = ["Revision", "set_image", "wait_for_rollout", "history", "history_table", "undo", "CHANGE_CAUSE",
+__all__ = ["Revision", "set_image", "wait_for_rollout", "history", "history_rows", "history_table", "undo", "CHANGE_CAUSE",
            "version_of_image"]
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -146,21 +146,30 @@ def history(cluster: "Cluster", deployment: str) -> list[Revision]:
     return sorted(revisions, key=lambda r: r.number)
 
 
-def history_table(revisions: list[Revision], current: int | None = None,
-                  verdicts: dict[str, str] | None = None) -> "pd.DataFrame":
-    """The history as a table; ``verdicts`` (version → what the records say) adds a column."""
-    import pandas as pd
-
+def history_rows(revisions: list[Revision], current: int | None = None,
+                 verdicts: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The history as plain rows; ``verdicts`` (version → what the records say) adds a column."""
+    warned = any(x.label_warning for x in revisions)
     rows = []
     for r in revisions:
-        row = {"revision": r.number, "current": r.number == current, "version (image)": r.version, "image": r.image}
+        row: dict[str, Any] = {"revision": r.number, "current": r.number == current, "version (image)": r.version,
+                               "image": r.image}
         if verdicts is not None:
             row["known"] = verdicts.get(r.version or "", "")
         row.update({"change-cause": r.change_cause, "replicas": r.replicas, "replica set": r.replica_set,
                     "created": r.created})
-        if any(x.label_warning for x in revisions):
+        if warned:
             row["warning"] = r.label_warning or ""
         rows.append(row)
+    return rows
+
+
+def history_table(revisions: list[Revision], current: int | None = None,
+                  verdicts: dict[str, str] | None = None) -> "pd.DataFrame":
+    """The history as a DataFrame indexed by revision (see ``history_rows``)."""
+    import pandas as pd
+
+    rows = history_rows(revisions, current, verdicts)
     return pd.DataFrame(rows).set_index("revision") if rows else pd.DataFrame()
 
 

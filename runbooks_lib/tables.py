@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Titled", "titled", "show_tables"]
+__all__ = ["Titled", "titled", "show_tables", "RowsTable"]
 
 
 class Titled:
@@ -43,3 +43,28 @@ def show_tables(tables: Mapping[str, "pd.DataFrame"], titles: Mapping[str, str] 
             display(item)
         else:
             print(repr(item))
+
+
+class RowsTable:
+    """A small titled table from plain rows, without pandas: for steps that run before the change,
+    where importing pandas (seconds) would delay the recovery (the rollback's history)."""
+
+    def __init__(self, title: str, rows: list[dict[str, Any]], index: str | None = None) -> None:
+        self.title = title
+        self.rows = rows
+        self.columns = list(rows[0]) if rows else []
+        self.index = index
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
+                                        for c in self.columns) + "</tr>" for r in self.rows)
+        return (f"<h4>{html.escape(self.title)}</h4>\n<table class=\"dataframe\"><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+    def __repr__(self) -> str:
+        cells = [[str(c) for c in self.columns]] + [["" if r.get(c) is None else str(r.get(c)) for c in self.columns]
+                                                     for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+        return "\n".join([self.title, *lines]) if self.rows else f"{self.title}\n(none)"
