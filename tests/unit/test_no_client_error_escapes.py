@@ -163,6 +163,7 @@ def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
     from runbooks_lib.health import HealthCheck
     from runbooks_lib.judgement import judge_version
     from runbooks_lib.metrics import Metrics
+    from runbooks_lib.signals import golden_signals
 
     def health(p: Platform, url: str) -> HealthCheck:
         return HealthCheck(p.ctx("health_check"))
@@ -172,7 +173,7 @@ def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
         "Metrics.vector": lambda p, url: Metrics(url).vector("up"),
         "Metrics.range": lambda p, url: Metrics(url).range("up", minutes=1),
         "Metrics.alert_rules": lambda p, url: Metrics(url).alert_rules(),
-        "Metrics.golden_signals": lambda p, url: Metrics(url).golden_signals(SERVICE),
+        "signals.golden_signals": lambda p, url: golden_signals(Metrics(url), SERVICE),
         "Metrics.wait_for_targets": lambda p, url: Metrics(url).wait_for_targets('job="x"', 1, timeout_s=0.1),
         "Metrics.is_online": lambda p, url: Metrics(url).is_online(),
         "HealthCheck.golden_signals": lambda p, url: health(p, url).golden_signals(),

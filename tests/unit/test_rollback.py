@@ -29,8 +29,10 @@ def test_history_shows_each_revision_with_what_is_known(platform: Platform) -> N
     _mark(platform, 1, "good", "passed checks")
     run = RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE)
     table = run.history()
-    assert list(table.index) == [1, 2, 3] and run.current == 3
-    assert table.loc[3, "current"] and table.loc[1, "known"] == "good: passed checks" and table.loc[2, "known"] == ""
+    rows = {row["revision"]: row for row in table.rows}
+    assert list(rows) == [1, 2, 3] and run.current == 3
+    assert rows[3]["current"] and rows[1]["known"] == "good: passed checks" and rows[2]["known"] == ""
+    assert "Revision history of veza-backend-api" in repr(table) and "good: passed checks" in table._repr_html_()
 
 
 def test_the_plan_is_the_previous_revision_by_default(platform: Platform) -> None:
