@@ -122,8 +122,13 @@ _ORDER = ("test_headless", "test_schedule", "test_deploy", "test_rollback", "tes
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Reorder this folder's tests among themselves; every other test keeps its place."""
+    here = Path(__file__).parent
+
     def module(item: pytest.Item) -> str:
-        return item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        # Only this folder's modules: tests/unit has a test_deploy.py too.
+        if item.module is None or Path(str(item.module.__file__)).parent != here:
+            return ""
+        return item.module.__name__.rsplit(".", 1)[-1]
 
     slots = [i for i, item in enumerate(items) if module(item) in _ORDER]
     ordered = sorted((items[i] for i in slots), key=lambda item: _ORDER.index(module(item)))  # stable
