@@ -52,9 +52,16 @@ class RunKernel:
                                             extra_arguments=["--HistoryManager.hist_file=:memory:"])
 
     def warm_up(self, code: str = WARM_UP) -> None:
-        """Queue imports the notebook will need; they run as soon as the kernel is up."""
-        self._client = self.manager.client()
-        self._client.start_channels()
+        """Queue imports the notebook will need; they run as soon as the kernel is up.
+
+        A blocking client of its own, over the connection file: the manager's asynchronous
+        client, started outside an event loop, left later runs in the same process waiting 60 s
+        for a kernel that never answered (seen with the game day's fourth run)."""
+        from jupyter_client import BlockingKernelClient
+
+        self._client = BlockingKernelClient(connection_file=self.manager.connection_file)
+        self._client.load_connection_file()
+        self._client.start_channels(iopub=False, stdin=False, hb=False, control=False)
         self._client.execute(code, silent=True, store_history=False)
 
     def log_tail(self, lines: int = 5) -> str:
