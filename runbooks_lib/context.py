@@ -181,6 +181,12 @@ class RunContext:
     # -- what a runbook calls ------------------------------------------------------------
 
     @property
+    def record_name(self) -> str | None:
+        """The record's path below the records root, as the runner named it (None in JupyterLab
+        or under plain papermill, where `runbook records seal` names it later)."""
+        return self._facts.get("record")
+
+    @property
     def dry_run(self) -> bool:
         return bool(self.params.get("dry_run", False))
 

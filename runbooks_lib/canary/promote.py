@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..cluster import Cluster
 from ..errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError
+from ..images import version_of_image
 from ..routing import Router, Routes, Target, make_router
 from .judge import Decision, Judge, Policy, Window
 from .measure import Looker
@@ -126,13 +127,22 @@ class CanaryRun:
             primary = self.cluster.deployment(self.params.service)
         except NotFound:
             raise ParameterError(f"no Deployment {self.params.service}: a canary needs the primary it is compared with") from None
-        self.primary_version = (primary["spec"]["template"]["metadata"].get("labels") or {}).get("version")
-        if not self.primary_version:
+        # What runs is the image; the pods' version label only tells them apart for the router
+        # (and `kubectl set image` may have left it stale).
+        primary_label = (primary["spec"]["template"]["metadata"].get("labels") or {}).get("version")
+        containers = primary["spec"]["template"]["spec"].get("containers") or [{}]
+        self.primary_version = version_of_image(containers[0].get("image")) or primary_label
+        if not primary_label:
             raise ParameterError(f"{self.params.service}'s pods carry no version label: the router cannot tell primary from canary")
         if self.primary_version == self.params.version:
             raise ParameterError(f"{self.params.service} already runs {self.params.version}: nothing to canary")
+        if primary_label == self.params.version:
+            raise ParameterError(
+                f"{self.params.service}'s pods are labelled version={primary_label} but run {self.primary_version} "
+                f"(a stale label, e.g. after `kubectl set image`): the router could not tell them from the canary's; "
+                "deploy or relabel the primary first")
         self.target = Target(self.params.service, self.params.service, self.canary,
-                             {"version": self.primary_version}, {"version": self.params.version})
+                             {"version": primary_label}, {"version": self.params.version})
         self.router = make_router(profile, self.cluster, self.target)
         self.plan = [self.router.achievable(100 - w, w) for w in self.steps]  # an impossible split stops here
         self.metrics = Metrics(profile.prometheus.url)

@@ -8,7 +8,6 @@ timeline says what was missing); every change goes through ``mitigation``.
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,7 +41,7 @@ def postmortem_paths(ctx: "RunContext") -> tuple[Path, Path]:
     from ..records.ledger import records_root
 
     root = records_root(ctx.env)
-    relative = os.environ.get("RUNBOOK_RECORD")
+    relative = ctx.record_name
     if relative:
         record = root / relative
     else:  # plain papermill: where `runbook records seal` will put the record
@@ -379,12 +378,12 @@ class IncidentResponse:
     def _record_link(self) -> str:
         from ..records.archive import archive_url
 
-        relative = os.environ.get("RUNBOOK_RECORD") or f"run {self.ctx.run_id}"
+        relative = self.ctx.record_name or f"run {self.ctx.run_id}"
         try:
             archive = archive_url(self.ctx.env)
         except RunbookError:
             archive = None
-        return f"{archive.rstrip('/')}/{relative}" if archive and "RUNBOOK_RECORD" in os.environ else relative
+        return f"{archive.rstrip('/')}/{relative}" if archive and self.ctx.record_name else relative
 
     def timeline_table(self) -> "pd.DataFrame":
         return self.timeline.table(self.triggered)

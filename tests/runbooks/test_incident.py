@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
 
 BACKEND = "veza-backend-api"
 CHAT = "veza-chat-server"
+STREAM = "veza-stream-server"
 
 
 def _now() -> str:
@@ -118,13 +119,14 @@ def _wait_for_restart(sandbox: Sandbox, service: str, timeout_s: float = 40) -> 
 
 
 def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
-    sandbox.kubectl("set", "image", f"deployment/{CHAT}", f"{CHAT}=registry.veza.app/{CHAT}:v1.5.4-crash")
+    # The stream server: the chat server runs blue-green (renamed by colour) after the deploy tests.
+    sandbox.kubectl("set", "image", f"deployment/{STREAM}", f"{STREAM}=registry.veza.app/{STREAM}:v1.5.4-crash")
     try:
-        _wait_for_restart(sandbox, CHAT)
+        _wait_for_restart(sandbox, STREAM)
         down = sandbox.runbook("sandbox", "fault", "prometheus", "--down", "--state-dir", str(sandbox.state_dir))
         assert down.returncode == 0, down.stderr
         try:
-            run = sandbox.run("incident_response", ("service", "all"), ("severity", "P2"), ("summary", "chat down"),
+            run = sandbox.run("incident_response", ("service", "all"), ("severity", "P2"), ("summary", "stream down"),
                               ("notify", "none"))
         finally:
             up = sandbox.runbook("sandbox", "fault", "prometheus", "--clear", "--state-dir", str(sandbox.state_dir))
@@ -136,16 +138,16 @@ def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
         assert "recovery UNKNOWN: Prometheus could not be asked" in text
         draft = postmortem(run)
         assert "Evidence that could not be read: golden signals: Prometheus at" in draft
-        for moment in ("triggered", "acknowledged", "snapshot taken", f"deploy: {CHAT}"):
+        for moment in ("triggered", "acknowledged", "snapshot taken", f"deploy: {STREAM}"):
             assert f"| {moment} |" in draft.split("## Timeline (UTC)")[1], moment
         previous = text.split("(previous instance)")[1][:400] if "(previous instance)" in text else ""
         assert previous, "the snapshot shows no previous instance of the restarted container"
         if previous.startswith(" — not available"):
             pytest.xfail(f"the sandbox does not serve previous-instance logs:{previous[:160]}")
-        assert f"panic: {CHAT} v1.5.4-crash failed to start" in previous
+        assert f"panic: {STREAM} v1.5.4-crash failed to start" in previous
     finally:
-        sandbox.kubectl("rollout", "undo", f"deployment/{CHAT}")
-        sandbox.kubectl("rollout", "status", f"deployment/{CHAT}", "--timeout=60s")
+        sandbox.kubectl("rollout", "undo", f"deployment/{STREAM}")
+        sandbox.kubectl("rollout", "status", f"deployment/{STREAM}", "--timeout=60s")
 
 
 def test_restart_and_scale_mitigations_go_through_the_library(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,13 +162,15 @@ def test_restart_and_scale_mitigations_go_through_the_library(sandbox: Sandbox, 
     cluster = Cluster(profile)
     service = "veza-frontend"
     pods_before = {p.name for p in cluster.pod_states(f"app={service}")}
+    replicas = cluster.deployment_state(service).desired  # the catalog's count (2)
     restart = execute_mitigation(cluster, profile, plan_mitigation("restart", service, service), run_id="test-restart",
                                  execute=True)
-    assert restart.executed and "restarted veza-frontend: 1/1 new pods ready" in restart.detail
+    assert restart.executed and f"restarted veza-frontend: {replicas}/{replicas} new pods ready" in restart.detail
     assert not pods_before & {p.name for p in cluster.pod_states(f"app={service}") if not p.deleting}
-    scaled = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, current_replicas=1),
+    scaled = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, current_replicas=replicas),
                                 run_id="test-scale", execute=True)
-    assert scaled.plan.replicas == 2 and "scaled veza-frontend to 2/2 ready replicas" in scaled.detail
-    back = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, replicas=1),
+    doubled = 2 * replicas
+    assert scaled.plan.replicas == doubled and f"scaled veza-frontend to {doubled}/{doubled} ready replicas" in scaled.detail
+    back = execute_mitigation(cluster, profile, plan_mitigation("scale", service, service, replicas=replicas),
                               run_id="test-scale", execute=True)
-    assert back.executed and cluster.deployment_state(service).desired == 1
+    assert back.executed and cluster.deployment_state(service).desired == replicas
