@@ -28,7 +28,10 @@ INTERVAL_S = 5
 
 
 def primary_version(sandbox: Sandbox, service: str) -> str:
-    return sandbox.deployment(service)["spec"]["template"]["metadata"]["labels"]["version"]
+    """What the primary runs: its image's tag (the rollback tests leave a stale version label on
+    the stream server with a plain `kubectl set image`, as on-call engineers do)."""
+    image = sandbox.deployment(service)["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image.rsplit(":", 1)[1]
 
 
 def decision_lines(run: Run) -> list[str]:
