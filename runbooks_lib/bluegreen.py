@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from .checks import pod_checks, smoke_checks
+from .checks import error_budget_check, pod_checks, smoke_checks
 from .deploy import Deployment, diff_objects
 from .errors import CheckFailed, NoData
 from .rollout import CHANGE_CAUSE, wait_for_rollout
@@ -124,14 +124,18 @@ class BlueGreen:
         return f"{self.green} ready: {state.ready}/{state.desired} replicas of {self.deploy.params.version}"
 
     def test_green(self) -> dict[str, "pd.DataFrame"]:
-        """Health of every green pod and smoke requests sent to one green pod directly."""
+        """Health of every green pod, smoke requests to one green pod, then enough requests over all
+        green pods to tell an error rate over the SLO's budget from one within it: green gets no
+        user traffic before the flip, so Prometheus has nothing to judge it on yet."""
         if self.cluster.dry_run:
             return {}
         selector = f"app={self.service},color={self.new_colour}"
+        port = self.deploy.spec.port
         pods = pod_checks(self.cluster, self.service, self.deploy.spec, label_selector=selector)
-        first_ip = pods["ip"].iloc[0]
-        smoke = smoke_checks(f"http://{first_ip}:{self.deploy.spec.port}", self.deploy.spec)
-        return {"pods": pods, "smoke": smoke}
+        smoke = smoke_checks(f"http://{pods['ip'].iloc[0]}:{port}", self.deploy.spec)
+        budget = error_budget_check([f"http://{ip}:{port}" for ip in pods["ip"]], self.deploy.spec,
+                                    success_rate_min=self.deploy.ctx.profile.slo.success_rate_min)
+        return {"pods": pods, "smoke": smoke, "budget": budget}
 
     def flip(self, colour: str | None = None) -> Flip:
         """Point the Service at ``colour`` (default: the new one)."""

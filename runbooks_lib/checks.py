@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster
     from .profiles import ServiceSpec
 
-__all__ = ["service_url", "pod_checks", "smoke_checks", "serving_versions"]
+__all__ = ["service_url", "pod_checks", "smoke_checks", "error_budget_check", "serving_versions"]
 
 
 def service_url(cluster: "Cluster", service: str) -> str:
@@ -97,6 +97,56 @@ def smoke_checks(base_url: str, spec: "ServiceSpec", *, requests_per_route: int 
     table = pd.DataFrame(rows).set_index("route")
     if failures:
         raise CheckFailed("smoke checks failed: " + "; ".join(failures))
+    return table
+
+
+def error_budget_check(base_urls: list[str], spec: "ServiceSpec", *, success_rate_min: float,
+                       requests_total: int = 300, significance: float = 0.01, workers: int = 8,
+                       timeout_s: float = 3) -> "pd.DataFrame":
+    """Send ``requests_total`` requests over ``base_urls`` (round robin, every critical route) and fail
+    when the failures are too many for a version that meets the SLO.
+
+    Smoke requests prove that each route answers; they cannot tell an 8 % error rate from a 1 %
+    budget (ten requests all pass at 8 % errors 43 % of the time). Here the decision is a one-sided
+    binomial test: with an error budget of ``1 - success_rate_min``, how likely is it to see this
+    many failures or more? Below ``significance`` the version is over budget. At 300 requests and a
+    1 % budget, 9 failures fail the check, and an 8 % error rate passes it about once in 10 000.
+    """
+    import pandas as pd
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+    from scipy.stats import binomtest
+
+    if not base_urls:
+        raise CheckFailed("no pod to send the error-budget requests to")
+    routes = spec.smoke_routes or ("/",)
+    targets = [base_urls[i % len(base_urls)] + routes[i % len(routes)] for i in range(requests_total)]
+    sessions: dict[int, Any] = {}
+
+    def one(url: str) -> tuple[int | None, float]:
+        import threading
+
+        session = sessions.setdefault(threading.get_ident(), requests.Session())
+        code, ms, _ = _get(session, url, timeout_s)
+        return code, ms
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, targets))
+    for session in sessions.values():
+        session.close()
+    failed = sum(1 for code, _ in results if code is None or code >= 500)
+    budget = 1 - success_rate_min
+    p_value = binomtest(failed, requests_total, budget, alternative="greater").pvalue if budget > 0 else (1.0 if failed == 0 else 0.0)
+    latencies = sorted(ms for _, ms in results)
+    table = pd.DataFrame([{
+        "pods": len(base_urls), "requests": requests_total, "failed": failed,
+        "error rate": f"{failed / requests_total:.2%}", "budget": f"{budget:.2%}",
+        "p-value (over budget)": round(p_value, 4), "p99 ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
+        "decision": "over budget" if p_value < significance else "within budget",
+    }]).set_index("requests")
+    if p_value < significance:
+        raise CheckFailed(f"error budget: {failed}/{requests_total} requests failed ({failed / requests_total:.1%}); "
+                          f"a version within the {budget:.1%} budget shows that many with p = {p_value:.2g} < {significance:g}")
     return table
 
 

@@ -33,6 +33,7 @@ __all__ = ["DeployParams", "Deployment", "SECRET_NAME", "vault_key_to_secret_key
 
 SECRET_NAME = "veza-secrets"
 VERIFY_TITLES = {"pods": "New pods: health, readiness, version", "smoke": "Smoke requests",
+                 "budget": "Requests to the new pods vs the SLO's error budget (binomial test)",
                  "signals": "Golden signals of the new version vs SLOs"}
 # Pods that will never become ready without a human: fail at once instead of waiting.
 _HOPELESS = {"ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}

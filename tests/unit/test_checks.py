@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runbooks_lib.checks import pod_checks, service_url, serving_versions, smoke_checks
+from runbooks_lib.checks import error_budget_check, pod_checks, service_url, serving_versions, smoke_checks
 from runbooks_lib.errors import CheckFailed, NotFound
 
 from ..kube_stub import HTTPStub, pod
@@ -78,3 +78,26 @@ def test_service_url_is_the_cluster_ip_and_port(platform: Platform) -> None:
     platform.kube.update("services", SERVICE, lambda s: s["spec"].update(clusterIP="None"))
     with pytest.raises(NotFound, match="has no cluster IP"):
         service_url(platform.cluster(), SERVICE)
+
+
+@pytest.mark.parametrize("failures, over_budget", [(2, False), (8, False), (9, True), (24, True)])
+def test_the_error_budget_check_decides_by_a_binomial_test(platform: Platform, failures: int, over_budget: bool) -> None:
+    # 300 requests against a 1 % budget: up to 8 failures is within it (p ≥ 0.01), 9 is not.
+    platform.app.fail(r"/api/v1/health", status=500, times=failures)
+    spec = platform.profile.services.get(SERVICE)
+    if over_budget:
+        with pytest.raises(CheckFailed, match=rf"error budget: {failures}/300 requests failed .* p = [0-9.e-]+ < 0.01"):
+            error_budget_check([platform.app.url], spec, success_rate_min=0.99)
+        return
+    table = error_budget_check([platform.app.url], spec, success_rate_min=0.99)
+    row = table.loc[300]
+    assert row["failed"] == failures and row["decision"] == "within budget"
+    assert row["p-value (over budget)"] >= 0.01
+
+
+def test_the_error_budget_requests_are_spread_over_every_pod(platform: Platform) -> None:
+    with HTTPStub() as other:
+        error_budget_check([platform.app.url, other.url], platform.profile.services.get(SERVICE),
+                           success_rate_min=0.99, requests_total=40)
+        assert len(other.requests) == 20
+    assert sum(1 for r in platform.app.requests if r.path == "/api/v1/health") == 20
