@@ -34,7 +34,7 @@ from runbooks_lib.dr.postgres import libpq_env, tool, with_database
 from runbooks_lib.dr.restore import fetch_verified, restore_into, verify_restored
 from runbooks_lib.dr.store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore
 from runbooks_lib.profiles import BackupSettings, VaultSettings, VaultAuth
-from runbooks_lib.secrets import Vault
+from runbooks_lib.vault import Vault
 from runbooks_sandbox.servers import OpenBaoServer, PostgresCluster
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from .checks import error_budget_check, pod_checks, smoke_checks
-from .deploy import Deployment, diff_objects
+from .deploy import DeployRun, diff_objects
 from .errors import CheckFailed, NoData
 from .rollout import CHANGE_CAUSE, wait_for_rollout
 from .routing import SelectorRouter, Target
@@ -39,21 +39,22 @@ def _other(colour: str) -> str:
 
 
 class BlueGreen:
-    """The blue-green part of a Deployment run."""
+    """The blue-green part of a deploy run. ``live`` and ``new`` name Deployments; their colours
+    alternate from one deploy to the next (``live_colour``, ``new_colour``)."""
 
-    def __init__(self, deploy: Deployment) -> None:
+    def __init__(self, deploy: DeployRun) -> None:
         self.deploy = deploy
         self.cluster = deploy.cluster
         self.service = deploy.params.service
-        self.blue = deploy.deployment_name  # the live Deployment, whatever its colour
-        self.live_colour = self._template_colour(self.blue) or "blue"
+        self.live = deploy.deployment_name  # the live Deployment, whatever its colour
+        self.live_colour = self._template_colour(self.live) or "blue"
         self.new_colour = _other(self.live_colour)
-        self.green = f"{self.service}-{self.new_colour}"
+        self.new = f"{self.service}-{self.new_colour}"  # the Deployment being tested, then flipped to
         self.flips: list[Flip] = []
         # Traffic moves through the Service-selector router (routing.SelectorRouter): the live
         # colour is the "primary", the new colour the "canary"; a flip is 0/100, a flip-back 100/0.
         self.router = SelectorRouter(self.cluster, Target(
-            service=self.service, primary=self.blue, canary=self.green,
+            service=self.service, primary=self.live, canary=self.new,
             primary_labels={"color": self.live_colour}, canary_labels={"color": self.new_colour}))
 
     def run(self) -> None:
@@ -65,15 +66,15 @@ class BlueGreen:
         ctx = self.deploy.ctx
         with ctx.step("Prepare blue"):
             print(self.prepare())
-        with ctx.step("Deploy and test green"), self.abandon_green_on_failure():
-            print(self.deploy_green())
-            show_tables(self.test_green(), VERIFY_TITLES)
+        with ctx.step("Deploy and test green"), self.abandon_new_on_failure():
+            print(self.deploy_new())
+            show_tables(self.test_new(), VERIFY_TITLES)
         with ctx.step("Flip traffic"):
             print(self.flip_to_new())
         with ctx.step("Monitor"):
             show_tables({"signals": self.monitor()}, VERIFY_TITLES)
         with ctx.step("Retire the old colour"):
-            print(self.retire_blue())
+            print(self.retire_live())
 
     def _template_colour(self, name: str) -> str | None:
         labels = self.cluster.deployment(name)["spec"]["template"]["metadata"].get("labels") or {}
@@ -85,23 +86,23 @@ class BlueGreen:
     def prepare(self) -> str:
         """Label the live pods with their colour and pin the Service to it."""
         notes = []
-        if self._template_colour(self.blue) is None:
-            self.cluster.patch_deployment(self.blue, {"spec": {"template": {"metadata": {"labels": {"color": self.live_colour}}}}},
+        if self._template_colour(self.live) is None:
+            self.cluster.patch_deployment(self.live, {"spec": {"template": {"metadata": {"labels": {"color": self.live_colour}}}}},
                                           what=f"label the pods color={self.live_colour}")
             if not self.cluster.dry_run:
-                wait_for_rollout(self.cluster, self.blue, self.deploy.ctx.profile.timeouts.rollout_s)
-            notes.append(f"labelled {self.blue}'s pods color={self.live_colour} (rolling restart)")
+                wait_for_rollout(self.cluster, self.live, self.deploy.ctx.profile.timeouts.rollout_s)
+            notes.append(f"labelled {self.live}'s pods color={self.live_colour} (rolling restart)")
         if self._selector().get("color") != self.live_colour:
             self.router.setup()
             notes.append(f"pinned service {self.service} to color={self.live_colour}")
-        return "; ".join(notes) or f"{self.blue} is {self.live_colour} and serves all traffic"
+        return "; ".join(notes) or f"{self.live} is {self.live_colour} and serves all traffic"
 
-    def deploy_green(self) -> str:
+    def deploy_new(self) -> str:
         """Create ``<service>-<colour>`` running the new version beside the live one, and wait."""
-        live = self.cluster.deployment(self.blue)
+        live = self.cluster.deployment(self.live)
         body = {
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": self.green, "labels": dict(live["metadata"].get("labels") or {}, color=self.new_colour,
+            "metadata": {"name": self.new, "labels": dict(live["metadata"].get("labels") or {}, color=self.new_colour,
                                                              version=self.deploy.params.version),
                          "annotations": {CHANGE_CAUSE: self.deploy._change_cause()}},
             "spec": copy.deepcopy(live["spec"]),
@@ -116,14 +117,14 @@ class BlueGreen:
             if container["name"] == self.service:
                 container["image"] = self.deploy.image
         created = self.cluster.create_deployment(body)
-        self.deploy.diffs[self.green] = diff_objects(live, created)
+        self.deploy.diffs[self.new] = diff_objects(live, created)
         if self.cluster.dry_run:
-            return f"dry run: {self.green} would be created\n\n{self.deploy.diffs[self.green]}"
-        state = wait_for_rollout(self.cluster, self.green, self.deploy.ctx.profile.timeouts.rollout_s,
+            return f"dry run: {self.new} would be created\n\n{self.deploy.diffs[self.new]}"
+        state = wait_for_rollout(self.cluster, self.new, self.deploy.ctx.profile.timeouts.rollout_s,
                                  on_progress=self.deploy._fail_fast)
-        return f"{self.green} ready: {state.ready}/{state.desired} replicas of {self.deploy.params.version}"
+        return f"{self.new} ready: {state.ready}/{state.desired} replicas of {self.deploy.params.version}"
 
-    def test_green(self) -> dict[str, "pd.DataFrame"]:
+    def test_new(self) -> dict[str, "pd.DataFrame"]:
         """Health of every green pod, smoke requests to one green pod, then enough requests over all
         green pods to tell an error rate over the SLO's budget from one within it: green gets no
         user traffic before the flip, so Prometheus has nothing to judge it on yet."""
@@ -159,14 +160,14 @@ class BlueGreen:
         return f"service {self.service} now selects color={self.new_colour}: {self.deploy.params.version} serves 100 % after {flip_s:.2f} s"
 
     @contextlib.contextmanager
-    def abandon_green_on_failure(self) -> Iterator[None]:
+    def abandon_new_on_failure(self) -> Iterator[None]:
         """Before the flip, a failing green is deleted; blue never stopped serving."""
         try:
             yield
         except Exception:
             if not self.cluster.dry_run:
-                print(f"✗ green failed before any traffic reached it: deleting {self.green}; {self.blue} keeps serving")
-                self._delete(self.green)
+                print(f"✗ {self.new_colour} failed before any traffic reached it: deleting {self.new}; {self.live} keeps serving")
+                self._delete(self.new)
                 self.deploy.ctx.figure("rolled_back", True)
                 self.deploy.ctx.verdict(self.service, self.deploy.params.version, "bad",
                                         "blue-green: green failed its checks before the flip")
@@ -186,16 +187,16 @@ class BlueGreen:
             flip_back_s = self._wait_serving(self.live_colour_version(), since=flip_back.at)
             self.deploy.ctx.figure("flip_back_s", flip_back_s)
             self.deploy.ctx.figure("rolled_back", True)
-            self._delete(self.green)
+            self._delete(self.new)
             self.deploy.ctx.verdict(self.service, self.deploy.params.version, "bad",
                                     f"blue-green: flipped back after the flip: {failure}")
-            raise CheckFailed(f"{failure} — flipped back to {self.live_colour} in {flip_back_s:.2f} s and deleted {self.green}") from failure
+            raise CheckFailed(f"{failure} — flipped back to {self.live_colour} in {flip_back_s:.2f} s and deleted {self.new}") from failure
 
     def live_colour_version(self) -> str | None:
         """What the old colour runs: read from its image (a label may be stale)."""
         from .images import version_of_image
 
-        return version_of_image(self.cluster.deployment_state(self.blue).image)
+        return version_of_image(self.cluster.deployment_state(self.live).image)
 
     def _wait_serving(self, version: str | None, since: float) -> float:
         from .rollback import wait_until_serving
@@ -212,7 +213,7 @@ class BlueGreen:
     def _delete(self, name: str) -> None:
         self.cluster.delete_deployment(name)  # already gone is fine
 
-    def retire_blue(self) -> str:
+    def retire_live(self) -> str:
         """The new colour is good: delete the old Deployment (guide: decommission blue)."""
-        self._delete(self.blue)
-        return f"deleted {self.blue}; {self.green} ({self.deploy.params.version}) serves {self.service}"
+        self._delete(self.live)
+        return f"deleted {self.live}; {self.new} ({self.deploy.params.version}) serves {self.service}"

@@ -1,6 +1,6 @@
 """Deploying a new version of one service: the guide's sections 3–8 and 12.
 
-``Deployment`` carries one deploy run: the pre-deployment checklist, the lock, the secrets
+``DeployRun`` carries one deploy run: the pre-deployment checklist, the lock, the secrets
 from Vault, the rollout (rolling, or blue-green in ``bluegreen``), the post-deploy checks,
 and the automatic rollback when any check fails. Each method is one notebook step and
 returns a table for the record; failures raise CheckFailed with the numbers behind them.
@@ -73,7 +73,7 @@ def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 @dataclass
-class Deployment:
+class DeployRun:
     """One deploy of one service to one environment."""
 
     ctx: "RunContext"
@@ -208,7 +208,7 @@ class Deployment:
 
         import pandas as pd
 
-        from .secrets import Vault, fingerprint
+        from .vault import Vault, fingerprint
 
         values = Vault(self.ctx.profile.vault).read()
         wanted = {vault_key_to_secret_key(k): v for k, v in values.items()}

@@ -153,7 +153,7 @@ class HealthCheck:
         """Vault reachable, initialised and unsealed; the runbooks' secret path readable (keys only)."""
         import pandas as pd
 
-        from .secrets import Vault
+        from .vault import Vault
 
         vault = Vault(self.profile.vault)
         health = vault.health()

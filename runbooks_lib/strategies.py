@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .deploy import Deployment
+    from .deploy import DeployRun
 
 __all__ = ["roll_out_and_verify"]
 
 
-def roll_out_and_verify(deploy: "Deployment") -> None:
+def roll_out_and_verify(deploy: "DeployRun") -> None:
     """Roll the new version out with the deploy's strategy, checks and automatic undo included."""
     if deploy.params.strategy == "blue-green":
         from .bluegreen import BlueGreen

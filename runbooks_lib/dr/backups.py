@@ -22,7 +22,7 @@ from .store import DUMP_SUFFIX, KEY_SUFFIX, MANIFEST_SUFFIX, BackupStore, Manife
 
 if TYPE_CHECKING:
     from ..profiles import BackupSettings
-    from ..secrets import Vault
+    from ..vault import Vault
 
 __all__ = ["take_backup", "table_row_counts", "backup_name", "MARKER_TABLE"]
 

@@ -72,7 +72,7 @@ class Drill:
 
     def __post_init__(self) -> None:
         from ..cluster import Cluster
-        from ..secrets import Vault
+        from ..vault import Vault
         from .store import BackupStore
 
         profile = self.ctx.profile

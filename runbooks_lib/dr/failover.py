@@ -27,7 +27,7 @@ from .heartbeat import Beat, HeartbeatWriter, failover_gap, lost_rows, newest_be
 if TYPE_CHECKING:
     from ..cluster import Cluster
     from ..profiles import Profile
-    from ..secrets import Vault
+    from ..vault import Vault
 
 __all__ = ["FailoverReport", "DatabaseFailover", "run_drill_command", "promote", "SECRET_NAME", "SECRET_KEY"]
 

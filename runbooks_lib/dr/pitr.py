@@ -31,7 +31,7 @@ from .postgres import libpq_env, last_lines, tool, sql_errors
 
 if TYPE_CHECKING:
     from ..profiles import BackupSettings
-    from ..secrets import Vault
+    from ..vault import Vault
 
 __all__ = ["BaseBackup", "take_base_backup", "archived_up_to", "force_wal_switch", "RecoveredInstance", "recover_to_time"]
 

@@ -26,7 +26,7 @@ from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest
 
 if TYPE_CHECKING:
     from ..profiles import BackupSettings
-    from ..secrets import Vault
+    from ..vault import Vault
 
 __all__ = ["Check", "RestoreReport", "fetch_verified", "restore_and_verify", "restore_into"]
 

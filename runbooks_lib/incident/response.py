@@ -231,9 +231,7 @@ class IncidentResponse:
     # -- 5. mitigate ---------------------------------------------------------------------------
 
     def _deployment_of(self, service: str) -> str:
-        from ..deploy import Deployment, DeployParams
-
-        return Deployment(self.ctx, DeployParams(service=service, version="probe", dry_run=True)).deployment_name
+        return self.cluster.live_deployment(service)
 
     def mitigate(self) -> str:
         """Execute the chosen mitigation when allowed, else say what it would be."""

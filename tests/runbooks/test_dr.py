@@ -44,7 +44,7 @@ def _primary(profile: Any) -> str:
 def test_backup_is_encrypted_and_restores_with_every_check(live: Any, store: Any) -> None:
     from runbooks_lib.dr.backups import take_backup
     from runbooks_lib.dr.restore import restore_and_verify
-    from runbooks_lib.secrets import Vault
+    from runbooks_lib.vault import Vault
     from runbooks_sandbox.servers.veza_schema import SEED_COUNTS
 
     vault = Vault(live.vault)
@@ -73,7 +73,7 @@ def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: A
 
     from runbooks_lib.dr.backups import take_backup
     from runbooks_lib.dr.restore import restore_and_verify
-    from runbooks_lib.secrets import Vault
+    from runbooks_lib.vault import Vault
 
     vault = Vault(live.vault)
     manifest = take_backup(_primary(live), vault, live.backups, store=store)
@@ -99,7 +99,7 @@ def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: A
 
 def test_vault_unreachable_fails_the_backup_and_leaves_nothing(live: Any, store: Any) -> None:
     from runbooks_lib.dr.backups import take_backup
-    from runbooks_lib.secrets import Vault
+    from runbooks_lib.vault import Vault
 
     down = Vault(live.vault.model_copy(update={"address": "http://127.0.0.1:9"}))
     tmp_before = set(os.listdir(tempfile.gettempdir()))
@@ -115,7 +115,7 @@ def test_point_in_time_recovery_keeps_rows_before_the_target_only(live: Any) -> 
 
     from runbooks_lib.database import connect
     from runbooks_lib.dr.pitr import archived_up_to, force_wal_switch, recover_to_time, take_base_backup
-    from runbooks_lib.secrets import Vault
+    from runbooks_lib.vault import Vault
 
     vault, dsn = Vault(live.vault), _primary(live)
     base = take_base_backup(dsn, vault, live.backups)

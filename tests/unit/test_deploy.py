@@ -7,7 +7,7 @@ import json
 import pytest
 
 from runbooks_lib.context import _validate
-from runbooks_lib.deploy import DeployParams, Deployment, diff_objects, vault_key_to_secret_key
+from runbooks_lib.deploy import DeployParams, DeployRun, diff_objects, vault_key_to_secret_key
 from runbooks_lib.errors import (BackendUnavailable, CheckFailed, LockHeld, NoData, ParameterError, ProfileError,
                                  RunbookTimeout)
 from runbooks_lib.verdicts import VERDICT_ANNOTATION
@@ -16,9 +16,9 @@ from ..kube_stub import pod
 from .conftest import SERVICE, Platform, image
 
 
-def deploy(platform: Platform, **params: object) -> Deployment:
+def deploy(platform: Platform, **params: object) -> DeployRun:
     values = DeployParams(**{"service": SERVICE, "version": "v1.7.0", "analysis_s": 0, **params})  # type: ignore[arg-type]
-    return Deployment(platform.ctx("deploy", **values.model_dump()), values)
+    return DeployRun(platform.ctx("deploy", **values.model_dump()), values)
 
 
 # -- parameters ---------------------------------------------------------------------------------

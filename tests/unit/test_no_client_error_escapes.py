@@ -92,7 +92,7 @@ def assert_only_runbook_errors(call: Callable[[], Any], failure: str) -> None:
 
 def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
     from runbooks_lib import checks, rollout, verdicts
-    from runbooks_lib.deploy import DeployParams, Deployment
+    from runbooks_lib.deploy import DeployParams, DeployRun
     from runbooks_lib.guard import check_cluster_identity
     from runbooks_lib.health import HealthCheck
     from runbooks_lib.lock import DeployLock
@@ -133,7 +133,7 @@ def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
         "DeployLock.read": lambda p: DeployLock(p.cluster(), SERVICE, "run-a").read(),
         "roll_back": lambda p: roll_back(p.cluster(), SERVICE, timeout_s=0.1),
         "RollbackRun.history": lambda p: RollbackRun(p.ctx("rollback", service=SERVICE), SERVICE).history(),
-        "Deployment.checklist": lambda p: Deployment(p.ctx(**params.model_dump()), params).checklist(),
+        "DeployRun.checklist": lambda p: DeployRun(p.ctx(**params.model_dump()), params).checklist(),
         "HealthCheck.workloads": lambda p: HealthCheck(p.ctx("health_check")).workloads(),
         "HealthCheck.events": lambda p: HealthCheck(p.ctx("health_check")).events(),
     }
@@ -142,7 +142,7 @@ def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
 # Every call goes through the one client kube.api_client makes, whose deadline is the same for all:
 # the slow "timeout" case (the client retries a GET three times) runs for a few calls of each shape.
 TIMED = {"Cluster.deployment", "Cluster.pod_states", "Cluster.patch_deployment", "Cluster.delete_lease",
-         "guard.check_cluster_identity", "rollout.undo", "DeployLock.acquire", "Deployment.checklist"}
+         "guard.check_cluster_identity", "rollout.undo", "DeployLock.acquire", "DeployRun.checklist"}
 KUBE_CASES = [(name, failure) for name in _kube_calls() for failure in FAILURES
               if failure != "timeout" or name in TIMED]
 
@@ -196,9 +196,9 @@ def test_a_failing_prometheus(platform: Platform, monkeypatch: pytest.MonkeyPatc
 # -- Vault --------------------------------------------------------------------------------------
 
 def _vault_calls() -> dict[str, Callable[[Platform], Any]]:
-    from runbooks_lib.deploy import DeployParams, Deployment
+    from runbooks_lib.deploy import DeployParams, DeployRun
     from runbooks_lib.health import HealthCheck
-    from runbooks_lib.secrets import Vault
+    from runbooks_lib.vault import Vault
 
     params = DeployParams(service=SERVICE, version="v1.7.0")
     return {
@@ -207,7 +207,7 @@ def _vault_calls() -> dict[str, Callable[[Platform], Any]]:
         "Vault.health": lambda p: Vault(p.profile.vault).health(),
         "Vault.token_identity": lambda p: Vault(p.profile.vault).token_identity(),
         "HealthCheck.vault": lambda p: HealthCheck(p.ctx("health_check")).vault(),
-        "Deployment.sync_secrets": lambda p: Deployment(p.ctx(**params.model_dump()), params).sync_secrets(),
+        "DeployRun.sync_secrets": lambda p: DeployRun(p.ctx(**params.model_dump()), params).sync_secrets(),
     }
 
 

@@ -1,4 +1,4 @@
-"""secrets: hvac against a fake OpenBao; each failure is a project error, no value is ever shown."""
+"""vault: hvac against a fake OpenBao; each failure is a project error, no value is ever shown."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from runbooks_lib.errors import BackendUnavailable, GuardRefused, NotFound, ParameterError
 from runbooks_lib.profiles import VaultSettings
 from runbooks_lib.records.secret import SecretValue
-from runbooks_lib.secrets import Vault, fingerprint
+from runbooks_lib.vault import Vault, fingerprint
 
 from ..kube_stub import HTTPStub
 from .backends import VaultStub
