@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 import pickle
+import random
 import secrets
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 
 from runbooks_lib.records import redaction
-from runbooks_lib.records.redaction import FingerprintStore, find_shapes, redact, register_secret
+from runbooks_lib.records.redaction import FingerprintFinder, FingerprintStore, find_shapes, redact, register_secret
 from runbooks_lib.records.seal import mask_injected_parameters, scan_notebook
 from runbooks_lib.records.secret import SecretValue
 
@@ -76,6 +77,32 @@ def test_fingerprints_find_a_value_without_storing_it(tmp_path: Path) -> None:
     finder = FingerprintStore.default().finder()
     assert finder.find(f"abc {value} def") == [(4, len(value))]
     assert finder.find("nothing here") == []
+
+
+def test_the_rolling_prefilter_finds_what_hashing_every_window_finds(tmp_path: Path) -> None:
+    # Values with non-ASCII characters and of several lengths, planted in a long text that
+    # has multi-byte characters before them: the prefilter's windows count characters too.
+    values = ["ünï-" + secrets.token_hex(10), "€uro-" + secrets.token_urlsafe(30), "Plain-" + secrets.token_hex(4)]
+    for value in values:
+        register_secret(value)
+    rng = random.Random(7)
+    text = "".join(rng.choice("abcdefghij é€😀\n") for _ in range(50_000))
+    for offset, value in zip((10, 25_000, 49_900), values):
+        text = text[:offset] + value + text[offset + len(value):]
+    fast = FingerprintStore.default().finder()
+    every_window = FingerprintFinder(fast.salt, fast.by_length, prefilters={})  # no prefilter: hash every window
+    found = fast.find(text)
+    assert found == every_window.find(text)
+    assert {(offset, length) for offset, length in found} >= {(10, len(values[0])), (25_000, len(values[1])), (49_900, len(values[2]))}
+
+
+def test_fingerprints_written_before_prefilters_are_still_found(tmp_path: Path) -> None:
+    value = "Old-" + secrets.token_hex(8)
+    register_secret(value)
+    path = tmp_path / "fp" / "fingerprints.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "pf"}) + "\n"
+                            for line in path.read_text().splitlines()))
+    assert FingerprintStore.default().finder().find(f"x {value} y") == [(2, len(value))]
 
 
 def test_scan_names_cell_and_output_and_masks_parameters() -> None:
