@@ -44,7 +44,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     NoData when Prometheus saw no traffic and CheckFailed, with the numbers, when an SLO is missed.
     """
     import pandas as pd
-    from tqdm import tqdm  # text bars: they stay readable in the record
+    from .bars import progress_bar
 
     from .metrics import Metrics
     from .signals import golden_signals
@@ -57,7 +57,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     metrics = Metrics(ctx.profile.prometheus.url)
     # Judge only once Prometheus scrapes every pod: a window without them says nothing.
     metrics.wait_for_targets(selector, len(pods), timeout_s=30, what=f"{len(pods)} pods of {service} {version}")
-    for _ in tqdm(range(int(observe_s)), desc=f"observing {version}", unit="s"):
+    for _ in progress_bar(range(int(observe_s)), desc=f"observing {version}", unit="s"):
         time.sleep(1)
     window = f"{max(int(observe_s), 5)}s"
     signals = golden_signals(metrics, service, window, selector)

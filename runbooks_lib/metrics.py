@@ -94,10 +94,10 @@ class Metrics:
         seconds to be discovered and scraped); returns how many are up."""
         import time
 
-        from tqdm import tqdm  # text bars: they stay readable in the record
+        from .bars import progress_bar
 
         deadline = time.monotonic() + timeout_s
-        with tqdm(total=count, desc=f"scraped targets: {what or '{' + selector + '}'}", unit="target") as bar:
+        with progress_bar(total=count, desc=f"scraped targets: {what or '{' + selector + '}'}", unit="target") as bar:
             while True:
                 try:
                     up = int(self.query(f"count(up{{{selector}}} == 1)"))

@@ -41,11 +41,11 @@ class RollbackResult:
 def wait_until_serving(cluster: "Cluster", service: str, version: str, timeout_s: float,
                        samples: int = 20) -> dict[str, int]:
     """Sample the Service's /version until every sampled answer is ``version``."""
-    from tqdm import tqdm  # text bars: they stay readable in the record
+    from .bars import progress_bar
 
     url = service_url(cluster, service)
     deadline = time.monotonic() + timeout_s
-    with tqdm(total=samples, desc=f"{service} serving {version}", unit="req") as bar:
+    with progress_bar(total=samples, desc=f"{service} serving {version}", unit="req") as bar:
         while True:
             seen = serving_versions(url, samples=samples)
             bar.n = seen.get(version, 0)

@@ -88,11 +88,11 @@ def wait_for_rollout(cluster: "Cluster", deployment: str, timeout_s: float, *, p
     Raises CheckFailed when the Deployment reports ProgressDeadlineExceeded (kubectl exits non-zero
     there too) and RunbookTimeout past ``timeout_s``.
     """
-    from tqdm import tqdm  # text bars: they stay readable in the record
+    from .bars import progress_bar
 
     deadline = time.monotonic() + timeout_s
     state = cluster.deployment_state(deployment)
-    with tqdm(total=max(state.desired, 1), desc=f"rollout {deployment}", unit="replica", leave=True) as bar:
+    with progress_bar(total=max(state.desired, 1), desc=f"rollout {deployment}", unit="replica", leave=True) as bar:
         while True:
             state = cluster.deployment_state(deployment)
             bar.total = max(state.desired, 1)

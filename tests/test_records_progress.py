@@ -42,3 +42,33 @@ def test_outputs_without_redraws_are_left_as_they_are() -> None:
     nb = _cell(*outputs)
     assert settle_progress(nb) == 0
     assert [o.text for o in nb.cells[0].outputs] == ["one\n", "two\n"]
+
+
+def test_runbook_records_seal_settles_the_bars_of_a_notebook_run_by_hand(tmp_path, monkeypatch) -> None:
+    # A notebook run cell by cell in JupyterLab, then sealed with `runbook records seal`: the
+    # sealed record (and its hash in the ledger) holds each bar's final state, as a `runbook run` record does.
+    import nbformat
+
+    from runbooks_lib.records.ledger import Ledger
+    from runbooks_lib.records.seal import seal_record
+
+    monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fp"))
+    redraws = [new_output("stream", name="stderr", text=f"\rrollout: {n}/3 replicas") for n in range(4)]
+    path = tmp_path / "records" / "by-hand.ipynb"
+    path.parent.mkdir()
+    nbformat.write(_cell(*redraws, new_output("stream", name="stderr", text="\n"),
+                         new_output("stream", name="stdout", text="done\n")), str(path))
+    result = seal_record(path, tmp_path / "records", html=False)
+    outputs = nbformat.read(str(result.record), as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "rollout: 3/3 replicas\ndone\n")]
+    assert Ledger(tmp_path / "records").entry_for(result.record)["sha256"] == Ledger(tmp_path / "records").sha256(result.record)
+
+
+def test_every_wait_draws_its_bar_on_stdout(capsys) -> None:
+    # stderr would be a red box in JupyterLab, live; stdout is redrawn in place
+    from runbooks_lib.bars import progress_bar
+
+    for _ in progress_bar(range(3), desc="waiting", mininterval=0):
+        pass
+    captured = capsys.readouterr()
+    assert "waiting: 100%" in captured.out and captured.err == ""

@@ -316,9 +316,9 @@ class CanaryRun:
             wait_for_rollout(self.cluster, self.canary, self.ctx.profile.timeouts.rollout_s, on_progress=self._fail_fast)
 
     def _wait(self, seconds: float, what: str) -> None:
-        from tqdm import tqdm  # text bars: they stay readable in the record
+        from ..bars import progress_bar
 
-        with tqdm(total=round(seconds, 1), desc=what, unit="s", bar_format="{desc}: {n:.0f}/{total:.0f} s") as bar:
+        with progress_bar(total=round(seconds, 1), desc=what, unit="s", bar_format="{desc}: {n:.0f}/{total:.0f} s") as bar:
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
                 time.sleep(min(0.5, left))

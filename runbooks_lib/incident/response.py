@@ -263,7 +263,7 @@ class IncidentResponse:
     def verify_recovery(self, timeout_s: float | None = None) -> "pd.DataFrame":
         """Re-measure until every service is within its SLOs (after an executed mitigation), or once."""
         import pandas as pd
-        from tqdm import tqdm
+        from ..bars import progress_bar
 
         slo = self.profile.slo
         waiting = bool(self.mitigation and self.mitigation.executed)
@@ -274,7 +274,7 @@ class IncidentResponse:
         except RunbookError:
             window = "1m"  # Prometheus unreachable: the loop below says so
         self.recovery_window = window
-        with tqdm(total=len(self.services), desc="services within SLO", unit="service", disable=not waiting) as bar:
+        with progress_bar(total=len(self.services), desc="services within SLO", unit="service", disable=not waiting) as bar:
             while True:
                 measured_at = datetime.now(timezone.utc)
                 signals = current_signals(self.metrics, self.services, window)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunbookError
+from .progress import settle_progress
 from .redaction import MASK, FingerprintFinder, FingerprintStore, find_shapes, is_secret_name, redact, strip_ansi
 from .summary import read_summary
 
@@ -214,9 +215,14 @@ def seal_record(record: Path, root: Path | None = None, *, html: bool = True,
     if not record.is_file():
         raise RunbookError(f"no such record: {record}")
     ledger = Ledger(root)
-    if mask_parameters:
+    if not record.is_relative_to(root.resolve()) or ledger.entry_for(record) is None:
+        # Not sealed yet (a notebook run by hand in JupyterLab, or by plain papermill): settle its
+        # progress bars to their final state, as `runbook run` does, so the sealed record and its
+        # HTML do not keep pages of redraws on an error-red background.
         nb = nbformat.read(str(record), as_version=4)
-        if mask_injected_parameters(nb):
+        changed = bool(mask_injected_parameters(nb)) if mask_parameters else False
+        changed = bool(settle_progress(nb)) or changed
+        if changed:
             nbformat.write(nb, str(record))
     findings = scan_notebook(record)
     if findings:
