@@ -331,12 +331,14 @@ class Cluster:
                 body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=resource_version)))
 
     def secret_keys(self, name: str) -> dict[str, str]:
-        """A Secret's keys with a short hash of each value — never the values."""
+        """A Secret's keys with a short hash of each value — never the values. The hash is of the
+        decoded value, so it compares with ``vault.fingerprint`` of the same value in Vault."""
+        import base64
         import hashlib
 
         with translate(f"read secret {self.namespace}/{name}"):
             secret = self._dict(self.core.read_namespaced_secret(name, self.namespace))
-        return {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in (secret.get("data") or {}).items()}
+        return {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in (secret.get("data") or {}).items()}
 
     # -- named operations for routing and canaries (every change honours dry run) ----------
 

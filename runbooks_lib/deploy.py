@@ -7,7 +7,6 @@ returns a table for the record; failures raise CheckFailed with the numbers behi
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import difflib
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
+from .rotation import SECRET_NAME, vault_key_to_secret_key  # noqa: F401 (deploy's public names)
 from .cluster import Cluster
 from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from .lock import DeployLock
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
 
     from .context import RunContext
 
-__all__ = ["DeployParams", "Deployment", "SECRET_NAME", "vault_key_to_secret_key", "diff_objects"]
+__all__ = ["DeployParams", "DeployRun", "SECRET_NAME", "vault_key_to_secret_key", "diff_objects"]
 
-SECRET_NAME = "veza-secrets"
 VERIFY_TITLES = {"pods": "New pods: health, readiness, version", "smoke": "Smoke requests",
                  "budget": "Requests to the new pods vs the SLO's error budget (binomial test)",
                  "signals": "Golden signals of the new version vs SLOs"}
@@ -54,11 +53,6 @@ class DeployParams(BaseModel):
     monitor_s: float = Field(15, ge=0, description="Blue-green: watch green this long before deleting blue")
     allow_known_bad: bool = Field(False, description="Deploy a version the records or the cluster know as bad "
                                                      "(needs a change_cause saying why)")
-
-
-def vault_key_to_secret_key(key: str) -> str:
-    """Vault's database_url is the Secret's database-url (the guide's naming)."""
-    return key.replace("_", "-")
 
 
 def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -204,29 +198,12 @@ class DeployRun:
 
     def sync_secrets(self) -> "pd.DataFrame":
         """Vault's secret/veza/<env> → the Kubernetes Secret the pods read; shows keys and hashes only."""
-        import hashlib
+        from .rotation import sync_secret
+        from .vault import Vault
 
-        import pandas as pd
-
-        from .vault import Vault, fingerprint
-
-        values = Vault(self.ctx.profile.vault).read()
-        wanted = {vault_key_to_secret_key(k): v for k, v in values.items()}
-        live = self.cluster.secret(SECRET_NAME)
-        live_data = (live or {}).get("data") or {}
-        live_hashes = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live_data.items()}
-        body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": SECRET_NAME, "annotations": {"veza.app/synced-from": self.ctx.profile.vault.path}},
-            "data": {k: base64.b64encode(v.reveal().encode()).decode() for k, v in wanted.items()},
-        }
-        self.cluster.apply_secret(body, live)
-        rows = [{"key": k, "vault sha256": fingerprint(v), "cluster sha256 before": live_hashes.get(k, "(absent)"),
-                 "changed": live_hashes.get(k) != fingerprint(v)} for k, v in sorted(wanted.items())]
-        rows += [{"key": k, "vault sha256": "(absent)", "cluster sha256 before": h, "changed": True}
-                 for k, h in sorted(live_hashes.items()) if k not in wanted]
-        self.ctx.figure("secret_keys_changed", sum(1 for r in rows if r["changed"]))
-        return pd.DataFrame(rows).set_index("key")
+        table = sync_secret(self.cluster, Vault(self.ctx.profile.vault), self.ctx.profile.vault.path, SECRET_NAME)
+        self.ctx.figure("secret_keys_changed", int(table["changed"].sum()))
+        return table
 
     # -- 4a. rolling -----------------------------------------------------------------------
 

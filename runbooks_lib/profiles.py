@@ -171,6 +171,14 @@ class Notify(_Model):
     )
 
 
+class Rotation(_Model):
+    """Which secrets the rotation runbook may generate, and how long the new values are."""
+
+    generated_keys: tuple[str, ...] = Field(
+        ("jwt_secret",), description="Vault keys whose values the runbook generates (others are issued elsewhere)")
+    length: int = Field(48, ge=32, le=256, description="Characters of a generated value (URL-safe)")
+
+
 class Profile(_Model):
     """One environment a runbook can target."""
 
@@ -181,6 +189,7 @@ class Profile(_Model):
     prometheus: PrometheusSettings
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
+    rotation: Rotation = Rotation()
     slo: SLO = SLO()
     backups: BackupSettings = BackupSettings()
     drill: DrillSettings = DrillSettings()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .errors import BackendUnavailable, GuardRefused, NotFound, ParameterError, RunbookError
+from .errors import BackendUnavailable, CheckFailed, GuardRefused, NotFound, ParameterError, RunbookError
 from .records.secret import SecretValue
 
 if TYPE_CHECKING:
@@ -70,6 +70,11 @@ class Vault:
             raise NotFound(f"Vault: {what}: no such path") from e
         except (hv.Forbidden, hv.Unauthorized) as e:
             raise GuardRefused(f"Vault: {what}: permission denied (check your token)") from e
+        except hv.InvalidRequest as e:  # e.g. a check-and-set write that lost the race
+            from .records.redaction import redact
+
+            reason = redact(str(e).splitlines()[0] if str(e) else "invalid request")
+            raise CheckFailed(f"Vault: {what}: refused: {reason}") from e
         except hv.VaultDown as e:
             raise BackendUnavailable(f"Vault: {what}: Vault is sealed or down") from e
         except hv.VaultError as e:
@@ -84,23 +89,33 @@ class Vault:
             raise ParameterError(f"Vault path {full!r} must be <mount>/<path>, e.g. secret/veza/production")
         return mount, rest
 
-    def read(self, path: str | None = None) -> dict[str, SecretValue]:
-        """The secrets at ``path`` (default: the profile's ``secret/veza/<env>``), each masked."""
+    def read(self, path: str | None = None, *, version: int | None = None) -> dict[str, SecretValue]:
+        """The secrets at ``path`` (default: the profile's ``secret/veza/<env>``), each masked;
+        ``version`` reads an earlier KV version (the latest by default)."""
         mount, rest = self._split(path)
         reply = self._translate(
-            f"read {mount}/{rest}", self._client.secrets.kv.v2.read_secret_version,
-            path=rest, mount_point=mount, raise_on_deleted_version=True,
+            f"read {mount}/{rest}" + (f" version {version}" if version else ""),
+            self._client.secrets.kv.v2.read_secret_version,
+            path=rest, mount_point=mount, version=version, raise_on_deleted_version=True,
         )
         data = reply["data"]["data"] or {}
         return {key: SecretValue(str(value), name=key) for key, value in data.items()}
 
-    def write(self, data: Mapping[str, str | SecretValue], path: str | None = None) -> int:
-        """Write a new version of the secret at ``path``; returns the version number."""
+    def current_version(self, path: str | None = None) -> int:
+        """The KV version number the latest read returns (from the secret's metadata)."""
+        mount, rest = self._split(path)
+        reply = self._translate(f"read the metadata of {mount}/{rest}", self._client.secrets.kv.v2.read_secret_metadata,
+                                path=rest, mount_point=mount)
+        return int(reply["data"]["current_version"])
+
+    def write(self, data: Mapping[str, str | SecretValue], path: str | None = None, *, cas: int | None = None) -> int:
+        """Write a new version of the secret at ``path``; returns the version number. With ``cas``
+        (check-and-set), Vault refuses the write unless the current version is still ``cas``."""
         mount, rest = self._split(path)
         clear = {k: v.reveal() if isinstance(v, SecretValue) else SecretValue(str(v)).reveal() for k, v in data.items()}
         reply = self._translate(
             f"write {mount}/{rest}", self._client.secrets.kv.v2.create_or_update_secret,
-            path=rest, secret=clear, mount_point=mount,
+            path=rest, secret=clear, mount_point=mount, cas=cas,
         )
         return int(reply["data"]["version"])
 
