@@ -92,12 +92,16 @@ def gameday_command(env: str, scenarios_file: Path | None) -> None:
     """Run the game day's scenarios and print one table; exit 1 if any ended unexpectedly."""
     from .gameday import failed_since, format_table, load_scenarios, run_gameday
 
+    from .gameday_page import write_index
+
     results = run_gameday(env, load_scenarios(scenarios_file))
     click.echo("\n" + format_table(results))
     # The drill must leave the platform healthy: nothing may fail once the last scenario began.
     failed, total = failed_since(env, results[-1].started) if results and results[-1].started else (0, 0)
     click.echo(f"\nfailed requests since the last scenario started: {failed} of {total}")
-    sys.exit(0 if all(r.as_expected for r in results) and failed == 0 else 1)
+    page = write_index(results, env, failed_requests=failed, requests=total)
+    click.echo(f"page: {page.path}")
+    sys.exit(0 if page.passed else 1)
 
 
 @cli.command("schedule")

@@ -59,6 +59,7 @@ class ScenarioResult:
     error: str | None
     health: PlatformHealth | None = None
     started: datetime | None = None
+    ended: datetime | None = None
 
     @property
     def as_expected(self) -> bool:
@@ -174,7 +175,7 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
         if health is not None:
             print(f"platform after: {'healthy' if health.healthy else 'NOT HEALTHY'} ({health.detail})", flush=True)
         results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, record,
-                                      summary.get("error"), health, started))
+                                      summary.get("error"), health, started, datetime.now(timezone.utc)))
     return results
 
 
