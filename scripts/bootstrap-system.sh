@@ -4,6 +4,7 @@
 #   postgresql-15      PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin)
 #   redis-server       Redis 7 (/usr/bin/redis-server), the platform's cache
 #   kubernetes-client  kubectl, only when no kubectl is on PATH
+#   chromium           headless Chromium for the JupyterLab browser test (Playwright drives it)
 # Idempotent and instant when everything is there. Installs with --no-upgrade so that a
 # preinstalled point release is left alone, and without starting the packages' system
 # services (the sandbox runs its own servers on free loopback ports).
@@ -14,9 +15,10 @@ command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$missing postgresql-15"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 
 if [ -z "$missing" ]; then
-    echo "bootstrap-system: prometheus, postgresql-15, redis-server and kubectl are installed"
+    echo "bootstrap-system: prometheus, postgresql-15, redis-server, kubectl and chromium are installed"
     exit 0
 fi
 
