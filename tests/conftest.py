@@ -58,3 +58,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.get_terminal_writer().line(
             f"tests wrote into the checkout's outputs/ (use a temporary folder): {', '.join(left[:10])}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- two workers (pytest-xdist, `make test` runs -n 2 --dist loadgroup) -----------------------
+# The runbook scenarios share one sandbox and run in a set order, so they are one group on one
+# worker; the sandbox server tests share session-scoped servers, so they are another. Everything
+# else spreads over both workers. Without xdist the marks do nothing.
+_GROUPS = {"runbooks": "runbooks-sandbox", "sandbox": "sandbox-servers"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent
+        if folder.parent == Path(__file__).parent and folder.name in _GROUPS:
+            item.add_marker(pytest.mark.xdist_group(_GROUPS[folder.name]))

@@ -182,10 +182,12 @@ def test_blue_green_flips_back_when_green_degrades_under_traffic(sandbox: Sandbo
         while json.loads(sandbox.kubectl("get", "service", CHAT, "-o", "json"))["spec"]["selector"].get("color") != "blue":
             assert time.monotonic() < deadline and deploy.poll() is None, "the deploy never flipped to blue"
             time.sleep(0.2)
+        # In this process, at once: `runbook sandbox fault` is a new Python process, which a
+        # loaded machine can take longer to start than the monitoring window lasts.
+        from runbooks_sandbox.stack import Sandbox as Stack
+
         for pod in sandbox.kubectl("get", "pods", "-l", f"app={CHAT},color=blue", "-o", "name").split():
-            fault = sandbox.runbook("sandbox", "fault", pod.removeprefix("pod/"), "--error-rate", "0.3",
-                                    "--state-dir", str(sandbox.state_dir))
-            assert fault.returncode == 0, fault.stderr
+            Stack(sandbox.state_dir).fault(pod.removeprefix("pod/"), {"error_rate": 0.3})
         out, err = deploy.communicate(timeout=300)
     finally:
         deploy.kill() if deploy.poll() is None else None

@@ -35,11 +35,19 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
+def _deployments(sandbox: Sandbox) -> list[dict[str, Any]]:
+    """The readers' Deployments, found by label (a blue-green deploy renames one by colour)."""
+    import json
+
+    items = json.loads(sandbox.kubectl("get", "deployments", "-o", "json"))["items"]
+    return [d for d in items if d["metadata"].get("labels", {}).get("app") in READERS]
+
+
 def _versions(sandbox: Sandbox) -> dict[str, str]:
     """resourceVersion of the Secret and of every reader."""
     found = {"secret": sandbox.kubectl("get", "secret", "veza-secrets", "-o", "jsonpath={.metadata.resourceVersion}")}
-    for name in READERS:
-        found[name] = sandbox.deployment(name)["metadata"]["resourceVersion"]
+    for deployment in _deployments(sandbox):
+        found[deployment["metadata"]["name"]] = deployment["metadata"]["resourceVersion"]
     return found
 
 
@@ -91,7 +99,7 @@ def test_refused_dry_run_rotation_and_rollback(sandbox: Sandbox, vault: Any) -> 
     assert _pods_hashes(sandbox) == {_secret_hash(sandbox)}  # every reader's pod started with it
     figures = rotated.summary["figures"]
     assert figures["vault_version_after"] == version_before + 1 and figures["failed_requests"] == 0
-    assert figures["pods_restarted"] == sum(sandbox.deployment(n)["spec"]["replicas"] for n in READERS)
+    assert figures["pods_restarted"] == sum(d["spec"]["replicas"] for d in _deployments(sandbox))
     for service in READERS:
         assert sandbox.traffic(rotated.began)[service]["failed"] == 0
     shown = _texts(rotated)
