@@ -73,7 +73,7 @@ class SchemaChange:
             return True, f"none pending: veza_db already has schema {self.schema(version)} that {version} needs"
         listed = ", ".join(m.describe() for m in pending)
         if self.ctx.env != "production":
-            return True, f"{len(pending)} to apply before the rollout: {listed} (staging check: production only)"
+            return True, f"{listed}: to apply before the rollout (staging's checked for production only)"
         try:
             staging = _staging_applied(self.service)
         except RunbookError as e:
@@ -164,7 +164,7 @@ class SchemaChange:
         taken = ""
         try:
             manifest = BackupStore(self.profile.backups.url or "", self.profile.backups.storage_options).manifest(migration.backup)
-            taken = manifest.taken().strftime("%Y-%m-%dT%H:%M:%SZ")
+            taken = manifest.taken.strftime("%Y-%m-%dT%H:%M:%SZ")
         except (RunbookError, OSError, ValueError):
             pass
         target = taken or (migration.applied_at.strftime("%Y-%m-%dT%H:%M:%SZ") if migration.applied_at else "<time>")

@@ -22,6 +22,7 @@ from .test_deploy import image, resource_versions
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
 
 BACKEND = "veza-backend-api"
+QUICK = ("analysis_s", 4)  # the judgement of a deploy is test_deploy's; here the schema is
 
 
 def _query(sandbox: Sandbox, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -70,7 +71,7 @@ def test_migrations_with_the_release_and_no_rollback_across_a_contract_one(sandb
 
     # 1. An expand release: backup, migration applied and verified, then the rollout; nothing failed.
     began = datetime.now(timezone.utc)
-    expand = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.7.0"))
+    expand = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.7.0"), QUICK)
     assert expand.exit_code == 0, expand.output
     summary = expand.summary
     backup = summary["notes"]["backup"].split()[0]
@@ -80,10 +81,10 @@ def test_migrations_with_the_release_and_no_rollback_across_a_contract_one(sandb
     assert applied(sandbox)[2] == ("expand", backup) and "bpm" in columns(sandbox, "tracks")
     steps = [s["name"] for s in summary["steps"]]
     assert steps.index("Database migrations") < steps.index("Rolling update and checks")
-    assert "1 to apply before the rollout: 0002_tracks_bpm (expand)" in expand.record.read_text()  # the checklist
+    assert "0002_tracks_bpm (expand): to apply before" in expand.record.read_text()  # the checklist row
 
     # 2. A contract release on top: only its own migration is pending.
-    contract = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.8.0"))
+    contract = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.8.0"), QUICK)
     assert contract.exit_code == 0, contract.output
     assert contract.summary["notes"]["schema"].startswith("applied 0003_users_full_name (contract)")
     assert {"full_name"} <= columns(sandbox, "users") and "display_name" not in columns(sandbox, "users")
@@ -114,7 +115,8 @@ def test_migrations_with_the_release_and_no_rollback_across_a_contract_one(sandb
 
     # 5. With its down migration: a backup, 0003 reverted, then the rollback; v1.7.0 (which checks
     #    its schema at start) serves again.
-    reverted = sandbox.run("rollback", ("service", BACKEND), ("reason", "drill"), ("run_down_migrations", True))
+    reverted = sandbox.run("rollback", ("service", BACKEND), ("reason", "drill"), ("run_down_migrations", True),
+                           ("verify_s", 3))
     assert reverted.exit_code == 0, reverted.output
     notes = reverted.summary["notes"]
     fresh = notes["backup"].split()[0]
@@ -127,7 +129,8 @@ def test_migrations_with_the_release_and_no_rollback_across_a_contract_one(sandb
     assert "schema check: veza_db has the migrations v1.7.0 needs (schema 2)" in sandbox.kubectl("logs", serving[0])
 
     # 6. Back across the expand migration alone: allowed, and the schema stays.
-    kept = sandbox.run("rollback", ("service", BACKEND), ("to_revision", start_revision), ("reason", "drill over"))
+    kept = sandbox.run("rollback", ("service", BACKEND), ("to_revision", start_revision), ("reason", "drill over"),
+                       ("verify_s", 3))
     assert kept.exit_code == 0, kept.output
     assert "all expand: the schema stays" in kept.record.read_text()
     assert image(sandbox, BACKEND).endswith(f":{start_version}")
