@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,41 @@ def test_delivery_counts_a_refused_rollback_as_blocked_but_not_one_that_reverted
 def test_applied_rows_read_back_with_their_backup() -> None:
     row = Applied(3, "users_full_name", "contract", datetime(2026, 12, 1, tzinfo=timezone.utc), "run1", "veza_db-x")
     assert row.label == "0003_users_full_name" and row.backup == "veza_db-x"
+
+
+def schema_change(applied_rows: dict[int, Applied]) -> tuple[Any, dict[str, Any]]:
+    """A SchemaChange for veza-backend-api on the shipped migrations, with veza_db's rows given."""
+    from pydantic import SecretStr
+
+    from runbooks_lib.schema_change import SchemaChange
+
+    figures: dict[str, Any] = {}
+    profile = SimpleNamespace(
+        name="t", migrations=SimpleNamespace(service="veza-backend-api", url=str(FOLDER)),
+        database=SimpleNamespace(primary_dsn=SecretStr("postgresql://u@127.0.0.1:1/veza_db")),
+        sandbox={"images": {"veza-backend-api": {"v1.7.0": {"schema": 2}, "v1.8.0": {"schema": 3}}}})
+    ctx = SimpleNamespace(profile=profile, run_id="run1", env="sandbox", figure=figures.__setitem__)
+    change = SchemaChange(ctx, "veza-backend-api")  # type: ignore[arg-type]
+    change._applied = applied_rows
+    return change, figures
+
+
+def test_a_rollback_across_expand_migrations_only_goes_ahead_and_keeps_the_schema() -> None:
+    change, figures = schema_change(applied(m2="expand"))
+    plan = change.plan_rollback("v1.7.0", "v1.5.0", run_down_migrations=False, what="to roll back")
+    assert "0002_m2 (expand); all expand: the schema stays, v1.5.0 runs on it" in plan
+    assert change.to_revert == [] and change.revert() is None and figures == {}
+
+
+def test_a_rollback_across_a_contract_migration_is_refused_unless_its_down_file_runs() -> None:
+    rows = applied(m2="expand", m3="contract")
+    change, figures = schema_change(rows)
+    with pytest.raises(ParameterError) as refused:
+        change.plan_rollback("v1.8.0", "v1.7.0", run_down_migrations=False, what="to roll back to v1.7.0")
+    assert figures == {"blocked_by_migration": 3}
+    message = str(refused.value)
+    assert "v1.7.0 (schema 2) cannot read" in message and "roll forward" in message
+    assert "-p run_down_migrations True" in message and "-p scenario pitr" in message
+    change, _ = schema_change(rows)
+    plan = change.plan_rollback("v1.8.0", "v1.5.0", run_down_migrations=True, what="to roll back")
+    assert [a.number for a in change.to_revert] == [3] and "0003_m3 reverted" in plan

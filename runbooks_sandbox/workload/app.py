@@ -128,7 +128,9 @@ class Workload:
                       if redis_url.startswith("redis://") and image.service in CACHED_ROUTES else None)
         # The schema it needs in veza_db (DATABASE_URL from veza-secrets), for versions that say.
         database_url = os.environ.get("DATABASE_URL", "")
-        needs = getattr(image.behaviour, "schema", None) or getattr(image.behaviour, "schema_", None)
+        # GivenBehaviour.schema, or the catalog's ImageBehaviour.schema_ (whose .schema is pydantic's method).
+        needs = next((v for v in (getattr(image.behaviour, name, None) for name in ("schema_", "schema"))
+                      if isinstance(v, int)), None)
         self.schema = (SchemaCheck(database_url, needs, image.version, log.line)
                        if needs and database_url and image.service in SCHEMA_SERVICES else None)
 
