@@ -148,10 +148,11 @@ class SchemaChange:
         first = blocking[0]
         when = f" at {first.applied_at:%Y-%m-%d %H:%M:%S} UTC" if first.applied_at else ""
         by = f" by run {first.applied_by}" if first.applied_by else ""
+        applied = f" (applied{by}{when})" if by or when else ""
         pitr = self._pitr_way_out(first)
-        return (f"refusing {what}: veza_db has contract migration {', '.join(a.label for a in blocking)} "
-                f"(applied{by}{when}), which {target} (schema {schema}) cannot read: it renames or drops what "
-                f"{target} uses, so its pods would fail their readiness. Ways out: (1) roll forward: deploy a fixed "
+        return (f"refusing {what}: veza_db has contract migration {', '.join(a.label for a in blocking)}{applied}, "
+                f"which {target} (schema {schema}) cannot read: it changes what {target} reads or writes, so its "
+                f"pods would fail their readiness. Ways out: (1) roll forward: deploy a fixed "
                 f"version newer than {current}; (2) revert it: -p run_down_migrations True (a fresh backup is taken "
                 f"first, then the down migrations run, newest first, then the rollback); (3) {pitr}")
 
@@ -169,7 +170,8 @@ class SchemaChange:
             pass
         target = taken or (migration.applied_at.strftime("%Y-%m-%dT%H:%M:%SZ") if migration.applied_at else "<time>")
         return (f"restore veza_db to before it, from backup {migration.backup}" + (f" taken {taken}" if taken else "")
-                + f": notebooks/dr_drill.ipynb -p scenario pitr -p target_time {target}")
+                + f": the DR runbook's point-in-time recovery to that time, notebooks/dr_drill.ipynb -p scenario pitr "
+                f"-p target_time {target}, proves it in a scratch instance before the guide's restore")
 
     # -- shared ----------------------------------------------------------------------------
 
