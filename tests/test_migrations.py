@@ -97,7 +97,7 @@ def test_applied_rows_read_back_with_their_backup() -> None:
     assert row.label == "0003_users_full_name" and row.backup == "veza_db-x"
 
 
-def schema_change(applied_rows: dict[int, Applied]) -> tuple[Any, dict[str, Any]]:
+def schema_change(applied_rows: dict[int, Applied], dry_run: bool = False) -> tuple[Any, dict[str, Any]]:
     """A SchemaChange for veza-backend-api on the shipped migrations, with veza_db's rows given."""
     from pydantic import SecretStr
 
@@ -109,7 +109,7 @@ def schema_change(applied_rows: dict[int, Applied]) -> tuple[Any, dict[str, Any]
         database=SimpleNamespace(primary_dsn=SecretStr("postgresql://u@127.0.0.1:1/veza_db")),
         sandbox={"images": {"veza-backend-api": {"v1.7.0": {"schema": 2}, "v1.8.0": {"schema": 3}}}})
     ctx = SimpleNamespace(profile=profile, run_id="run1", env="sandbox", figure=figures.__setitem__)
-    change = SchemaChange(ctx, "veza-backend-api")  # type: ignore[arg-type]
+    change = SchemaChange(ctx, "veza-backend-api", dry_run=dry_run)  # type: ignore[arg-type]
     change._applied = applied_rows
     return change, figures
 
@@ -133,3 +133,13 @@ def test_a_rollback_across_a_contract_migration_is_refused_unless_its_down_file_
     change, _ = schema_change(rows)
     plan = change.plan_rollback("v1.8.0", "v1.5.0", run_down_migrations=True, what="to roll back")
     assert [a.number for a in change.to_revert] == [3] and "0003_m3 reverted" in plan
+
+
+def test_a_dry_run_deploy_shows_each_pending_migration_sql_and_takes_no_backup(capsys: pytest.CaptureFixture[str]) -> None:
+    change, figures = schema_change(applied(), dry_run=True)  # no database: a dry run must not need one
+    table = change.apply_for("v1.8.0")
+    assert list(table.index) == ["0002_tracks_bpm", "0003_users_full_name"] and set(table["verified"]) == {"(dry run)"}
+    shown = capsys.readouterr().out
+    assert "dry run: would apply 0002_tracks_bpm (expand):" in shown
+    assert "    ALTER TABLE users RENAME COLUMN display_name TO full_name;" in shown
+    assert change.backup is None and figures == {}
