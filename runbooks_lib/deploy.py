@@ -84,6 +84,16 @@ class DeployRun:
         self.image = self.ctx.profile.services.image(self.params.service, self.params.version)
         self.started = datetime.now(timezone.utc)
         self.deployment_name = self.active_deployment()
+        self._schema_change: Any = None
+
+    @property
+    def schema_change(self) -> Any:
+        """The release's database migrations (runbooks_lib.schema_change), read on first use."""
+        if self._schema_change is None:
+            from .schema_change import SchemaChange
+
+            self._schema_change = SchemaChange(self.ctx, self.params.service, dry_run=self.params.dry_run)
+        return self._schema_change
 
     # -- what is running -------------------------------------------------------------------
 
@@ -131,6 +141,7 @@ class DeployRun:
         except BackendUnavailable as e:
             item("Prometheus reachable and alert rules loaded", False, str(e))
         item("staging already runs this version", *self._staging_runs_version())
+        item("database migrations", *self.schema_change.checklist_item(self.params.version))
         table = pd.DataFrame(items, columns=["item", "status", "detail"]).set_index("item")
         failing = table[table["status"] == "FAIL"]
         if not failing.empty:
@@ -204,6 +215,18 @@ class DeployRun:
         table = sync_secret(self.cluster, Vault(self.ctx.profile.vault), self.ctx.profile.vault.path, SECRET_NAME)
         self.ctx.figure("secret_keys_changed", int(table["changed"].sum()))
         return table
+
+    # -- 4. database migrations, before any pod changes --------------------------------------
+
+    def migrate(self) -> "pd.DataFrame":
+        """A backup, then the release's pending migrations, one verified transaction each. A failing
+        migration rolls itself back and stops the deploy here: no pod has changed yet."""
+        try:
+            return self.schema_change.apply_for(self.params.version)
+        except CheckFailed as e:
+            if not self.params.dry_run:
+                self._mark_bad(f"deploy stopped before the rollout: {e}")
+            raise
 
     # -- 4a. rolling -----------------------------------------------------------------------
 

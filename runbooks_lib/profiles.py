@@ -128,6 +128,13 @@ class DrillSettings(_Model):
     failover_target_s: float = Field(300, gt=0, description="The guide's 10.2: failover to the standby < 5 min")
 
 
+class MigrationSettings(_Model):
+    """Where veza_db's schema migrations come from (runbooks_lib.migrations)."""
+
+    service: str = Field(description="The service whose releases ship the migrations (it owns the database)")
+    url: str = Field(description="Folder or fsspec URL of NNNN_name.up.sql/.down.sql files; relative = the project's")
+
+
 class SLO(_Model):
     """Service level objectives that post-deploy and canary checks hold a version to."""
 
@@ -193,6 +200,7 @@ class Profile(_Model):
     slo: SLO = SLO()
     backups: BackupSettings = BackupSettings()
     drill: DrillSettings = DrillSettings()
+    migrations: MigrationSettings | None = Field(None, description="Schema migrations shipped with a service's releases")
     canary_steps: tuple[int, ...] = (5, 25, 50, 100)
     routing: Routing = Routing()
     timeouts: Timeouts = Timeouts()

@@ -92,8 +92,10 @@ class RollbackRun:
     lock, and verify that the service recovered (pods, smoke requests, golden signals vs SLOs)."""
 
     def __init__(self, ctx: "RunContext", service: str, *, to_revision: int | None = None,
-                 allow_known_bad: bool = False, reason: str = "", verify_s: float = 5.0) -> None:
+                 allow_known_bad: bool = False, reason: str = "", verify_s: float = 5.0,
+                 run_down_migrations: bool = False) -> None:
         from .cluster import Cluster
+        from .schema_change import SchemaChange
 
         self.ctx = ctx
         self.service = service
@@ -101,6 +103,8 @@ class RollbackRun:
         self.allow_known_bad = allow_known_bad
         self.reason = reason
         self.verify_s = verify_s
+        self.run_down_migrations = run_down_migrations
+        self.schema_change = SchemaChange(ctx, service, dry_run=ctx.dry_run)
         self.cluster = Cluster(ctx.profile, dry_run=ctx.dry_run)
         self.spec = ctx.profile.services.get(service)
         self.deployment = self.cluster.live_deployment(service)
@@ -151,9 +155,13 @@ class RollbackRun:
         if override:
             print(f"⚠ {override}")
             self.ctx.note("override", override)
+        migrations = self.schema_change.plan_rollback(
+            current_version, target.version, run_down_migrations=self.run_down_migrations,
+            what=f"to roll {self.deployment} back to revision {target.number} ({target.version})")
         self.target = target
         return (f"{self.deployment}: revision {self.current} ({current_version}) → "
-                f"revision {target.number} ({target.version}, {target.image}; {self._known(target.version)})")
+                f"revision {target.number} ({target.version}, {target.image}; {self._known(target.version)})"
+                + (f"\n{migrations}" if migrations else ""))
 
     def _known(self, version: str | None) -> str:
         verdict = self.verdicts.get(version or "")
@@ -172,6 +180,7 @@ class RollbackRun:
             raise ParameterError("no plan: run plan() before run()")
         undone = self.undone = self._revision(self.current)
         with DeployLock(self.cluster, self.service, self.ctx.run_id):
+            self.schema_change.revert()  # planned only with run_down_migrations: a backup, then the down files
             self.result = roll_back(self.cluster, self.service, self.deployment, to_revision=self.target.number,
                                     timeout_s=self.ctx.profile.timeouts.rollback_s)
         self._link_undone_deploy(undone.version if undone else None)

@@ -237,7 +237,7 @@ class PodWorker:
             c.launch(argv, {**base_environment(), **env}, cwd, self.wake)
         else:
             assert resolved is not None
-            behaviour = resolved.behaviour.model_dump(exclude={"description"})
+            behaviour = resolved.behaviour.model_dump(exclude={"description"}, by_alias=True)
             argv = self.command.argv(image, self.ip, c.port, self.fault_file, self._grace_s(), behaviour)
             c.launch(argv, {**base_environment(), **identity, **env}, self.folder, self.wake)
         assert c.process is not None

@@ -1,5 +1,8 @@
 """veza_db's schema and seed data for the sandbox: a small, realistic slice of Veza.
 
+The schema is migration 1 (the baseline) of ``schema_migrations``; later ones ship with the
+backend's releases (parameters/migrations/veza-backend-api/).
+
 Users (some of them artists), their tracks, playlists and the tracks in them — a few
 hundred rows generated in SQL, in one round trip, with a fixed seed so that every sandbox
 starts with the same data (row counts are what backup and failover drills compare).
@@ -48,6 +51,19 @@ CREATE TABLE playlist_tracks (
     PRIMARY KEY (playlist_id, track_id)
 );
 CREATE INDEX playlist_tracks_track_id_idx ON playlist_tracks (track_id);
+
+-- As migration tools keep it (golang-migrate's table, with what the runbooks record beside it):
+-- the seed above is the baseline, migration 1; runbooks_lib.migrations applies the rest.
+CREATE TABLE schema_migrations (
+    version       bigint PRIMARY KEY,
+    name          text NOT NULL,
+    kind          text NOT NULL CHECK (kind IN ('expand', 'contract')),
+    checksum      text,
+    applied_at    timestamptz NOT NULL DEFAULT now(),
+    applied_by    text,
+    backup        text
+);
+INSERT INTO schema_migrations (version, name, kind, applied_by) VALUES (1, 'baseline', 'expand', 'sandbox seed');
 
 SELECT setseed(0.42);
 

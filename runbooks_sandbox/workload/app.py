@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from .cache import CACHED_ROUTES, CacheUnavailable, SessionCache
 from .faults import Fault, FaultWatcher
 from .routes import api_body
+from .schema import SCHEMA_SERVICES, SchemaCheck
 
 if TYPE_CHECKING:
     from .catalog import ResolvedImage
@@ -71,6 +72,7 @@ class GivenBehaviour:
     crash_on_start: bool = False
     start_delay_s: float = 0.3
     exit_code: int = 1
+    schema: int | None = None  # veza_db migrations this version needs (the backend checks at start)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ class Workload:
         redis_url = os.environ.get("REDIS_URL", "")
         self.cache = (SessionCache(redis_url, self.registry)
                       if redis_url.startswith("redis://") and image.service in CACHED_ROUTES else None)
+        # The schema it needs in veza_db (DATABASE_URL from veza-secrets), for versions that say.
+        database_url = os.environ.get("DATABASE_URL", "")
+        # GivenBehaviour.schema, or the catalog's ImageBehaviour.schema_ (whose .schema is pydantic's method).
+        needs = next((v for v in (getattr(image.behaviour, name, None) for name in ("schema_", "schema"))
+                      if isinstance(v, int)), None)
+        self.schema = (SchemaCheck(database_url, needs, image.version, log.line)
+                       if needs and database_url and image.service in SCHEMA_SERVICES else None)
 
     # -- behaviour -------------------------------------------------------------------------
     @property
@@ -143,6 +152,7 @@ class Workload:
         return (
             behaviour.ready
             and (self.cache is None or self.cache.connected)  # the client is set up (not: Redis is up)
+            and (self.schema is None or self.schema.ok)  # veza_db has the schema this version reads
             and not self.fault.ready_fail
             and not self.draining
             and time.monotonic() - self.started_mono >= behaviour.start_delay_s
@@ -388,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     if workload.cache is not None:
         threading.Thread(target=workload.cache.connect, name="redis-connect", daemon=True).start()
+    if workload.schema is not None:
+        workload.schema.start()
     watcher.start()
     host, port = server.server_address[:2]
     log.line(f"{image.service} {image.version} pod={pod} listening on http://{host}:{port}")

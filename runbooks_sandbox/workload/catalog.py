@@ -61,6 +61,9 @@ class ImageBehaviour(BaseModel):
     start_delay_s: float = Field(0.3, ge=0, description="Time from start until /ready says ready")
     exit_code: int = Field(1, ge=1, le=255, description="Exit status of a crash")
     description: str = ""
+    schema_: int | None = Field(
+        None, alias="schema", ge=1,
+        description="The newest veza_db migration the version ships and needs applied (checked by the backend at start)")
     commit_time: str | None = Field(
         None, description="UTC time of the version's commit (read by runbooks_lib.delivery for lead time)"
     )

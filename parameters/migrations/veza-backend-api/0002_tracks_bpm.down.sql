@@ -1,0 +1,2 @@
+DROP INDEX tracks_bpm_idx;
+ALTER TABLE tracks DROP COLUMN bpm;
