@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # Two workers (pytest-xdist): the runbook scenarios wait on rollouts and analysis windows most of
 # the time, so the other tests run beside them; each shared sandbox stays on one worker (tests/conftest.py).
 test: bootstrap
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The main job: a short game day on a fresh sandbox (one already running is restarted, so the
 # drill always starts from the same state). The sandbox stays up afterwards for a look around

@@ -60,15 +60,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-# -- two workers (pytest-xdist, `make test` runs -n 2 --dist loadgroup) -----------------------
-# The runbook scenarios share one sandbox and run in a set order, so they are one group on one
-# worker; the sandbox server tests share session-scoped servers, so they are another. Everything
-# else spreads over both workers. Without xdist the marks do nothing.
-_GROUPS = {"runbooks": "runbooks-sandbox", "sandbox": "sandbox-servers"}
+# -- two workers (pytest-xdist; `make test` runs -n 2) -----------------------------------------
+# The runbook scenarios share one sandbox and run in a set order, so they are one unit of work
+# on one worker; the sandbox server tests share session-scoped servers, so they are another.
+# Every other test goes to whichever worker is free. (xdist's own `--dist loadgroup` does not
+# group under pytest 9: it renames node ids through an attribute pytest 9 no longer reads.)
+_GROUPS = {"tests/runbooks/": "runbooks-sandbox", "tests/sandbox/": "sandbox-servers"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        folder = Path(str(item.fspath)).parent
-        if folder.parent == Path(__file__).parent and folder.name in _GROUPS:
-            item.add_marker(pytest.mark.xdist_group(_GROUPS[folder.name]))
+@pytest.hookimpl(tryfirst=True)  # before xdist's own scheduler factory
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSandboxes(LoadScopeScheduling):
+        """Units of work: one per shared sandbox, one per other test. Largest units go first,
+        so the two sandboxes start on different workers."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return next((group for prefix, group in _GROUPS.items() if nodeid.startswith(prefix)), nodeid)
+
+    return SharedSandboxes(config, log)
