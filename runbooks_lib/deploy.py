@@ -97,6 +97,55 @@ class DeployRun:
         """The Deployment the Service sends traffic to (blue-green renames it by colour)."""
         return self.cluster.live_deployment(self.params.service)
 
+    def deployment_facts(self, name: str | None = None) -> dict[str, Any]:
+        """What a resume checks has not changed since: the Deployment's spec as it runs."""
+        dep = self.cluster.deployment(name or self.deployment_name)
+        meta, spec = dep.get("metadata") or {}, dep.get("spec") or {}
+        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        return {"object": f"deployment/{meta.get('name')}", "generation": meta.get("generation"),
+                "image": containers[0].get("image"), "replicas": spec.get("replicas"),
+                "revision": (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+                "resourceVersion": meta.get("resourceVersion")}
+
+    def secret_facts(self) -> dict[str, Any]:
+        """The Secret the pods read, as hashes of its values (never the values)."""
+        from .errors import NotFound
+
+        try:
+            keys: dict[str, str] | None = self.cluster.secret_keys(SECRET_NAME)
+        except NotFound:
+            keys = None
+        return {"object": f"secret/{SECRET_NAME}", "keys": keys}
+
+    def preview_rollout(self) -> str:
+        """The rolling change as the API server would make it (``dryRun=All``): a diff, nothing stored."""
+        dry = Cluster(self.ctx.profile, dry_run=True, client=self.cluster.client)
+        before = dry.deployment(self.deployment_name)
+        after = set_image(dry, self.deployment_name, self.params.service, self.image, version=self.params.version,
+                          change_cause=self._change_cause())
+        return diff_objects(before, after)
+
+    def preview_changes(self) -> str:
+        """Everything this deploy will change, for the approval gate: the Secret's keys that Vault
+        would change (names only), then the rollout (the API server's dry-run diff for rolling)."""
+        import hashlib
+
+        from .vault import Vault, fingerprint
+
+        wanted = {vault_key_to_secret_key(k): fingerprint(v) for k, v in Vault(self.ctx.profile.vault).read().items()}
+        live = (self.cluster.secret(SECRET_NAME) or {}).get("data") or {}
+        live = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live.items()}
+        changed = sorted(k for k in set(wanted) | set(live) if wanted.get(k) != live.get(k))
+        lines = [f"secret/{SECRET_NAME}: " + (f"keys {', '.join(changed)} change (values not shown)" if changed
+                                               else "already matches Vault")]
+        if self.params.strategy == "blue-green":
+            lines.append(f"deployment/{self.params.service}-<new colour>: created with {self.image} beside "
+                         f"{self.deployment_name}; after its tests service/{self.params.service} flips to it, "
+                         f"then {self.deployment_name} is deleted")
+        else:
+            lines.append(f"deployment/{self.deployment_name}:\n{self.preview_rollout()}")
+        return "\n".join(lines)
+
     # -- 1. checklist ----------------------------------------------------------------------
 
     def checklist(self) -> "pd.DataFrame":
