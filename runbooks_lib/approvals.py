@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,10 +161,3 @@ def _chain_in_ledger(facts: dict[str, Any], approval: Approval) -> Path:
                         approver=approval.approver)
     return document
 
-
-def expires(at: datetime, rule: "Approvals") -> datetime:
-    return at + timedelta(seconds=rule.expires_after_s)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -14,6 +14,7 @@ and then, in order:
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import Any, Callable
 
 from .approvals import Approval, check_approver
@@ -94,8 +95,6 @@ def _ask(ctx: Any, name: str, rule: Any) -> Approval | None:
         raise GuardRefused(f"{approver} denied the change at gate {name}: nothing was changed")
     reason = input("why (for the record, optional)? ").strip()
     at = utcnow()
-    from datetime import timedelta
-
     approval = Approval(ctx.run_id, name, approver, at, at + timedelta(seconds=rule.expires_after_s), reason)
     ctx.journal.write(event="approved", **approval.as_entry())
     return approval
