@@ -141,6 +141,7 @@ class RunContext:
         self.notes: dict[str, str] = {}
         self.cluster: dict[str, Any] | None = None
         self._on_finish: list[Any] = []
+        self._watched: dict[str, Callable[[], dict[str, Any]]] = {}  # step key -> the state its result rests on
         from .records.identity import operator_identity, operator_name
 
         # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
@@ -199,6 +200,22 @@ class RunContext:
             )
             mark = {"succeeded": "✓", "replayed": "↺"}.get(record.outcome, "✗")
             print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
+            self._journal_watched_state()
+
+    def _journal_watched_state(self) -> None:
+        """After every step, the state that earlier steps' results rest on, as it is now: a resume
+        compares the cluster with what this run last saw, its own changes included."""
+        if not self._watched or self.dry_run:
+            return
+        states = {}
+        for read in self._watched.values():
+            try:
+                facts = read()
+            except Exception:  # an unreachable API server: the last state journaled still stands
+                continue
+            states[str(facts.get("object"))] = facts
+        if states:
+            self.journal.write(event="state", states=list(states.values()))
 
     def run_step(self, name: str, action: Callable[[], Any], *, key: str | None = None,
                  state: Callable[[], dict[str, Any]] | None = None, on_replay: Callable[[], Any] | None = None) -> Any:
@@ -216,6 +233,8 @@ class RunContext:
             result = action()
             self.journal.write(event="step-result", step=name, key=key, result=encode_result(result),
                                state=state() if state and not self.dry_run else None)
+            if state is not None:
+                self._watched[key] = state
         return result
 
     def _replay_step(self, name: str, key: str, done: Any, state: Any, on_replay: Any) -> Any:
@@ -225,7 +244,11 @@ class RunContext:
         origin = done.replayed_from or self.replay.run_id
         with self.step(name, key=key) as step:
             now = state() if state else None
-            drift = describe_drift(done.state, now) if state else None
+            # Compared with what the original run saw last (its own later changes are not drift).
+            seen = self.replay.latest_state(done.state) if done.state else None
+            drift = describe_drift(seen, now) if state else None
+            if state is not None:
+                self._watched[key] = state
             if drift:
                 raise GuardRefused(f"drift since run {origin} did {name!r}: {drift}; refusing to act on stale facts")
             if on_replay is not None:

@@ -132,12 +132,16 @@ class DeployRun:
 
         from .vault import Vault, fingerprint
 
-        wanted = {vault_key_to_secret_key(k): fingerprint(v) for k, v in Vault(self.ctx.profile.vault).read().items()}
-        live = (self.cluster.secret(SECRET_NAME) or {}).get("data") or {}
-        live = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live.items()}
-        changed = sorted(k for k in set(wanted) | set(live) if wanted.get(k) != live.get(k))
-        lines = [f"secret/{SECRET_NAME}: " + (f"keys {', '.join(changed)} change (values not shown)" if changed
-                                               else "already matches Vault")]
+        try:
+            wanted = {vault_key_to_secret_key(k): fingerprint(v) for k, v in Vault(self.ctx.profile.vault).read().items()}
+        except BackendUnavailable as e:  # the secrets step will say so; the rollout's diff still stands
+            lines = [f"secret/{SECRET_NAME}: synced from Vault at the secrets step (Vault cannot be read now: {e})"]
+        else:
+            live = (self.cluster.secret(SECRET_NAME) or {}).get("data") or {}
+            live = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live.items()}
+            changed = sorted(k for k in set(wanted) | set(live) if wanted.get(k) != live.get(k))
+            lines = [f"secret/{SECRET_NAME}: " + (f"keys {', '.join(changed)} change (values not shown)" if changed
+                                                   else "already matches Vault")]
         if self.params.strategy == "blue-green":
             lines.append(f"deployment/{self.params.service}-<new colour>: created with {self.image} beside "
                          f"{self.deployment_name}; after its tests service/{self.params.service} flips to it, "

@@ -128,5 +128,16 @@ class Replay:
                              result=result_entry.get("result"), state=result_entry.get("state"),
                              replayed_from=result_entry.get("replayed_from"))
 
+    def latest_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The last reading the run journaled of the object ``state`` describes (after its own
+        later steps, e.g. the rollout it made), else ``state`` itself."""
+        what, latest = state.get("object"), dict(state)
+        for entry in self.entries:
+            readings = entry.get("states") if entry.get("event") == "state" else [entry.get("state")]
+            for reading in readings or []:
+                if isinstance(reading, dict) and what is not None and reading.get("object") == what:
+                    latest = reading
+        return latest
+
     def gate(self, name: str) -> GateStatus:
         return gate_status(self.entries, name, self.run_id)

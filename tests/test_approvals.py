@@ -177,3 +177,15 @@ def test_resume_is_refused_before_a_kernel_starts(records: Path) -> None:
 
 def test_iso_is_utc_milliseconds() -> None:
     assert iso(utcnow()).endswith("Z") and len(iso(utcnow())) == 24
+
+
+def test_replay_compares_with_the_last_state_the_run_saw(records: Path) -> None:
+    journal = stopped_run(records)
+    checked = {"object": "deployment/x", "generation": 4, "image": "r/x:v1.5.0"}
+    rolled = {"object": "deployment/x", "generation": 5, "image": "r/x:v1.6.0"}
+    journal.write(event="state", states=[rolled, {"object": "secret/s", "keys": {"a": "1"}}])
+    replay = Replay.load(journal.path)
+    # The run's own rollout after the checklist is not drift; only a change after it would be.
+    assert replay.latest_state(checked) == rolled
+    assert describe_drift(replay.latest_state(checked), rolled) is None
+    assert replay.latest_state({"object": "deployment/other", "generation": 1}) == {"object": "deployment/other", "generation": 1}

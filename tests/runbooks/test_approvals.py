@@ -73,23 +73,32 @@ def steps(run: Run) -> dict[str, str]:
     return {s["name"]: s["outcome"] for s in run.summary["steps"]}
 
 
-def test_a_gated_deploy_stops_headless_and_resumes_after_another_person_approves(sandbox: Sandbox,
-                                                                                   gated_home: Path) -> None:
+def set_vault_address(home: Path, address: str | None) -> str:
+    """Point the gated profile's Vault elsewhere (None: back to the sandbox's); returns the old value."""
+    path = home / "parameters" / f"{ENV}.yaml"
+    profile = yaml.safe_load(path.read_text())
+    old = profile["vault"]["address"]
+    profile["vault"]["address"] = address or "${sandbox:VAULT_ADDR}"
+    path.write_text(yaml.safe_dump(profile))
+    return old
+
+
+def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_resumed(sandbox: Sandbox,
+                                                                                    gated_home: Path) -> None:
     target = another_good_version(sandbox)
-    before, told_before = resource_versions(sandbox), len(notifications(sandbox))
+    before = resource_versions(sandbox)
     stopped = deploy(sandbox, gated_home, target)
 
-    # Stopped before the change: exit 3, nothing changed, the diff shown, people told.
+    # Stopped before any change: exit 3, every resourceVersion the same, the diff shown, people told.
     assert stopped.exit_code == 3, stopped.output
     summary = stopped.summary
+    run_id = summary["run_id"]
     assert summary["outcome"] == "awaiting approval"
     assert summary["failed_step"] == "Approval: rollout"
     assert resource_versions(sandbox) == before
-    assert not image(sandbox).endswith(f":{target}")
     assert f"+        image: registry.veza.app/{BACKEND}:{target}" in stopped.record.read_text()
-    told = notifications(sandbox)[told_before:]
-    assert any("awaits approval" in m["text"] and summary["run_id"] in m["text"] for m in told), told
-    run_id = summary["run_id"]
+    told = [m["text"] for m in notifications(sandbox) if run_id in m.get("text", "")]
+    assert told and "awaits approval at gate rollout" in told[-1], told
 
     # Four eyes: Alice started it and cannot approve it; Bob can.
     self_approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "Alice ", "--reason", "mine")
@@ -100,26 +109,36 @@ def test_a_gated_deploy_stops_headless_and_resumes_after_another_person_approves
     assert approval.returncode == 0, approval.stdout + approval.stderr
     assert "approved by bob" in approval.stdout
 
-    # The resume replays the checklist and the lock (taken again), then passes the gate and deploys;
-    # the Secret is synced after the gate (it is a change too).
-    resumed = Run(runbook(sandbox, gated_home, "resume", run_id, operator="alice"), stopped.began, sandbox)
+    # The resume replays the checklist and the lock (taken again) and passes the gate; Vault is
+    # unreachable, so it fails at the secrets step, before the rollout.
+    set_vault_address(gated_home, "http://127.0.0.1:9")
+    try:
+        failed = Run(runbook(sandbox, gated_home, "resume", run_id), stopped.began, sandbox)
+    finally:
+        set_vault_address(gated_home, None)
+    assert failed.exit_code == 1, failed.output
+    outcomes = steps(failed)
+    assert outcomes["Pre-deployment checklist"] == outcomes["Lock"] == "replayed", outcomes
+    assert outcomes["Approval: rollout"] == "succeeded" and failed.summary["failed_step"] == "Secrets from Vault"
+    assert not image(sandbox).endswith(f":{target}")
+
+    # Vault back: resuming the failed run replays up to the failed step and completes the deploy.
+    resumed = Run(runbook(sandbox, gated_home, "resume", failed.summary["run_id"]), stopped.began, sandbox)
     assert resumed.exit_code == 0, resumed.output
     outcomes = steps(resumed)
-    assert {outcomes[s] for s in ("Pre-deployment checklist", "Lock")} == {"replayed"}, outcomes
-    assert outcomes["Approval: rollout"] == "succeeded" and outcomes["Rolling update and checks"] == "succeeded"
-    assert outcomes["Secrets from Vault"] == "succeeded"
-    assert image(sandbox).endswith(f":{target}")
-    assert {"relation": "resumes", "record": summary["record"]} in resumed.summary["links"]
+    assert outcomes["Pre-deployment checklist"] == outcomes["Lock"] == "replayed", outcomes
+    assert outcomes["Secrets from Vault"] == "succeeded" and outcomes["Rolling update and checks"] == "succeeded"
     assert "approved by bob" in resumed.summary["notes"]["approval rollout"]
+    assert image(sandbox).endswith(f":{target}")
+    assert {"relation": "resumes", "record": summary["record"]} in failed.summary["links"]
+    assert {"relation": "resumes", "record": failed.summary["record"]} in resumed.summary["links"]
     assert not json.loads(sandbox.kubectl("get", "leases", "-o", "json"))["items"]
 
-    # Both records and the approval are chained in the ledger, intact.
+    # The records and the approval are chained in the ledger, intact.
     verify = sandbox.runbook("records", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     ledger = [json.loads(line) for line in (sandbox.records / "ledger.jsonl").read_text().splitlines()]
     assert any(e.get("kind") == "approval" and e.get("run_id") == run_id and e.get("approver") == "bob" for e in ledger)
-    again = runbook(sandbox, gated_home, "resume", run_id)
-    assert again.returncode == 2 and "already resumed" in again.stderr, again.stderr
 
 
 def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox: Sandbox, gated_home: Path) -> None:
