@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
@@ -22,7 +20,7 @@ from .cluster import Cluster
 from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from .lock import DeployLock
 from .rollback import RollbackResult, roll_back
-from .rollout import set_image, wait_for_rollout
+from .rollout import diff_objects, set_image, wait_for_rollout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,17 +59,6 @@ def vault_key_to_secret_key(key: str) -> str:
     return key.replace("_", "-")
 
 
-def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """A unified diff of two objects' specs and labels/annotations, as YAML."""
-    def view(obj: dict[str, Any]) -> list[str]:
-        meta = obj.get("metadata") or {}
-        shown = {"metadata": {k: meta.get(k) for k in ("labels", "annotations") if meta.get(k)}, "spec": obj.get("spec")}
-        shown["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
-        return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
-
-    return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"
-
-
 @dataclass
 class DeployRun:
     """One deploy of one service to one environment."""
@@ -97,15 +84,11 @@ class DeployRun:
         """The Deployment the Service sends traffic to (blue-green renames it by colour)."""
         return self.cluster.live_deployment(self.params.service)
 
-    def deployment_facts(self, name: str | None = None) -> dict[str, Any]:
-        """What a resume checks has not changed since: the Deployment's spec as it runs."""
-        dep = self.cluster.deployment(name or self.deployment_name)
-        meta, spec = dep.get("metadata") or {}, dep.get("spec") or {}
-        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
-        return {"object": f"deployment/{meta.get('name')}", "generation": meta.get("generation"),
-                "image": containers[0].get("image"), "replicas": spec.get("replicas"),
-                "revision": (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
-                "resourceVersion": meta.get("resourceVersion")}
+    def deployment_facts(self) -> dict[str, Any]:
+        """What a resume checks has not changed since: the live Deployment's spec as it runs."""
+        from .rollout import deployment_facts
+
+        return deployment_facts(self.cluster, self.deployment_name)
 
     def secret_facts(self) -> dict[str, Any]:
         """The Secret the pods read, as hashes of its values (never the values)."""
