@@ -158,3 +158,12 @@ def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox:
     assert f"{BACKEND}:{by_hand}" in resumed.summary["error"] and "drift" in resumed.summary["error"]
     assert image(sandbox).endswith(f":{by_hand}")  # the resume changed nothing
     sandbox.kubectl("rollout", "status", f"deployment/{BACKEND}", "--timeout=60s")
+
+    # A rollback under the same rule stops at its gate too, with the API server's diff, nothing changed.
+    before = resource_versions(sandbox)
+    rollback = Run(runbook(sandbox, gated_home, "run", str(REPO / "notebooks" / "rollback.ipynb"), "--env", ENV,
+                           "-p", "service", BACKEND, "-p", "reason", "drill"), stopped.began, sandbox)
+    assert rollback.exit_code == 3, rollback.output
+    assert rollback.summary["failed_step"] == "Approval: rollback"
+    assert f"-        image: registry.veza.app/{BACKEND}:{by_hand}" in rollback.record.read_text()
+    assert resource_versions(sandbox) == before
