@@ -189,3 +189,52 @@ def test_replay_compares_with_the_last_state_the_run_saw(records: Path) -> None:
     assert replay.latest_state(checked) == rolled
     assert describe_drift(replay.latest_state(checked), rolled) is None
     assert replay.latest_state({"object": "deployment/other", "generation": 1}) == {"object": "deployment/other", "generation": 1}
+
+
+# -- the gate itself, in a run started by `runbook resume` (a real RunContext, no cluster) -------
+
+def resumed_context(records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: Journal) -> "object":
+    from runbooks_lib.context import RunContext
+    from runbooks_lib.profiles import load_profile
+
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")  # the operator lookup fails fast, offline
+    monkeypatch.setenv("RUNBOOK_OPERATOR", "alice")
+    monkeypatch.delenv("VEZA_INCIDENT_WEBHOOK_URL", raising=False)  # nobody to tell: NoNotifier
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"run_id": "f0f0f0f0f0f0", "record": "production/2026-12-01/deploy-x.ipynb",
+                                    "resume_of": original.run_id, "replay_journal": str(original.path)}))
+    monkeypatch.setenv("RUNBOOK_RUN_FILE", str(run_file))
+    return RunContext("deploy", "production", load_profile("production"), {"service": "veza-backend-api"})
+
+
+def test_the_gate_passes_a_valid_approval_and_refuses_drift(records: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records, approved_by="bob")
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    assert ctx.links == [{"relation": "resumes", "record": f"production/2026-12-01/deploy-160000Z-{original.run_id}.ipynb"}]
+    approval = ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
+    assert approval.approver == "bob" and "approved by bob" in ctx.notes["approval rollout"]
+    assert [e for e in ctx.journal.entries() if e["event"] == "gate-passed"][0]["approver"] == "bob"
+    with pytest.raises(GuardRefused, match="drift since run a1b2c3d4e5f6 stopped at gate rollout: generation 4 → 5"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 5})
+
+
+def test_an_expired_approval_stops_the_resumed_run_again(records: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records)
+    at = utcnow() - timedelta(hours=2)
+    original.write(event="approved", **Approval(original.run_id, "rollout", "bob", at, at + timedelta(hours=1)).as_entry())
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    with pytest.raises(AwaitingApproval, match="runbook approve f0f0f0f0f0f0"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
+    waiting = [e for e in ctx.journal.entries() if e["event"] == "gate-awaiting"]
+    assert waiting and waiting[0]["what_changes"] == "+ image" and waiting[0]["operator"] == "alice"
+    assert ctx.steps[-1].outcome == "awaiting approval"
+
+
+def test_a_self_approval_in_the_original_journal_is_refused_again(records: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records, approved_by="ALICE")  # written by hand: the rule holds at the gate too
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    with pytest.raises(GuardRefused, match="cannot approve"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
