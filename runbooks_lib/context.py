@@ -222,7 +222,7 @@ class RunContext:
         """Run ``action()`` as a step whose result and resulting ``state()`` are journaled, so a
         resumed run replays it instead of repeating it: the recorded result comes back, after
         ``state()`` read again matched the recorded one (else GuardRefused, exit 4: drift).
-        ``on_replay`` is what a replay must still do (e.g. take the lock again)."""
+        ``on_replay`` is what a replay must still do (e.g. take the lock again); its result is returned."""
         from .replay import encode_result
 
         key = key or name
@@ -251,14 +251,13 @@ class RunContext:
                 self._watched[key] = state
             if drift:
                 raise GuardRefused(f"drift since run {origin} did {name!r}: {drift}; refusing to act on stale facts")
-            if on_replay is not None:
-                print(on_replay())
+            redone = on_replay() if on_replay is not None else None
             step.note(replayed_from=origin, completed_at=done.finished_at)
             self.journal.write(event="step-result", step=name, key=key, result=done.result, state=now or done.state,
                                replayed_from=origin)
             checked = "; the cluster still matches" if state else ""
             print(f"done by run {origin} at {done.finished_at}: not repeated{checked}", flush=True)
-        return decode_result(done.result)
+        return redone if on_replay is not None else decode_result(done.result)
 
     def gate(self, name: str, what_changes: "str | Callable[[], str]",
              state: Callable[[], dict[str, Any]] | None = None) -> Any:
