@@ -150,7 +150,10 @@ def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox:
     assert approval.returncode == 0, approval.stderr
 
     by_hand = another_good_version(sandbox, target)
-    sandbox.kubectl("set", "image", f"deployment/{BACKEND}", f"{BACKEND}=registry.veza.app/{BACKEND}:{by_hand}")
+    # By hand, image and version label together (a stale label would trip the canary tests that follow).
+    by_hand_patch = {"spec": {"template": {"metadata": {"labels": {"version": by_hand}}, "spec": {"containers": [
+        {"name": BACKEND, "image": f"registry.veza.app/{BACKEND}:{by_hand}"}]}}}}
+    sandbox.kubectl("patch", "deployment", BACKEND, "-p", json.dumps(by_hand_patch))
     resumed = Run(runbook(sandbox, gated_home, "resume", run_id), stopped.began, sandbox)
     assert resumed.exit_code == 4, resumed.output
     assert resumed.summary["outcome"] == "refused"
