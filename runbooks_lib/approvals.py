@@ -24,7 +24,8 @@ from .journal import Journal, find_journal, iso, utcnow
 if TYPE_CHECKING:
     from .profiles import Approvals
 
-__all__ = ["Approval", "GateStatus", "check_approver", "gate_status", "pending_gate", "approve", "same_person"]
+__all__ = ["Approval", "GateStatus", "check_approver", "gate_status", "pending_gate", "approve", "same_person",
+           "what_changes"]
 
 
 def same_person(a: str | None, b: str | None) -> bool:
@@ -44,6 +45,12 @@ def check_approver(rule: "Approvals", operator: str | None, approver: str) -> No
 
 def _parse(stamp: str | None) -> datetime | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+
+
+def what_changes(entries: list[dict[str, Any]], gate: str) -> str | None:
+    """What the run said it would change at ``gate`` (the API server's dry-run diff), for the approver."""
+    waiting = [e for e in entries if e.get("event") == "gate-awaiting" and e.get("gate") == gate]
+    return waiting[-1].get("what_changes") if waiting else None
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,20 @@ def approve(run_id: str, approver: str | None = None, reason: str = "") -> Appro
                         typed_by=_local_user())
     journal.write(event="approved", **approval.as_entry())
     _chain_in_ledger(facts, approval)
+    _tell(profile, facts, approval)
     return approval
+
+
+def _tell(profile: Any, facts: dict[str, Any], approval: Approval) -> None:
+    """The people told the run awaits approval learn who gave it (a failed delivery is not an error)."""
+    from .notify import Notice, notifier_for
+
+    params = facts.get("notebook_parameters") or {}
+    subject = " ".join(str(v) for v in (facts.get("runbook"), params.get("service"), params.get("version")) if v)
+    notifier_for(None, profile).send(Notice(
+        severity="approval", summary=f"{subject}: gate {approval.gate} {approval.describe()}", status="approved",
+        service=str(params.get("service") or facts.get("runbook")), env=facts["env"], record=facts.get("record"),
+        detail=f"runbook resume {approval.run_id}"))
 
 
 def _chain_in_ledger(facts: dict[str, Any], approval: Approval) -> Path:

@@ -112,10 +112,14 @@ def approve_command(run_id: str, approver: str | None, reason: str) -> None:
     The approval is journaled and chained into the ledger; it expires after the profile's
     approvals.expires_after_s.
     """
-    from .approvals import approve
+    from .approvals import approve, what_changes
+    from .journal import find_journal
 
     approval = approve(run_id, approver, reason)
+    change = what_changes(find_journal(run_id).entries(), approval.gate)
     click.echo(f"run {run_id}, gate {approval.gate}: {approval.describe()}")
+    if change:
+        click.echo(f"the change approved (the API server's dry run when the run stopped):\n{change}")
     click.echo(f"next: runbook resume {run_id}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runbooks_lib.approvals import Approval, approve, check_approver, gate_status, pending_gate
+from runbooks_lib.approvals import Approval, approve, check_approver, gate_status, pending_gate, what_changes
 from runbooks_lib.errors import AwaitingApproval, GuardRefused, ParameterError
 from runbooks_lib.journal import Journal, find_journal, iso, utcnow
 from runbooks_lib.profiles import Approvals
@@ -21,6 +21,7 @@ from runbooks_lib.resume import resumable
 @pytest.fixture
 def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(tmp_path))
+    monkeypatch.delenv("VEZA_INCIDENT_WEBHOOK_URL", raising=False)  # production's webhook: nobody is told
     return tmp_path
 
 
@@ -88,6 +89,7 @@ def test_gate_status_and_pending_gate(records: Path) -> None:
     journal = stopped_run(records)
     entries = journal.entries()
     assert pending_gate(entries) == "rollout"
+    assert what_changes(entries, "rollout") == "+ image" and what_changes(entries, "flip") is None
     status = gate_status(entries, "rollout", journal.run_id)
     assert status.awaiting["state"] == {"generation": 4} and status.approval is None
     journal = stopped_run(records, run_id="b1b2c3d4e5f6", approved_by="bob")

@@ -97,8 +97,6 @@ def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_re
     assert summary["failed_step"] == "Approval: rollout"
     assert resource_versions(sandbox) == before
     assert f"+        image: registry.veza.app/{BACKEND}:{target}" in stopped.record.read_text()
-    told = [m["text"] for m in notifications(sandbox) if run_id in m.get("text", "")]
-    assert told and "awaits approval at gate rollout" in told[-1], told
 
     # Four eyes: Alice started it and cannot approve it; Bob can.
     self_approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "Alice ", "--reason", "mine")
@@ -108,6 +106,9 @@ def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_re
                        operator="bob")
     assert approval.returncode == 0, approval.stdout + approval.stderr
     assert "approved by bob" in approval.stdout
+    assert f"+        image: registry.veza.app/{BACKEND}:{target}" in approval.stdout  # what Bob approved
+    told = [m["text"] for m in notifications(sandbox) if run_id in m.get("text", "")]
+    assert len(told) == 2 and "awaits approval at gate rollout" in told[0] and "approved by bob" in told[1], told
 
     # The resume replays the checklist and the lock (taken again) and passes the gate; Vault is
     # unreachable, so it fails at the secrets step, before the rollout.
