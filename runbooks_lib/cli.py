@@ -119,7 +119,7 @@ def approve_command(run_id: str, approver: str | None, reason: str) -> None:
     change = what_changes(find_journal(run_id).entries(), approval.gate)
     click.echo(f"run {run_id}, gate {approval.gate}: {approval.describe()}")
     if change:
-        click.echo(f"the change approved (the API server's dry run when the run stopped):\n{change}")
+        click.echo(f"the change approved (as the run showed it when it stopped):\n{change}")
     click.echo(f"next: runbook resume {run_id}")
 
 

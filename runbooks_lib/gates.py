@@ -37,7 +37,7 @@ def pass_gate(ctx: Any, name: str, what_changes: str | Callable[[], str], state:
         return None
     with ctx.step(f"Approval: {name}", key=f"gate-{name}") as step:
         diff = what_changes() if callable(what_changes) else what_changes
-        print(f"What this change does (the API server's dry run):\n{diff}")
+        print(f"What will change:\n{diff}")
         now_state = state() if state else None
         approval = _approval_from_original(ctx, name, now_state, rule)
         if approval is None:
