@@ -84,6 +84,58 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     sys.exit(result.exit_code)
 
 
+def _report(result: "object") -> None:
+    """What `runbook run` and `runbook resume` print about a run, then its exit code."""
+    summary = getattr(result, "summary", None) or {}
+    click.echo(f"record: {result.record}")  # type: ignore[attr-defined]
+    if getattr(result, "html", None):
+        click.echo(f"html: {result.html}")  # type: ignore[attr-defined]
+    if getattr(result, "published", None):
+        click.echo(f"published to: {result.published}")  # type: ignore[attr-defined]
+    if getattr(result, "seal_refusal", None):
+        click.echo(f"NOT SEALED: {result.seal_refusal}", err=True)  # type: ignore[attr-defined]
+    click.echo(f"outcome: {summary.get('outcome', 'no summary')}")
+    if summary.get("failed_step"):
+        click.echo(f"failed step: {summary['failed_step']}: {summary.get('error')}")
+    sys.exit(result.exit_code)  # type: ignore[attr-defined]
+
+
+@cli.command("approve")
+@click.argument("run_id")
+@click.option("--as", "approver", default=None, metavar="NAME",
+              help="Who approves (default: you, as RUNBOOK_OPERATOR, the kubeconfig user or the OS user name you).")
+@click.option("--reason", default="", help="Why, for the record.")
+def approve_command(run_id: str, approver: str | None, reason: str) -> None:
+    """Approve the gate run RUN_ID stopped at (exit 3); `runbook resume RUN_ID` then continues it.
+
+    Where the profile requires four eyes, the run's own operator cannot approve (exit 4).
+    The approval is journaled and chained into the ledger; it expires after the profile's
+    approvals.expires_after_s.
+    """
+    from .approvals import approve, what_changes
+    from .journal import find_journal
+
+    approval = approve(run_id, approver, reason)
+    change = what_changes(find_journal(run_id).entries(), approval.gate)
+    click.echo(f"run {run_id}, gate {approval.gate}: {approval.describe()}")
+    if change:
+        click.echo(f"the change approved (as the run showed it when it stopped):\n{change}")
+    click.echo(f"next: runbook resume {run_id}")
+
+
+@cli.command("resume")
+@click.argument("run_id")
+def resume_command(run_id: str) -> None:
+    """Continue run RUN_ID (stopped at a gate, or failed) as a new run linked to it.
+
+    Steps the run completed are replayed from its journal, not repeated, each after checking
+    the cluster still matches what the step left; drift stops the resume (exit 4).
+    """
+    from .resume import resume_run
+
+    _report(resume_run(run_id))
+
+
 @cli.command("gameday")
 @click.option("--env", "env", default="sandbox", show_default=True, help="Profile to drill against.")
 @click.option("--scenarios", "scenarios_file", type=click.Path(path_type=Path), default=None,

@@ -11,19 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import ParameterError, RunbookError, outcome_of
+from .journal import Journal, iso, journal_path, utcnow
 from .parameters import missing_required
 from .profiles import Profile, load_profile, project_home
 from .records.redaction import is_secret_name, redact, register_secret
@@ -40,12 +40,7 @@ def current() -> "RunContext | None":
     return _current
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+_iso = iso
 
 
 @dataclass
@@ -66,25 +61,6 @@ class StepRecord:
         self.detail.update(detail)
 
 
-class Journal:
-    """Append-only JSON lines per run: the basis for resuming a failed run step by step."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, **entry: Any) -> None:
-        entry.setdefault("at", _iso(utcnow()))
-        with self.path.open("a") as f:
-            # The journal is a log: registered secrets and token shapes never reach it.
-            f.write(redact(json.dumps(entry, default=str)) + "\n")
-
-    def entries(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-
 def _git_sha(home: Path) -> str | None:
     try:
         out = subprocess.run(
@@ -93,21 +69,6 @@ def _git_sha(home: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def journal_path(env: str, run_id: str) -> Path:
-    """Where a run's journal lives: beside the records (``RUNBOOKS_RECORDS_URL`` or the
-    profile's records folder), so a run's whole trail is in one place, and tests that point
-    the records at a temporary folder leave the checkout's outputs/ alone."""
-    from .records.ledger import records_root
-
-    # A refused run may carry any string as env: keep it out of the path unless it is a name.
-    folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
-    try:
-        root = records_root(folder if folder != "invalid-env" else None)
-    except RunbookError:  # an unknown env has no profile: its journal goes to the default place
-        root = records_root(None)
-    return root / "journal" / folder / f"{run_id}.jsonl"
 
 
 def _protect(params: Mapping[str, Any]) -> None:
@@ -131,6 +92,15 @@ def runner_facts() -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return facts if isinstance(facts, dict) else {}
+
+
+def _load_replay(facts: Mapping[str, Any]) -> Any:
+    """The original run's journal when ``runbook resume`` started this run, else None."""
+    if not facts.get("replay_journal"):
+        return None
+    from .replay import Replay
+
+    return Replay.load(facts["replay_journal"])
 
 
 def _in_ipython() -> Any:
@@ -170,13 +140,21 @@ class RunContext:
         self.notes: dict[str, str] = {}
         self.cluster: dict[str, Any] | None = None
         self._on_finish: list[Any] = []
+        self._watched: dict[str, Callable[[], dict[str, Any]]] = {}  # step key -> the state its result rests on
         from .records.identity import operator_identity, operator_name
 
         # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
         self.identity = operator_identity(profile)
         self.operator = operator_name(self.identity)
         self.journal = Journal(journal_path(env, self.run_id))
-        self.journal.write(event="run-started", runbook=runbook, env=env, params=masked_parameters(params))
+        # A run started by `runbook resume` replays what the original run completed (runbooks_lib.replay).
+        self.replay = _load_replay(self._facts)
+        self.journal.write(event="run-started", runbook=runbook, env=env, params=masked_parameters(params),
+                           operator=self.operator, record=self.record_name, notebook=self._facts.get("notebook"),
+                           notebook_parameters=self._facts.get("parameters"),
+                           resume_of=self.replay.run_id if self.replay else None)
+        if self.replay is not None:
+            self.link("resumes", self.replay.record or self.replay.run_id)
 
     # -- what a runbook calls ------------------------------------------------------------
 
@@ -210,7 +188,8 @@ class RunContext:
             self.failed_step = name
             raise
         else:
-            record.outcome = "succeeded"
+            # A step replayed from the run being resumed (run_step) was not done again.
+            record.outcome = "replayed" if "replayed_from" in record.detail else "succeeded"
         finally:
             record.duration_s = round(time.monotonic() - begun, 3)
             record.finished = _iso(utcnow())
@@ -218,8 +197,77 @@ class RunContext:
                 event="step-finished", step=name, key=record.key, outcome=record.outcome,
                 duration_s=record.duration_s, error=record.error,
             )
-            mark = "✓" if record.outcome == "succeeded" else "✗"
+            mark = {"succeeded": "✓", "replayed": "↺"}.get(record.outcome, "✗")
             print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
+            self._journal_watched_state()
+
+    def _journal_watched_state(self) -> None:
+        """After every step, the state that earlier steps' results rest on, as it is now: a resume
+        compares the cluster with what this run last saw, its own changes included."""
+        if not self._watched or self.dry_run:
+            return
+        states = {}
+        for read in self._watched.values():
+            try:
+                facts = read()
+            except Exception:  # an unreachable API server: the last state journaled still stands
+                continue
+            states[str(facts.get("object"))] = facts
+        if states:
+            self.journal.write(event="state", states=list(states.values()))
+
+    def run_step(self, name: str, action: Callable[[], Any], *, key: str | None = None,
+                 state: Callable[[], dict[str, Any]] | None = None, on_replay: Callable[[], Any] | None = None) -> Any:
+        """Run ``action()`` as a step whose result and resulting ``state()`` are journaled, so a
+        resumed run replays it instead of repeating it: the recorded result comes back, after
+        ``state()`` read again matched the recorded one (else GuardRefused, exit 4: drift).
+        ``on_replay`` is what a replay must still do (e.g. take the lock again); its result is returned."""
+        from .replay import encode_result
+
+        key = key or name
+        done = self.replay.completed(key) if self.replay is not None else None
+        if done is not None:
+            return self._replay_step(name, key, done, state, on_replay)
+        with self.step(name, key=key):
+            result = action()
+            self.journal.write(event="step-result", step=name, key=key, result=encode_result(result),
+                               state=state() if state and not self.dry_run else None)
+            if state is not None:
+                self._watched[key] = state
+        return result
+
+    def _replay_step(self, name: str, key: str, done: Any, state: Any, on_replay: Any) -> Any:
+        from .errors import GuardRefused
+        from .replay import decode_result, describe_drift
+
+        origin = done.replayed_from or self.replay.run_id
+        with self.step(name, key=key) as step:
+            now = state() if state else None
+            # Compared with what the original run saw last (its own later changes are not drift).
+            seen = self.replay.latest_state(done.state) if done.state else None
+            drift = describe_drift(seen, now) if state else None
+            if state is not None:
+                self._watched[key] = state
+            if drift:
+                raise GuardRefused(f"drift since run {origin} did {name!r}: {drift}; refusing to act on stale facts")
+            redone = on_replay() if on_replay is not None else None
+            step.note(replayed_from=origin, completed_at=done.finished_at)
+            self.journal.write(event="step-result", step=name, key=key, result=done.result, state=now or done.state,
+                               replayed_from=origin)
+            checked = "; the cluster still matches" if state else ""
+            print(f"done by run {origin} at {done.finished_at}: not repeated{checked}", flush=True)
+        return redone if on_replay is not None else decode_result(done.result)
+
+    def gate(self, name: str, what_changes: "str | Callable[[], str]",
+             state: Callable[[], dict[str, Any]] | None = None) -> Any:
+        """Stop before a change until someone allowed to approves it (where the profile says so).
+
+        Headless, the run ends here awaiting approval (exit 3, nothing changed, people told);
+        ``runbook approve`` then ``runbook resume`` continue it. ``state()`` is what the approval
+        is for (e.g. the Deployment's generation and image): a resume finding it changed refuses."""
+        from .gates import pass_gate
+
+        return pass_gate(self, name, what_changes, state)
 
     def on_finish(self, callback: Any) -> None:
         """Run ``callback()`` when the run ends, succeeded or not (e.g. release a lock)."""

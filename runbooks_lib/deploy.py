@@ -8,12 +8,10 @@ returns a table for the record; failures raise CheckFailed with the numbers behi
 from __future__ import annotations
 
 import contextlib
-import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
@@ -22,7 +20,7 @@ from .cluster import Cluster
 from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from .lock import DeployLock
 from .rollback import RollbackResult, roll_back
-from .rollout import set_image, wait_for_rollout
+from .rollout import diff_objects, set_image, wait_for_rollout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,15 +53,6 @@ class DeployParams(BaseModel):
                                                      "(needs a change_cause saying why)")
 
 
-def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """A unified diff of two objects' specs and labels/annotations, as YAML."""
-    def view(obj: dict[str, Any]) -> list[str]:
-        meta = obj.get("metadata") or {}
-        shown = {"metadata": {k: meta.get(k) for k in ("labels", "annotations") if meta.get(k)}, "spec": obj.get("spec")}
-        shown["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
-        return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
-
-    return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"
 
 
 @dataclass
@@ -100,6 +89,56 @@ class DeployRun:
     def active_deployment(self) -> str:
         """The Deployment the Service sends traffic to (blue-green renames it by colour)."""
         return self.cluster.live_deployment(self.params.service)
+
+    def deployment_facts(self) -> dict[str, Any]:
+        """What a resume checks has not changed since: the live Deployment's spec as it runs."""
+        from .rollout import deployment_facts
+
+        return deployment_facts(self.cluster, self.deployment_name)
+
+    def secret_facts(self) -> dict[str, Any]:
+        """The Secret the pods read, as hashes of its values (never the values)."""
+        from .errors import NotFound
+
+        try:
+            keys: dict[str, str] | None = self.cluster.secret_keys(SECRET_NAME)
+        except NotFound:
+            keys = None
+        return {"object": f"secret/{SECRET_NAME}", "keys": keys}
+
+    def preview_rollout(self) -> str:
+        """The rolling change as the API server would make it (``dryRun=All``): a diff, nothing stored."""
+        dry = Cluster(self.ctx.profile, dry_run=True, client=self.cluster.client)
+        before = dry.deployment(self.deployment_name)
+        after = set_image(dry, self.deployment_name, self.params.service, self.image, version=self.params.version,
+                          change_cause=self._change_cause())
+        return diff_objects(before, after)
+
+    def preview_changes(self) -> str:
+        """Everything this deploy will change, for the approval gate: the Secret's keys that Vault
+        would change (names only), then the rollout (the API server's dry-run diff for rolling)."""
+        import base64
+        import hashlib
+
+        from .vault import Vault, fingerprint
+
+        try:
+            wanted = {vault_key_to_secret_key(k): fingerprint(v) for k, v in Vault(self.ctx.profile.vault).read().items()}
+        except BackendUnavailable as e:  # the secrets step will say so; the rollout's diff still stands
+            lines = [f"secret/{SECRET_NAME}: synced from Vault at the secrets step (Vault cannot be read now: {e})"]
+        else:
+            live = (self.cluster.secret(SECRET_NAME) or {}).get("data") or {}
+            live = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live.items()}
+            changed = sorted(k for k in set(wanted) | set(live) if wanted.get(k) != live.get(k))
+            lines = [f"secret/{SECRET_NAME}: " + (f"keys {', '.join(changed)} change (values not shown)" if changed
+                                                   else "already matches Vault")]
+        if self.params.strategy == "blue-green":
+            lines.append(f"deployment/{self.params.service}-<new colour>: created with {self.image} beside "
+                         f"{self.deployment_name}; after its tests service/{self.params.service} flips to it, "
+                         f"then {self.deployment_name} is deleted")
+        else:
+            lines.append(f"deployment/{self.deployment_name}:\n{self.preview_rollout()}")
+        return "\n".join(lines)
 
     # -- 1. checklist ----------------------------------------------------------------------
 

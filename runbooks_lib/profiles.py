@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ProfileError
 from .home import project_home
@@ -159,8 +159,28 @@ class Routing(_Model):
 
 
 class Approvals(_Model):
-    required: bool = False
-    approvers: tuple[str, ...] = ()
+    """Who must consent before a run changes this environment (``RunContext.gate``)."""
+
+    required: bool = Field(False, description="A run stops at each gate until someone approves it")
+    four_eyes: bool = Field(True, description="The approver must be another person than the run's operator")
+    approvers: tuple[str, ...] = Field((), description="People allowed to approve; empty = anyone but (four eyes) the operator")
+    expires_after_s: float = Field(3600, gt=0, description="An approval not acted on within this time must be given again")
+
+    @field_validator("approvers")
+    @classmethod
+    def _names(cls, approvers: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(a.strip() for a in approvers)
+        if any(not a for a in names):
+            raise ValueError("an approver must be a name, not empty")
+        if len(set(names)) != len(names):
+            raise ValueError("approvers are listed twice: " + ", ".join(sorted({a for a in names if names.count(a) > 1})))
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Approvals":
+        if self.approvers and not self.required:
+            raise ValueError("approvers are listed but approvals.required is false: say which you mean")
+        return self
 
 
 class Records(_Model):

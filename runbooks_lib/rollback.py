@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .checks import service_url, serving_versions
 from .errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError, RunbookTimeout
@@ -172,6 +172,24 @@ class RollbackRun:
 
     def _revision(self, number: int) -> Revision | None:
         return next((r for r in self.revisions if r.number == number), None)
+
+    def preview(self) -> str:
+        """The planned rollback as the API server would make it (``dryRun=All``): a diff, nothing stored."""
+        from .cluster import Cluster
+        from .rollout import diff_objects, undo
+
+        if self.target is None:
+            raise ParameterError("no plan: run plan() before preview()")
+        dry = Cluster(self.ctx.profile, dry_run=True, client=self.cluster.client)
+        before = dry.deployment(self.deployment)
+        _, after = undo(dry, self.deployment, self.target.number)
+        return f"deployment/{self.deployment}: revision {self.current} → {self.target.number}\n{diff_objects(before, after)}"
+
+    def deployment_facts(self) -> dict[str, Any]:
+        """The Deployment as the approval saw it (a resume refuses if it changed since)."""
+        from .rollout import deployment_facts
+
+        return deployment_facts(self.cluster, self.deployment)
 
     def run(self) -> str:
         from .lock import DeployLock

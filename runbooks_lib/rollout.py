@@ -8,6 +8,7 @@ its pod-template-hash label) back onto the Deployment. Every change honours dry 
 from __future__ import annotations
 
 import copy
+import difflib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -195,6 +196,17 @@ def choose_revision(revisions: list[Revision], current: int, to_revision: int | 
     return previous[-1]
 
 
+def deployment_facts(cluster: "Cluster", deployment: str) -> dict[str, Any]:
+    """What an approval and a resume rest on: the Deployment's spec as it runs (generation, image,
+    replicas, revision); its resourceVersion is shown but status writes alone change it."""
+    dep = cluster.deployment(deployment)
+    meta, spec = dep.get("metadata") or {}, dep.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    return {"object": f"deployment/{meta.get('name')}", "generation": meta.get("generation"),
+            "image": containers[0].get("image"), "replicas": spec.get("replicas"),
+            "revision": (meta.get("annotations") or {}).get(REVISION), "resourceVersion": meta.get("resourceVersion")}
+
+
 def undo(cluster: "Cluster", deployment: str, to_revision: int | None = None) -> tuple[Revision, dict[str, Any]]:
     """``kubectl rollout undo``: copy the chosen revision's template back onto the Deployment."""
     dep = cluster.deployment(deployment)
@@ -211,3 +223,16 @@ def undo(cluster: "Cluster", deployment: str, to_revision: int | None = None) ->
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
     return target, cluster.patch_deployment(deployment, patch, what=f"roll back to revision {target.number}")
+
+
+def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A unified diff of two objects' specs and labels/annotations, as YAML."""
+    import yaml
+
+    def view(obj: dict[str, Any]) -> list[str]:
+        meta = obj.get("metadata") or {}
+        shown = {"metadata": {k: meta.get(k) for k in ("labels", "annotations") if meta.get(k)}, "spec": obj.get("spec")}
+        shown["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+        return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(view(before), view(after), "live", "after change", n=2)) or "(no change)"

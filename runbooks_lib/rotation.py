@@ -31,7 +31,7 @@ import hashlib
 import secrets as _random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import CheckFailed, ParameterError
 from .records.secret import SecretValue

@@ -122,14 +122,19 @@ def run_notebook(
     *,
     dry_run: bool = False,
     home: Path | None = None,
+    values: dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Validate, execute, record and publish one run. Raises ParameterError before anything runs."""
+    """Validate, execute, record and publish one run. Raises ParameterError before anything runs.
+
+    ``values`` are typed parameter values (as a ``-f`` file gives them; ``runbook resume`` passes
+    the original run's); ``facts`` go into the run file the kernel reads (``resume_of``...)."""
     notebook, home = Path(notebook), home or project_home()
     if not notebook.is_file():
         raise ParameterError(f"no such notebook: {notebook}")
     with Workspace(notebook, home) as workspace:
-        plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home)
-        prepare(plan, workspace)
+        plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home, values=values)
+        prepare(plan, workspace, facts or {})
         execution = execute(plan, workspace)
         if execution.kernel_failed:
             execution.notes.update(release_dead_runs_leases(plan))
@@ -139,7 +144,7 @@ def run_notebook(
 
 
 def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_file: Path | None, *,
-            dry_run: bool, home: Path) -> RunPlan:
+            dry_run: bool, home: Path, values: dict[str, Any] | None = None) -> RunPlan:
     """Parameters, profile and names: every reason to reject the run, before it starts."""
     from .profiles import load_profile
     from .records.archive import archive_url
@@ -152,7 +157,7 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
         if "dry_run" not in declared:
             raise ParameterError(f"{notebook.name} declares no dry_run parameter: it has no dry run")
         cli.append(("dry_run", "True"))
-    parameters = resolve_parameters(declared, cli, read_parameter_file(param_file))
+    parameters = resolve_parameters(declared, cli, {**read_parameter_file(param_file), **(values or {})})
     profile = load_profile(env, home)
     run_id = uuid.uuid4().hex[:12]
     root = records_root(env)  # a remote archive's records are sealed in the local spool first
@@ -166,13 +171,17 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
     )
 
 
-def prepare(plan: RunPlan, workspace: Workspace) -> None:
+def prepare(plan: RunPlan, workspace: Workspace, facts: dict[str, Any] | None = None) -> None:
     """Tell the kernel who it is (the run file), and keep secret parameters out of every output."""
     from .engine import register_engine
     from .records.redaction import redact, register_secret
+    from .records.summary import masked_parameters
 
+    # The notebook and its parameters (masked) reach the journal: `runbook resume` runs them again.
     workspace.run_file.write_text(json.dumps(
-        {"run_id": plan.run_id, "record": plan.record_name, "notebook_sha256": plan.notebook_sha256}))
+        {**(facts or {}), "run_id": plan.run_id, "record": plan.record_name, "notebook_sha256": plan.notebook_sha256,
+         "notebook": str(plan.notebook.resolve()),
+         "parameters": masked_parameters({k: v for k, v in plan.parameters.items() if k != "env"})}, default=str))
     register_secret([v for name, v in plan.parameters.items() if name in plan.secret_names and isinstance(v, str)])
     _quiet_papermill_logger(redact)
     register_engine(redact)

@@ -200,6 +200,19 @@ class CanaryRun:
         lock.acquire()
         self.ctx.on_finish(lock.release)
 
+    def describe_change(self) -> str:
+        """What the canary will change, for the approval gate."""
+        return (f"deployment/{self.canary}: created with {self.image} beside {self.params.service} "
+                f"({self.primary_version}); traffic then moves {', '.join(f'{w} %' for w in self.steps)} through the "
+                f"{self.router.name} router, judged at every step; a promotion makes {self.params.service} run "
+                f"{self.params.version}, an abort routes everything back")
+
+    def primary_facts(self) -> dict[str, Any]:
+        """The primary as the approval saw it (a resume refuses if it changed since)."""
+        from ..rollout import deployment_facts
+
+        return deployment_facts(self.cluster, self.params.service)
+
     # -- 2. canary at weight 0 -----------------------------------------------------------------
 
     def start_canary(self) -> str:

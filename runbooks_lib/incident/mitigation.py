@@ -3,7 +3,8 @@
 Each goes through the same library functions and the same deploy lock as the deploy and
 rollback runbooks (``roll_back``, ``wait_for_rollout``, ``DeployLock``). With
 ``execute=False`` nothing is sent to the cluster: the plan is returned in words. A profile
-whose approvals are required stops before the change (AwaitingApproval, exit 3).
+whose approvals are required stops before the change (AwaitingApproval, exit 3) unless the
+plan went through the run's approval gate (``RunContext.gate``).
 """
 from __future__ import annotations
 
@@ -84,15 +85,16 @@ def _refuse_known_bad_target(cluster: "Cluster", profile: "Profile", plan: Mitig
 
 
 def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationPlan, *, run_id: str,
-                       execute: bool) -> MitigationResult:
-    """Carry the plan out under the service's deploy lock, or only describe it."""
+                       execute: bool, approved: bool = False) -> MitigationResult:
+    """Carry the plan out under the service's deploy lock, or only describe it. Where the profile
+    requires approvals, only an ``approved`` plan (passed through ``ctx.gate``) is carried out."""
     from ..lock import DeployLock
     from ..rollback import roll_back
 
     if plan.action == "none" or not execute:
         verb = "nothing to do" if plan.action == "none" else f"proposed only (execute_mitigation=False): {plan.describe()}"
         return MitigationResult(plan, False, None, None, f"{verb}; nothing in the cluster was changed")
-    if profile.approvals.required:
+    if profile.approvals.required and not approved:
         who = ", ".join(profile.approvals.approvers) or "an approver"
         raise AwaitingApproval(f"{plan.describe()} needs the approval of {who} in {profile.name}: "
                                "nothing was changed")

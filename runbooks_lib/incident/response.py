@@ -245,11 +245,15 @@ class IncidentResponse:
         current = self.cluster.deployment_state(deployment).desired if deployment else 1
         plan = plan_mitigation(action, service, deployment, to_revision=to_revision, replicas=self.params.scale_replicas or None,
                                current_replicas=current, reason=s.reason if s else "")
+        approved = False
         if plan.action != "none" and self.params.execute_mitigation:
+            # Where the profile requires it, someone else consents first (headless: exit 3, resumable);
+            # the approval holds for this plan on this Deployment only (a resume re-plans and compares).
+            approved = self.ctx.gate("mitigation", plan.describe(), state=lambda: self._mitigation_facts(plan)) is not None
             self.timeline.add(datetime.now(timezone.utc), "mitigation started", detail=plan.describe())
             self._notify("mitigating", plan.describe())
         self.mitigation = execute_mitigation(self.cluster, self.profile, plan, run_id=self.ctx.run_id,
-                                             execute=self.params.execute_mitigation)
+                                             execute=self.params.execute_mitigation, approved=approved)
         if self.mitigation.executed and self.mitigation.finished:
             ttm = round((self.mitigation.finished - self.triggered).total_seconds(), 1)
             self.ctx.figure("time_to_mitigate_s", ttm)
@@ -257,6 +261,13 @@ class IncidentResponse:
             return f"{self.mitigation.detail}\ntime to mitigate: {ttm:.1f} s after the trigger"
         self.ctx.figure("time_to_mitigate_s", None)
         return self.mitigation.detail + (f"\n(the correlation suggests: {s.action} — {s.reason})" if s and s.action != "none" else "")
+
+    def _mitigation_facts(self, plan: Any) -> dict[str, Any]:
+        """What an approved mitigation rests on: the plan in words and its Deployment as it runs."""
+        from ..rollout import deployment_facts
+
+        facts = deployment_facts(self.cluster, plan.deployment) if plan.deployment else {"object": "mitigation"}
+        return {**facts, "plan": plan.describe()}
 
     # -- 6. recovery ---------------------------------------------------------------------------
 

@@ -117,8 +117,8 @@ def sandbox() -> Iterator[Sandbox]:
 # see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
 # rollbacks of what the deploys left, then canaries (the last stops and restarts Prometheus),
 # incidents and DR drills; each leaves the platform healthy for the next.
-_ORDER = ("test_headless", "test_jupyterlab", "test_schedule", "test_deploy", "test_rollback", "test_migrations",
-          "test_canary", "test_incident", "test_dr", "test_secrets_rotation")
+_ORDER = ("test_headless", "test_jupyterlab", "test_schedule", "test_deploy", "test_rollback", "test_approvals",
+          "test_migrations", "test_canary", "test_incident", "test_dr", "test_secrets_rotation")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,173 @@
+"""The four-eyes gate end to end on the sandbox: headless stop, approve, resume, drift.
+
+The deploys run under ``sandbox-gated``, a copy of the sandbox profile with
+``approvals: {required: true, four_eyes: true}``, in a temporary project home (RUNBOOKS_HOME),
+so the checkout's parameters/ stay as they are. Alice operates; Bob approves.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from .conftest import REPO, Run, Sandbox
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
+
+BACKEND = "veza-backend-api"
+GOOD = ("v1.4.0", "v1.5.0", "v1.6.0")
+ENV = "sandbox-gated"
+
+
+@pytest.fixture(scope="module")
+def gated_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="veza-gated-home-"))
+    (home / "parameters").mkdir()
+    shutil.copy(REPO / "parameters" / "services.yaml", home / "parameters" / "services.yaml")
+    profile = yaml.safe_load((REPO / "parameters" / "sandbox.yaml").read_text())
+    profile.update(name=ENV, approvals={"required": True, "four_eyes": True, "expires_after_s": 900})
+    (home / "parameters" / f"{ENV}.yaml").write_text(yaml.safe_dump(profile))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def runbook(sandbox: Sandbox, home: Path, *args: str, operator: str = "alice") -> Any:
+    return sandbox.runbook(*args, RUNBOOKS_HOME=str(home), RUNBOOK_OPERATOR=operator)
+
+
+def deploy(sandbox: Sandbox, home: Path, version: str) -> Run:
+    from datetime import datetime, timezone
+
+    began = datetime.now(timezone.utc)
+    result = runbook(sandbox, home, "run", str(REPO / "notebooks" / "deploy.ipynb"), "--env", ENV,
+                     "-p", "service", BACKEND, "-p", "version", version, "-p", "analysis_s", "4")
+    return Run(result, began, sandbox)
+
+
+def image(sandbox: Sandbox) -> str:
+    return sandbox.deployment(BACKEND)["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def another_good_version(sandbox: Sandbox, *avoid: str) -> str:
+    running = image(sandbox).rsplit(":", 1)[1]
+    return next(v for v in GOOD if v != running and v not in avoid)
+
+
+def resource_versions(sandbox: Sandbox) -> dict[str, str]:
+    items = json.loads(sandbox.kubectl("get", "deployments,services,secrets,replicasets,leases", "-o", "json"))["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+
+
+def notifications(sandbox: Sandbox) -> list[dict[str, Any]]:
+    out = sandbox.runbook("sandbox", "notifications", "--json", "--state-dir", str(sandbox.state_dir))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def steps(run: Run) -> dict[str, str]:
+    return {s["name"]: s["outcome"] for s in run.summary["steps"]}
+
+
+def set_vault_address(home: Path, address: str | None) -> str:
+    """Point the gated profile's Vault elsewhere (None: back to the sandbox's); returns the old value."""
+    path = home / "parameters" / f"{ENV}.yaml"
+    profile = yaml.safe_load(path.read_text())
+    old = profile["vault"]["address"]
+    profile["vault"]["address"] = address or "${sandbox:VAULT_ADDR}"
+    path.write_text(yaml.safe_dump(profile))
+    return old
+
+
+def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_resumed(sandbox: Sandbox,
+                                                                                    gated_home: Path) -> None:
+    target = another_good_version(sandbox)
+    before = resource_versions(sandbox)
+    stopped = deploy(sandbox, gated_home, target)
+
+    # Stopped before any change: exit 3, every resourceVersion the same, the diff shown, people told.
+    assert stopped.exit_code == 3, stopped.output
+    summary = stopped.summary
+    run_id = summary["run_id"]
+    assert summary["outcome"] == "awaiting approval"
+    assert summary["failed_step"] == "Approval: rollout"
+    assert resource_versions(sandbox) == before
+    assert f"+        image: registry.veza.app/{BACKEND}:{target}" in stopped.record.read_text()
+
+    # Four eyes: Alice started it and cannot approve it; Bob can.
+    self_approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "Alice ", "--reason", "mine")
+    assert self_approval.returncode == 4, self_approval.stdout + self_approval.stderr
+    assert "cannot approve" in self_approval.stderr
+    approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "bob", "--reason", "CHG-7 reviewed",
+                       operator="bob")
+    assert approval.returncode == 0, approval.stdout + approval.stderr
+    assert "approved by bob" in approval.stdout
+    assert f"+        image: registry.veza.app/{BACKEND}:{target}" in approval.stdout  # what Bob approved
+    told = [m["text"] for m in notifications(sandbox) if run_id in m.get("text", "")]
+    assert len(told) == 2 and "awaits approval at gate rollout" in told[0] and "approved by bob" in told[1], told
+
+    # The resume replays the checklist and the lock (taken again) and passes the gate; Vault is
+    # unreachable, so it fails at the secrets step, before the rollout.
+    set_vault_address(gated_home, "http://127.0.0.1:9")
+    try:
+        failed = Run(runbook(sandbox, gated_home, "resume", run_id), stopped.began, sandbox)
+    finally:
+        set_vault_address(gated_home, None)
+    assert failed.exit_code == 1, failed.output
+    outcomes = steps(failed)
+    assert outcomes["Pre-deployment checklist"] == outcomes["Lock"] == "replayed", outcomes
+    assert outcomes["Approval: rollout"] == "succeeded" and failed.summary["failed_step"] == "Secrets from Vault"
+    assert not image(sandbox).endswith(f":{target}")
+
+    # Vault back: resuming the failed run replays up to the failed step and completes the deploy.
+    resumed = Run(runbook(sandbox, gated_home, "resume", failed.summary["run_id"]), stopped.began, sandbox)
+    assert resumed.exit_code == 0, resumed.output
+    outcomes = steps(resumed)
+    assert outcomes["Pre-deployment checklist"] == outcomes["Lock"] == "replayed", outcomes
+    assert outcomes["Secrets from Vault"] == "succeeded" and outcomes["Rolling update and checks"] == "succeeded"
+    assert "approved by bob" in resumed.summary["notes"]["approval rollout"]
+    assert image(sandbox).endswith(f":{target}")
+    assert {"relation": "resumes", "record": summary["record"]} in failed.summary["links"]
+    assert {"relation": "resumes", "record": failed.summary["record"]} in resumed.summary["links"]
+    assert not json.loads(sandbox.kubectl("get", "leases", "-o", "json"))["items"]
+
+    # The records and the approval are chained in the ledger, intact.
+    verify = sandbox.runbook("records", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    ledger = [json.loads(line) for line in (sandbox.records / "ledger.jsonl").read_text().splitlines()]
+    assert any(e.get("kind") == "approval" and e.get("run_id") == run_id and e.get("approver") == "bob" for e in ledger)
+
+
+def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox: Sandbox, gated_home: Path) -> None:
+    target = another_good_version(sandbox)
+    stopped = deploy(sandbox, gated_home, target)
+    assert stopped.exit_code == 3, stopped.output
+    run_id = stopped.summary["run_id"]
+    approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "bob")
+    assert approval.returncode == 0, approval.stderr
+
+    by_hand = another_good_version(sandbox, target)
+    # By hand, image and version label together (a stale label would trip the canary tests that follow).
+    by_hand_patch = {"spec": {"template": {"metadata": {"labels": {"version": by_hand}}, "spec": {"containers": [
+        {"name": BACKEND, "image": f"registry.veza.app/{BACKEND}:{by_hand}"}]}}}}
+    sandbox.kubectl("patch", "deployment", BACKEND, "-p", json.dumps(by_hand_patch))
+    resumed = Run(runbook(sandbox, gated_home, "resume", run_id), stopped.began, sandbox)
+    assert resumed.exit_code == 4, resumed.output
+    assert resumed.summary["outcome"] == "refused"
+    assert resumed.summary["failed_step"] == "Pre-deployment checklist"
+    assert f"{BACKEND}:{by_hand}" in resumed.summary["error"] and "drift" in resumed.summary["error"]
+    assert image(sandbox).endswith(f":{by_hand}")  # the resume changed nothing
+    sandbox.kubectl("rollout", "status", f"deployment/{BACKEND}", "--timeout=60s")
+
+    # A rollback under the same rule stops at its gate too, with the API server's diff, nothing changed.
+    before = resource_versions(sandbox)
+    rollback = Run(runbook(sandbox, gated_home, "run", str(REPO / "notebooks" / "rollback.ipynb"), "--env", ENV,
+                           "-p", "service", BACKEND, "-p", "reason", "drill"), stopped.began, sandbox)
+    assert rollback.exit_code == 3, rollback.output
+    assert rollback.summary["failed_step"] == "Approval: rollback"
+    assert f"-        image: registry.veza.app/{BACKEND}:{by_hand}" in rollback.record.read_text()
+    assert resource_versions(sandbox) == before

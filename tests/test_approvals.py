@@ -1,0 +1,242 @@
+"""Approval rules, expiry, four eyes and journal replay, on synthetic journals (no sandbox)."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runbooks_lib.approvals import Approval, approve, check_approver, gate_status, pending_gate, what_changes
+from runbooks_lib.errors import AwaitingApproval, GuardRefused, ParameterError
+from runbooks_lib.journal import Journal, find_journal, iso, utcnow
+from runbooks_lib.profiles import Approvals
+from runbooks_lib.records.ledger import Ledger
+from runbooks_lib.records.summary import masked_parameters
+from runbooks_lib.replay import Replay, decode_result, describe_drift, encode_result
+from runbooks_lib.resume import resumable
+
+
+@pytest.fixture
+def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(tmp_path))
+    monkeypatch.delenv("VEZA_INCIDENT_WEBHOOK_URL", raising=False)  # production's webhook: nobody is told
+    return tmp_path
+
+
+def stopped_run(records: Path, run_id: str = "a1b2c3d4e5f6", env: str = "production", operator: str = "alice",
+                approved_by: str | None = None) -> Journal:
+    journal = Journal(records / "journal" / env / f"{run_id}.jsonl")
+    journal.write(event="run-started", runbook="deploy", env=env, operator=operator,
+                  record=f"{env}/2026-12-01/deploy-160000Z-{run_id}.ipynb",
+                  notebook_parameters={"service": "veza-backend-api", "version": "v1.6.0"})
+    journal.write(event="step-started", step="Pre-deployment checklist", key="checklist")
+    journal.write(event="step-result", step="Pre-deployment checklist", key="checklist", result="all pass",
+                  state={"object": "deployment/x", "generation": 4, "image": "r/x:v1.5.0", "resourceVersion": "10"})
+    journal.write(event="step-finished", step="Pre-deployment checklist", key="checklist", outcome="succeeded")
+    journal.write(event="gate-awaiting", gate="rollout", what_changes="+ image", state={"generation": 4})
+    journal.write(event="run-finished", outcome="awaiting approval")
+    if approved_by:
+        now = utcnow()
+        journal.write(event="approved", **Approval(run_id, "rollout", approved_by, now, now + timedelta(hours=1)).as_entry())
+    return journal
+
+
+# -- the rule -------------------------------------------------------------------------------
+
+def test_the_rule_is_validated() -> None:
+    assert Approvals().four_eyes is True and Approvals().required is False
+    with pytest.raises(ValueError, match="approvals.required is false"):
+        Approvals(approvers=("bob",))
+    with pytest.raises(ValueError, match="listed twice"):
+        Approvals(required=True, approvers=("bob", " bob"))
+    with pytest.raises(ValueError):
+        Approvals(required=True, expires_after_s=0)
+    with pytest.raises(ValueError):
+        Approvals(required=True, approve_by="bob")  # a typo is an error, not ignored
+
+
+def test_four_eyes_refuses_the_operator_whatever_the_case_and_blanks() -> None:
+    rule = Approvals(required=True)
+    with pytest.raises(GuardRefused, match="cannot approve"):
+        check_approver(rule, "alice", " Alice ")
+    check_approver(rule, "alice", "bob")
+    check_approver(Approvals(required=True, four_eyes=False), "alice", "alice")  # two-person rule off
+
+
+def test_listed_approvers_only() -> None:
+    rule = Approvals(required=True, approvers=("bob", "carol"))
+    check_approver(rule, "alice", "Carol")
+    with pytest.raises(GuardRefused, match="approvers: bob, carol"):
+        check_approver(rule, "alice", "dave")
+    with pytest.raises(ParameterError):
+        check_approver(rule, "alice", "  ")
+
+
+def test_an_approval_expires() -> None:
+    at = utcnow().replace(microsecond=0) - timedelta(hours=2)
+    approval = Approval("r", "rollout", "bob", at, at + timedelta(hours=1))
+    assert approval.expired()
+    assert not approval.expired(at + timedelta(minutes=59))
+    again = Approval.from_entry("r", json.loads(json.dumps(approval.as_entry())))
+    assert again == approval
+
+
+# -- what a journal says ----------------------------------------------------------------------
+
+def test_gate_status_and_pending_gate(records: Path) -> None:
+    journal = stopped_run(records)
+    entries = journal.entries()
+    assert pending_gate(entries) == "rollout"
+    assert what_changes(entries, "rollout") == "+ image" and what_changes(entries, "flip") is None
+    status = gate_status(entries, "rollout", journal.run_id)
+    assert status.awaiting["state"] == {"generation": 4} and status.approval is None
+    journal = stopped_run(records, run_id="b1b2c3d4e5f6", approved_by="bob")
+    assert gate_status(journal.entries(), "rollout", journal.run_id).approval.approver == "bob"
+
+
+def test_drift_names_what_changed_and_ignores_status_writes() -> None:
+    before = {"object": "deployment/api", "generation": 4, "image": "r/api:v1.5.0", "resourceVersion": "10"}
+    assert describe_drift(before, {**before, "resourceVersion": "11"}) is None
+    drift = describe_drift(before, {**before, "generation": 5, "image": "r/api:v1.4.0", "resourceVersion": "12"})
+    assert drift.startswith("deployment/api: ")
+    assert "image r/api:v1.5.0 → r/api:v1.4.0" in drift and "generation 4 → 5" in drift and "resourceVersion 10 → 12" in drift
+
+
+def test_a_table_result_comes_back_as_it_was() -> None:
+    table = pd.DataFrame([("a", "pass", 1.5), ("b", "n/a", None)], columns=["item", "status", "x"]).set_index("item")
+    back = decode_result(json.loads(json.dumps(encode_result(table))))
+    assert list(back.index) == ["a", "b"] and back.index.name == "item"
+    assert back.loc["a", "status"] == "pass" and back.loc["a", "x"] == 1.5 and pd.isna(back.loc["b", "x"])
+    assert decode_result(encode_result("lock held")) == "lock held"
+
+
+def test_replay_finds_completed_steps_only(records: Path) -> None:
+    journal = stopped_run(records)
+    journal.write(event="step-started", step="Secrets", key="secrets")
+    journal.write(event="step-finished", step="Secrets", key="secrets", outcome="failed")
+    replay = Replay.load(journal.path)
+    done = replay.completed("checklist")
+    assert done.result == "all pass" and done.state["generation"] == 4 and done.replayed_from is None
+    assert replay.completed("secrets") is None  # failed: done again on resume
+    assert replay.operator == "alice" and replay.record.endswith("a1b2c3d4e5f6.ipynb")
+    # A step that was replayed once keeps pointing at the run that did it.
+    journal.write(event="step-result", step="Secrets", key="secrets", result="ok", replayed_from="0000aaaa1111")
+    journal.write(event="step-finished", step="Secrets", key="secrets", outcome="replayed")
+    assert Replay.load(journal.path).completed("secrets").replayed_from == "0000aaaa1111"
+
+
+# -- approve and resume, before any kernel ----------------------------------------------------
+
+def test_approve_under_four_eyes_journals_and_chains_into_the_ledger(records: Path) -> None:
+    journal = stopped_run(records)
+    with pytest.raises(GuardRefused, match="alice started this run"):
+        approve(journal.run_id, "alice")
+    approval = approve(journal.run_id, "bob", "CHG-7")
+    assert approval.gate == "rollout" and approval.reason == "CHG-7"
+    assert 3599 <= (approval.expires_at - approval.at).total_seconds() <= 3601  # production's default hour
+    assert journal.entries()[-1]["event"] == "approved"
+    ledger = Ledger(records)
+    line = ledger.entries()[-1]
+    assert line["kind"] == "approval" and line["approver"] == "bob" and line["run_id"] == journal.run_id
+    assert json.loads((records / line["record"]).read_text())["operator"] == "alice"
+    assert ledger.verify() == []
+    assert find_journal(journal.run_id).path == journal.path
+
+
+def test_approve_refuses_a_run_not_awaiting_and_a_bad_run_id(records: Path) -> None:
+    journal = stopped_run(records)
+    journal.write(event="run-finished", outcome="succeeded")
+    with pytest.raises(ParameterError, match="not awaiting approval"):
+        approve(journal.run_id, "bob")
+    with pytest.raises(ParameterError, match="not a run id"):
+        approve("../../etc", "bob")
+    with pytest.raises(ParameterError, match="no run"):
+        approve("ffffffffffff", "bob")
+
+
+def test_resume_is_refused_before_a_kernel_starts(records: Path) -> None:
+    waiting = stopped_run(records)
+    with pytest.raises(AwaitingApproval, match="runbook approve"):
+        resumable(waiting)
+    approved = stopped_run(records, run_id="c1b2c3d4e5f6", approved_by="bob")
+    assert resumable(approved)["runbook"] == "deploy"
+    approved.write(event="resumed", by="d1d2d3d4d5d6")
+    with pytest.raises(ParameterError, match="already resumed as run d1d2d3d4d5d6"):
+        resumable(approved)
+    done = stopped_run(records, run_id="e1b2c3d4e5f6")
+    done.write(event="run-finished", outcome="succeeded")
+    with pytest.raises(ParameterError, match="nothing to resume"):
+        resumable(done)
+    secret = Journal(records / "journal" / "production" / "f1b2c3d4e5f6.jsonl")
+    secret.write(event="run-started", runbook="x", env="production",
+                 notebook_parameters=masked_parameters({"db_password": "hunter2-not-kept", "service": "api"}))
+    secret.write(event="run-finished", outcome="failed")
+    with pytest.raises(ParameterError, match="db_password"):
+        resumable(secret)
+
+
+def test_iso_is_utc_milliseconds() -> None:
+    assert iso(utcnow()).endswith("Z") and len(iso(utcnow())) == 24
+
+
+def test_replay_compares_with_the_last_state_the_run_saw(records: Path) -> None:
+    journal = stopped_run(records)
+    checked = {"object": "deployment/x", "generation": 4, "image": "r/x:v1.5.0"}
+    rolled = {"object": "deployment/x", "generation": 5, "image": "r/x:v1.6.0"}
+    journal.write(event="state", states=[rolled, {"object": "secret/s", "keys": {"a": "1"}}])
+    replay = Replay.load(journal.path)
+    # The run's own rollout after the checklist is not drift; only a change after it would be.
+    assert replay.latest_state(checked) == rolled
+    assert describe_drift(replay.latest_state(checked), rolled) is None
+    assert replay.latest_state({"object": "deployment/other", "generation": 1}) == {"object": "deployment/other", "generation": 1}
+
+
+# -- the gate itself, in a run started by `runbook resume` (a real RunContext, no cluster) -------
+
+def resumed_context(records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: Journal) -> "object":
+    from runbooks_lib.context import RunContext
+    from runbooks_lib.profiles import load_profile
+
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")  # the operator lookup fails fast, offline
+    monkeypatch.setenv("RUNBOOK_OPERATOR", "alice")
+    monkeypatch.delenv("VEZA_INCIDENT_WEBHOOK_URL", raising=False)  # nobody to tell: NoNotifier
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"run_id": "f0f0f0f0f0f0", "record": "production/2026-12-01/deploy-x.ipynb",
+                                    "resume_of": original.run_id, "replay_journal": str(original.path)}))
+    monkeypatch.setenv("RUNBOOK_RUN_FILE", str(run_file))
+    return RunContext("deploy", "production", load_profile("production"), {"service": "veza-backend-api"})
+
+
+def test_the_gate_passes_a_valid_approval_and_refuses_drift(records: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records, approved_by="bob")
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    assert ctx.links == [{"relation": "resumes", "record": f"production/2026-12-01/deploy-160000Z-{original.run_id}.ipynb"}]
+    approval = ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
+    assert approval.approver == "bob" and "approved by bob" in ctx.notes["approval rollout"]
+    assert [e for e in ctx.journal.entries() if e["event"] == "gate-passed"][0]["approver"] == "bob"
+    with pytest.raises(GuardRefused, match="drift since run a1b2c3d4e5f6 stopped at gate rollout: generation 4 → 5"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 5})
+
+
+def test_an_expired_approval_stops_the_resumed_run_again(records: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records)
+    at = utcnow() - timedelta(hours=2)
+    original.write(event="approved", **Approval(original.run_id, "rollout", "bob", at, at + timedelta(hours=1)).as_entry())
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    with pytest.raises(AwaitingApproval, match="runbook approve f0f0f0f0f0f0"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
+    waiting = [e for e in ctx.journal.entries() if e["event"] == "gate-awaiting"]
+    assert waiting and waiting[0]["what_changes"] == "+ image" and waiting[0]["operator"] == "alice"
+    assert ctx.steps[-1].outcome == "awaiting approval"
+
+
+def test_a_self_approval_in_the_original_journal_is_refused_again(records: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    original = stopped_run(records, approved_by="ALICE")  # written by hand: the rule holds at the gate too
+    ctx = resumed_context(records, tmp_path, monkeypatch, original)
+    with pytest.raises(GuardRefused, match="cannot approve"):
+        ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
