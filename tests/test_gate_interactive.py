@@ -48,7 +48,9 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path
 
 def run_cell(kc: Any, code: str, answers: list[str], timeout: float = 60) -> dict[str, Any]:
     """Execute ``code`` with stdin allowed, answering each input() prompt in turn; the reply's content."""
-    msg_id = kc.execute(code, allow_stdin=True)
+    # stop_on_error=False: each cell is awaited anyway; after a failing cell the kernel would
+    # otherwise abort a request that arrives while it still drains its queue (seen under load).
+    msg_id = kc.execute(code, allow_stdin=True, stop_on_error=False)
     prompts: list[str] = []
     while True:
         try:
