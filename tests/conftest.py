@@ -61,11 +61,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # -- two workers (pytest-xdist; `make test` runs -n 2) -----------------------------------------
-# The runbook scenarios share one sandbox and run in a set order, so they are one unit of work
-# on one worker; the sandbox server tests share session-scoped servers, so they are another.
+# The runbook scenarios run in two groups, each on one sandbox in a set order (tests/runbooks/
+# groups.py): each group is one unit of work on one worker; the sandbox server tests share
+# session-scoped servers, so they are another.
 # Every other test goes to whichever worker is free. (xdist's own `--dist loadgroup` does not
 # group under pytest 9: it renames node ids through an attribute pytest 9 no longer reads.)
-_GROUPS = {"tests/runbooks/": "runbooks-sandbox", "tests/sandbox/": "sandbox-servers"}
+_GROUPS = {"tests/sandbox/": "sandbox-servers"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own scheduler factory
@@ -77,6 +78,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         so the two sandboxes start on different workers."""
 
         def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/runbooks/test_"):  # one unit per scenario group, each with its sandbox
+                from .runbooks.groups import group_of
+
+                return "runbooks-" + group_of(nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"))
             return next((group for prefix, group in _GROUPS.items() if nodeid.startswith(prefix)), nodeid)
 
     return SharedSandboxes(config, log)

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from .groups import CHANGES, DRILLS, group_of
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -92,33 +94,51 @@ class Run:
         return summary
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
+def _start_sandbox() -> Sandbox:
     # Not pytest's tmp_path: user postgres must traverse the state dir (mode 0755).
     state_dir = Path(tempfile.mkdtemp(prefix="veza-runbooks-"))
     state_dir.chmod(0o755)
     records = Path(tempfile.mkdtemp(prefix="veza-records-"))
     box = Sandbox(state_dir, records, {})
     up = box.runbook("sandbox", "up", "--state-dir", str(state_dir))
-    try:
-        assert up.returncode == 0, f"sandbox up failed:\n{up.stdout}\n{up.stderr}"
-        for line in (state_dir / "env").read_text().splitlines():
-            if line.startswith("export "):
-                key, _, value = line.removeprefix("export ").partition("=")
-                box.env[key] = value.strip("'")
-        yield box
-    finally:
-        box.runbook("sandbox", "down", "--state-dir", str(state_dir))
-        shutil.rmtree(state_dir, ignore_errors=True)
-        shutil.rmtree(records, ignore_errors=True)
+    if up.returncode != 0:
+        _stop_sandbox(box)
+        raise AssertionError(f"sandbox up failed:\n{up.stdout}\n{up.stderr}")
+    for line in (state_dir / "env").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            box.env[key] = value.strip("'")
+    return box
 
 
-# The scenarios share one sandbox and change it: read-only checks first (a health check must
-# see the fresh platform, not the errors a bad-version drill just caused), then deploys, then
-# rollbacks of what the deploys left, then canaries (the last stops and restarts Prometheus),
-# incidents and DR drills; each leaves the platform healthy for the next.
-_ORDER = ("test_headless", "test_jupyterlab", "test_schedule", "test_deploy", "test_rollback", "test_approvals",
-          "test_migrations", "test_canary", "test_incident", "test_dr", "test_secrets_rotation")
+def _stop_sandbox(box: Sandbox) -> None:
+    box.runbook("sandbox", "down", "--state-dir", str(box.state_dir))
+    shutil.rmtree(box.state_dir, ignore_errors=True)
+    shutil.rmtree(box.records, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _sandboxes() -> Iterator[dict[str, Sandbox]]:
+    """One sandbox per scenario group (tests/runbooks/groups.py), started when first needed."""
+    boxes: dict[str, Sandbox] = {}
+    yield boxes
+    for box in boxes.values():
+        _stop_sandbox(box)
+
+
+@pytest.fixture(scope="module")
+def sandbox(request: pytest.FixtureRequest, _sandboxes: dict[str, Sandbox]) -> Sandbox:
+    group = group_of(request.module.__name__.rsplit(".", 1)[-1])
+    if group not in _sandboxes:
+        # A group's scenarios run one after another: the previous group's sandbox is done with.
+        for done in list(_sandboxes):
+            _stop_sandbox(_sandboxes.pop(done))
+        _sandboxes[group] = _start_sandbox()
+    return _sandboxes[group]
+
+
+# Each group's scenarios run in its listed order; the changes group first when one worker runs both.
+_ORDER = CHANGES + DRILLS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

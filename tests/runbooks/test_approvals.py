@@ -29,6 +29,8 @@ def gated_home() -> Iterator[Path]:
     home = Path(tempfile.mkdtemp(prefix="veza-gated-home-"))
     (home / "parameters").mkdir()
     shutil.copy(REPO / "parameters" / "services.yaml", home / "parameters" / "services.yaml")
+    # the profile's migrations.url is relative to the project home
+    shutil.copytree(REPO / "parameters" / "migrations", home / "parameters" / "migrations")
     profile = yaml.safe_load((REPO / "parameters" / "sandbox.yaml").read_text())
     profile.update(name=ENV, approvals={"required": True, "four_eyes": True, "expires_after_s": 900})
     (home / "parameters" / f"{ENV}.yaml").write_text(yaml.safe_dump(profile))

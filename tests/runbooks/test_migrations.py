@@ -142,3 +142,15 @@ def test_migrations_with_the_release_and_no_rollback_across_a_contract_one(sandb
     assert "display_name" in columns(sandbox, "users") and "full_name" not in columns(sandbox, "users")
     assert image(sandbox, BACKEND).endswith(f":{start_version}")
     assert sandbox.traffic(began)[BACKEND]["failed"] == 0
+
+    # 5. Across an expand migration only: v1.7.0 needs 0002, which is there (nothing to apply);
+    #    rolling it back proceeds without any flag and keeps the schema, the older version serving.
+    expand = sandbox.run("deploy", ("service", BACKEND), ("version", "v1.7.0"), ("analysis_s", 3))
+    assert expand.exit_code == 0, expand.output
+    assert expand.summary["figures"].get("migrations_applied", 0) == 0 and set(applied(sandbox)) == {1, 2}
+    back = sandbox.run("rollback", ("service", BACKEND), ("reason", "drill: expand only"), ("verify_s", 3))
+    assert back.exit_code == 0, back.output
+    assert back.summary["figures"].get("migrations_reverted", 0) == 0
+    assert "0002_tracks_bpm" in back.record.read_text()  # the plan names the expand migration it keeps
+    assert set(applied(sandbox)) == {1, 2} and "bpm" in columns(sandbox, "tracks")
+    assert image(sandbox, BACKEND).endswith(f":{start_version}")

@@ -1,0 +1,24 @@
+"""The runbook scenarios in two groups, each with a sandbox of its own.
+
+Within a group the scenarios share the sandbox and run in the order listed (each leaves the
+platform as the next expects it). The groups share nothing, so `make test` runs them on its
+two workers side by side (tests/conftest.py), halving the longest path of the suite.
+"""
+from __future__ import annotations
+
+# Changes to releases, in order: deploys, rollbacks of what they left, approvals, migrations.
+CHANGES = ("test_deploy", "test_rollback", "test_approvals", "test_migrations")
+# Drills on a platform nobody has changed yet: read-only checks first (a health check must see
+# the fresh platform), then canaries (the last stops and restarts Prometheus), incidents, DR
+# and the secrets rotation.
+DRILLS = ("test_headless", "test_jupyterlab", "test_schedule", "test_canary", "test_incident", "test_dr",
+          "test_secrets_rotation")
+GROUPS = {"changes": CHANGES, "drills": DRILLS}
+
+
+def group_of(module: str) -> str:
+    """The group of a scenario module (its name without the package, e.g. ``test_deploy``)."""
+    for group, modules in GROUPS.items():
+        if module in modules:
+            return group
+    raise KeyError(f"{module} is in no scenario group: add it to tests/runbooks/groups.py")
