@@ -6,6 +6,7 @@ its Service; Vault holds two secrets and Prometheus answers healthy golden signa
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +17,7 @@ from runbooks_lib.cluster import Cluster
 from runbooks_lib.context import RunContext
 from runbooks_lib.images import version_of_image
 from runbooks_lib.profiles import Profile
+from runbooks_lib.verdicts import VERDICT_ANNOTATION
 
 from ..kube_stub import KubeStub, Request, deployment, pod, replica_set, service
 from .backends import AppStub, PrometheusStub, VaultStub
@@ -156,6 +158,12 @@ class Platform:
                 "app": SERVICE, "version": version, "pod-template-hash": f"h{number}"}))
         self.app.version = version
         return number
+
+    def mark_verdict(self, revision: int, verdict: str, why: str) -> None:
+        """As an earlier run leaves it: the verdict annotation on revision ``revision``'s ReplicaSet."""
+        value = json.dumps({"verdict": verdict, "why": why, "run": "run-old", "at": "2026-12-01T10:00:00Z"})
+        self.kube.update("replicasets", f"{SERVICE}-h{revision}",
+                         lambda rs: rs["metadata"]["annotations"].update({VERDICT_ANNOTATION: value}))
 
     def serving_version(self) -> str | None:
         selector = (self.kube.get("services", SERVICE) or {}).get("spec", {}).get("selector") or {}

@@ -87,14 +87,8 @@ def test_a_live_lock_of_another_run_is_a_refusal_not_a_checklist_failure(platfor
         other.release()
 
 
-def _mark(platform: Platform, number: int, verdict: str, why: str) -> None:
-    value = json.dumps({"verdict": verdict, "why": why, "run": "run-old", "at": "2026-12-01T10:00:00Z"})
-    platform.kube.update("replicasets", f"{SERVICE}-h{number}",
-                         lambda rs: rs["metadata"]["annotations"].update({VERDICT_ANNOTATION: value}))
-
-
 def test_a_version_the_cluster_knows_as_bad_is_refused_with_the_evidence(platform: Platform) -> None:
-    _mark(platform, 2, "bad", "5xx above SLO")
+    platform.mark_verdict(2, "bad", "5xx above SLO")
     with pytest.raises(ParameterError) as refused:
         deploy(platform, version="v1.5.0").checklist()
     message = str(refused.value)
@@ -106,7 +100,7 @@ def test_a_version_the_cluster_knows_as_bad_is_refused_with_the_evidence(platfor
 
 
 def test_an_override_of_a_known_bad_version_is_noted_in_the_record(platform: Platform) -> None:
-    _mark(platform, 2, "bad", "5xx above SLO")
+    platform.mark_verdict(2, "bad", "5xx above SLO")
     run = deploy(platform, version="v1.5.0", allow_known_bad=True, change_cause="the bug was a config value")
     table = run.checklist()
     assert table.loc["version not known bad", "status"] == "pass"
@@ -114,7 +108,7 @@ def test_an_override_of_a_known_bad_version_is_noted_in_the_record(platform: Pla
 
 
 def test_a_version_known_good_passes_saying_so(platform: Platform) -> None:
-    _mark(platform, 2, "good", "deployed and passed")
+    platform.mark_verdict(2, "good", "deployed and passed")
     table = deploy(platform, version="v1.5.0").checklist()
     assert table.loc["version not known bad", "detail"] == "last verdict: good: deployed and passed"
 

@@ -19,14 +19,8 @@ def rollback(platform: Platform, dry_run: bool = False, **options: object) -> Ro
     return run
 
 
-def _mark(platform: Platform, number: int, verdict: str, why: str) -> None:
-    value = json.dumps({"verdict": verdict, "why": why, "run": "run-old", "at": "2026-12-01T10:00:00Z"})
-    platform.kube.update("replicasets", f"{SERVICE}-h{number}",
-                         lambda rs: rs["metadata"]["annotations"].update({VERDICT_ANNOTATION: value}))
-
-
 def test_history_shows_each_revision_with_what_is_known(platform: Platform) -> None:
-    _mark(platform, 1, "good", "passed checks")
+    platform.mark_verdict(1, "good", "passed checks")
     run = RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE)
     table = run.history()
     rows = {row["revision"]: row for row in table.rows}
@@ -60,7 +54,7 @@ def test_no_history_is_refused(platform: Platform) -> None:
 
 
 def test_a_known_bad_target_is_refused_with_a_proposal(platform: Platform) -> None:
-    _mark(platform, 2, "bad", "deploy failed and rolled back")
+    platform.mark_verdict(2, "bad", "deploy failed and rolled back")
     with pytest.raises(ParameterError) as refused:
         rollback(platform).plan()
     message = str(refused.value)
@@ -70,14 +64,14 @@ def test_a_known_bad_target_is_refused_with_a_proposal(platform: Platform) -> No
 
 
 def test_when_every_other_revision_is_bad_the_proposal_is_to_roll_forward(platform: Platform) -> None:
-    _mark(platform, 1, "bad", "old")
-    _mark(platform, 2, "bad", "older")
+    platform.mark_verdict(1, "bad", "old")
+    platform.mark_verdict(2, "bad", "older")
     with pytest.raises(ParameterError, match="roll forward with a fixed version"):
         rollback(platform).plan()
 
 
 def test_an_override_needs_a_reason_and_is_noted(platform: Platform) -> None:
-    _mark(platform, 2, "bad", "deploy failed")
+    platform.mark_verdict(2, "bad", "deploy failed")
     with pytest.raises(ParameterError, match="allow_known_bad needs a reason"):
         rollback(platform, allow_known_bad=True).plan()
     run = rollback(platform, allow_known_bad=True, reason="3 is worse")
