@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .profiles import Profile
 
-__all__ = ["Cluster", "DeploymentState", "PodState"]
+__all__ = ["Cluster", "DeploymentState", "PodState", "secret_hashes"]
 
 Obj = dict[str, Any]
 
@@ -95,6 +95,16 @@ def deployment_state(dep: Obj) -> DeploymentState:
         progressing_reason=progressing.get("reason") if progressing else None,
         paused=bool(spec.get("paused")),
     )
+
+
+def secret_hashes(secret: Obj | None) -> dict[str, str]:
+    """Each key of a Secret (as read, values base64) with a short hash of its decoded value: the
+    same hash ``vault.fingerprint`` gives the value in Vault, so the two compare. None: no keys."""
+    import base64
+    import hashlib
+
+    data = (secret or {}).get("data") or {}
+    return {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in data.items()}
 
 
 def pod_state(pod: Obj) -> PodState:
@@ -331,14 +341,9 @@ class Cluster:
                 body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=resource_version)))
 
     def secret_keys(self, name: str) -> dict[str, str]:
-        """A Secret's keys with a short hash of each value — never the values. The hash is of the
-        decoded value, so it compares with ``vault.fingerprint`` of the same value in Vault."""
-        import base64
-        import hashlib
-
+        """A Secret's keys with a short hash of each value — never the values (``secret_hashes``)."""
         with translate(f"read secret {self.namespace}/{name}"):
-            secret = self._dict(self.core.read_namespaced_secret(name, self.namespace))
-        return {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in (secret.get("data") or {}).items()}
+            return secret_hashes(self._dict(self.core.read_namespaced_secret(name, self.namespace)))
 
     # -- named operations for routing and canaries (every change honours dry run) ----------
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import pod_checks, service_url, smoke_checks
 from .rotation import SECRET_NAME, vault_key_to_secret_key  # noqa: F401 (deploy's public names)
-from .cluster import Cluster
+from .cluster import Cluster, secret_hashes
 from .errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from .lock import DeployLock
 from .rollback import RollbackResult, roll_back
@@ -117,9 +117,6 @@ class DeployRun:
     def preview_changes(self) -> str:
         """Everything this deploy will change, for the approval gate: the Secret's keys that Vault
         would change (names only), then the rollout (the API server's dry-run diff for rolling)."""
-        import base64
-        import hashlib
-
         from .vault import Vault, fingerprint
 
         try:
@@ -127,8 +124,7 @@ class DeployRun:
         except BackendUnavailable as e:  # the secrets step will say so; the rollout's diff still stands
             lines = [f"secret/{SECRET_NAME}: synced from Vault at the secrets step (Vault cannot be read now: {e})"]
         else:
-            live = (self.cluster.secret(SECRET_NAME) or {}).get("data") or {}
-            live = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live.items()}
+            live = secret_hashes(self.cluster.secret(SECRET_NAME))
             changed = sorted(k for k in set(wanted) | set(live) if wanted.get(k) != live.get(k))
             lines = [f"secret/{SECRET_NAME}: " + (f"keys {', '.join(changed)} change (values not shown)" if changed
                                                    else "already matches Vault")]

@@ -91,13 +91,13 @@ def sync_secret(cluster: "Cluster", vault: "Vault", vault_path: str, name: str =
     ``planned`` values stand in for Vault's (a dry run, where Vault was not written)."""
     import pandas as pd
 
+    from .cluster import secret_hashes
     from .vault import fingerprint
 
     values = {**vault.read(vault_path), **(planned or {})}
     wanted = {vault_key_to_secret_key(k): v for k, v in values.items()}
     live = cluster.secret(name)
-    live_data = (live or {}).get("data") or {}
-    live_hashes = {k: hashlib.sha256(base64.b64decode(v)).hexdigest()[:12] for k, v in live_data.items()}
+    live_hashes = secret_hashes(live)
     body = {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": name, "annotations": {"veza.app/synced-from": vault_path}},
