@@ -66,6 +66,20 @@ class ScenarioResult:
         healthy = not self.scenario.healthy_after or (self.health is not None and self.health.healthy)
         return self.outcome == self.scenario.expect and healthy
 
+    @property
+    def platform_after(self) -> str:
+        """The platform's health after the run, as the table and the page show it."""
+        return "-" if self.health is None else ("healthy" if self.health.healthy else f"UNHEALTHY: {self.health.detail}")
+
+    @property
+    def expectation(self) -> str:
+        """"yes", or why not: the wrong outcome, or the right one leaving the platform unhealthy."""
+        if self.as_expected:
+            return "yes"
+        if self.outcome != self.scenario.expect:
+            return f"NO (expected {self.scenario.expect})"
+        return "NO (platform unhealthy after)"
+
 
 def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
     """Every Deployment rolled out, and no failed request seen by the load generator over ``settle_s``."""
@@ -185,14 +199,8 @@ def format_table(results: list[ScenarioResult], home: Path | None = None) -> str
     for r in results:
         figure = f"{r.scenario.figure}={r.figure}" if r.scenario.figure else ""
         record = str(r.record.relative_to(home)) if r.record and r.record.is_relative_to(home) else str(r.record or "-")
-        after = "-" if r.health is None else ("healthy" if r.health.healthy else f"UNHEALTHY: {r.health.detail}")
-        if r.as_expected:
-            verdict = "yes"
-        elif r.outcome != r.scenario.expect:
-            verdict = f"NO (expected {r.scenario.expect})"
-        else:
-            verdict = "NO (platform unhealthy after)"
-        rows.append((r.scenario.name, Path(r.scenario.notebook).stem, r.outcome, after, verdict, figure, record))
+        rows.append((r.scenario.name, Path(r.scenario.notebook).stem, r.outcome, r.platform_after, r.expectation,
+                     figure, record))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

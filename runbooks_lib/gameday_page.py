@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import RunbookError
 
@@ -143,15 +143,13 @@ def write_index(results: list["ScenarioResult"], env: str, *, failed_requests: i
     ended = max((r.ended for r in results if r.ended), default=began)
     folder = root / "gameday" / began.strftime("%Y-%m-%d")
     folder.mkdir(parents=True, exist_ok=True)
-    problems = [str(p) for p in Ledger(root).verify()]
+    ledger = Ledger(root)
+    problems = [str(p) for p in ledger.verify()]
     rows, plots = [], []
     for r in results:
-        after = "-" if r.health is None else ("healthy" if r.health.healthy else f"UNHEALTHY: {r.health.detail}")
-        verdict = ("yes" if r.as_expected else f"NO (expected {r.scenario.expect})" if r.outcome != r.scenario.expect
-                   else "NO (platform unhealthy after)")
         took = f"{(r.ended - r.started).total_seconds():.0f} s" if r.started and r.ended else ""
         rows.append({"name": r.scenario.name, "runbook": Path(r.scenario.notebook).stem, "outcome": r.outcome,
-                     "as_expected": r.as_expected, "verdict": verdict, "after": after, "took": took,
+                     "as_expected": r.as_expected, "verdict": r.expectation, "after": r.platform_after, "took": took,
                      "figure": f"{r.scenario.figure} = {r.figure}" if r.scenario.figure else "",
                      "links": _record_links(r.record, folder), "error": r.error if not r.as_expected else None})
         if Path(r.scenario.notebook).stem in _PLOTTED:
@@ -166,7 +164,7 @@ def write_index(results: list["ScenarioResult"], env: str, *, failed_requests: i
         "began": began.strftime("%H:%M:%S"), "ended": ended.strftime("%H:%M:%S"),
         "duration": f"{int(seconds // 60)} min {seconds % 60:.0f} s",
         "ledger_problems": problems,
-        "ledger_summary": (f"{len(Ledger(root).entries())} sealed record(s) intact" if not problems
+        "ledger_summary": (f"{len(ledger.entries())} sealed record(s) intact" if not problems
                            else f"{len(problems)} problem(s)"),
         "rows": rows, "timeline": _timeline_png(results), "plots": plots,
     }
