@@ -271,13 +271,15 @@ class RotationRun:
             return {}
         plan = self._planned()
         vault_now = self.vault.read(self.path)
-        secret_hashes = self.cluster.secret_keys(SECRET_NAME)
+        in_secret = self.cluster.secret_keys(SECRET_NAME)
         agreement = [{"key": k, "vault sha256": fingerprint(vault_now[k]),
-                      "secret sha256": secret_hashes.get(vault_key_to_secret_key(k), "(absent)"),
+                      "secret sha256": in_secret.get(vault_key_to_secret_key(k), "(absent)"),
                       "rotated": fingerprint(vault_now[k]) == fingerprint(plan.new_values[k])} for k in plan.keys]
-        pods, stale = [], []
+        pods, stale, services = [], [], []
         for deployment in plan.readers:
-            selector = self.cluster.deployment(deployment)["spec"]["selector"].get("matchLabels") or {}
+            live = self.cluster.deployment(deployment)
+            services.append(live["metadata"].get("labels", {}).get("app", deployment))
+            selector = live["spec"]["selector"].get("matchLabels") or {}
             for pod in self.cluster.pods(",".join(f"{k}={v}" for k, v in selector.items())):
                 state = pod_state(pod)
                 if state.deleting:
@@ -291,8 +293,7 @@ class RotationRun:
                     stale.append(state.name)
         mismatched = [r["key"] for r in agreement if not r["rotated"] or r["vault sha256"] != r["secret sha256"]]
         smoke = {}
-        for deployment in plan.readers:
-            service = self.cluster.deployment(deployment)["metadata"].get("labels", {}).get("app", deployment)
+        for service in services:
             spec = self.ctx.profile.services.get(service)
             smoke[service] = smoke_checks(service_url(self.cluster, service), spec).reset_index().assign(service=service)
         self.ctx.figure("pods_restarted", len(pods))
