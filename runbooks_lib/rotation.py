@@ -69,9 +69,10 @@ def secret_data_hash(data: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def readers_of(cluster: "Cluster", secret: str, keys: set[str]) -> list[str]:
-    """The Deployments whose containers read any of ``keys`` of ``secret`` (or all of it)."""
-    readers = []
+def readers_of(cluster: "Cluster", secret: str, keys: set[str]) -> dict[str, str]:
+    """The Deployments whose containers read any of ``keys`` of ``secret`` (or all of it), each with
+    its service (its ``app`` label: a blue-green Deployment is named by colour, its service is not)."""
+    readers = {}
     for dep in cluster.deployments():
         containers = (dep["spec"]["template"].get("spec") or {}).get("containers") or []
         for container in containers:
@@ -80,9 +81,10 @@ def readers_of(cluster: "Cluster", secret: str, keys: set[str]) -> list[str]:
                     for env in container.get("env") or []
                     if ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == secret}
             if whole or refs & keys:
-                readers.append(dep["metadata"]["name"])
+                name = dep["metadata"]["name"]
+                readers[name] = (dep["metadata"].get("labels") or {}).get("app", name)
                 break
-    return sorted(readers)
+    return dict(sorted(readers.items()))
 
 
 def sync_secret(cluster: "Cluster", vault: "Vault", vault_path: str, name: str = SECRET_NAME, *,
@@ -117,7 +119,7 @@ class RotationPlan:
     version_now: int
     keys: tuple[str, ...]
     restore_from: int | None  # rollback: the version whose values come back
-    readers: list[str]
+    readers: dict[str, str]  # Deployment → its service
     new_values: dict[str, SecretValue] = field(default_factory=dict)
 
 
@@ -195,12 +197,13 @@ class RotationRun:
 
     @contextlib.contextmanager
     def locks(self) -> Iterator[None]:
-        """Every reader's deploy lock: a deploy running meanwhile would restart pods half-way."""
+        """Every reader's deploy lock, the one a deploy of its service takes: a deploy running
+        meanwhile would restart pods half-way."""
         from .lock import DeployLock
 
         with contextlib.ExitStack() as stack:
-            for deployment in self._planned().readers:
-                stack.enter_context(DeployLock(self.cluster, deployment, self.ctx.run_id))
+            for service in sorted(set(self._planned().readers.values())):
+                stack.enter_context(DeployLock(self.cluster, service, self.ctx.run_id))
             yield
 
     def rotate(self) -> str:
@@ -275,11 +278,9 @@ class RotationRun:
         agreement = [{"key": k, "vault sha256": fingerprint(vault_now[k]),
                       "secret sha256": in_secret.get(vault_key_to_secret_key(k), "(absent)"),
                       "rotated": fingerprint(vault_now[k]) == fingerprint(plan.new_values[k])} for k in plan.keys]
-        pods, stale, services = [], [], []
+        pods, stale = [], []
         for deployment in plan.readers:
-            live = self.cluster.deployment(deployment)
-            services.append(live["metadata"].get("labels", {}).get("app", deployment))
-            selector = live["spec"]["selector"].get("matchLabels") or {}
+            selector = self.cluster.deployment(deployment)["spec"]["selector"].get("matchLabels") or {}
             for pod in self.cluster.pods(",".join(f"{k}={v}" for k, v in selector.items())):
                 state = pod_state(pod)
                 if state.deleting:
@@ -293,7 +294,7 @@ class RotationRun:
                     stale.append(state.name)
         mismatched = [r["key"] for r in agreement if not r["rotated"] or r["vault sha256"] != r["secret sha256"]]
         smoke = {}
-        for service in services:
+        for service in sorted(set(plan.readers.values())):
             spec = self.ctx.profile.services.get(service)
             smoke[service] = smoke_checks(service_url(self.cluster, service), spec).reset_index().assign(service=service)
         self.ctx.figure("pods_restarted", len(pods))
