@@ -298,9 +298,17 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(run_workload: Callable[
         thread.start()
     time.sleep(0.2)  # all 20 are now inside their 400 ms
     workload.process.send_signal(signal.SIGTERM)
-    time.sleep(0.05)
-    with pytest.raises(ConnectionRefusedError):  # no longer accepting
-        socket.create_connection((host, int(port)), timeout=2).close()
+    # No longer accepting: the listener closes as the signal is handled, which a loaded machine
+    # (two test workers) may take longer than a fixed 50 ms to do; the log line below proves it
+    # happened while all 20 requests were still in flight.
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "still accepting connections 2 s after SIGTERM"
+        time.sleep(0.02)
     for thread in threads:
         thread.join(5)
     assert results == [200] * 20
