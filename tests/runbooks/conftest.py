@@ -155,3 +155,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ordered = sorted((items[i] for i in slots), key=lambda item: _ORDER.index(module(item)))  # stable
     for slot, item in zip(slots, ordered):
         items[slot] = item
+
+
+@pytest.fixture(autouse=True)
+def _library_records_in_the_sandbox_folder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """A scenario that calls the library itself (reads OpenBao to compare, takes a backup) keeps
+    what it writes (secret fingerprints) where its runs keep their records, not in outputs/."""
+    records = request.getfixturevalue("sandbox").records if "sandbox" in request.fixturenames else tmp_path
+    monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(records))
