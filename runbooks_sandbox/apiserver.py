@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import yaml
 
+from .http.faults import ApiFaults
 from .http.server import ApiHTTPServer
 from .models.api import Controllers, PodRuntime
 from .models.instant_runtime import InstantRuntime
@@ -84,6 +85,7 @@ class ApiServer:
         self.event_history = event_history
         self.bookmark_interval_s = bookmark_interval_s
         self.store = MemoryStore(self.registry, event_history=event_history)
+        self.faults = ApiFaults()  # none until a drill sets some (`runbook sandbox fault apiserver`)
         self.controllers: Controllers | None = None
         self._http: ApiHTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -167,15 +167,36 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--ready-fail", is_flag=True, help="/ready fails: the pod leaves its Service's endpoints.")
 @click.option("--crash", is_flag=True, help="The running container exits once (it restarts).")
 @click.option("--down", is_flag=True, help="TARGET prometheus or redis: stop the server (an outage) until --clear.")
+@click.option("--seal", is_flag=True, help="TARGET vault: seal OpenBao (secret reads fail) until --clear.")
 @click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus, redis: start it again, data kept).")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
                   latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, down: bool,
-                  clear: bool) -> None:
-    """Inject faults into the running pods of a service (or one pod), or stop a backing server, for drills.
+                  seal: bool, clear: bool) -> None:
+    """Inject faults into the running pods of a service (or one pod), or into the platform, for drills.
 
-    TARGET is a service (veza-backend-api: all its pods), a pod name, or a server: `prometheus` or
-    `redis` (with --down or --clear).
+    TARGET is a service (veza-backend-api: all its pods), a pod name, or: `apiserver` (--error-rate:
+    requests refused with 503, --latency-ms), `vault` (--seal), `prometheus` or `redis` (--down);
+    --clear undoes each.
     """
+    pod_flags = (health_fail, ready_fail, crash)
+    if seal and target != "vault":
+        raise click.UsageError("--seal applies to the vault target only")
+    if target == "apiserver":
+        if down or any(pod_flags) or (clear == (error_rate is not None or latency_ms is not None)):
+            raise click.UsageError("apiserver takes --error-rate and/or --latency-ms, or --clear")
+        try:
+            click.echo(_sandbox(state_dir).api_server_fault(error_rate or 0.0, latency_ms or 0.0, clear=clear))
+        except ServerError as e:
+            raise _fail(e) from e
+        return
+    if target == "vault":
+        if seal == clear or down or any(pod_flags) or error_rate is not None or latency_ms is not None:
+            raise click.UsageError("vault takes --seal (seal it) or --clear (unseal it), nothing else")
+        try:
+            click.echo(_sandbox(state_dir).vault_seal(sealed=seal))
+        except ServerError as e:
+            raise _fail(e) from e
+        return
     if target in ("prometheus", "redis"):
         if down == clear or any(v not in (None, False) for v in (error_rate, latency_ms, health_fail, ready_fail, crash)):
             raise click.UsageError(f"{target} takes --down (stop it) or --clear (start it again), nothing else")

@@ -585,6 +585,40 @@ class Sandbox:
         except (requests.RequestException, ValueError) as e:
             raise SandboxError(f"the webhook sink at {base} did not answer: {e}") from e
 
+    def api_server_fault(self, error_rate: float = 0.0, latency_ms: float = 0.0, clear: bool = False) -> str:
+        """The API server refuses a fraction of requests (503) and/or answers late; ``clear`` ends it."""
+        import requests
+
+        control = self._read_json(self.supervisor_status_path).get("control_url")
+        if not control or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms}
+        reply = requests.post(f"{control}/apiserver-fault", json=body, timeout=5)
+        if not reply.ok:
+            raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
+        now = reply.json()
+        if clear:
+            return f"API server faults cleared ({now['refused']} request(s) were refused while they lasted)"
+        return (f"API server: {now['error_rate']:.0%} of requests refused with 503, "
+                f"{now['latency_ms']:g} ms added to each; `runbook sandbox fault apiserver --clear` ends it")
+
+    def vault_seal(self, sealed: bool) -> str:
+        """Seal OpenBao (secret reads fail with 503) or unseal it again; its secrets are kept."""
+        if self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        server = OpenBaoServer(self.state_dir)
+        if server.port is None:
+            raise SandboxError(f"this sandbox's OpenBao is not running ({self.state_dir})")
+        if bool(server.status().get("sealed")) == sealed:
+            return f"openbao {server.address} is already {'sealed' if sealed else 'unsealed'}"
+        if sealed:
+            server.seal(self.env().get("VAULT_TOKEN", ""))
+            self._record_meta(server_faults=sorted({*self.state().get("server_faults", []), "vault"}))
+            return f"openbao {server.address} sealed; `runbook sandbox fault vault --clear` unseals it"
+        server.unseal()
+        self._record_meta(server_faults=[f for f in self.state().get("server_faults", []) if f != "vault"])
+        return f"openbao {server.address} unsealed"
+
     # -- server faults: a real outage of a backing server, undone by clear ----------------------
     def server_down(self, name: str) -> str:
         """Stop a backing server (prometheus) as an outage; ``server_up`` brings it back."""

@@ -179,7 +179,8 @@ class _ControlServer:
     """Loopback endpoint through which ``runbook sandbox`` reaches the pod runtime.
 
     ``POST /fault`` ``{"namespace", "pod", "faults": {...}, "clear": bool}`` injects or clears
-    a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``GET /pids`` lists the
+    a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``POST /apiserver-fault``
+    sets the API server's own (refusals, latency); ``GET /pids`` lists the
     container processes (``namespace/pod/container`` -> PID); ``POST /load`` ``{"rate", "service"}``
     changes the load generator's rate (of one service, or of all); ``GET /redis/metrics`` is the
     Redis exporter Prometheus scrapes (job ``redis``).
@@ -235,8 +236,11 @@ class _ControlHandler(BaseHTTPRequestHandler):
         if self.path == "/load":
             self._set_load()
             return
+        if self.path == "/apiserver-fault":
+            self._set_api_faults()
+            return
         if self.path != "/fault":
-            self._reply(404, {"error": "try POST /fault or POST /load"})
+            self._reply(404, {"error": "try POST /fault, /apiserver-fault or /load"})
             return
         if not hasattr(runtime, "fault"):
             self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
@@ -266,6 +270,22 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(400, {"error": f"bad load request: {e}"})
         else:
             self._reply(200, load.rates())
+
+    def _set_api_faults(self) -> None:
+        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms"}`` or ``{"clear": true}``: the API
+        server's own faults (http.faults); answers what is in force and how many were refused."""
+        from .http.faults import FaultSettings
+
+        faults = self.server.supervisor.api.faults  # type: ignore[attr-defined]
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if body.get("clear"):
+                self._reply(200, faults.clear())
+            else:
+                self._reply(200, faults.set(FaultSettings(float(body.get("error_rate") or 0),
+                                                          float(body.get("latency_ms") or 0))))
+        except (TypeError, ValueError) as e:
+            self._reply(400, {"error": f"bad API server fault: {e}"})
 
     def _reply(self, code: int, body: Any) -> None:
         send_json(self, code, body)

@@ -32,6 +32,8 @@ class Backend(Protocol):
     registry: ResourceRegistry
     runtime: Any
     bookmark_interval_s: float
+    faults: Any  # http.faults.ApiFaults: what a drill injects before handling
+
 
     @property
     def server_address_text(self) -> str: ...

@@ -114,3 +114,10 @@ class Invalid(ApiError):
 class Forbidden(ApiError):
     code = 403
     reason = "Forbidden"
+
+
+class ServiceUnavailable(ApiError):
+    """The server refused the request before handling it (overloaded): nothing was applied."""
+
+    code = 503
+    reason = "ServiceUnavailable"

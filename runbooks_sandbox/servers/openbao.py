@@ -230,6 +230,23 @@ class OpenBaoServer:
                 info["sealed"] = None
         return info
 
+    # -- faults: a sealed Vault, as after a restart nobody unsealed ----------------------
+    def seal(self, token: str) -> None:
+        """Seal the server (every secret read then fails with 503 "Vault is sealed")."""
+        self.client(token).sys.seal()
+
+    def unseal(self) -> None:
+        """Unseal it with the dev server's unseal key, read from its 0600 log (never shown)."""
+        import re
+
+        try:
+            match = re.search(r"Unseal Key: (\S+)", self.log_path.read_text(errors="replace"))
+        except OSError as e:
+            raise ServerStartFailed(f"openbao: cannot read its log for the unseal key: {e}") from e
+        if match is None:
+            raise ServerStartFailed(f"openbao: no unseal key in {self.log_path}")
+        self.client().sys.submit_unseal_key(match.group(1))
+
     # -- content ---------------------------------------------------------------------
     def client(self, token: str | None = None) -> Any:
         """An hvac client for this server, authenticated with the root token by default."""
