@@ -141,6 +141,9 @@ class RunContext:
         self.cluster: dict[str, Any] | None = None
         self._on_finish: list[Any] = []
         self._watched: dict[str, Callable[[], dict[str, Any]]] = {}  # step key -> the state its result rests on
+        from .api_retry import retries_made
+
+        self._api_retries_before = retries_made()  # this kernel may have run others before
         from .records.identity import operator_identity, operator_name
 
         # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
@@ -152,7 +155,8 @@ class RunContext:
         self.journal.write(event="run-started", runbook=runbook, env=env, params=masked_parameters(params),
                            operator=self.operator, record=self.record_name, notebook=self._facts.get("notebook"),
                            notebook_parameters=self._facts.get("parameters"),
-                           resume_of=self.replay.run_id if self.replay else None)
+                           resume_of=self.replay.run_id if self.replay else None,
+                           runner=self._facts.get("runner"))  # who ends the run if `runbook run` dies (dead_runs)
         if self.replay is not None:
             self.link("resumes", self.replay.record or self.replay.run_id)
 
@@ -200,6 +204,12 @@ class RunContext:
             mark = {"succeeded": "✓", "replayed": "↺"}.get(record.outcome, "✗")
             print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
             self._journal_watched_state()
+
+    def checkpoint(self) -> None:
+        """Journal now the state earlier steps' results rest on (as after every step). A step calls
+        it right after its change is applied: if the run dies before the step ends, a resume sees
+        the change as this run's own, not as drift."""
+        self._journal_watched_state()
 
     def _journal_watched_state(self) -> None:
         """After every step, the state that earlier steps' results rest on, as it is now: a resume
@@ -328,6 +338,10 @@ class RunContext:
                 callback()
             except Exception as e:  # the run's end must still be recorded
                 print(f"warning: cleanup {getattr(callback, '__name__', callback)} failed: {type(e).__name__}: {e}")
+        from .api_retry import retries_made
+
+        if retries_made() > self._api_retries_before:  # the API server refused some requests: say how many
+            self.figures["api_server_retries"] = retries_made() - self._api_retries_before
         summary = self._summary()
         self.journal.write(event="run-finished", outcome=outcome)
         _show_summary(summary)

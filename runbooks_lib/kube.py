@@ -37,12 +37,15 @@ def api_client(cluster: "ClusterSettings") -> "ApiClient":
         client = config.new_client_from_config(config_file=path, context=cluster.context or None)
     except ConfigException as e:
         raise BackendUnavailable(f"cannot load kubeconfig {path or '(default)'}: {e}") from e
+    from .api_retry import RetryPolicy, with_retries
+
     request = client.rest_client.request
 
     def with_deadline(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
         return request(*args, _request_timeout=_request_timeout or REQUEST_TIMEOUT_S, **kwargs)
 
-    client.rest_client.request = with_deadline
+    # A request the API server refused (429/503), or a read it failed, is sent again (api_retry).
+    client.rest_client.request = with_retries(with_deadline, RetryPolicy(budget_s=cluster.retry_for_s))
     return client
 
 

@@ -56,6 +56,8 @@ class ClusterSettings(_Model):
     context: str | None = Field(None, description="kubeconfig context; None = current context")
     namespace: str = Field(min_length=1)
     identity: ClusterIdentity
+    retry_for_s: float = Field(20.0, ge=0, description="How long a request the API server refused (429/503), or a "
+                               "read it failed, is sent again before the step fails (runbooks_lib.api_retry)")
 
 
 class VaultAuth(_Model):

@@ -54,6 +54,7 @@ class Fault:
     garbage: bool = False  # 200 with a body that is not JSON
     content_type: str = "application/json"  # of the garbage body: "text/html" is a proxy's page
     times: int | None = None  # how many requests fail; None = all of them
+    headers: dict[str, str] = field(default_factory=dict)  # sent with ``status`` (e.g. Retry-After)
 
 
 GARBAGE = b"<html><body>502 Bad Gateway (from a proxy that answers 200)</body></html>"
@@ -143,7 +144,7 @@ class HTTPStub:
                 return self._send(h, Reply(200, GARBAGE, {"Content-Type": fault.content_type}))
             if fault.status is not None:
                 body = fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
-                return self._send(h, Reply(fault.status, body))
+                return self._send(h, Reply(fault.status, body, dict(fault.headers)))
         for hook in list(self.hooks):
             hook(request)
         for method, pattern, handler in self.routes:
