@@ -224,7 +224,7 @@ class DeployRun:
         with self.lock:
             if self.lock.stale_taken_over is not None:
                 stale = self.lock.stale_taken_over
-                print(f"took over a stale lock left by {stale.holder} (last renewed {stale.renewed})")
+                print(f"took over a stale lock left by {stale.holder} ({self.lock.takeover_reason})")
             yield self.lock
 
     def acquire_lock(self) -> str:
@@ -233,7 +233,7 @@ class DeployRun:
         self.lock.acquire()
         self.ctx.on_finish(self.release_lock)
         stale = self.lock.stale_taken_over
-        note = f" (took over a stale lock of {stale.holder})" if stale else ""
+        note = f" (took over a stale lock of {stale.holder}: {self.lock.takeover_reason})" if stale else ""
         return f"lock {self.lock.name} held by run {self.ctx.run_id}{note}" + (" [dry run: checked only]" if self.params.dry_run else "")
 
     def release_lock(self) -> None:
@@ -283,6 +283,7 @@ class DeployRun:
         self.diffs[self.deployment_name] = diff_objects(before, after)
         if self.params.dry_run:
             return f"dry run: the API server accepted the change; nothing was applied\n\n{self.diffs[self.deployment_name]}"
+        self.ctx.checkpoint()  # a resume after this run dies mid-wait knows the new image is its own
         state = wait_for_rollout(self.cluster, self.deployment_name, self.ctx.profile.timeouts.rollout_s,
                                  on_progress=self._fail_fast)
         self.ctx.figure("time_to_healthy_s", round((datetime.now(timezone.utc) - self.started).total_seconds(), 3))

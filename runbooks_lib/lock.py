@@ -3,7 +3,8 @@
 The Lease ``runbook-lock-<service>`` in the profile's namespace names its holder (run id,
 runbook, operator) and is renewed while the run lasts. A second run finds it held and is
 refused with exit 4 (``LockHeld``) before any change. A lease whose holder stopped renewing
-(a crashed run) is reported as stale, with who held it and since when, and taken over.
+(a crashed run), or whose run's `runbook run` process is gone from this machine (liveness),
+is reported as stale, with who held it, since when and why, and taken over.
 Release happens at the end of the run, also when it fails. Taking and giving back the lease
 are journaled by the run that holds it (``lease-acquired`` / ``lease-released``), so that when
 the kernel dies holding it, ``runbook run`` can release it at once (``release_orphaned``)
@@ -62,6 +63,7 @@ class DeployLock:
         self.holder = holder
         self.duration_s = duration_s
         self.stale_taken_over: LeaseState | None = None
+        self.takeover_reason = ""  # why a lease held by another run was taken over
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._held = False
@@ -91,13 +93,16 @@ class DeployLock:
         current = self.read()
         if current is not None:
             state, version = current
-            if state.holder != self.holder and not state.expired():
+            if state.holder != self.holder and not state.expired() and not self._holder_died(state.holder):
                 raise LockHeld(
                     f"{self.name} is held by {state.holder} since {state.acquired:%Y-%m-%d %H:%M:%S} UTC "
                     f"(renewed {(_now() - state.renewed).total_seconds():.0f} s ago); refusing a concurrent change"
                 )
             if state.holder != self.holder:
                 self.stale_taken_over = state
+                renewed = f"{(_now() - state.renewed).total_seconds():.0f} s ago" if state.renewed else "never"
+                self.takeover_reason = ("its `runbook run` process is gone" if not state.expired()
+                                        else f"last renewed {renewed}, lease of {state.duration_s} s")
             if self.cluster.dry_run:
                 return
             try:
@@ -115,6 +120,18 @@ class DeployLock:
         self._journal("lease-acquired")
         self._renewer = threading.Thread(target=self._renew_until_released, name=f"renew-{self.name}", daemon=True)
         self._renewer.start()
+
+    def _holder_died(self, holder: str) -> bool:
+        """Whether the holder is a run of this machine whose `runbook run` process is gone (its
+        watcher died too, or has not ended it yet): its lease is as good as stale."""
+        from .errors import RunbookError
+        from .journal import find_journal
+        from .liveness import find_dead
+
+        try:
+            return find_dead(find_journal(holder)) is not None
+        except RunbookError:  # not a run of this machine: only its lease's age tells
+            return False
 
     def _renew_until_released(self) -> None:
         while not self._stop.wait(self.duration_s / 3):

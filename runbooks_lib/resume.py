@@ -29,7 +29,12 @@ def resumable(journal: Journal) -> dict[str, Any]:
     run_id = journal.run_id
     finished = [e for e in entries if e.get("event") == "run-finished"]
     if not finished:
-        raise ParameterError(f"run {run_id} has not finished (or its kernel is still running): nothing to resume yet")
+        entries = _end_if_dead(journal)
+        finished = [e for e in entries if e.get("event") == "run-finished"]
+    if not finished:
+        runner = facts.get("runner") or {}
+        raise ParameterError(f"run {run_id} has not finished: its `runbook run` process (pid {runner.get('pid', '?')} "
+                             f"on {runner.get('host', '?')}) still runs; nothing to resume yet")
     outcome = finished[-1].get("outcome")
     if outcome in _DONE:
         raise ParameterError(f"run {run_id} {outcome}: there is nothing to resume")
@@ -50,6 +55,18 @@ def resumable(journal: Journal) -> dict[str, Any]:
         raise ParameterError(f"run {run_id} had secret parameters ({', '.join(masked)}) that no journal keeps: "
                              "start a new run instead")
     return facts
+
+
+def _end_if_dead(journal: Journal) -> list[dict[str, Any]]:
+    """A run whose runner died and whose watcher did not end it (it died too): end it now."""
+    from .dead_runs import close_dead_run
+    from .liveness import find_dead
+
+    dead = find_dead(journal)
+    if dead is not None:
+        for line in close_dead_run(dead):
+            print(f"run {journal.run_id}: {line}")
+    return journal.entries()
 
 
 def resume_run(run_id: str, *, home: Path | None = None) -> Any:

@@ -132,14 +132,22 @@ def run_notebook(
     notebook, home = Path(notebook), home or project_home()
     if not notebook.is_file():
         raise ParameterError(f"no such notebook: {notebook}")
+    from .dead_runs import start_watcher, stop_watcher
+
     with Workspace(notebook, home) as workspace:
         plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home, values=values)
         prepare(plan, workspace, facts or {})
-        execution = execute(plan, workspace)
-        if execution.kernel_failed:
-            execution.notes.update(release_dead_runs_leases(plan))
-            _journal_kernel_death(plan, execution)
-        sealing = finalize(plan, execution)
+        # If this process is killed, the watcher ends the run for it (runbooks_lib.dead_runs).
+        plan.journal.parent.mkdir(parents=True, exist_ok=True)
+        watcher = start_watcher(plan.journal)
+        try:
+            execution = execute(plan, workspace)
+            if execution.kernel_failed:
+                execution.notes.update(release_dead_runs_leases(plan))
+                _journal_kernel_death(plan, execution)
+            sealing = finalize(plan, execution)
+        finally:
+            stop_watcher(watcher)
     return publish(plan, execution, sealing)
 
 
@@ -178,8 +186,12 @@ def prepare(plan: RunPlan, workspace: Workspace, facts: dict[str, Any] | None = 
     from .records.summary import masked_parameters
 
     # The notebook and its parameters (masked) reach the journal: `runbook resume` runs them again.
+    from .liveness import runner_identity
+
+    runner = runner_identity(workspace.folder, plan.record, plan.root, plan.home, sorted(plan.secret_names))
     workspace.run_file.write_text(json.dumps(
-        {**(facts or {}), "run_id": plan.run_id, "record": plan.record_name, "notebook_sha256": plan.notebook_sha256,
+        {**(facts or {}), "runner": runner, "run_id": plan.run_id, "record": plan.record_name,
+         "notebook_sha256": plan.notebook_sha256,
          "notebook": str(plan.notebook.resolve()),
          "parameters": masked_parameters({k: v for k, v in plan.parameters.items() if k != "env"})}, default=str))
     register_secret([v for name, v in plan.parameters.items() if name in plan.secret_names and isinstance(v, str)])

@@ -120,3 +120,65 @@ def test_a_killed_kernel_ends_the_run_at_once_releasing_its_lease(tmp_path: Path
     assert Ledger(records).verify() == []
     [row] = Catalog(records).rows(None)
     assert row["sealed"] and row["failed_step"] == "Roll out"
+
+
+def test_a_killed_runbook_run_is_ended_by_its_watcher(tmp_path: Path) -> None:
+    """SIGKILL of `runbook run` itself (a closed terminal, the OOM killer): its kernel stops with it,
+    and within seconds its watcher seals the partial record, releases the Lease and ends the journal."""
+    import json
+    import signal
+    import time
+
+    import psutil
+
+    from .kube_stub import KubeStub
+
+    home = tmp_path / "home"
+    (home / "parameters").mkdir(parents=True)
+    for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
+        (home / "parameters" / profile.name).write_text(profile.read_text())
+    records = tmp_path / "records"
+    with KubeStub(namespace="veza-sandbox", kube_system_uid="uid-sandbox") as kube:
+        sandbox_env = tmp_path / "sandbox.env"
+        sandbox_env.write_text(f"KUBECONFIG={kube.write_kubeconfig(tmp_path / 'kc')}\nCLUSTER_UID=uid-sandbox\n"
+                               "VAULT_ADDR=http://127.0.0.1:1\nVAULT_TOKEN=dev-token-not-a-secret\n"
+                               "PROMETHEUS_URL=http://127.0.0.1:1\n")
+        env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
+                   RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
+                   JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+        runner = subprocess.Popen([sys.executable, "-m", "runbooks_lib.cli", "run",
+                                   str(FIXTURES / "runner_killed.ipynb"), "--env", "sandbox"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        journal: list[Path] = []
+        entries: list[dict] = []
+        deadline = time.monotonic() + 90
+        while not any(e.get("event") == "step-started" and e.get("step") == "Roll out" for e in entries):
+            assert runner.poll() is None and time.monotonic() < deadline, "the run never reached its second step"
+            time.sleep(0.2)
+            journal = sorted(records.glob("journal/sandbox/*.jsonl"))
+            entries = [json.loads(line) for line in journal[0].read_text().splitlines()] if journal else []
+        kernel_pids = [p.pid for p in psutil.Process(runner.pid).children(recursive=True)
+                       if "ipykernel" in " ".join(p.cmdline())]
+        assert kernel_pids, "no kernel found under `runbook run`"
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        killed = time.monotonic()
+        while not any(e.get("event") == "run-finished" for e in entries) and time.monotonic() - killed < 20:
+            time.sleep(0.2)
+            entries = [json.loads(line) for line in journal[0].read_text().splitlines()]
+        print(f"the watcher ended the run {time.monotonic() - killed:.1f} s after the kill")
+        lease = kube.get("leases", "runbook-lock-veza-backend-api")
+    ended = next((e for e in entries if e.get("event") == "run-finished"), None)
+    assert ended is not None and ended["runner_died"] is True, entries[-3:]
+    assert lease is None, "the dead run's Lease is still held"
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in kernel_pids), "the kernel outlived its runner"
+    [record] = sorted(records.rglob("*.ipynb"))
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "Roll out"
+    assert summary["error"].startswith("the runbook run process died at step 2 (Roll out): pid "), summary["error"]
+    assert summary["notes"]["leases"].startswith("runbook-lock-veza-backend-api: released")
+    assert not Path(entries[0]["runner"]["workspace"]).exists()  # papermill's copy, parameters in clear, is gone
+    assert Ledger(records).verify() == []
+    [row] = Catalog(records).rows(None)
+    assert row["sealed"] and row["failed_step"] == "Roll out"

@@ -48,18 +48,20 @@ def _unfinished_step(journal: Path) -> tuple[int, str] | None:
 
 def runner_summary(*, runbook: str, env: str, run_id: str, parameters: dict[str, Any], error: str,
                    journal: Path | None, notebook_sha256: str | None, record: str | None,
-                   kernel_died: bool = False, notes: dict[str, str] | None = None) -> Summary:
-    """A summary written by the runner for a kernel that died before writing its own."""
+                   kernel_died: bool = False, notes: dict[str, str] | None = None, who: str = "kernel") -> Summary:
+    """A summary written by the runner for a kernel that died before writing its own (or by
+    ``dead_runs`` for a run whose ``who``, the runner itself, died)."""
     now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     unfinished = _unfinished_step(journal) if journal else None
     if kernel_died:
         where = f"at step {unfinished[0]} ({unfinished[1]})" if unfinished else "outside any step"
-        error = f"the kernel died {where}: {error}"
+        error = f"the {who} died {where}: {error}"
     return Summary(
         runbook=runbook, env=env, run_id=run_id, outcome="failed", service=parameters.get("service"),
         parameters=masked_parameters(parameters), notebook_sha256=notebook_sha256, record=record, finished=now,
         failed_step=unfinished[1] if unfinished else "(kernel)", error=redact_object(error),
-        written_by="runbook run (the kernel ended without writing a summary)", notes=dict(notes or {}),
+        written_by=f"runbook run (the {who} ended without writing a summary)" if who == "kernel"
+        else "runbooks_lib.dead_runs (the run's watcher)", notes=dict(notes or {}),
     )
 
 

@@ -50,6 +50,38 @@ def test_a_stale_lock_is_taken_over_and_reported(platform: Platform) -> None:
     assert platform.kube.get("leases", LEASE) is None
 
 
+def test_a_lock_freshly_renewed_by_a_run_whose_runner_is_gone_is_taken_over_at_once(platform: Platform) -> None:
+    """The holder's journal (on this machine) names its `runbook run` process, which is gone: no
+    need to wait for the lease to run out."""
+    import socket
+    import subprocess
+    import sys
+
+    import os
+
+    import psutil
+
+    from runbooks_lib.journal import Journal, journal_path
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    Journal(journal_path(platform.profile.name, "run-dead")).write(
+        event="run-started", runbook="deploy", env=platform.profile.name,
+        runner={"pid": gone.pid, "created": 0.0, "host": socket.gethostname()})
+    platform.kube.add("leases", lease("run-dead", renewed_s_ago=2))
+    lock = DeployLock(platform.cluster(), SERVICE, "run-a")
+    with lock:
+        assert lock.stale_taken_over is not None and lock.stale_taken_over.holder == "run-dead"
+        assert lock.takeover_reason == "its `runbook run` process is gone"
+    # A run whose runner still runs (this test's process) keeps its lock.
+    Journal(journal_path(platform.profile.name, "run-alive")).write(
+        event="run-started", runbook="deploy", env=platform.profile.name,
+        runner={"pid": os.getpid(), "host": socket.gethostname(), "created": psutil.Process().create_time()})
+    platform.kube.add("leases", lease("run-alive", renewed_s_ago=2))
+    with pytest.raises(LockHeld, match="held by run-alive"):
+        DeployLock(platform.cluster(), SERVICE, "run-b").acquire()
+
+
 def test_release_leaves_a_lease_someone_else_holds_now(platform: Platform) -> None:
     lock = DeployLock(platform.cluster(), SERVICE, "run-a")
     lock.acquire()
