@@ -75,8 +75,11 @@ class Vault:
 
             reason = redact(str(e).splitlines()[0] if str(e) else "invalid request")
             raise CheckFailed(f"Vault: {what}: refused: {reason}") from e
-        except hv.VaultDown as e:
-            raise BackendUnavailable(f"Vault: {what}: Vault is sealed or down") from e
+        except hv.VaultDown as e:  # HTTP 503: hvac says "Vault is sealed" when it is
+            if "sealed" in str(e).lower():
+                raise BackendUnavailable(f"Vault: {what}: Vault is sealed; once it is unsealed, "
+                                         "`runbook resume` continues the run") from e
+            raise BackendUnavailable(f"Vault: {what}: Vault is down (HTTP 503)") from e
         except hv.VaultError as e:
             raise BackendUnavailable(f"Vault: {what}: {type(e).__name__}") from e
         except requests.RequestException as e:

@@ -6,8 +6,8 @@ two workers side by side (tests/conftest.py), halving the longest path of the su
 """
 from __future__ import annotations
 
-# Changes to releases, in order: deploys, rollbacks of what they left, approvals.
-CHANGES = ("test_deploy", "test_rollback", "test_approvals")
+# Changes to releases, in order: deploys, rollbacks of what they left, approvals, deploys under faults.
+CHANGES = ("test_deploy", "test_rollback", "test_approvals", "test_faults")
 # Drills on a platform nobody has changed yet: read-only checks first (a health check must see
 # the fresh platform), then a release with migrations (it ends back on the release it found),
 # canaries (the last stops and restarts Prometheus), incidents, DR and the secrets rotation.

@@ -52,7 +52,7 @@ def test_an_unreachable_vault_is_unavailable_and_health_says_so() -> None:
 def test_a_sealed_vault_is_unavailable(vault: VaultStub) -> None:
     vault.sealed = True
     client = Vault(settings(vault.url))
-    with pytest.raises(BackendUnavailable, match="Vault: read secret/veza/sandbox: Vault is sealed or down"):
+    with pytest.raises(BackendUnavailable, match="Vault: read secret/veza/sandbox: Vault is sealed; once it is unsealed"):
         client.read()
     health = client.health()
     assert health.reachable and health.sealed
