@@ -345,6 +345,33 @@ def load_catalog(home: Path | None = None) -> ServiceCatalog:
         raise ProfileError(_format_validation(path, e)) from None
 
 
+def _raw_profile(env: str, home: Path, envs: list[str], extended_by: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``parameters/<env>.yaml`` as written; one that ``extends: OTHER`` is OTHER's with its own
+    keys laid over (mappings merged key by key, anything else replaced), e.g. the sandbox with
+    production's approval rule."""
+    path = home / "parameters" / f"{env}.yaml"
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    if raw.get("name", env) != env:
+        raise ProfileError(f"{path}: name {raw.get('name')!r} does not match the file name {env!r}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if base in (env, *extended_by):
+        raise ProfileError(f"{path}: extends {base!r}, which extends it back: {' -> '.join((*extended_by, env, base))}")
+    if base not in envs:
+        raise ProfileError(f"{path}: extends {base!r}, which is not a profile here ({', '.join(envs)})")
+    return _overlay(_raw_profile(base, home, envs, (*extended_by, env)), {**raw, "name": env})
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
 def load_profile(env: str, home: Path | None = None) -> Profile:
     """Load and validate ``parameters/<env>.yaml``; every problem is a ProfileError."""
     home = home or project_home()
@@ -352,12 +379,8 @@ def load_profile(env: str, home: Path | None = None) -> Profile:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", env or "") or env not in envs:
         raise ProfileError(f"unknown env {env!r}; profiles in {home / 'parameters'}: {', '.join(envs)}")
     path = home / "parameters" / f"{env}.yaml"
-    raw = _read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: expected a mapping at the top level")
-    if raw.get("name", env) != env:
-        raise ProfileError(f"{path}: name {raw.get('name')!r} does not match the file name {env!r}")
-    raw = _interpolate(raw, env, sandbox_env(home) if "${sandbox:" in path.read_text() else None)
+    raw = _raw_profile(env, home, envs)
+    raw = _interpolate(raw, env, sandbox_env(home) if "${sandbox:" in yaml.safe_dump(raw) else None)
     raw.setdefault("name", env)
     raw["services"] = load_catalog(home).model_dump()
     try:

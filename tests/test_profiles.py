@@ -18,7 +18,7 @@ def _edit(home: Path, env: str, change) -> None:
 
 
 def test_shipped_profiles_validate(project_copy: Path) -> None:
-    assert available_envs() == ["production", "sandbox", "staging"]
+    assert available_envs() == ["production", "sandbox", "sandbox-gated", "staging"]
     sandbox = load_profile("sandbox")
     assert sandbox.cluster.identity.expected == "00000000-test-uid"
     assert sandbox.cluster.namespace == "veza-sandbox"
@@ -30,6 +30,28 @@ def test_shipped_profiles_validate(project_copy: Path) -> None:
     assert production.vault.path == "secret/veza/production"
     assert production.approvals.required is True
     assert load_profile("staging").cluster.namespace == "veza-staging"
+
+
+def test_a_profile_that_extends_another_is_the_other_with_its_own_keys_laid_over(project_copy: Path) -> None:
+    gated, sandbox = load_profile("sandbox-gated"), load_profile("sandbox")
+    assert gated.name == "sandbox-gated" and gated.approvals.required and gated.approvals.four_eyes
+    assert not sandbox.approvals.required
+    assert gated.model_dump(exclude={"name", "description", "approvals"}) == \
+        sandbox.model_dump(exclude={"name", "description", "approvals"})
+    # One key of a mapping laid over: the mapping's other keys stay the base's.
+    _edit(project_copy, "sandbox-gated", lambda d: d.update(slo={"p99_latency_max_ms": 300}))
+    slo = load_profile("sandbox-gated").slo
+    assert (slo.p99_latency_max_ms, slo.success_rate_min) == (300, sandbox.slo.success_rate_min)
+
+
+def test_a_profile_extending_an_unknown_or_circular_base_is_refused(project_copy: Path) -> None:
+    _edit(project_copy, "sandbox-gated", lambda d: d.update(extends="sandbx"))
+    with pytest.raises(ProfileError, match=r"extends 'sandbx', which is not a profile here"):
+        load_profile("sandbox-gated")
+    _edit(project_copy, "sandbox-gated", lambda d: d.update(extends="sandbox"))
+    _edit(project_copy, "sandbox", lambda d: d.update(extends="sandbox-gated"))
+    with pytest.raises(ProfileError, match=r"which extends it back: sandbox-gated -> sandbox -> sandbox-gated"):
+        load_profile("sandbox-gated")
 
 
 def test_catalog_knows_the_veza_services(project_copy: Path) -> None:
@@ -44,7 +66,7 @@ def test_catalog_knows_the_veza_services(project_copy: Path) -> None:
 
 
 def test_unknown_env_lists_the_known_ones(project_copy: Path) -> None:
-    with pytest.raises(ProfileError, match=r"unknown env 'prod'.*production, sandbox, staging"):
+    with pytest.raises(ProfileError, match=r"unknown env 'prod'.*production, sandbox, sandbox-gated, staging"):
         load_profile("prod")
     with pytest.raises(ProfileError, match="unknown env"):
         load_profile("../parameters/sandbox")
