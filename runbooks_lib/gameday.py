@@ -11,6 +11,7 @@ users failing has made things worse.
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,8 +24,21 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import ParameterError, RunbookError
 from .profiles import project_home
 
-__all__ = ["Scenario", "ScenarioResult", "PlatformHealth", "platform_health", "load_scenarios", "run_gameday",
+__all__ = ["Scenario", "Approval", "ScenarioResult", "PlatformHealth", "platform_health", "load_scenarios", "run_gameday",
            "format_table", "failed_since"]
+
+
+class Approval(BaseModel):
+    """A gated scenario's second half. Run by ``operator`` under a profile that requires approval,
+    the run must stop awaiting approval; the operator's own approval must be refused (four eyes);
+    ``approver`` approves with ``reason``; the operator resumes the run. The scenario's outcome,
+    figure and record are the resumed run's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operator: str
+    approver: str
+    reason: str
 
 
 class Scenario(BaseModel):
@@ -32,6 +46,8 @@ class Scenario(BaseModel):
 
     name: str
     notebook: str
+    env: str | None = None  # another profile than the game day's (e.g. sandbox-gated)
+    approval: Approval | None = None
     parameters: dict[str, Any] = {}
     expect: str = "succeeded"
     figure: str | None = None
@@ -112,7 +128,6 @@ def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
 def run_before(env: str, command: list[str]) -> None:
     """Run one of a scenario's ``before`` commands with the profile's cluster in KUBECONFIG."""
     import os
-    import subprocess
     import sys
 
     from .profiles import load_profile
@@ -154,25 +169,63 @@ def load_scenarios(path: Path | None = None) -> list[Scenario]:
         raise ParameterError(f"game day scenarios in {path}: {e}") from e
 
 
-def run_scenario(env: str, scenario: Scenario, home: Path) -> tuple[dict[str, Any], Path | None]:
-    """``runbook run NOTEBOOK --env ENV -p ...`` as a command; its summary and record."""
-    import subprocess
+def _runbook(args: list[str], home: Path, operator: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``runbook ARGS`` as a command (as ``operator``, when named); its output shown as it ends."""
+    import os
     import sys
 
+    environ = {**os.environ, "RUNBOOK_OPERATOR": operator} if operator else None
+    done = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", *args], cwd=home, stdout=subprocess.PIPE,
+                          stderr=None if args[0] in ("run", "resume") else subprocess.STDOUT, text=True, timeout=1800,
+                          env=environ)
+    print(done.stdout, end="", flush=True)
+    return done
+
+
+def _summary_of(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any], Path | None]:
     from .records.summary import read_summary
 
-    argv = [sys.executable, "-m", "runbooks_lib.cli", "run", str(home / scenario.notebook), "--env", env]
-    for name, value in scenario.parameters.items():
-        argv += ["-p", name, str(value)]
-    done = subprocess.run(argv, cwd=home, stdout=subprocess.PIPE, text=True, timeout=1800)
-    print(done.stdout, end="", flush=True)
     record = next((Path(line.removeprefix("record: ")) for line in done.stdout.splitlines()
                    if line.startswith("record: ")), None)
     summary = (read_summary(record) if record and record.is_file() else None) or {}
     if not summary:
         summary = {"outcome": "rejected" if done.returncode == 2 else "no summary",
-                   "error": f"runbook run exited {done.returncode} without a record"}
+                   "error": f"runbook exited {done.returncode} without a record"}
     return summary, record
+
+
+def run_scenario(env: str, scenario: Scenario, home: Path) -> tuple[dict[str, Any], Path | None]:
+    """``runbook run NOTEBOOK --env ENV -p ...`` as a command (then approve and resume, for a
+    gated scenario); its summary and record."""
+    argv = ["run", str(home / scenario.notebook), "--env", scenario.env or env]
+    for name, value in scenario.parameters.items():
+        argv += ["-p", name, str(value)]
+    approval = scenario.approval
+    summary, record = _summary_of(_runbook(argv, home, approval.operator if approval else None))
+    if approval is None:
+        return summary, record
+    return _approve_and_resume(approval, summary, record, home)
+
+
+def _approve_and_resume(approval: Approval, summary: dict[str, Any], record: Path | None,
+                        home: Path) -> tuple[dict[str, Any], Path | None]:
+    """The gate's second half, each step checked: a step that goes otherwise ends the scenario
+    with an outcome saying so (never the expected one)."""
+    if summary.get("outcome") != "awaiting approval":
+        return {**summary, "outcome": f"not stopped at a gate ({summary.get('outcome')})"}, record
+    run_id = str(summary["run_id"])
+    print(f"$ runbook approve {run_id} --as {approval.operator}   # the operator's own approval", flush=True)
+    own = _runbook(["approve", run_id, "--as", approval.operator, "--reason", approval.reason], home,
+                   approval.operator)
+    if own.returncode != 4:
+        return {**summary, "outcome": f"self-approval not refused (exit {own.returncode})"}, record
+    print(f"$ runbook approve {run_id} --as {approval.approver}", flush=True)
+    given = _runbook(["approve", run_id, "--as", approval.approver, "--reason", approval.reason], home,
+                     approval.approver)
+    if given.returncode != 0:
+        return {**summary, "outcome": f"approval failed (exit {given.returncode})"}, record
+    print(f"$ runbook resume {run_id}", flush=True)
+    return _summary_of(_runbook(["resume", run_id], home, approval.operator))
 
 
 def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -> list[ScenarioResult]:

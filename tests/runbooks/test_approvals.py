@@ -173,3 +173,33 @@ def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox:
     assert rollback.summary["failed_step"] == "Approval: rollback"
     assert f"-        image: registry.veza.app/{BACKEND}:{by_hand}" in rollback.record.read_text()
     assert resource_versions(sandbox) == before
+
+
+def test_the_game_day_gated_scenario_stops_is_approved_by_a_second_person_and_resumes(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The game day's own code path, with the shipped profile sandbox-gated (`extends: sandbox`):
+    Alice's run stops at its gate, her own approval is refused, Bob's is taken, her resume rolls out."""
+    from runbooks_lib.gameday import Approval, Scenario, run_gameday
+
+    monkeypatch.setenv("RUNBOOKS_HOME", str(REPO))
+    monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
+    target = another_good_version(sandbox)
+    scenario = Scenario(name="gated deploy", notebook="notebooks/deploy.ipynb", env="sandbox-gated",
+                        approval=Approval(operator="alice", approver="bob", reason="CHG-9 reviewed"),
+                        parameters={"service": BACKEND, "version": target, "analysis_s": 4}, expect="succeeded")
+    [result] = run_gameday("sandbox", [scenario], home=REPO)
+
+    assert result.outcome == "succeeded", result.error
+    assert result.as_expected, result.platform_after
+    assert image(sandbox).endswith(f":{target}")
+    from runbooks_lib.records.summary import read_summary
+
+    resumed = read_summary(result.record)
+    assert resumed is not None and resumed["operator"] == "alice"
+    assert "approved by bob" in resumed["notes"]["approval rollout"]
+    [original] = [link["record"] for link in resumed["links"] if link["relation"] == "resumes"]
+    stopped = read_summary(sandbox.records / original)
+    assert stopped is not None and stopped["outcome"] == "awaiting approval" and stopped["operator"] == "alice"
+    ledger = [json.loads(line) for line in (sandbox.records / "ledger.jsonl").read_text().splitlines()]
+    approvals = [e for e in ledger if e.get("kind") == "approval" and e.get("run_id") == stopped["run_id"]]
+    assert [e.get("approver") for e in approvals] == ["bob"]  # Alice's own was refused, not recorded
