@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,8 @@ class RunContext:
         self._facts = runner_facts()
         self.run_id = run_id or self._facts.get("run_id") or uuid.uuid4().hex[:12]
         self.started = utcnow()
+        # In JupyterLab nobody writes the record: the kernel keeps it and finish() seals it.
+        self._session = _record_session(self)
         self.finished: datetime | None = None
         self.outcome: str | None = None
         self.error: str | None = None
@@ -345,7 +348,29 @@ class RunContext:
         summary = self._summary()
         self.journal.write(event="run-finished", outcome=outcome)
         _show_summary(summary)
+        if self._session is not None:
+            self._seal_session()
         return summary.as_dict()
+
+    def _seal_session(self) -> None:
+        """The interactive run's record, written and sealed now that its summary is shown."""
+        from .records.kernel import remove_tap
+        from .records.session import write_and_seal
+
+        recorder, self._session = self._session, None
+        remove_tap(recorder.on_message)
+        for stream in (sys.stdout, sys.stderr):  # the kernel sends prints in batches: the last ones too
+            stream.flush()
+        root = self._records_root()
+        print(write_and_seal(recorder, root / self._facts["record"], root), flush=True)
+
+    def _records_root(self) -> Path:
+        from .records.ledger import records_root
+
+        try:
+            return records_root(self.env)
+        except RunbookError:  # a refused run's env may be no profile at all
+            return records_root(None)
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         """End the run because of ``error``; the summary names the failing step."""
@@ -360,6 +385,28 @@ class RunContext:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self.finished is None:
             self.fail(exc) if exc is not None else self.finish()
+
+
+def _record_session(ctx: RunContext) -> Any:
+    """A recorder of this kernel's cells when JupyterLab runs it (records.session), else None;
+    the record's name goes into the run's facts, so the summary and the journal carry it."""
+    from .records.kernel import add_tap
+    from .records.session import SessionRecorder, interactive_session, record_path
+
+    notebook = interactive_session()
+    ip = _in_ipython()
+    if notebook is None or ip is None:
+        return None
+    sources = [s for s in (ip.user_ns.get("In") or [])[1:] if isinstance(s, str)]
+    recorder = SessionRecorder(notebook, sources)
+    add_tap(recorder.on_message)
+    root = ctx._records_root()
+    ctx._facts["record"] = record_path(root, ctx.env if _NAME.fullmatch(ctx.env or "") else "invalid-env",
+                                       ctx.runbook, ctx.run_id, ctx.started).relative_to(root).as_posix()
+    return recorder
+
+
+_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def _show_summary(summary: Summary) -> None:

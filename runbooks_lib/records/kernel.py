@@ -22,9 +22,35 @@ from typing import Any, Callable
 from .redaction import redact, redact_object
 from .secret import SecretValue
 
-__all__ = ["install_filters", "filters_installed"]
+__all__ = ["install_filters", "filters_installed", "add_tap", "remove_tap"]
 
 _INSTALLED_ATTR = "_veza_redaction_installed"
+
+# Who else sees each message, after redaction: an interactive run's recorder (records.session).
+_taps: list[Callable[[str, Any, Any], None]] = []
+
+
+def add_tap(tap: Callable[[str, Any, Any], None]) -> None:
+    """Call ``tap(msg_type, content, parent)`` for every message the kernel sends, redacted."""
+    _taps.append(tap)
+
+
+def remove_tap(tap: Callable[[str, Any, Any], None]) -> None:
+    if tap in _taps:
+        _taps.remove(tap)
+
+
+def _tell_taps(msg_or_type: Any, content: Any, parent: Any) -> None:
+    if isinstance(msg_or_type, dict):
+        msg_type = (msg_or_type.get("header") or {}).get("msg_type") or msg_or_type.get("msg_type", "")
+        content, parent = msg_or_type.get("content"), msg_or_type.get("parent_header") or parent
+    else:
+        msg_type = str(msg_or_type)
+    for tap in list(_taps):
+        try:
+            tap(msg_type, content or {}, parent)
+        except Exception:  # noqa: BLE001 - a recorder must never stop the kernel talking
+            pass
 
 
 def filters_installed(ip: Any = None) -> bool:
@@ -131,12 +157,15 @@ def _filter_session(ip: Any) -> None:
         return
     send = session.send
 
-    def redacting_send(stream: Any, msg_or_type: Any, content: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def redacting_send(stream: Any, msg_or_type: Any, content: Any = None, parent: Any = None,
+                       *args: Any, **kwargs: Any) -> Any:
         if isinstance(msg_or_type, dict) and "content" in msg_or_type:
             msg_or_type = {**msg_or_type, "content": redact_object(msg_or_type["content"])}
         if content is not None:
             content = redact_object(content)
-        return send(stream, msg_or_type, content, *args, **kwargs)
+        if _taps:
+            _tell_taps(msg_or_type, content, parent)
+        return send(stream, msg_or_type, content, parent, *args, **kwargs)
 
     redacting_send._veza_redacting = True  # type: ignore[attr-defined]
     session.send = redacting_send

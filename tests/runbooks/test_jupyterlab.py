@@ -87,8 +87,13 @@ def lab(sandbox: Sandbox, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_health_check_runs_in_jupyterlab_in_a_real_browser(lab: str) -> None:
+def test_health_check_runs_in_jupyterlab_in_a_real_browser(lab: str, sandbox: Sandbox) -> None:
     from playwright.sync_api import sync_playwright
+
+    from runbooks_lib.records.ledger import Ledger
+    from runbooks_lib.records.summary import read_summary
+
+    records_before = set(sandbox.records.rglob("health_check-*.ipynb"))
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM,
@@ -126,3 +131,8 @@ def test_health_check_runs_in_jupyterlab_in_a_real_browser(lab: str) -> None:
     assert "health_check on sandbox: succeeded" in text
     assert len(tables) >= 4 and len(plots) >= 1  # workloads, events, signals, ... and the signals plot
     assert not tracebacks and not errors, (tracebacks + errors)[:3]
+    # Run by hand, it leaves the same audit trail as headless: a sealed record in the ledger.
+    [record] = set(sandbox.records.rglob("health_check-*.ipynb")) - records_before
+    summary = read_summary(record)
+    assert summary is not None and summary["outcome"] == "succeeded", summary
+    assert Ledger(sandbox.records).entry_for(record) is not None and Ledger(sandbox.records).verify() == []
