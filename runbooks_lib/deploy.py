@@ -332,7 +332,12 @@ class DeployRun:
                 raise
             print(f"✗ {failure}\n↩ rolling back automatically")
             self.ctx.figure("rolled_back", True)
-            self._mark_bad(f"deploy failed and rolled back: {failure}")
+            if isinstance(failure, NoData):
+                # Nothing judged the version (no metrics): rolled back to be safe, not remembered as
+                # bad, or a later deploy of it would be refused for the monitoring's fault.
+                self.ctx.note("not judged", f"{self.params.version} rolled back without a verdict: {failure}")
+            else:
+                self._mark_bad(f"deploy failed and rolled back: {failure}")
             with self.ctx.step("Automatic rollback", key="auto-rollback") as step:
                 self.rollback = roll_back(self.cluster, self.params.service, self.deployment_name,
                                           timeout_s=self.ctx.profile.timeouts.rollback_s)

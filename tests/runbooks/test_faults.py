@@ -181,3 +181,38 @@ def test_runbook_run_killed_mid_rollout_is_ended_by_its_watcher_then_resumed(san
     assert failed_requests(sandbox, began) == 0
     verify = sandbox.runbook("records", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_prometheus_stopped_during_a_deploy_fails_its_checks_without_blaming_the_version_then_it_resumes(
+        sandbox: Sandbox) -> None:
+    """Prometheus stops once the rollout has begun (the checklist saw it up): nothing can judge the
+    new version, so the deploy fails at its checks, and the version is not marked bad for it.
+    Once Prometheus is back, `runbook resume` finishes the deploy."""
+    target = another_good_version(sandbox)
+    began = datetime.now(timezone.utc)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/deploy.ipynb", "--env", "sandbox",
+         "-p", "service", BACKEND, "-p", "version", target, "-p", "analysis_s", "4"],
+        env=sandbox.environ(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not image(sandbox).endswith(f":{target}"):  # the checklist passed, the rollout has begun
+            assert runner.poll() is None and time.monotonic() < deadline, "the rollout did not begin"
+            time.sleep(0.1)
+        fault(sandbox, "prometheus", "--down")
+        output, _ = runner.communicate(timeout=300)
+    finally:
+        runner.kill()
+        fault(sandbox, "prometheus", "--clear")
+    failed = Run(subprocess.CompletedProcess(runner.args, runner.returncode, output, ""), began, sandbox)
+    assert failed.exit_code == 1, failed.output
+    assert failed.summary["failed_step"] == "Rolling update and checks", failed.summary["error"]
+    assert "Prometheus" in failed.summary["error"]
+    assert not [v for v in failed.summary["verdicts"] if v["version"] == target and v["verdict"] == "bad"]
+    assert LOCK not in leases(sandbox)
+
+    resumed = Run(sandbox.runbook("resume", failed.summary["run_id"]), began, sandbox)
+    assert resumed.exit_code == 0, resumed.output
+    assert steps(resumed.summary)["Rolling update and checks"] == "succeeded"
+    assert image(sandbox).endswith(f":{target}")
+    assert failed_requests(sandbox, began) == 0

@@ -215,6 +215,9 @@ def test_timeouts_and_silence_roll_back_too(platform: Platform, failure: Excepti
     with pytest.raises(CheckFailed, match="rolled back to revision 3"):
         with run.rollback_on_failure():
             raise failure
+    # A version nothing could judge (no data) is not remembered as bad; one that timed out is.
+    assert [v["verdict"] for v in run.ctx.verdicts] == ([] if isinstance(failure, NoData) else ["bad"])
+    assert ("not judged" in run.ctx.notes) == isinstance(failure, NoData)
 
 
 def test_other_errors_and_dry_runs_do_not_roll_back(platform: Platform) -> None:
