@@ -98,6 +98,30 @@ class IncidentResponse:
         ]
         return pd.DataFrame(rows, columns=["", "value"]).set_index("")
 
+    def declare_again(self) -> "pd.DataFrame":
+        """A resumed run's declaration: the one the original run made, as it made it. Its time of
+        acknowledgement stands and its notice is not sent again (people were paged once)."""
+        from ..replay import decode_result
+
+        done = self.ctx.replay.completed("declare") if self.ctx.replay is not None else None
+        if done is None:  # nothing to replay: declare now
+            return self.declare()
+        table = decode_result(done.result)
+
+        def moment(row: str) -> datetime:
+            return datetime.fromisoformat(str(table.loc[row, "value"]).replace("Z", "+00:00"))
+
+        # The page fired when the original run said (a trigger left empty means "now" to each run).
+        self.triggered, self.acknowledged = moment("triggered (UTC)"), moment("acknowledged (UTC)")
+        self.timeline.moments = [m for m in self.timeline.moments if m.what != "triggered"]
+        self.timeline.add(self.triggered, "triggered", detail=f"{self.params.severity}: {self.params.summary}")
+        tta = round((self.acknowledged - self.triggered).total_seconds(), 1)
+        self.ctx.figure("time_to_acknowledge_s", tta)
+        origin = done.replayed_from or self.ctx.replay.run_id
+        self.timeline.add(self.acknowledged, "acknowledged", detail=f"{tta:.0f} s after the trigger, by run {origin}")
+        print(f"declared by run {origin}; its notice was sent then and is not sent again")
+        return table
+
     def _target(self) -> str:
         from ..notify import describe_target
 
