@@ -18,6 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "parameters" / "migrations" / "veza-backend-api"
 
 
+@pytest.fixture(autouse=True)
+def _records_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planning code reads the database URL as a secret: its fingerprint goes beside the
+    records, which must not be the checkout's outputs/."""
+    monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(tmp_path / "records"))
+
+
 def shipped():
     return parse_migrations({p.name: p.read_text() for p in FOLDER.glob("*.sql")})
 
