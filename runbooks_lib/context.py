@@ -159,7 +159,8 @@ class RunContext:
                            operator=self.operator, record=self.record_name, notebook=self._facts.get("notebook"),
                            notebook_parameters=self._facts.get("parameters"),
                            resume_of=self.replay.run_id if self.replay else None,
-                           runner=self._facts.get("runner"))  # who ends the run if `runbook run` dies (dead_runs)
+                           runner=self._facts.get("runner"),  # who ends the run if `runbook run` dies (dead_runs)
+                           kernel=_this_process() if self._facts.get("runner") else None)
         if self.replay is not None:
             self.link("resumes", self.replay.record or self.replay.run_id)
 
@@ -385,6 +386,15 @@ class RunContext:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self.finished is None:
             self.fail(exc) if exc is not None else self.finish()
+
+
+def _this_process() -> dict[str, Any]:
+    """This kernel, as dead_runs recognises a process (PID, start time, host)."""
+    import socket
+
+    import psutil
+
+    return {"pid": os.getpid(), "created": psutil.Process().create_time(), "host": socket.gethostname()}
 
 
 def _record_session(ctx: RunContext) -> Any:

@@ -18,6 +18,8 @@ later ``runbook resume`` can also end a run whose watcher died with it (``livene
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ def close_dead_run(dead: DeadRun) -> list[str]:
     if run_ended(entries):  # another process got there first
         return [f"run {dead.run_id} had already ended"]
     said = [f"the `runbook run` process of run {dead.run_id} (pid {runner.get('pid')}) is gone"]
+    said += _stop_kernel(dead.started.get("kernel") or {})
     home = Path(runner["home"]) if runner.get("home") else None
     if held_leases(entries):
         said += _release_leases(env, home, entries)
@@ -65,13 +68,28 @@ def close_dead_run(dead: DeadRun) -> list[str]:
         outcome = f"NOT SEALED: {sealing}" if isinstance(sealing, SealRefused) else f"record sealed: {record}"
     said.append(outcome)
     # The workspace holds papermill's parameters in clear (papermill #271): it goes, as a run's does.
-    import shutil
-
     shutil.rmtree(runner.get("workspace") or "/nonexistent", ignore_errors=True)
     said.append(_tell(env, home, dead, summary))
     dead.journal.write(event="run-finished", outcome="failed", runner_died=True, error=summary.error,
                        failed_step=summary.failed_step, written_by="runbooks_lib.dead_runs", said=said)
     return said
+
+
+def _stop_kernel(kernel: dict[str, Any]) -> list[str]:
+    """The kernel goes with its runner (ipykernel watches its parent); one that did not must not go
+    on changing things with nobody recording: it is stopped."""
+    import socket
+
+    from .liveness import runner_alive
+
+    # Only a kernel of this machine, and only the very process recorded (not a reused PID).
+    if not kernel or kernel.get("host") != socket.gethostname() or not runner_alive(kernel):
+        return []
+    try:
+        os.kill(int(kernel["pid"]), signal.SIGKILL)
+    except (OSError, KeyError, ValueError) as e:
+        return [f"its kernel (pid {kernel.get('pid')}) still ran and could NOT be stopped: {e}"]
+    return [f"its kernel (pid {kernel['pid']}) still ran: stopped"]
 
 
 def _release_leases(env: str, home: Path | None, entries: list[dict[str, Any]]) -> list[str]:

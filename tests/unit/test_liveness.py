@@ -47,3 +47,21 @@ def test_only_an_unended_run_with_a_gone_runner_is_dead(tmp_path: Path) -> None:
     without_runner = Journal(tmp_path / "run-2.jsonl")  # JupyterLab or plain papermill: nobody to watch
     without_runner.write(event="run-started", runbook="deploy", env="sandbox")
     assert find_dead(without_runner) is None
+
+
+def test_a_kernel_that_outlived_its_runner_is_stopped_when_the_run_is_ended(tmp_path: Path) -> None:
+    from runbooks_lib.dead_runs import close_dead_run
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    journal = Journal(tmp_path / "run-3.jsonl")
+    journal.write(event="run-started", runbook="deploy", env="sandbox",
+                  runner={"pid": gone.pid, "created": 0.0, "host": socket.gethostname()}, kernel=identity(kernel.pid))
+    dead = find_dead(journal)
+    assert dead is not None
+    said = close_dead_run(dead)
+    assert kernel.wait(timeout=5) == -9  # SIGKILL
+    assert f"its kernel (pid {kernel.pid}) still ran: stopped" in said
+    ended = journal.entries()[-1]
+    assert ended["event"] == "run-finished" and ended["runner_died"] is True and ended["said"] == said
