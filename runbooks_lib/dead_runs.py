@@ -46,16 +46,17 @@ def close_dead_run(dead: DeadRun) -> list[str]:
     if run_ended(entries):  # another process got there first
         return [f"run {dead.run_id} had already ended"]
     said = [f"the `runbook run` process of run {dead.run_id} (pid {runner.get('pid')}) is gone"]
-    said += _stop_kernel(dead.started.get("kernel") or {})
+    kernel = _stop_kernel(dead.started.get("kernel") or {})
     home = Path(runner["home"]) if runner.get("home") else None
-    if held_leases(entries):
-        said += _release_leases(env, home, entries)
+    leases = _release_leases(env, home, entries) if held_leases(entries) else []
+    said += kernel + leases
     error = f"pid {runner.get('pid')}, killed or out of memory"
     summary = runner_summary(
         runbook=str(dead.started.get("runbook") or "runbook"), env=env, run_id=dead.run_id,
         parameters=dict(dead.started.get("params") or {}), error=error, journal=dead.journal.path,
         notebook_sha256=None, record=dead.started.get("record"), kernel_died=True, who="runbook run process",
-        notes={"ended by": "the run's watcher (runbooks_lib.dead_runs)", **({"leases": "; ".join(said[1:])} if len(said) > 1 else {})},
+        notes={"ended by": "the run's watcher (runbooks_lib.dead_runs)", **({"kernel": "; ".join(kernel)} if kernel else {}),
+               **({"leases": "; ".join(leases)} if leases else {})},
     )
     record, root = Path(runner.get("record") or ""), Path(runner.get("root") or "")
     partial = Path(runner.get("workspace") or "/nonexistent") / record.name
