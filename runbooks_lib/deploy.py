@@ -74,6 +74,7 @@ class DeployRun:
         self.started = datetime.now(timezone.utc)
         self.deployment_name = self.active_deployment()
         self._schema_change: Any = None
+        self._rollout_checkpointed = False
 
     @property
     def schema_change(self) -> Any:
@@ -275,6 +276,14 @@ class DeployRun:
         if stuck:
             raise CheckFailed(f"new pods of {self.params.version} cannot start: {', '.join(sorted(stuck))}")
 
+    def _on_rollout_progress(self, state: Any) -> None:
+        if not self._rollout_checkpointed and state.observed_generation >= state.generation:
+            # The controller has taken the new template (and numbered its revision): journaled now, a
+            # resume after this run dies mid-wait sees the change as this run's own, not as drift.
+            self.ctx.checkpoint()
+            self._rollout_checkpointed = True
+        self._fail_fast(state)
+
     def roll_out(self) -> str:
         """Set the image (with change-cause), then wait as ``kubectl rollout status`` does."""
         before = self.cluster.deployment(self.deployment_name)
@@ -283,9 +292,8 @@ class DeployRun:
         self.diffs[self.deployment_name] = diff_objects(before, after)
         if self.params.dry_run:
             return f"dry run: the API server accepted the change; nothing was applied\n\n{self.diffs[self.deployment_name]}"
-        self.ctx.checkpoint()  # a resume after this run dies mid-wait knows the new image is its own
         state = wait_for_rollout(self.cluster, self.deployment_name, self.ctx.profile.timeouts.rollout_s,
-                                 on_progress=self._fail_fast)
+                                 on_progress=self._on_rollout_progress)
         self.ctx.figure("time_to_healthy_s", round((datetime.now(timezone.utc) - self.started).total_seconds(), 3))
         return f"{self.deployment_name} rolled out: revision {state.revision}, {state.ready}/{state.desired} ready"
 

@@ -148,12 +148,19 @@ def test_runbook_run_killed_mid_rollout_is_ended_by_its_watcher_then_resumed(san
             time.sleep(0.1)
         lease = json.loads(sandbox.kubectl("get", "lease", LOCK, "-o", "json"))
         run_id = lease["spec"]["holderIdentity"]
+        journal = sandbox.records / "journal" / "sandbox" / f"{run_id}.jsonl"
+        # Killed once the run has journaled its change (as it does when the controller takes it):
+        # killed earlier, a resume refuses it as drift, which is the safe side but another test.
+        while not any(e.get("event") == "state" and any(str(s.get("image", "")).endswith(f":{target}")
+                                                        for s in e.get("states", []))
+                      for e in map(json.loads, journal.read_text().splitlines())):
+            assert runner.poll() is None and time.monotonic() < deadline, "the run never journaled its rollout"
+            time.sleep(0.05)
     finally:
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait()
     killed_at = time.monotonic()
 
-    journal = sandbox.records / "journal" / "sandbox" / f"{run_id}.jsonl"
     ended: dict[str, Any] = {}
     while not ended and time.monotonic() - killed_at < 30:
         time.sleep(0.5)
