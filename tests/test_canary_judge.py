@@ -64,6 +64,7 @@ def test_an_erroring_canary_is_stopped_by_the_sequential_test_before_the_gate_th
     sequential = next(c for c in d.checks if c.layer == "3 sequential")
     assert sequential.verdict == "fail" and sequential.value >= judge.sprt.upper
     assert "alpha 0.01" in sequential.why
+    assert d.blames_the_canary  # its own errors: the version is remembered as bad
 
 
 def test_a_slow_canary_within_the_slo_is_caught_against_the_baseline() -> None:
@@ -74,6 +75,7 @@ def test_a_slow_canary_within_the_slo_is_caught_against_the_baseline() -> None:
     assert d.action == "abort" and d.why.startswith("canary vs baseline")
     comparison = next(c for c in d.checks if c.layer == "2 vs baseline")
     assert comparison.verdict == "fail" and 450 < comparison.value < 500
+    assert d.blames_the_canary
 
 
 def test_no_data_holds_never_promotes_and_aborts_after_max_hold() -> None:
@@ -86,6 +88,7 @@ def test_no_data_holds_never_promotes_and_aborts_after_max_hold() -> None:
     assert "no data for 20 s" in actions[-1].why and down in actions[-1].why
     assert "held 15 of 20 s" in actions[3].why
     assert all(c.verdict == "no data" for c in actions[0].checks)
+    assert not actions[-1].blames_the_canary  # monitoring's fault: no verdict on the version
 
 
 def test_data_coming_back_resets_the_hold_clock() -> None:
@@ -129,6 +132,7 @@ def test_failed_gates_hold_until_the_threshold_then_abort() -> None:
     bad = dict(sr=0.98, canary_series=BASELINE_P99)
     assert [judge.judge(window(k, **bad)).action for k in range(3)] == ["hold", "hold", "abort"]
     assert "failed intervals 3/3" in judge.decisions[-1].why
+    assert judge.decisions[-1].blames_the_canary
 
 
 def test_gates_skip_an_interval_with_too_few_requests() -> None:
@@ -170,6 +174,7 @@ def test_an_operator_abort_or_hold_is_a_decision_row() -> None:
     assert judge.judge(window(1, operator="hold")).action == "hold"
     d = judge.judge(window(2, operator="abort"))
     assert d.action == "abort" and "operator" in d.why
+    assert not d.blames_the_canary
     assert [r["decision"] for r in (x.row() for x in judge.decisions)] == ["hold", "abort"]
 
 

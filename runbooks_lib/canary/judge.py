@@ -114,6 +114,12 @@ class Decision:
     why: str
     checks: tuple[Check, ...]
 
+    @property
+    def blames_the_canary(self) -> bool:
+        """An abort the canary's own numbers decided (a check failed): not a lack of data, not an
+        operator's request. Only then is its version remembered as bad."""
+        return self.action == "abort" and any(c.verdict == "fail" for c in self.checks)
+
     def row(self) -> dict[str, Any]:
         """The decision as one table row (the checks' values beside it)."""
         row: dict[str, Any] = {"#": self.number, "time": self.at.strftime("%H:%M:%S"), "step": self.step,

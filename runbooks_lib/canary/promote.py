@@ -222,7 +222,10 @@ class CanaryRun:
             return self._start_canary()
         except BaseException as e:
             if not self.params.dry_run and self.outcome is None:
-                self.abort(f"the canary did not start: {type(e).__name__}: {e}")
+                # Pods that crash or never get ready (CheckFailed) are the version's doing; a timeout
+                # or an unreachable API server is not.
+                self.abort(f"the canary did not start: {type(e).__name__}: {e}",
+                           blames_the_version=isinstance(e, CheckFailed))
             raise
 
     def _start_canary(self) -> str:
@@ -307,7 +310,7 @@ class CanaryRun:
                 decision = self.judge.judge(window)
                 print(_line(decision), flush=True)
                 if decision.action == "abort":
-                    self.abort(decision.why)
+                    self.abort(decision.why, blames_the_version=decision.blames_the_canary)
                     return
                 if decision.action == "promote":
                     self.promote()
@@ -364,13 +367,17 @@ class CanaryRun:
 
     # -- 4. the two ends --------------------------------------------------------------------------
 
-    def abort(self, reason: str) -> AbortResult:
+    def abort(self, reason: str, *, blames_the_version: bool = False) -> AbortResult:
+        """Route everything back to the primary. The version is remembered as bad only when its own
+        numbers failed a check: not for missing data, an operator's request or a broken step."""
         self.aborted = abort_canary(self.router, self.cluster, self.canary, reason)
         self.outcome = "aborted"
         self.ctx.error = f"aborted: {reason}"
         self.ctx.figure("time_to_abort_s", self._time_to_abort())
-        if not self.params.dry_run:  # what later deploys and rollbacks read (runbooks_lib.verdicts)
+        if blames_the_version and not self.params.dry_run:  # what later deploys and rollbacks read (verdicts)
             self.ctx.verdict(self.params.service, self.params.version, "bad", f"canary aborted: {reason}")
+        elif not self.params.dry_run:
+            self.ctx.note("not judged", f"{self.params.version} aborted without a verdict on it: {reason}")
         print(f"✗ aborted: {reason}\n↩ {self.aborted.routes}; {self.canary} scaled to 0; {self.aborted.cleanup}", flush=True)
         return self.aborted
 

@@ -167,3 +167,5 @@ def test_prometheus_stopped_during_the_analysis_holds_then_aborts(busy: Sandbox)
     assert holds and "ABORT — no data for" in lines[-1]
     assert primary_version(busy, GOOD) != version
     assert busy.deployment(f"{GOOD}-canary")["spec"]["replicas"] == 0
+    # Nothing judged the version: it is not remembered as bad (a later deploy of it is not refused).
+    assert not summary["verdicts"] and "not judged" in summary["notes"]
