@@ -9,6 +9,7 @@ run that succeeded, one already resumed, one still waiting for an approval nobod
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def resumable(journal: Journal) -> dict[str, Any]:
     if resumed:
         by = resumed[-1].get("by")
         raise ParameterError(f"run {run_id} was already resumed as run {by}: resume that one if it did not finish")
+    _refuse_if_being_resumed(journal, entries)
     gate = pending_gate(entries)
     if gate is not None:
         status = gate_status(entries, gate, run_id)
@@ -55,6 +57,24 @@ def resumable(journal: Journal) -> dict[str, Any]:
         raise ParameterError(f"run {run_id} had secret parameters ({', '.join(masked)}) that no journal keeps: "
                              "start a new run instead")
     return facts
+
+
+def _refuse_if_being_resumed(journal: Journal, entries: list[dict[str, Any]]) -> None:
+    """A resume is marked in the original's journal as it starts (``resuming``), not only at its
+    end: a resume that is still running, or that died, must be resumed itself, not the original
+    again (which would act on what the original saw, before the resume's own changes)."""
+    from .liveness import run_ended
+
+    starts = [e for e in entries if e.get("event") == "resuming"]
+    if not starts:
+        return
+    by = str(starts[-1].get("by"))
+    resume = Journal(journal.path.with_name(f"{by}.jsonl"))
+    if not resume.entries():
+        return  # it stopped before its kernel started: it changed nothing, the original may be resumed
+    if not run_ended(_end_if_dead(resume)):
+        raise ParameterError(f"run {journal.run_id} is being resumed by run {by} right now")
+    raise ParameterError(f"run {journal.run_id} was already resumed as run {by}: resume that one if it did not finish")
 
 
 def _end_if_dead(journal: Journal) -> list[dict[str, Any]]:
@@ -82,8 +102,10 @@ def resume_run(run_id: str, *, home: Path | None = None) -> Any:
         raise ParameterError(f"the notebook of run {run_id} is gone: {notebook}")
     values = dict(facts.get("notebook_parameters") or {})
     dry_run = bool(values.pop("dry_run", False))
+    new_run = uuid.uuid4().hex[:12]
+    journal.write(event="resuming", by=new_run)
     result = run_notebook(notebook, facts["env"], [], None, dry_run=dry_run, home=home, values=values,
-                          facts={"resume_of": run_id, "replay_journal": str(journal.path)})
+                          facts={"resume_of": run_id, "replay_journal": str(journal.path)}, run_id=new_run)
     new_run = (result.summary or {}).get("run_id")
     journal.write(event="resumed", by=new_run, outcome=(result.summary or {}).get("outcome"),
                   record=(result.summary or {}).get("record"))

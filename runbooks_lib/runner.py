@@ -124,18 +124,21 @@ def run_notebook(
     home: Path | None = None,
     values: dict[str, Any] | None = None,
     facts: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Validate, execute, record and publish one run. Raises ParameterError before anything runs.
 
     ``values`` are typed parameter values (as a ``-f`` file gives them; ``runbook resume`` passes
-    the original run's); ``facts`` go into the run file the kernel reads (``resume_of``...)."""
+    the original run's); ``facts`` go into the run file the kernel reads (``resume_of``...);
+    ``run_id`` is the new run's, when the caller named it first (``runbook resume`` marks it)."""
     notebook, home = Path(notebook), home or project_home()
     if not notebook.is_file():
         raise ParameterError(f"no such notebook: {notebook}")
     from .dead_runs import start_watcher, stop_watcher
 
     with Workspace(notebook, home) as workspace:
-        plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home, values=values)
+        plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home, values=values,
+                       run_id=run_id)
         prepare(plan, workspace, facts or {})
         # If this process is killed, the watcher ends the run for it (runbooks_lib.dead_runs).
         plan.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,7 @@ def run_notebook(
 
 
 def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_file: Path | None, *,
-            dry_run: bool, home: Path, values: dict[str, Any] | None = None) -> RunPlan:
+            dry_run: bool, home: Path, values: dict[str, Any] | None = None, run_id: str | None = None) -> RunPlan:
     """Parameters, profile and names: every reason to reject the run, before it starts."""
     from .profiles import load_profile
     from .records.archive import archive_url
@@ -167,7 +170,7 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
         cli.append(("dry_run", "True"))
     parameters = resolve_parameters(declared, cli, {**read_parameter_file(param_file), **(values or {})})
     profile = load_profile(env, home)
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or uuid.uuid4().hex[:12]  # `runbook resume` names its run before it starts
     root = records_root(env)  # a remote archive's records are sealed in the local spool first
     now = datetime.now(timezone.utc)
     record = root / env / now.strftime("%Y-%m-%d") / f"{notebook.stem}-{now.strftime('%H%M%SZ')}-{run_id}.ipynb"

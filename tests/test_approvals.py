@@ -177,6 +177,27 @@ def test_resume_is_refused_before_a_kernel_starts(records: Path) -> None:
         resumable(secret)
 
 
+def test_a_resume_under_way_or_ended_is_marked_from_its_start(records: Path) -> None:
+    """`runbook resume` marks the original as it starts (resuming): a second resume of the original
+    is refused while the first runs or once it ended (the first must be resumed instead)."""
+    import os
+    import socket
+
+    import psutil
+
+    original = stopped_run(records, run_id="g1b2c3d4e5f6", approved_by="bob")
+    original.write(event="resuming", by="h1h2h3h4h5h6")
+    assert resumable(original)["runbook"] == "deploy"  # the resume stopped before its kernel: nothing done
+    resume = Journal(records / "journal" / "production" / "h1h2h3h4h5h6.jsonl")
+    resume.write(event="run-started", runbook="deploy", env="production",
+                 runner={"pid": os.getpid(), "created": psutil.Process().create_time(), "host": socket.gethostname()})
+    with pytest.raises(ParameterError, match="being resumed by run h1h2h3h4h5h6 right now"):
+        resumable(original)
+    resume.write(event="run-finished", outcome="failed")
+    with pytest.raises(ParameterError, match="already resumed as run h1h2h3h4h5h6: resume that one"):
+        resumable(original)
+
+
 def test_iso_is_utc_milliseconds() -> None:
     assert iso(utcnow()).endswith("Z") and len(iso(utcnow())) == 24
 
