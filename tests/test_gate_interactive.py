@@ -7,13 +7,13 @@ needed (``check_cluster=False``), so this runs without the sandbox.
 from __future__ import annotations
 
 import json
-import os
 import queue
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
+
+from .live_kernel import live_kernel
 
 PROFILE = {
     "name": "gated",
@@ -26,24 +26,8 @@ PROFILE = {
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
-    from jupyter_client.manager import start_new_kernel
-
-    home = tmp_path_factory.mktemp("gated-home")
-    (home / "parameters").mkdir()
-    repo = Path(__file__).resolve().parents[1]
-    (home / "parameters" / "services.yaml").write_text((repo / "parameters" / "services.yaml").read_text())
-    (home / "parameters" / "gated.yaml").write_text(yaml.safe_dump(PROFILE))
-    records = home / "records"
-    env = {**os.environ, "RUNBOOKS_HOME": str(home), "RUNBOOKS_RECORDS_URL": str(records), "RUNBOOK_OPERATOR": "alice",
-           "IPYTHONDIR": str(home / "ipython"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(home / "config")}
-    env.pop("RUNBOOK_RUN_FILE", None)
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home))
-    try:
-        yield kc, records
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    with live_kernel(tmp_path_factory.mktemp("gated-home"), PROFILE, RUNBOOK_OPERATOR="alice") as started:
+        yield started
 
 
 def run_cell(kc: Any, code: str, answers: list[str], timeout: float = 60) -> dict[str, Any]:

@@ -15,19 +15,27 @@ from runbooks_lib.runner import read_summary
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 
 
-@pytest.fixture
-def run(tmp_path: Path):
+def runner_environment(tmp_path: Path, kubeconfig: str = "/nonexistent",
+                       cluster_uid: str = "uid") -> tuple[dict[str, str], Path]:
+    """The environment of a `runbook run` on the shipped profiles, its sandbox env pointing at
+    ``kubeconfig`` (and nothing else reachable); and its records folder."""
     home = tmp_path / "home"
     (home / "parameters").mkdir(parents=True)
     for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
         (home / "parameters" / profile.name).write_text(profile.read_text())
     sandbox_env = tmp_path / "sandbox.env"
-    sandbox_env.write_text("KUBECONFIG=/nonexistent\nCLUSTER_UID=uid\nVAULT_ADDR=http://127.0.0.1:1\n"
+    sandbox_env.write_text(f"KUBECONFIG={kubeconfig}\nCLUSTER_UID={cluster_uid}\nVAULT_ADDR=http://127.0.0.1:1\n"
                            "VAULT_TOKEN=dev-token-not-a-secret\nPROMETHEUS_URL=http://127.0.0.1:1\n")
     records = tmp_path / "records"
     env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
                RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
                JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+    return env, records
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    env, records = runner_environment(tmp_path)
 
     def runbook(notebook: str) -> tuple[subprocess.CompletedProcess[str], Path]:
         result = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "run", str(FIXTURES / notebook),
@@ -90,19 +98,8 @@ def test_a_killed_kernel_ends_the_run_at_once_releasing_its_lease(tmp_path: Path
 
     from .kube_stub import KubeStub
 
-    home = tmp_path / "home"
-    (home / "parameters").mkdir(parents=True)
-    for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
-        (home / "parameters" / profile.name).write_text(profile.read_text())
-    records = tmp_path / "records"
     with KubeStub(namespace="veza-sandbox", kube_system_uid="uid-sandbox") as kube:
-        sandbox_env = tmp_path / "sandbox.env"
-        sandbox_env.write_text(f"KUBECONFIG={kube.write_kubeconfig(tmp_path / 'kc')}\nCLUSTER_UID=uid-sandbox\n"
-                               "VAULT_ADDR=http://127.0.0.1:1\nVAULT_TOKEN=dev-token-not-a-secret\n"
-                               "PROMETHEUS_URL=http://127.0.0.1:1\n")
-        env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
-                   RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
-                   JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+        env, records = runner_environment(tmp_path, str(kube.write_kubeconfig(tmp_path / "kc")), "uid-sandbox")
         began = time.monotonic()
         # no hang: papermill alone can wait forever on a dead kernel; the timeout fails the test
         result = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "run", str(FIXTURES / "kernel_killed.ipynb"),
@@ -133,19 +130,8 @@ def test_a_killed_runbook_run_is_ended_by_its_watcher(tmp_path: Path) -> None:
 
     from .kube_stub import KubeStub
 
-    home = tmp_path / "home"
-    (home / "parameters").mkdir(parents=True)
-    for profile in (Path(__file__).resolve().parent.parent / "parameters").glob("*.yaml"):
-        (home / "parameters" / profile.name).write_text(profile.read_text())
-    records = tmp_path / "records"
     with KubeStub(namespace="veza-sandbox", kube_system_uid="uid-sandbox") as kube:
-        sandbox_env = tmp_path / "sandbox.env"
-        sandbox_env.write_text(f"KUBECONFIG={kube.write_kubeconfig(tmp_path / 'kc')}\nCLUSTER_UID=uid-sandbox\n"
-                               "VAULT_ADDR=http://127.0.0.1:1\nVAULT_TOKEN=dev-token-not-a-secret\n"
-                               "PROMETHEUS_URL=http://127.0.0.1:1\n")
-        env = dict(os.environ, RUNBOOKS_HOME=str(home), RUNBOOKS_SANDBOX_ENV=str(sandbox_env),
-                   RUNBOOKS_RECORDS_URL=str(records), IPYTHONDIR=str(home / ".ipython"),
-                   JUPYTER_CONFIG_DIR=str(home / ".jupyter"), JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"))
+        env, records = runner_environment(tmp_path, str(kube.write_kubeconfig(tmp_path / "kc")), "uid-sandbox")
         runner = subprocess.Popen([sys.executable, "-m", "runbooks_lib.cli", "run",
                                    str(FIXTURES / "runner_killed.ipynb"), "--env", "sandbox"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

@@ -6,16 +6,16 @@ Server sets it for the kernels of its notebooks. No cluster either (``check_clus
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import nbformat
 import pytest
-import yaml
 
 from runbooks_lib.records.ledger import Ledger
 from runbooks_lib.records.summary import read_summary
+
+from .live_kernel import live_kernel
 
 PROFILE = {
     "name": "lab",
@@ -28,25 +28,11 @@ SECRET = "s3cr3t-Value-0f-the-lab-9137"
 
 @pytest.fixture(scope="module")
 def lab_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
-    from jupyter_client.manager import start_new_kernel
-
     home = tmp_path_factory.mktemp("lab-home")
-    (home / "parameters").mkdir()
-    repo = Path(__file__).resolve().parents[1]
-    (home / "parameters" / "services.yaml").write_text((repo / "parameters" / "services.yaml").read_text())
-    (home / "parameters" / "lab.yaml").write_text(yaml.safe_dump(PROFILE))
-    records = home / "records"
-    env = {**os.environ, "RUNBOOKS_HOME": str(home), "RUNBOOKS_RECORDS_URL": str(records), "RUNBOOK_OPERATOR": "alice",
-           "JPY_SESSION_NAME": str(home / "notebooks" / "look_around.ipynb"),
-           "IPYTHONDIR": str(home / "ipython"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(home / "config")}
-    env.pop("RUNBOOK_RUN_FILE", None)
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home))
-    try:
-        yield kc, records
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    # JPY_SESSION_NAME: as Jupyter Server sets it for the kernel of a notebook.
+    with live_kernel(home, PROFILE, RUNBOOK_OPERATOR="alice",
+                     JPY_SESSION_NAME=str(home / "notebooks" / "look_around.ipynb")) as started:
+        yield started
 
 
 def run_cell(kc: Any, code: str) -> dict[str, Any]:
