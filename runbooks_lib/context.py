@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -24,7 +23,8 @@ from typing import Any, Callable, Iterator, Mapping
 from pydantic import BaseModel, ValidationError
 
 from .errors import ParameterError, RunbookError, outcome_of
-from .journal import Journal, iso, journal_path, utcnow
+from .journal import Journal, env_folder, iso, journal_path, utcnow
+from .liveness import this_process
 from .parameters import missing_required
 from .profiles import Profile, load_profile, project_home
 from .records.redaction import is_secret_name, redact, register_secret
@@ -160,7 +160,8 @@ class RunContext:
                            notebook_parameters=self._facts.get("parameters"),
                            resume_of=self.replay.run_id if self.replay else None,
                            runner=self._facts.get("runner"),  # who ends the run if `runbook run` dies (dead_runs)
-                           kernel=_this_process() if self._facts.get("runner") else None)
+                           # this kernel: one that outlives its runner is stopped (dead_runs)
+                           kernel=this_process() if self._facts.get("runner") else None)
         if self.replay is not None:
             self.link("resumes", self.replay.record or self.replay.run_id)
 
@@ -388,20 +389,12 @@ class RunContext:
             self.fail(exc) if exc is not None else self.finish()
 
 
-def _this_process() -> dict[str, Any]:
-    """This kernel, as dead_runs recognises a process (PID, start time, host)."""
-    import socket
-
-    import psutil
-
-    return {"pid": os.getpid(), "created": psutil.Process().create_time(), "host": socket.gethostname()}
-
-
 def _record_session(ctx: RunContext) -> Any:
     """A recorder of this kernel's cells when JupyterLab runs it (records.session), else None;
     the record's name goes into the run's facts, so the summary and the journal carry it."""
     from .records.kernel import add_tap
-    from .records.session import SessionRecorder, interactive_session, record_path
+    from .records.ledger import record_path
+    from .records.session import SessionRecorder, interactive_session
 
     notebook = interactive_session()
     ip = _in_ipython()
@@ -411,12 +404,9 @@ def _record_session(ctx: RunContext) -> Any:
     recorder = SessionRecorder(notebook, sources)
     add_tap(recorder.on_message)
     root = ctx._records_root()
-    ctx._facts["record"] = record_path(root, ctx.env if _NAME.fullmatch(ctx.env or "") else "invalid-env",
-                                       ctx.runbook, ctx.run_id, ctx.started).relative_to(root).as_posix()
+    ctx._facts["record"] = record_path(root, env_folder(ctx.env), ctx.runbook, ctx.run_id,
+                                       ctx.started).relative_to(root).as_posix()
     return recorder
-
-
-_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def _show_summary(summary: Summary) -> None:

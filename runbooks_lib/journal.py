@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ParameterError, RunbookError
 from .records.redaction import redact
 
-__all__ = ["Journal", "journal_path", "find_journal", "iso", "utcnow"]
+__all__ = ["Journal", "env_folder", "journal_path", "find_journal", "iso", "utcnow"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -52,14 +52,18 @@ class Journal:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
+def env_folder(env: str | None) -> str:
+    """A run's env as a folder name: a refused run may carry any string as env, kept out of paths."""
+    return env if env and re.fullmatch(r"[a-z][a-z0-9-]*", env) else "invalid-env"
+
+
 def journal_path(env: str, run_id: str) -> Path:
     """Where a run's journal lives: beside the records (``RUNBOOKS_RECORDS_URL`` or the
     profile's records folder), so a run's whole trail is in one place, and tests that point
     the records at a temporary folder leave the checkout's outputs/ alone."""
     from .records.ledger import records_root
 
-    # A refused run may carry any string as env: keep it out of the path unless it is a name.
-    folder = env if re.fullmatch(r"[a-z][a-z0-9-]*", env or "") else "invalid-env"
+    folder = env_folder(env)
     try:
         root = records_root(folder if folder != "invalid-env" else None)
     except RunbookError:  # an unknown env has no profile: its journal goes to the default place

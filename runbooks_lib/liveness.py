@@ -14,16 +14,20 @@ from typing import Any
 
 from .journal import Journal
 
-__all__ = ["runner_identity", "runner_alive", "DeadRun", "find_dead", "run_ended"]
+__all__ = ["this_process", "runner_identity", "runner_alive", "DeadRun", "find_dead", "run_ended"]
+
+
+def this_process() -> dict[str, Any]:
+    """This process as ``runner_alive`` recognises it later: PID, start time, host."""
+    import psutil
+
+    return {"pid": os.getpid(), "created": psutil.Process().create_time(), "host": socket.gethostname()}
 
 
 def runner_identity(workspace: Path, record: Path, root: Path, home: Path, secret_names: list[str]) -> dict[str, Any]:
     """What a watcher needs to know about this process and where its run's files are."""
-    import psutil
-
-    return {"pid": os.getpid(), "created": psutil.Process().create_time(), "host": socket.gethostname(),
-            "workspace": str(workspace), "record": str(record), "root": str(root), "home": str(home),
-            "secret_names": sorted(secret_names)}
+    return {**this_process(), "workspace": str(workspace), "record": str(record), "root": str(root),
+            "home": str(home), "secret_names": sorted(secret_names)}
 
 
 def runner_alive(runner: dict[str, Any]) -> bool:

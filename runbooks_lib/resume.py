@@ -106,7 +106,6 @@ def resume_run(run_id: str, *, home: Path | None = None) -> Any:
     journal.write(event="resuming", by=new_run)
     result = run_notebook(notebook, facts["env"], [], None, dry_run=dry_run, home=home, values=values,
                           facts={"resume_of": run_id, "replay_journal": str(journal.path)}, run_id=new_run)
-    new_run = (result.summary or {}).get("run_id")
     journal.write(event="resumed", by=new_run, outcome=(result.summary or {}).get("outcome"),
                   record=(result.summary or {}).get("record"))
     return result

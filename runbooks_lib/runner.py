@@ -159,7 +159,7 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
     """Parameters, profile and names: every reason to reject the run, before it starts."""
     from .profiles import load_profile
     from .records.archive import archive_url
-    from .records.ledger import records_root
+    from .records.ledger import record_path, records_root
     from .records.redaction import is_secret_name
 
     declared = notebook_parameters(notebook)
@@ -173,7 +173,7 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
     run_id = run_id or uuid.uuid4().hex[:12]  # `runbook resume` names its run before it starts
     root = records_root(env)  # a remote archive's records are sealed in the local spool first
     now = datetime.now(timezone.utc)
-    record = root / env / now.strftime("%Y-%m-%d") / f"{notebook.stem}-{now.strftime('%H%M%SZ')}-{run_id}.ipynb"
+    record = record_path(root, env, notebook.stem, run_id, now)
     return RunPlan(
         notebook=notebook, env=env, home=home, parameters=parameters,
         secret_names=frozenset(name for name in parameters if is_secret_name(name)), run_id=run_id, root=root,

@@ -527,10 +527,7 @@ class Sandbox:
         service: back to the common rate). Returns the rate of every service."""
         import requests
 
-        control = self._read_json(self.supervisor_status_path).get("control_url")
-        if not control or self.supervisor_pid() is None:
-            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        reply = requests.post(f"{control}/load", json={"rate": rate, "service": service}, timeout=5)
+        reply = requests.post(f"{self._control_url()}/load", json={"rate": rate, "service": service}, timeout=5)
         if not reply.ok:
             raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
         return dict(reply.json())
@@ -585,15 +582,24 @@ class Sandbox:
         except (requests.RequestException, ValueError) as e:
             raise SandboxError(f"the webhook sink at {base} did not answer: {e}") from e
 
+    def _control_url(self) -> str:
+        """The running supervisor's control endpoint; SandboxNotRunning when it is not running."""
+        control = self._read_json(self.supervisor_status_path).get("control_url")
+        if not control or self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        return str(control)
+
+    def _mark_server_fault(self, name: str, in_force: bool) -> None:
+        """Keep the list of servers a drill has stopped or sealed (state.json's server_faults)."""
+        faults = set(self.state().get("server_faults", []))
+        self._record_meta(server_faults=sorted(faults | {name} if in_force else faults - {name}))
+
     def api_server_fault(self, error_rate: float = 0.0, latency_ms: float = 0.0, clear: bool = False) -> str:
         """The API server refuses a fraction of requests (503) and/or answers late; ``clear`` ends it."""
         import requests
 
-        control = self._read_json(self.supervisor_status_path).get("control_url")
-        if not control or self.supervisor_pid() is None:
-            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
         body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms}
-        reply = requests.post(f"{control}/apiserver-fault", json=body, timeout=5)
+        reply = requests.post(f"{self._control_url()}/apiserver-fault", json=body, timeout=5)
         if not reply.ok:
             raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
         now = reply.json()
@@ -613,10 +619,10 @@ class Sandbox:
             return f"openbao {server.address} is already {'sealed' if sealed else 'unsealed'}"
         if sealed:
             server.seal(self.env().get("VAULT_TOKEN", ""))
-            self._record_meta(server_faults=sorted({*self.state().get("server_faults", []), "vault"}))
+            self._mark_server_fault("vault", True)
             return f"openbao {server.address} sealed; `runbook sandbox fault vault --clear` unseals it"
         server.unseal()
-        self._record_meta(server_faults=[f for f in self.state().get("server_faults", []) if f != "vault"])
+        self._mark_server_fault("vault", False)
         return f"openbao {server.address} unsealed"
 
     # -- server faults: a real outage of a backing server, undone by clear ----------------------
@@ -624,7 +630,7 @@ class Sandbox:
         """Stop a backing server (prometheus) as an outage; ``server_up`` brings it back."""
         server = self._fault_server(name)
         server.stop()
-        self._record_meta(server_faults=sorted({*self.state().get("server_faults", []), name}))
+        self._mark_server_fault(name, True)
         return f"{name} stopped (it was {server.url}); `runbook sandbox fault {name} --clear` restarts it"
 
     def server_up(self, name: str, timeout_s: float = 60.0) -> str:
@@ -640,7 +646,7 @@ class Sandbox:
         server.start(keep_data=True)
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
-        self._record_meta(server_faults=[f for f in self.state().get("server_faults", []) if f != name])
+        self._mark_server_fault(name, False)
         return f"{name} serves again at {server.url}, scraping every pod"
 
     def _fault_server(self, name: str) -> Any:

@@ -38,14 +38,14 @@ ACK_TARGET_S = 300  # the guide's §12.3: acknowledge within 5 minutes
 
 def postmortem_paths(ctx: "RunContext") -> tuple[Path, Path]:
     """``<record>-postmortem.md`` and ``.html`` next to where this run's record will be sealed."""
-    from ..records.ledger import records_root
+    from ..records.ledger import record_path, records_root
 
     root = records_root(ctx.env)
     relative = ctx.record_name
     if relative:
         record = root / relative
     else:  # plain papermill: where `runbook records seal` will put the record
-        record = root / ctx.env / ctx.started.strftime("%Y-%m-%d") / f"{ctx.runbook}-{ctx.started.strftime('%H%M%SZ')}-{ctx.run_id}.ipynb"
+        record = record_path(root, ctx.env, ctx.runbook, ctx.run_id, ctx.started)
     stem = record.with_suffix("").name
     return record.with_name(f"{stem}-postmortem.md"), record.with_name(f"{stem}-postmortem.html")
 

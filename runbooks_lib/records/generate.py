@@ -6,6 +6,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from .ledger import record_path
 from .summary import SUMMARY_MIME
 
 __all__ = ["generate_records", "write_summary_record"]
@@ -47,7 +48,7 @@ def generate_records(root: Path, count: int, seed: int = 7, filler: int = 20) ->
             "figures": {"time_to_rollback_s": round(rng.uniform(20, 200), 1)} if runbook == "rollback" else {},
             "links": [],
         }
-        path = root / env / moment.strftime("%Y-%m-%d") / f"{runbook}-{moment.strftime('%H%M%SZ')}-{run_id}.ipynb"
+        path = record_path(root, env, runbook, run_id, moment)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_notebook(summary, filler))
         paths.append(path)
@@ -57,8 +58,7 @@ def generate_records(root: Path, count: int, seed: int = 7, filler: int = 20) ->
 def write_summary_record(root: Path, summary: dict, filler: int = 2) -> Path:
     """Write one record holding ``summary`` where a run would put it (``<env>/<date>/<runbook>-<time>-<id>``)."""
     moment = datetime.fromisoformat(str(summary["started"]).replace("Z", "+00:00"))
-    path = root / summary["env"] / moment.strftime("%Y-%m-%d") / \
-        f"{summary['runbook']}-{moment.strftime('%H%M%SZ')}-{summary['run_id']}.ipynb"
+    path = record_path(root, summary["env"], summary["runbook"], summary["run_id"], moment)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_notebook(summary, filler))
     return path

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from ..errors import RunbookError
 
-__all__ = ["Ledger", "Problem", "records_root", "attachments_of", "GENESIS"]
+__all__ = ["record_path", "Ledger", "Problem", "records_root", "attachments_of", "GENESIS"]
 
 GENESIS = "0" * 64
 LEDGER_NAME = "ledger.jsonl"
@@ -45,6 +45,12 @@ def records_root(env: str | None = None) -> Path:
         url = "outputs"
     root = Path(url).expanduser()
     return root if root.is_absolute() else project_home() / root
+
+
+def record_path(root: Path, env: str, runbook: str, run_id: str, started: datetime) -> Path:
+    """Where a run's record lives below the records root: ``<env>/<date>/<runbook>-<time>Z-<run id>.ipynb``
+    (``started`` in UTC), the one layout the runner, the seal and the catalog share."""
+    return root / env / started.strftime("%Y-%m-%d") / f"{runbook}-{started.strftime('%H%M%SZ')}-{run_id}.ipynb"
 
 
 def attachments_of(record: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import RunbookError
 from .progress import settle_progress
 from .redaction import MASK, FingerprintFinder, FingerprintStore, find_shapes, is_secret_name, redact, strip_ansi
+from .ledger import record_path
 from .summary import read_summary
 
 __all__ = [
@@ -199,7 +200,7 @@ def _canonical_place(record: Path, root: Path) -> Path:
         moment = datetime.now(timezone.utc)
     runbook = re.sub(r"[^A-Za-z0-9_.-]", "-", str(summary.get("runbook") or record.stem))
     run_id = re.sub(r"[^A-Za-z0-9]", "", str(summary.get("run_id") or "")) or "norunid"
-    return root / env / moment.strftime("%Y-%m-%d") / f"{runbook}-{moment.strftime('%H%M%SZ')}-{run_id}.ipynb"
+    return record_path(root, env, runbook, run_id, moment)
 
 
 def seal_record(record: Path, root: Path | None = None, *, html: bool = True,

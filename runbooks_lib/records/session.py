@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +81,6 @@ class SessionRecorder:
 
     def stop(self) -> None:
         self.active = False
-
-
-def record_path(root: Path, env: str, runbook: str, run_id: str, started: datetime) -> Path:
-    """Where a record goes: the same layout as ``runbook run``'s."""
-    started = started.astimezone(timezone.utc)
-    return root / env / started.strftime("%Y-%m-%d") / f"{runbook}-{started.strftime('%H%M%SZ')}-{run_id}.ipynb"
 
 
 def write_and_seal(recorder: SessionRecorder, record: Path, root: Path) -> str:
