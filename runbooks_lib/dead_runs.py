@@ -138,25 +138,33 @@ def stop_watcher(watcher: subprocess.Popen[bytes]) -> None:
 
 
 def watch(runner_pid: int, journal: Journal, give_up_after_s: float = 7 * 24 * 3600) -> int:
-    """Wait for the run to end; if its runner dies first, end the run for it."""
+    """Wait while the runner lives (it stops this watcher when it ends the run itself); if it dies
+    first, end the run for it, unless its journal says it ended anyway."""
     import psutil
 
     try:
-        runner = psutil.Process(runner_pid)
+        runner: Any = psutil.Process(runner_pid)  # is_running() also tells a reused PID apart
     except psutil.NoSuchProcess:
         runner = None
     deadline = time.monotonic() + give_up_after_s
-    while time.monotonic() < deadline:
-        if run_ended(journal.entries()):
-            return 0
-        if runner is None or not runner.is_running() or runner.status() == psutil.STATUS_ZOMBIE:
-            time.sleep(1.0)  # the kernel goes within a second of its parent: let it stop writing
-            dead = find_dead(journal)
-            if dead is not None:
-                close_dead_run(dead)
-            return 0
+    while _alive(runner) and time.monotonic() < deadline:
         time.sleep(POLL_S)
+    if time.monotonic() >= deadline:
+        return 0
+    time.sleep(1.0)  # the kernel goes within a second of its parent: let it stop writing
+    dead = find_dead(journal)
+    if dead is not None:
+        close_dead_run(dead)
     return 0
+
+
+def _alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # gone between the two looks
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
