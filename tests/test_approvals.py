@@ -261,3 +261,13 @@ def test_a_self_approval_in_the_original_journal_is_refused_again(records: Path,
     ctx = resumed_context(records, tmp_path, monkeypatch, original)
     with pytest.raises(GuardRefused, match="cannot approve"):
         ctx.gate("rollout", "+ image", state=lambda: {"generation": 4})
+
+
+def test_a_replayed_step_reads_as_done_in_the_record_html_not_as_failed() -> None:
+    from runbooks_lib.records.export import summary_html
+
+    page = summary_html({"runbook": "deploy", "env": "sandbox", "outcome": "failed", "steps": [
+        {"name": "Lock", "outcome": "replayed", "duration_s": 0.02},
+        {"name": "Roll out", "outcome": "failed", "duration_s": 3.0}]})
+    assert "<td>↺ Lock</td>" in page and "✗ Lock" not in page
+    assert "<td>✗ Roll out</td>" in page
