@@ -393,6 +393,89 @@ class Cluster:
             return False
         return True
 
+    # -- a whole namespace: what the region drill keeps off-site and rebuilds elsewhere ------
+
+    def _kind_api(self, kind: str) -> tuple[Any, str]:
+        """(API object, method suffix) of each kind the region drill exports and creates."""
+        from kubernetes import client as k8s
+
+        apis = {"Service": (self.core, "service"), "ConfigMap": (self.core, "config_map"),
+                "Secret": (self.core, "secret"), "Deployment": (self.apps, "deployment"),
+                "Ingress": (k8s.NetworkingV1Api(self.client), "ingress"),
+                "HorizontalPodAutoscaler": (k8s.AutoscalingV2Api(self.client), "horizontal_pod_autoscaler")}
+        if kind not in apis:
+            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(apis)})")
+        return apis[kind]
+
+    def namespaced_objects(self, kinds: tuple[str, ...]) -> list[Obj]:
+        """Every object of these kinds in the namespace, as stored (``kind`` and ``apiVersion`` set).
+
+        Istio's VirtualService and DestinationRule are listed too when asked for; a cluster
+        without Istio's CRDs has none (NotFound), which is not an error."""
+        from .errors import NotFound
+
+        found: list[Obj] = []
+        for kind in kinds:
+            if kind in _ISTIO_KINDS:
+                group, version, plural = _ISTIO_KINDS[kind]
+                try:
+                    with translate(f"list {plural} in {self.namespace}"):
+                        items = self.custom.list_namespaced_custom_object(group, version, self.namespace, plural)["items"]
+                except NotFound:
+                    items = []
+                found += [{**item, "kind": kind, "apiVersion": f"{group}/{version}"} for item in items]
+                continue
+            api, suffix = self._kind_api(kind)
+            with translate(f"list {kind} objects in {self.namespace}"):
+                listed = self._dict(getattr(api, f"list_namespaced_{suffix}")(self.namespace))
+            version = listed.get("apiVersion", "v1")
+            found += [{**item, "kind": kind, "apiVersion": item.get("apiVersion") or version}
+                      for item in listed.get("items", [])]
+        return found
+
+    def namespace_exists(self) -> bool:
+        from .errors import NotFound
+
+        try:
+            with translate(f"read namespace {self.namespace}"):
+                self.core.read_namespace(self.namespace)
+        except NotFound:
+            return False
+        return True
+
+    def create_namespace(self, labels: dict[str, str] | None = None) -> Obj:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace, "labels": labels or {}}}
+        with translate(f"create namespace {self.namespace}"):
+            return self._dict(self.core.create_namespace(body, **self._dry))
+
+    def delete_namespace(self) -> bool:
+        """Delete the namespace and everything in it; False when there was none."""
+        from .errors import NotFound
+
+        try:
+            with translate(f"delete namespace {self.namespace}"):
+                self.core.delete_namespace(self.namespace, **self._dry)
+        except NotFound:
+            return False
+        return True
+
+    def create_object(self, body: Obj) -> Obj:
+        """Create one object of a kind :meth:`namespaced_objects` lists, in this namespace."""
+        kind, name = body["kind"], body["metadata"]["name"]
+        if kind in _ISTIO_KINDS:
+            group, version, plural = _ISTIO_KINDS[kind]
+            with translate(f"create {plural} {self.namespace}/{name}"):
+                return self._dict(self.custom.create_namespaced_custom_object(
+                    group, version, self.namespace, plural, body, **self._dry))
+        api, suffix = self._kind_api(kind)
+        with translate(f"create {kind.lower()} {self.namespace}/{name}"):
+            return self._dict(getattr(api, f"create_namespaced_{suffix}")(self.namespace, body, **self._dry))
+
+
+# Istio's routing objects (custom resources): kind -> (group, version, plural).
+_ISTIO_KINDS = {"VirtualService": ("networking.istio.io", "v1beta1", "virtualservices"),
+                "DestinationRule": ("networking.istio.io", "v1beta1", "destinationrules")}
+
 
 def _parse_time(stamp: Any) -> datetime | None:
     if not stamp:

@@ -3,7 +3,9 @@
 A profile is ``parameters/<env>.yaml``; the service catalog is ``parameters/services.yaml``.
 Values may refer to the process environment, ``${env:NAME}`` or ``${env:NAME:-default}``, or to
 the live sandbox, ``${sandbox:NAME}``, read from ``.sandbox/env`` (written by ``runbook sandbox
-up``), so no tracked file is rewritten when the sandbox starts on new ports. Sandbox values are
+up``), so no tracked file is rewritten when the sandbox starts on new ports; ``${sandbox-dr:NAME}``
+reads the sandbox's disaster-recovery region (``.sandbox-dr/env``, ``runbook sandbox up
+--state-dir .sandbox-dr --dr-region-of .sandbox``). Sandbox values are
 never taken from the shell: a ``KUBECONFIG`` exported for production cannot leak into a drill.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = [
 # Files in parameters/ that are not environment profiles.
 _NOT_PROFILES = {"services", "gameday"}
 
-_REF = re.compile(r"\$\{(env|sandbox):([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_REF = re.compile(r"\$\{(env|sandbox|sandbox-dr):([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Model(BaseModel):
@@ -114,6 +116,9 @@ class BackupSettings(_Model):
     scratch_dsn: SecretStr | None = Field(
         None, description="Server where restores are proven in a scratch database; None = the primary's server")
     retention: Retention = Retention()
+    restore_dir: str | None = Field(
+        None, description="Folder where a drill recovers a database server from a base backup "
+                          "(None = a temporary folder)")
 
 
 class DrillSettings(_Model):
@@ -128,6 +133,12 @@ class DrillSettings(_Model):
     rto_target_s: float = Field(4 * 3600, gt=0, description="The guide's 10.2: RTO < 4 h")
     rpo_target_s: float = Field(3600, gt=0, description="The guide's 10.2: RPO < 1 h")
     failover_target_s: float = Field(300, gt=0, description="The guide's 10.2: failover to the standby < 5 min")
+    dr_region: str | None = Field(
+        None, description="The profile of the disaster-recovery region (its cluster, Vault, Prometheus), for the "
+                          "region drill; e.g. production-dr")
+    switch_entry_point: tuple[str, ...] = Field(
+        (), description="Command that sends the platform's users to the DR region (a DNS change); empty = "
+                        "the region drill reports it as a step done by hand")
 
 
 class MigrationSettings(_Model):
@@ -276,9 +287,15 @@ class ServiceCatalog(_Model):
 Profile.model_rebuild()
 
 
-def sandbox_env(home: Path | None = None) -> dict[str, str]:
-    """The live sandbox's values (``.sandbox/env``, KEY=VALUE lines), or {} when it is down."""
-    path = Path(os.environ.get("RUNBOOKS_SANDBOX_ENV") or (home or project_home()) / ".sandbox" / "env")
+# Where each ``${source:...}`` of the sandbox kind is read: (variable naming the file, default folder).
+_SANDBOX_ENVS = {"sandbox": ("RUNBOOKS_SANDBOX_ENV", ".sandbox"), "sandbox-dr": ("RUNBOOKS_DR_SANDBOX_ENV", ".sandbox-dr")}
+
+
+def sandbox_env(home: Path | None = None, source: str = "sandbox") -> dict[str, str]:
+    """The live sandbox's values (``.sandbox/env``, KEY=VALUE lines), or {} when it is down;
+    ``source="sandbox-dr"``: its disaster-recovery region's (``.sandbox-dr/env``)."""
+    variable, folder = _SANDBOX_ENVS[source]
+    path = Path(os.environ.get(variable) or (home or project_home()) / folder / "env")
     if not path.is_file():
         return {}
     values = {}
@@ -302,17 +319,17 @@ def _read_yaml(path: Path) -> Any:
         raise ProfileError(f"{path}: not valid YAML: {e}") from e
 
 
-def _interpolate(value: Any, where: str, sandbox: dict[str, str] | None) -> Any:
+def _interpolate(value: Any, where: str, sandboxes: dict[str, dict[str, str]]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}", sandbox) for k, v in value.items()}
+        return {k: _interpolate(v, f"{where}.{k}", sandboxes) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", sandbox) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{where}[{i}]", sandboxes) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def resolve(match: re.Match[str]) -> str:
         source, name, default = match.groups()
-        found = os.environ.get(name) if source == "env" else (sandbox or {}).get(name)
+        found = os.environ.get(name) if source == "env" else sandboxes.get(source, {}).get(name)
         if found is not None:
             return found
         if default is not None:
@@ -321,6 +338,12 @@ def _interpolate(value: Any, where: str, sandbox: dict[str, str] | None) -> Any:
             raise ProfileError(
                 f"{where} needs the sandbox's {name}, but the sandbox is not running "
                 "(no .sandbox/env): start it with `runbook sandbox up`"
+            )
+        if source == "sandbox-dr":
+            raise ProfileError(
+                f"{where} needs the sandbox's DR region's {name}, but that region is not running "
+                "(no .sandbox-dr/env): start it with "
+                "`runbook sandbox up --state-dir .sandbox-dr --dr-region-of .sandbox`"
             )
         raise ProfileError(f"{where} needs the environment variable {name}, which is not set")
 
@@ -380,7 +403,9 @@ def load_profile(env: str, home: Path | None = None) -> Profile:
         raise ProfileError(f"unknown env {env!r}; profiles in {home / 'parameters'}: {', '.join(envs)}")
     path = home / "parameters" / f"{env}.yaml"
     raw = _raw_profile(env, home, envs)
-    raw = _interpolate(raw, env, sandbox_env(home) if "${sandbox:" in yaml.safe_dump(raw) else None)
+    text = yaml.safe_dump(raw)
+    raw = _interpolate(raw, env, {source: sandbox_env(home, source) for source in _SANDBOX_ENVS
+                                  if "${" + source + ":" in text})
     raw.setdefault("name", env)
     raw["services"] = load_catalog(home).model_dump()
     try:

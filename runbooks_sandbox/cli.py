@@ -43,13 +43,20 @@ def sandbox() -> None:
               help="Seconds to wait for every deployment and Prometheus target.")
 @click.option("--load-rate", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Requests per second the load generator sends to each Service.")
-def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float) -> None:
+@click.option("--dr-region-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Start a disaster-recovery region for the sandbox in this state directory: its own cluster "
+                   "(empty), Redis and Prometheus, an OpenBao replicated from it, no database (the region drill "
+                   "restores it). Give it its own --state-dir.")
+def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float,
+               dr_region_of: Path | None) -> None:
     """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
     import time
 
     from tqdm import tqdm
 
-    box = _sandbox(state_dir, load_rate=load_rate)
+    if dr_region_of is not None and (state_dir is None or state_dir.resolve() == dr_region_of.resolve()):
+        raise click.UsageError("--dr-region-of needs a --state-dir of its own (e.g. --state-dir .sandbox-dr)")
+    box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of)
 
     def progress(total: int, description: str) -> Any:
         return tqdm(total=total, desc=description, unit="pod", file=sys.stderr, leave=False,
@@ -65,7 +72,10 @@ def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rat
                f"API {_server(values.get('KUBECONFIG'))}")
     stop = "runbook sandbox down" + (f" --state-dir {box.state_dir}" if state_dir else "")
     click.echo(f"env: {box.env_path}  (use it: `. {box.env_path}`; stop: `{stop}`)")
-    if state_dir and box.state_dir != box.home / ".sandbox":
+    if dr_region_of is not None:
+        if box.state_dir != box.home / ".sandbox-dr":
+            click.echo(f"the sandbox-dr profile reads this region's values with RUNBOOKS_DR_SANDBOX_ENV={box.env_path}")
+    elif state_dir and box.state_dir != box.home / ".sandbox":
         click.echo(f"profiles read the sandbox's values with RUNBOOKS_SANDBOX_ENV={box.env_path}")
 
 

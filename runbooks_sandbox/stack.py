@@ -90,8 +90,10 @@ class Sandbox:
     """The sandbox whose files live in ``state_dir`` (default ``<project>/.sandbox``)."""
 
     def __init__(self, state_dir: str | Path | None = None, home: Path | None = None,
-                 load_rate: float = 10.0) -> None:
+                 load_rate: float = 10.0, dr_region_of: str | Path | None = None) -> None:
         self.load_rate = load_rate  # requests per second to each Service from the load generator
+        # A disaster-recovery region for the sandbox in that state directory (see _start_dr_region).
+        self.dr_region_of = Path(dr_region_of).resolve() if dr_region_of else None
         self.home = Path(home) if home else project_home()
         self.state_dir = Path(state_dir).resolve() if state_dir else self.home / ".sandbox"
         self.env_path = self.state_dir / ENV_FILE
@@ -211,6 +213,8 @@ class Sandbox:
 
     def _start_all(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
                    say: Callable[[str], None]) -> dict[str, str]:
+        if self.dr_region_of is not None:
+            return self._start_dr_region(self.dr_region_of, say)
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
             postgres_f = pool.submit(self._start_postgres)
@@ -256,6 +260,59 @@ class Sandbox:
             pods = expected_pods(self.home)
             prometheus.wait_for_targets_up(min_targets=pods, timeout=max(5.0, deadline - time.monotonic()))
             say(f"Prometheus scrapes all {pods} pods (up == 1)")
+        self._write_env(values)
+        return values
+
+    def _start_dr_region(self, primary_dir: Path, say: Callable[[str], None]) -> dict[str, str]:
+        """A second region, standing by for the sandbox in ``primary_dir``: the region-failover drill's target.
+
+        What a DR region holds before any disaster: its own cluster (empty: no Veza objects),
+        Redis and Prometheus; an OpenBao kept in step with the primary's, as Vault's DR
+        replication would (``secret/veza/*`` and the transit key that wraps the backups' data
+        keys); and no database server, because the database is what the drill restores there
+        from off-site backups. The env file names the primary region's off-site folders
+        (OFFSITE_*), the only thing of the primary a drill may read once the region is lost.
+        """
+        primary = Sandbox(primary_dir, self.home)
+        source = primary.env()
+        if not primary.is_running() or not source.get("VAULT_ADDR"):
+            raise SandboxError(f"--dr-region-of {primary_dir}: no sandbox runs there; start it first "
+                               f"(`runbook sandbox up --state-dir {primary_dir}`)")
+        import hvac
+
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-dr-up") as pool:
+            supervisor_f = pool.submit(self._start_supervisor)
+            openbao_f = pool.submit(self._start_openbao)
+            redis_f = pool.submit(self._start_redis)
+            supervisor = supervisor_f.result()
+            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"],
+                                       {"redis": f"{supervisor['control_url']}/redis/metrics"})
+            openbao, redis = openbao_f.result(), redis_f.result()
+            paths = openbao.replicate_from(hvac.Client(url=source["VAULT_ADDR"], token=source.get("VAULT_TOKEN"),
+                                                       timeout=5),
+                                           ("sandbox", "staging", "production"),
+                                           own_values={"sandbox": {"REDIS_URL": redis.url}})
+            say(f"DR region of {primary_dir}: OpenBao {openbao.address} replicated ({', '.join(paths)}, "
+                "transit key); no Veza objects, no database")
+            prometheus = prometheus_f.result()
+        self._record_meta(dr_region_of=str(primary_dir))
+        values = {
+            "KUBECONFIG": supervisor["kubeconfig"],
+            "CLUSTER_UID": supervisor["cluster_uid"],
+            "NAMESPACE": NAMESPACE,
+            "VAULT_ADDR": openbao.address,
+            "VAULT_TOKEN": openbao.root_token or "",
+            "PROMETHEUS_URL": prometheus.url,
+            "REDIS_URL": redis.url,
+            "TRAFFIC_URL": supervisor["traffic_url"],
+            "NOTIFY_URL": supervisor["notify_url"],
+            "STATE_DIR": str(self.state_dir),
+            "DR_REGION_OF": str(primary_dir),
+            # What the primary region kept off-site: its backups (dumps, base backups, manifests)
+            # and its archived WAL. Everything else of the primary is lost in a region failure.
+            "OFFSITE_BACKUP_URL": source.get("BACKUP_URL", ""),
+            "OFFSITE_WAL_ARCHIVE_URL": source.get("WAL_ARCHIVE_URL", ""),
+        }
         self._write_env(values)
         return values
 

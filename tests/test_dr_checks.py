@@ -53,8 +53,9 @@ def test_measurements_are_judged_only_against_a_target() -> None:
 
 def test_drill_parameters_refuse_unknown_scenarios_and_fields() -> None:
     assert DrillParams(scenario="restore").scenario == "restore"
+    assert DrillParams(scenario="region").scenario == "region"
     with pytest.raises(ValidationError, match="restore"):
-        DrillParams(scenario="region")
+        DrillParams(scenario="zone")
     with pytest.raises(ValidationError):
         DrillParams(scenario="full", rpo_target_s=-1)
     with pytest.raises(ValidationError):

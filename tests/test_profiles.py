@@ -18,7 +18,7 @@ def _edit(home: Path, env: str, change) -> None:
 
 
 def test_shipped_profiles_validate(project_copy: Path) -> None:
-    assert available_envs() == ["production", "sandbox", "sandbox-gated", "staging"]
+    assert available_envs() == ["production", "sandbox", "sandbox-dr", "sandbox-gated", "staging"]
     sandbox = load_profile("sandbox")
     assert sandbox.cluster.identity.expected == "00000000-test-uid"
     assert sandbox.cluster.namespace == "veza-sandbox"
@@ -66,7 +66,7 @@ def test_catalog_knows_the_veza_services(project_copy: Path) -> None:
 
 
 def test_unknown_env_lists_the_known_ones(project_copy: Path) -> None:
-    with pytest.raises(ProfileError, match=r"unknown env 'prod'.*production, sandbox, sandbox-gated, staging"):
+    with pytest.raises(ProfileError, match=r"unknown env 'prod'.*production, sandbox, sandbox-dr, sandbox-gated, staging"):
         load_profile("prod")
     with pytest.raises(ProfileError, match="unknown env"):
         load_profile("../parameters/sandbox")

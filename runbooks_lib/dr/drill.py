@@ -2,7 +2,7 @@
 
 Scenarios: ``restore`` (backup -> scratch restore -> checks), ``pitr`` (base backup + WAL to a
 time), ``failover`` (kill the primary, promote, repoint, rebuild), ``full`` (restore then
-failover). Every figure is measured as DESIGN.md defines it: RPO from the heartbeat rows the
+failover), ``region`` (the whole platform rebuilt in the DR region: :mod:`.region`). Every figure is measured as DESIGN.md defines it: RPO from the heartbeat rows the
 recovered database holds, lost rows from the acknowledged heartbeats it lacks, RTO from the
 fault to the first verified write and read, with its parts reported apart.
 """
@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CheckFailed, ParameterError
 from ..records.secret import SecretValue
-from .postgres import sql_errors
+from .postgres import sql_errors, write_and_read
+from .report import Measurement
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -26,35 +27,20 @@ if TYPE_CHECKING:
 
 __all__ = ["DrillParams", "Drill", "Measurement", "FIGURES"]
 
-Scenario = Literal["restore", "pitr", "failover", "full"]
+Scenario = Literal["restore", "pitr", "failover", "full", "region"]
 FIGURES = ("rpo_s", "rto_s", "failover_s", "lost_rows", "backup_bytes", "restore_s")
 
 
 class DrillParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scenario: Scenario = Field("full", description="restore | pitr | failover | full (= restore + failover); "
-                                                   "region is not built yet")
+    scenario: Scenario = Field("full", description="restore | pitr | failover | full (= restore + failover) | "
+                                                   "region (the platform rebuilt in the DR region)")
     backup: str = Field("latest", min_length=1, description="'latest' (taken now when none exists), 'new', or a backup name")
     target_time: str = Field("", description="pitr: ISO time to recover to; empty = a time the drill marks itself")
     rto_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 4 h)")
     rpo_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 1 h)")
     dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class Measurement:
-    check: str
-    value: float | int | None
-    target: float | int | None
-    unit: str
-
-    @property
-    def passed(self) -> bool | None:
-        """None for a measurement without a target (reported, not judged)."""
-        if self.target is None:
-            return None
-        return self.value is not None and self.value <= self.target
 
 
 def _now() -> datetime:
@@ -89,6 +75,17 @@ class Drill:
         self.heartbeat: Any = None
         self.manifest: "Manifest | None" = None
         self.failover: Any = None
+        self.dr_profile = self._dr_profile() if self.params.scenario == "region" else None
+
+    def _dr_profile(self) -> Any:
+        """The DR region's profile, read before anything changes: a drill without one is refused."""
+        from ..profiles import load_profile
+
+        name = self.profile.drill.dr_region
+        if not name:
+            raise ParameterError(f"scenario region: profile {self.profile.name} names no drill.dr_region "
+                                 "(the profile of the disaster-recovery region)")
+        return load_profile(name)
 
     def mark(self, what: str, at: datetime | None = None) -> datetime:
         moment = at or _now()
@@ -138,6 +135,26 @@ class Drill:
             self.heartbeat.stop()
             self.heartbeat = None
 
+    def stop_heartbeat_at(self, moment: datetime) -> None:
+        """Stop writing now, keeping the rows acknowledged up to ``moment`` (a region's loss)."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self._acked = [b for b in self.heartbeat.beats() if b.at <= moment]
+            self.heartbeat = None
+
+    def acked_beats(self, moment: datetime) -> list[Any]:
+        """Heartbeat rows the primary acknowledged at or before ``moment``."""
+        beats = self.heartbeat.beats() if self.heartbeat is not None else getattr(self, "_acked", [])
+        return [b for b in beats if b.at <= moment]
+
+    # -- region scenario ---------------------------------------------------------------
+    def region_failover(self) -> Any:
+        """The region scenario's steps (runbooks_lib.dr.region), against the DR region the profile names."""
+        from .region import RegionFailover
+
+        assert self.dr_profile is not None
+        return RegionFailover(self, self.dr_profile)
+
     # -- restore scenario --------------------------------------------------------------
     def pick_backup(self) -> "Manifest":
         from .backups import take_backup
@@ -174,7 +191,7 @@ class Drill:
                 newest = (0, datetime.fromisoformat(self.manifest.source_time))
             measured["rpo_s"] = round((fault - newest[1]).total_seconds(), 3)
             measured["lost"] = len(lost_rows(scratch_dsn, acked)) if newest[0] else None
-            ok = _write_and_read(scratch_dsn)
+            ok = write_and_read(scratch_dsn)
             measured["verified_at"] = _now()
             return [Check("write and read on the restored database", ok, "a row written and read back")]
 
@@ -329,16 +346,6 @@ class Drill:
         if self.failed:
             raise CheckFailed(f"drill failed: {'; '.join(self.failed)}")
         return f"drill {self.params.scenario}: every check passed"
-
-
-@sql_errors("write and read on the restored database")
-def _write_and_read(dsn: str) -> bool:
-    from ..database import connect
-
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS dr_verify (id bigserial PRIMARY KEY, note text)")
-        wrote = conn.execute("INSERT INTO dr_verify (note) VALUES ('drill') RETURNING id").fetchone()[0]
-        return conn.execute("SELECT note FROM dr_verify WHERE id = %s", (wrote,)).fetchone()[0] == "drill"
 
 
 def trend(env: str, current: dict[str, Any] | None = None, limit: int = 20) -> Any:

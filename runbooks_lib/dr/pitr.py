@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..profiles import BackupSettings
     from ..vault import Vault
 
-__all__ = ["BaseBackup", "take_base_backup", "archived_up_to", "force_wal_switch", "RecoveredInstance", "recover_to_time"]
+__all__ = ["BaseBackup", "take_base_backup", "latest_base_backup", "archived_up_to", "force_wal_switch", "RecoveredInstance", "recover_to_time"]
 
 OS_USER = "postgres"  # the server refuses to run as root
 
@@ -150,14 +150,20 @@ def _unpack(base: BaseBackup, key: bytes, into: Path) -> None:
         tar.extractall(into, filter="fully_trusted")
 
 
-def recover_to_time(base: BaseBackup, target: datetime, vault: "Vault", settings: "BackupSettings",
-                    timeout_s: float = 300) -> RecoveredInstance:
-    """Restore ``base`` into a scratch instance and replay archived WAL up to ``target``."""
-    wal = Path(str(settings.wal_archive_url).removeprefix("file://"))
-    if target < base.taken_at:
+def recover_to_time(base: BaseBackup, target: datetime | None, vault: "Vault", settings: "BackupSettings",
+                    timeout_s: float = 300, *, wal_dir: Path | None = None) -> RecoveredInstance:
+    """Restore ``base`` into a scratch instance and replay archived WAL up to ``target``
+    (``None``: every segment there is, as a region's recovery does), from ``wal_dir`` or the
+    profile's archive. The instance lives under ``backups.restore_dir`` (else a temporary folder)."""
+    wal = wal_dir or Path(str(settings.wal_archive_url).removeprefix("file://"))
+    if target is not None and target < base.taken_at:
         raise ParameterError(f"target time {target.isoformat()} is before the base backup ({base.taken_at.isoformat()})")
     key = vault.unwrap_data_key(base.wrapped_key, settings.transit_key, settings.transit_mount)
-    home = Path(tempfile.mkdtemp(prefix="veza-pitr-"))
+    parent = Path(settings.restore_dir) if settings.restore_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+        parent.chmod(0o755)  # user postgres traverses it
+    home = Path(tempfile.mkdtemp(prefix="veza-pitr-", dir=parent))
     home.chmod(0o755)
     data = home / "data"
     data.mkdir(mode=0o700)
@@ -170,8 +176,9 @@ def recover_to_time(base: BaseBackup, target: datetime, vault: "Vault", settings
     with (data / "postgresql.auto.conf").open("a") as conf:
         conf.write(f"\n# point-in-time recovery drill\nport = {port}\nlisten_addresses = '127.0.0.1'\n"
                    f"unix_socket_directories = '{home}'\narchive_mode = off\nprimary_conninfo = ''\n"
-                   f"restore_command = 'cp {wal}/%f %p'\nrecovery_target_time = '{target.isoformat()}'\n"
-                   "recovery_target_action = 'promote'\ncluster_name = 'veza-pitr'\n")
+                   f"restore_command = 'cp {wal}/%f %p'\n"
+                   + (f"recovery_target_time = '{target.isoformat()}'\n" if target is not None else "")
+                   + "recovery_target_action = 'promote'\ncluster_name = 'veza-pitr'\n")
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", f"{OS_USER}:{OS_USER}", str(home)], check=True)
     instance = RecoveredInstance(data, port, settings.pg_bin_dir)
@@ -190,6 +197,19 @@ def recover_to_time(base: BaseBackup, target: datetime, vault: "Vault", settings
         raise
     instance.replay_s = round(time.monotonic() - began, 3)
     return instance
+
+
+def latest_base_backup(settings: "BackupSettings") -> BaseBackup:
+    """The newest base backup beside the WAL archive (the region drill's starting point)."""
+    folder = _base_folder(settings)
+    found = sorted(folder.glob("base-*.tar.enc")) if folder.is_dir() else []
+    usable = [p for p in found if p.with_suffix(".key").is_file()]
+    if not usable:
+        raise CheckFailed(f"no base backup with its wrapped key in {folder}: nothing to recover a database from")
+    path = usable[-1]
+    taken = datetime.strptime(path.name.removeprefix("base-").removesuffix(".tar.enc"), "%Y%m%dT%H%M%S%fZ")
+    return BaseBackup(path, path.with_suffix(".key").read_text(), taken.replace(tzinfo=timezone.utc), "",
+                      path.stat().st_size)
 
 
 def _wait_promoted(instance: RecoveredInstance, timeout_s: float) -> None:

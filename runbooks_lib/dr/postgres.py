@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import BackendUnavailable, CheckFailed
 from ..records.secret import SecretValue
 
-__all__ = ["tool", "tool_version", "libpq_env", "with_database", "run_tool", "sql_errors", "DEFAULT_BIN_DIRS"]
+__all__ = ["tool", "tool_version", "libpq_env", "with_database", "run_tool", "sql_errors", "write_and_read",
+           "DEFAULT_BIN_DIRS"]
 
 DEFAULT_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 _ENV_KEYS = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
@@ -98,3 +99,14 @@ def sql_errors(what: str) -> Any:
                 raise CheckFailed(f"{what}: {detail}") from e
         return run
     return wrap
+
+
+@sql_errors("write and read on the recovered database")
+def write_and_read(dsn: str | SecretValue) -> bool:
+    """A row written and read back: the proof a recovered database serves writes."""
+    from ..database import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS dr_verify (id bigserial PRIMARY KEY, note text)")
+        wrote = conn.execute("INSERT INTO dr_verify (note) VALUES ('drill') RETURNING id").fetchone()[0]
+        return conn.execute("SELECT note FROM dr_verify WHERE id = %s", (wrote,)).fetchone()[0] == "drill"

@@ -274,5 +274,31 @@ class OpenBaoServer:
             written.append(f"secret/veza/{env}")
         if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
             client.sys.enable_secrets_engine(backend_type="transit", path="transit")
-        client.secrets.transit.create_key(name=transit_key)
+        # Exportable with a plaintext backup: the sandbox's stand-in for Vault's DR replication,
+        # which copies transit keys to the DR region's Vault (see ``replicate_from``). Without its
+        # key, a region's backups cannot be decrypted anywhere else.
+        client.secrets.transit.create_key(name=transit_key, exportable=True, allow_plaintext_backup=True)
+        return written
+
+    def replicate_from(self, source: Any, envs: Iterable[str], transit_key: str = "veza",
+                       own_values: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+        """Copy ``secret/veza/<env>`` and the transit key from ``source`` (an hvac client of another
+        region's server).
+
+        This is what Vault's disaster-recovery replication keeps in the DR region before any
+        disaster. ``own_values`` overrides keys per env with this region's own (its Redis: a cache
+        is regional, never replicated). Returns the secret paths written.
+        """
+        client = self.client()
+        written = []
+        for env in envs:
+            values = dict(source.secrets.kv.v2.read_secret_version(
+                path=f"veza/{env}", mount_point="secret", raise_on_deleted_version=True)["data"]["data"])
+            values.update((own_values or {}).get(env, {}))
+            client.secrets.kv.v2.create_or_update_secret(path=f"veza/{env}", secret=values, mount_point="secret")
+            written.append(f"secret/veza/{env}")
+        if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
+            client.sys.enable_secrets_engine(backend_type="transit", path="transit")
+        backup = source.secrets.transit.backup_key(name=transit_key)["data"]["backup"]
+        client.secrets.transit.restore_key(backup=backup, name=transit_key)
         return written

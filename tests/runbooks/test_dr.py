@@ -137,6 +137,101 @@ def test_point_in_time_recovery_keeps_rows_before_the_target_only(live: Any) -> 
     assert not instance.data_dir.exists()
 
 
+@pytest.fixture
+def dr_region(sandbox: Any) -> Iterator[Path]:
+    """A second sandbox standing by as the DR region of the test sandbox; its state directory."""
+    import shutil
+
+    state = Path(tempfile.mkdtemp(prefix="veza-dr-region-"))
+    state.chmod(0o755)
+    up = sandbox.runbook("sandbox", "up", "--state-dir", str(state), "--dr-region-of", str(sandbox.state_dir))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield state
+    finally:
+        sandbox.runbook("sandbox", "down", "--state-dir", str(state))
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _primary_facts(sandbox: Any) -> dict[str, Any]:
+    """What the drill and its clean-up must leave as it was in the primary region: each object's
+    spec (a Secret's data), labels and annotations, hashed (controllers may still write statuses)."""
+    listed = json.loads(sandbox.kubectl("get", "deployments,services,secrets,ingresses,hpa", "-o", "json"))
+    return {f"{o['kind']}/{o['metadata']['name']}": hashlib.sha256(json.dumps(
+        [o.get("spec") or o.get("data"), o["metadata"].get("labels"), o["metadata"].get("annotations")],
+        sort_keys=True).encode()).hexdigest() for o in listed["items"]}
+
+
+def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_primary_alone(
+        sandbox: Any, dr_region: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from runbooks_lib.database import connect
+    from runbooks_lib.profiles import load_profile
+    from runbooks_lib.vault import Vault
+
+    before = _primary_facts(sandbox)
+    run = sandbox.run("dr_drill", ("scenario", "region"), timeout=300,
+                      RUNBOOKS_DR_SANDBOX_ENV=str(dr_region / "env"))
+    assert run.exit_code == 0, run.output[-3000:]
+    figures = run.summary["figures"]
+    for step in ("Keep off-site", "Lose the region", "Restore the database in the DR region",
+                 "Recreate the platform from the off-site manifests", "Verify end to end in the DR region",
+                 "Clean up the DR region"):
+        assert f"✓ {step}: succeeded" in run.output, step
+
+    # RPO and lost rows, recomputed from what happened: the primary (never harmed) still holds every
+    # heartbeat row; those after the newest one the DR database got, up to the fault, were lost.
+    fault = datetime.fromisoformat(re.search(r"fault at (\S+) \(", run.output).group(1))
+    assert 0 < figures["rpo_s"] < 3600 and 0 < figures["rto_s"] < 4 * 3600 and figures["restore_s"] > 0
+    from datetime import timedelta
+
+    newest_in_dr = fault - timedelta(seconds=figures["rpo_s"])
+    with connect(sandbox.env["PG_PRIMARY_DSN"], autocommit=True) as conn:
+        expected_lost = conn.execute("SELECT count(*) FROM dr_heartbeat WHERE at > %s AND at <= %s",
+                                     (newest_in_dr + timedelta(milliseconds=10), fault)).fetchone()[0]
+    assert figures["lost_rows"] == expected_lost
+    assert expected_lost >= 1, "rows written after the last archived WAL segment die with the region"
+
+    # The primary region untouched by the drill and its clean-up; the DR region back to standing by.
+    assert _primary_facts(sandbox) == before
+    dr = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(dr_region)).stdout)
+    assert not dr.get("deployments"), dr.get("deployments")
+    assert not any((dr_region / "restored").iterdir()), "the recovered database was not removed"
+    monkeypatch.setenv("RUNBOOKS_DR_SANDBOX_ENV", str(dr_region / "env"))
+    monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
+    dr_profile, primary_profile = load_profile("sandbox-dr"), load_profile("sandbox")
+    dr_values, primary_values = Vault(dr_profile.vault).read(), Vault(primary_profile.vault).read()
+    assert dr_values["database_url"].reveal() == primary_values["database_url"].reveal(), \
+        "the DR Vault's DSN is back to its replicated value"
+    # No secret value of either Vault in the record or its HTML.
+    record = run.record.read_text() + run.record.with_suffix(".html").read_text()
+    for value in list(dr_values.values()) + list(primary_values.values()):
+        assert value.reveal() not in record
+
+    # What was kept off-site is checked before use: a damaged export is refused, naming the file.
+    from runbooks_lib.dr.region import latest_manifests
+    from runbooks_lib.dr.store import BackupStore
+    from runbooks_lib.errors import CheckFailed
+
+    offsite = BackupStore(dr_profile.backups.url)
+    exported = latest_manifests(offsite)
+    assert {"Deployment", "Service"} <= set(exported.counts()) and "veza-secrets" in exported.secrets
+    yaml_file = Path(offsite.url) / "manifests" / f"{exported.name}.yaml"
+    yaml_file.write_text(yaml_file.read_text()[:-40])
+    with pytest.raises(CheckFailed, match=re.escape(str(yaml_file)) + ".*sha256"):
+        latest_manifests(offsite)
+    yaml_file.unlink()  # the next drill exports anew
+
+
+def test_region_drill_without_a_running_dr_region_is_refused_before_any_change(sandbox: Any, tmp_path: Path) -> None:
+    before = _primary_facts(sandbox)
+    run = sandbox.run("dr_drill", ("scenario", "region"), RUNBOOKS_DR_SANDBOX_ENV=str(tmp_path / "no-such-env"))
+    assert run.exit_code == 2, run.output[-2000:]
+    assert "runbook sandbox up --state-dir .sandbox-dr --dr-region-of .sandbox" in run.output
+    assert _primary_facts(sandbox) == before
+
+
 def test_full_drill_restores_fails_over_and_leaves_the_platform_healthy(sandbox: Any) -> None:
     before = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
     run = sandbox.run("dr_drill", ("scenario", "full"), ("backup", "new"), timeout=400)

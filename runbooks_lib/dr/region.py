@@ -1,0 +1,479 @@
+"""Region failover: the platform rebuilt in the disaster-recovery region from what was kept off-site.
+
+The guide's third recovery procedure: a whole region lost, recovered in under 4 h. Before the
+fault the primary region keeps off-site its manifests (:func:`export_manifests`: Deployments,
+Services, ConfigMaps, Ingress, HPA, Istio rules; Secrets by name and key names only, their
+values being Vault's), a base backup and its continuously archived WAL. At the fault the drill
+freezes the WAL archive as it stands (what was shipped by then: a lost region's last segments
+die with it) and from then on uses only the DR profile — its cluster, its Vault (replicated),
+its Prometheus — and the off-site store. RPO and lost rows are read from the heartbeat rows the
+rebuilt database holds; RTO runs from the fault to the first verified write and read through
+the application in the DR region.
+
+In a drill the primary region is declared lost, never harmed: the clean-up removes only what
+the drill built in the DR region.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import CheckFailed, ParameterError
+from ..records.secret import SecretValue
+from .postgres import write_and_read
+from .report import Measurement
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..cluster import Cluster
+    from ..context import RunContext
+    from ..profiles import Profile
+    from ..vault import Vault
+    from .heartbeat import Beat
+    from .pitr import RecoveredInstance
+    from .store import BackupStore
+
+__all__ = ["KEPT_KINDS", "OffsiteManifests", "export_manifests", "latest_manifests", "RegionFailover"]
+
+# What a region rebuild needs, in the order it is created (a Deployment's ConfigMaps first).
+KEPT_KINDS = ("ConfigMap", "Service", "Deployment", "Ingress", "HorizontalPodAutoscaler",
+              "VirtualService", "DestinationRule")
+# Set by the API server, never carried to another cluster (as Velero strips them on restore).
+_SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
+                    "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace")
+_SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
+_SERVICE_ADDRESSES = ("clusterIP", "clusterIPs", "healthCheckNodePort")  # the DR cluster assigns its own
+MANIFESTS_FOLDER = "manifests"
+VAULT_DSN_KEY = "database_url"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def portable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as another cluster can create it: no status, no server-set metadata, no address."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_METADATA}
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _SERVER_ANNOTATIONS}
+    meta.pop("annotations", None)
+    if notes:
+        meta["annotations"] = notes
+    body = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    body["metadata"] = meta
+    if obj.get("kind") == "Service":
+        body["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k not in _SERVICE_ADDRESSES}
+    return body
+
+
+@dataclass(frozen=True)
+class OffsiteManifests:
+    """One export of a namespace, as kept off-site: the objects and an index that checks them."""
+
+    name: str
+    taken_at: str
+    source_cluster: str
+    namespace: str
+    objects: tuple[dict[str, Any], ...]
+    secrets: dict[str, list[str]]  # Secret name -> its key names (values stay in Vault)
+    sha256: str
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for obj in self.objects:
+            out[obj["kind"]] = out.get(obj["kind"], 0) + 1
+        return out
+
+    def names(self) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"]) for o in self.objects}
+
+
+def _manifest_store(backups: "BackupStore") -> "BackupStore":
+    from .store import BackupStore
+
+    return BackupStore(f"{backups.url}/{MANIFESTS_FOLDER}")
+
+
+def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster: str) -> OffsiteManifests:
+    """Write the namespace's objects (portable) and an index with their sha256 beside the backups."""
+    import yaml
+
+    objects = tuple(portable(o) for o in cluster.namespaced_objects(KEPT_KINDS))
+    secrets = {s["metadata"]["name"]: sorted((s.get("data") or {}))
+               for s in cluster.namespaced_objects(("Secret",))}
+    text = yaml.safe_dump_all(objects, sort_keys=True)
+    taken = _now()
+    name = f"manifests-{taken:%Y%m%dT%H%M%S%fZ}"
+    store = _manifest_store(backups)
+    store.write_text(name, ".yaml", text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    index = {"name": name, "taken_at": taken.isoformat(), "source_cluster": source_cluster,
+             "namespace": cluster.namespace, "secrets": secrets, "sha256": digest,
+             "counts": {k: sum(1 for o in objects if o["kind"] == k) for k in KEPT_KINDS}}
+    store.write_text(name, ".index.json", json.dumps(index, indent=2))  # last: an export without it is incomplete
+    return OffsiteManifests(name, index["taken_at"], source_cluster, cluster.namespace, objects, secrets, digest)
+
+
+def latest_manifests(backups: "BackupStore") -> OffsiteManifests:
+    """The newest complete export, its sha256 checked; a damaged file is named."""
+    import yaml
+
+    store = _manifest_store(backups)
+    indexes = sorted(p for p in store.files() if p.endswith(".index.json"))
+    if not indexes:
+        raise CheckFailed(f"no manifests kept off-site in {store.url}: nothing to rebuild the platform from")
+    name = indexes[-1].rsplit("/", 1)[-1].removesuffix(".index.json")
+    index = json.loads(store.read_text(name, ".index.json"))
+    text = store.read_text(name, ".yaml")
+    if hashlib.sha256(text.encode()).hexdigest() != index["sha256"]:
+        raise CheckFailed(f"{store.path(name, '.yaml')} does not match the sha256 of its index: damaged or truncated")
+    objects = tuple(o for o in yaml.safe_load_all(text) if o)
+    return OffsiteManifests(name, index["taken_at"], index["source_cluster"], index["namespace"], objects,
+                            index["secrets"], index["sha256"])
+
+
+def _with_address(dsn: SecretValue, host: str, port: int) -> SecretValue:
+    """The DSN with another server's address: same database, user and password."""
+    parts = urlsplit(dsn.reveal())
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return SecretValue(urlunsplit(parts._replace(netloc=netloc)), name=dsn.name or VAULT_DSN_KEY)
+
+
+class DrillLog(Protocol):
+    """What the region scenario needs of its drill (runbooks_lib.dr.drill.Drill): the primary
+    region's handles, and the timeline, measurements, checks and findings it reports."""
+
+    ctx: "RunContext"
+    params: Any
+    profile: "Profile"
+    cluster: "Cluster"
+    vault: "Vault"
+    primary: SecretValue
+    rto_target: float
+    rpo_target: float
+    measurements: list[Measurement]
+    checks: list[Any]
+    findings: list[str]
+
+    def mark(self, what: str, at: datetime | None = None) -> datetime: ...
+
+    def stop_heartbeat_at(self, moment: datetime) -> None: ...
+
+    def acked_beats(self, moment: datetime) -> list["Beat"]: ...
+
+
+@dataclass
+class RegionFailover:
+    """The region scenario of a drill, a method per notebook step. ``drill`` keeps the timeline,
+    the measurements and the findings; ``dr`` is the DR region's profile."""
+
+    drill: DrillLog
+    dr: "Profile"
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..cluster import Cluster
+        from ..vault import Vault
+        from .store import BackupStore
+
+        if not self.dr.backups.url or not self.dr.backups.wal_archive_url:
+            raise ParameterError(f"profile {self.dr.name} names no off-site backups.url and wal_archive_url: "
+                                 "the DR region would have nothing to restore from")
+        self.archive = Path(str(self.dr.backups.wal_archive_url).removeprefix("file://"))
+        if "://" in str(self.archive) or not self.archive.is_dir():
+            raise ParameterError(f"the region drill replays the WAL archive from a folder this machine reads; "
+                                 f"{self.dr.backups.wal_archive_url} is not one")
+        self.cluster = Cluster(self.dr, dry_run=self.drill.params.dry_run)
+        self.vault = Vault(self.dr.vault)
+        self.offsite = BackupStore(self.dr.backups.url, self.dr.backups.storage_options)
+        self.fault_at: datetime | None = None
+        self.wal_at_fault: Path | None = None
+        self.instance: "RecoveredInstance | None" = None
+        self.manifests: OffsiteManifests | None = None
+        self.vault_before: dict[str, SecretValue] | None = None
+        self.created: list[str] = []
+
+    # -- before the fault (the primary region) -------------------------------------------
+    def steady_state(self) -> "pd.DataFrame":
+        """The DR region stands by: its cluster is the one named, its namespace is free, its Vault
+        is unsealed and unwraps the primary's data keys (the transit key is replicated)."""
+        import pandas as pd
+
+        from ..guard import check_cluster_identity
+
+        primary = self.drill
+        identity = check_cluster_identity(self.dr)
+        health = self.vault.health()
+        key, wrapped = primary.vault.data_key(primary.profile.backups.transit_key, primary.profile.backups.transit_mount)
+        try:
+            unwrapped = self.vault.unwrap_data_key(wrapped, self.dr.backups.transit_key, self.dr.backups.transit_mount)
+            replicated = unwrapped == key
+        except Exception as e:  # the finding is the point: a DR Vault without the key cannot read a backup
+            replicated, self.unwrap_error = False, str(e)
+        del key
+        occupied = self.cluster.namespace_exists() and bool(self.cluster.namespaced_objects(("Deployment",)))
+        rows = [("DR cluster", identity.matches, f"{identity.server}, {self.dr.cluster.namespace}"),
+                ("DR namespace free", not occupied, "no Veza Deployment there yet" if not occupied else "occupied"),
+                ("DR Vault unsealed", bool(health.reachable and not health.sealed), health.address),
+                ("DR Vault unwraps the primary's data keys", replicated,
+                 f"transit key {self.dr.backups.transit_key} replicated" if replicated else "NOT replicated"),
+                ("off-site store", self.offsite.url, f"WAL archive {self.dr.backups.wal_archive_url}")]
+        if occupied:
+            raise CheckFailed(f"the DR region's namespace {self.dr.cluster.namespace} already runs Deployments: "
+                              "the drill rebuilds into a free namespace; clean it up first")
+        if not replicated:
+            raise CheckFailed(f"the DR region's Vault cannot unwrap the primary's data keys (transit key "
+                              f"{self.dr.backups.transit_key} not replicated): every backup is unreadable there")
+        primary.mark("DR region standing by")
+        return pd.DataFrame(rows, columns=["check", "value", "detail"]).set_index("check")
+
+    def keep_off_site(self) -> "pd.DataFrame":
+        """What a region keeps elsewhere: the manifests, a base backup, the WAL archived up to now."""
+        import pandas as pd
+
+        from .pitr import archived_up_to, force_wal_switch, take_base_backup
+
+        primary = self.drill
+        if primary.params.dry_run:
+            raise ParameterError("dry run: the region drill exports and backs up; run it without dry_run")
+        exported = export_manifests(primary.cluster, self.offsite, primary.ctx.cluster.get("identity") or "")
+        base = take_base_backup(primary.primary, primary.vault, primary.profile.backups)
+        archived_up_to(primary.primary, force_wal_switch(primary.primary))
+        primary.ctx.figure("backup_bytes", base.size)
+        primary.mark(f"off-site: manifests {exported.name}, base backup {base.path.name}")
+        rows = [{"kept": f"{kind} objects", "count": n} for kind, n in exported.counts().items()]
+        rows += [{"kept": f"Secret {name} (key names only; values from Vault)", "count": len(keys)}
+                 for name, keys in exported.secrets.items()]
+        rows.append({"kept": f"base backup {base.path.name} (encrypted)", "count": base.size})
+        return pd.DataFrame(rows).set_index("kept")
+
+    def lose_region(self, after_s: float = 3.0) -> str:
+        """The fault: the primary region is lost ``after_s`` seconds after the last forced WAL switch.
+
+        Those seconds of heartbeat rows sit in a WAL segment not yet archived (archive_timeout
+        closes one every 30 s in the sandbox), as the newest rows of a real region do when it
+        dies: the RPO and lost rows measured afterwards are what a loss at that instant costs.
+        Then the heartbeat stops (no write lands there any more) and the WAL archive is frozen
+        as it stands."""
+        primary = self.drill
+        time.sleep(after_s)
+        self.fault_at = primary.mark("fault: the primary region is lost")
+        primary.stop_heartbeat_at(self.fault_at)
+        archive = self.archive
+        parent = Path(self.dr.backups.restore_dir) if self.dr.backups.restore_dir else None
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+            parent.chmod(0o755)
+        self.wal_at_fault = Path(tempfile.mkdtemp(prefix="wal-at-fault-", dir=parent))
+        self.wal_at_fault.chmod(0o755)
+        kept = 0
+        for segment in archive.iterdir():
+            try:
+                os.link(segment, self.wal_at_fault / segment.name)  # a hard link: the frozen view costs nothing
+            except OSError:
+                shutil.copy2(segment, self.wal_at_fault / segment.name)
+            kept += 1
+        primary.ctx.on_finish(self._remove_wal_snapshot)
+        return (f"fault at {self.fault_at.isoformat()} ({after_s:g} s after the last forced WAL switch); "
+                f"{kept} archived WAL files had reached the off-site store")
+
+    # -- after the fault (the DR region only) ----------------------------------------------
+    def restore_database(self) -> str:
+        """The newest base backup plus every archived WAL segment, on a new server in the DR region."""
+        from .pitr import latest_base_backup, recover_to_time
+
+        assert self.wal_at_fault is not None, "declare the region lost first"
+        began = time.monotonic()
+        base = latest_base_backup(self.dr.backups)
+        self.instance = recover_to_time(base, None, self.vault, self.dr.backups, wal_dir=self.wal_at_fault)
+        self.drill.ctx.on_finish(self._stop_instance)
+        self.parts["database"] = round(time.monotonic() - began, 3)
+        self.drill.ctx.figure("restore_s", self.parts["database"])
+        self.drill.mark(f"database recovered in the DR region (port {self.instance.port})")
+        return (f"{base.path.name} (taken {base.taken_at:%H:%M:%S} UTC) + archived WAL replayed to its end in "
+                f"{self.instance.replay_s:.1f} s; the DR database listens on port {self.instance.port}")
+
+    def resync_secrets(self) -> "pd.DataFrame":
+        """The DR Vault's DSN now names the DR database; the Secret is built from the DR Vault."""
+        from ..rotation import sync_secret
+
+        assert self.instance is not None, "restore the database first"
+        began = time.monotonic()
+        path = self.dr.vault.path
+        current = self.vault.read(path)
+        if VAULT_DSN_KEY not in current:
+            raise CheckFailed(f"the DR Vault's {path} has no {VAULT_DSN_KEY}: the replicated secret is incomplete")
+        self.vault_before = current
+        dsn = _with_address(current[VAULT_DSN_KEY], "127.0.0.1", self.instance.port)
+        self.vault.write({**current, VAULT_DSN_KEY: dsn}, path)
+        self.drill.ctx.on_finish(self._restore_vault)
+        if not self.cluster.namespace_exists():
+            self.cluster.create_namespace({"app.kubernetes.io/part-of": "veza"})
+            self.created.append(f"namespace/{self.cluster.namespace}")
+        table = sync_secret(self.cluster, self.vault, path)
+        self.parts["secrets"] = round(time.monotonic() - began, 3)
+        self.drill.mark("secrets re-synced from the DR Vault")
+        return table
+
+    def recreate_platform(self) -> "pd.DataFrame":
+        """Every object kept off-site, created in the DR cluster; then every rollout, waited for."""
+        import pandas as pd
+
+        from ..rollout import wait_for_rollout
+
+        began = time.monotonic()
+        self.manifests = latest_manifests(self.offsite)
+        rows = []
+        for obj in sorted(self.manifests.objects, key=lambda o: KEPT_KINDS.index(o["kind"])):
+            self.cluster.create_object(obj)
+            self.created.append(f"{obj['kind'].lower()}/{obj['metadata']['name']}")
+            rows.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "created": True})
+        deployments = [o["metadata"]["name"] for o in self.manifests.objects if o["kind"] == "Deployment"]
+        for name in deployments:
+            state = wait_for_rollout(self.cluster, name, self.dr.timeouts.rollout_s * 2)
+            rows.append({"kind": "rollout", "name": name, "created": state.rolled_out})
+        self.parts["platform"] = round(time.monotonic() - began, 3)
+        self.drill.mark(f"platform recreated from {self.manifests.name}: {len(self.manifests.objects)} objects, "
+                        f"{len(deployments)} rollouts complete")
+        return pd.DataFrame(rows)
+
+    def switch_entry_point(self) -> str:
+        from .failover import run_drill_command
+
+        began = time.monotonic()
+        command = self.dr.drill.switch_entry_point
+        if command:
+            out = run_drill_command(command, "switch the entry point")
+        else:
+            out = "no drill.switch_entry_point in the DR profile: the switch (DNS) is a step done by hand"
+            self.drill.findings.append(f"profile {self.dr.name} names no entry-point switch: the DNS change that "
+                                       "sends users to the DR region is manual, and not in this RTO")
+        self.parts["entry point"] = round(time.monotonic() - began, 3)
+        self.drill.mark("entry point switched to the DR region" if command else "entry point: manual")
+        return out
+
+    def verify(self) -> "pd.DataFrame":
+        """End to end in the DR region: every pod answers, smoke requests through each Service pass,
+        and a row is written and read through the DSN the application's pods read."""
+        import pandas as pd
+
+        from ..checks import pod_checks, service_url, smoke_checks
+        from .failover import SECRET_KEY, SECRET_NAME
+        from .heartbeat import lost_rows, newest_beat
+
+        assert self.manifests is not None and self.instance is not None and self.fault_at is not None
+        began = time.monotonic()
+        services = sorted({o["metadata"]["name"] for o in self.manifests.objects if o["kind"] == "Deployment"}
+                          & set(self.dr.services.services))
+        rows, failures = [], []
+        for service in services:
+            spec = self.dr.services.get(service)
+            for what, check in (("pods", lambda: pod_checks(self.cluster, service, spec)),
+                                ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec))):
+                try:
+                    table = check()
+                    rows.append({"check": f"{service} {what}", "passed": True, "detail": f"{len(table)} answered 200"})
+                except CheckFailed as e:
+                    rows.append({"check": f"{service} {what}", "passed": False, "detail": str(e)})
+                    failures.append(str(e))
+        dsn = self._application_dsn(SECRET_NAME, SECRET_KEY)
+        wrote = write_and_read(dsn)
+        verified = _now()
+        rows.append({"check": "write and read through the application's DSN", "passed": wrote,
+                     "detail": f"Secret {SECRET_NAME} → the DR database"})
+        self.parts["validation"] = round(time.monotonic() - began, 3)
+        acked = self.drill.acked_beats(self.fault_at)
+        newest = newest_beat(dsn, before=self.fault_at)
+        rpo = round((self.fault_at - newest[1]).total_seconds(), 3) if newest else None
+        lost = len(lost_rows(dsn, acked))
+        rto = round((verified - self.fault_at).total_seconds(), 3)
+        self.drill.mark("DR region verified: writes and reads through the application" if wrote and not failures
+                        else "DR region verification FAILED", verified)
+        ctx = self.drill.ctx
+        ctx.figure("rto_s", rto)
+        ctx.figure("rpo_s", rpo)
+        ctx.figure("lost_rows", lost)
+        self.drill.measurements += [
+            Measurement("region RTO (fault -> verified write and read in the DR region)", rto, self.drill.rto_target, "s"),
+            Measurement("  database: base backup + WAL replay", self.parts.get("database"), None, "s"),
+            Measurement("  secrets re-synced from the DR Vault", self.parts.get("secrets"), None, "s"),
+            Measurement("  platform recreated, rollouts complete", self.parts.get("platform"), None, "s"),
+            Measurement("  entry point switched", self.parts.get("entry point"), None, "s"),
+            Measurement("  validation", self.parts["validation"], None, "s"),
+            Measurement("region RPO (fault -> newest heartbeat in the DR database)", rpo, self.drill.rpo_target, "s"),
+            Measurement("heartbeat rows lost (acknowledged, absent in the DR region)", lost, None, "rows"),
+        ]
+        if lost:
+            self.drill.findings.append(f"{lost} acknowledged heartbeat rows were lost with the region: WAL not yet "
+                                       "archived off-site dies with it (archive_timeout bounds the RPO)")
+        from .restore import Check
+
+        self.drill.checks += [Check(r["check"], r["passed"], r["detail"]) for r in rows]
+        return pd.DataFrame(rows).set_index("check")
+
+    def _application_dsn(self, secret: str, key: str) -> SecretValue:
+        import base64
+
+        data = (self.cluster.secret(secret) or {}).get("data") or {}
+        if key not in data:
+            raise CheckFailed(f"the DR region's Secret {secret} has no {key}")
+        return SecretValue(base64.b64decode(data[key]).decode(), name=key)
+
+    def missing(self) -> "pd.DataFrame":
+        """What the primary ran that the DR region does not (compared by kind and name; Secrets by key names)."""
+        import pandas as pd
+
+        assert self.manifests is not None
+        live = {(o["kind"], o["metadata"]["name"]) for o in self.cluster.namespaced_objects(KEPT_KINDS)}
+        rows = [{"object": f"{kind}/{name}", "in the DR region": (kind, name) in live}
+                for kind, name in sorted(self.manifests.names())]
+        secrets = {s["metadata"]["name"]: set(s.get("data") or {}) for s in self.cluster.namespaced_objects(("Secret",))}
+        for name, keys in sorted(self.manifests.secrets.items()):
+            absent = sorted(set(keys) - secrets.get(name, set()))
+            rows.append({"object": f"Secret/{name}", "in the DR region": not absent})
+            if absent:
+                self.drill.findings.append(f"Secret {name} in the DR region lacks {', '.join(absent)}: "
+                                           "those keys are not in the DR Vault")
+        gone = [r["object"] for r in rows if not r["in the DR region"]]
+        if gone:
+            self.drill.findings.append(f"missing in the DR region: {', '.join(gone)}")
+        return pd.DataFrame(rows).set_index("object")
+
+    # -- clean-up: only what the drill built in the DR region --------------------------------
+    def clean_up(self) -> str:
+        done = []
+        if self.cluster.delete_namespace():
+            done.append(f"namespace {self.cluster.namespace} deleted in the DR cluster")
+        self.created.clear()
+        self._stop_instance()
+        done.append("DR database stopped")
+        self._restore_vault()
+        done.append("DR Vault's DSN back to the replicated value")
+        self._remove_wal_snapshot()
+        self.drill.mark("DR region cleaned up; the primary region untouched")
+        return "; ".join(done)
+
+    def _stop_instance(self) -> None:
+        if self.instance is not None:
+            self.instance.stop()
+            self.instance = None
+
+    def _restore_vault(self) -> None:
+        if self.vault_before is not None:
+            self.vault.write(self.vault_before, self.dr.vault.path)
+            self.vault_before = None
+
+    def _remove_wal_snapshot(self) -> None:
+        if self.wal_at_fault is not None:
+            shutil.rmtree(self.wal_at_fault, ignore_errors=True)
+            self.wal_at_fault = None
