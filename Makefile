@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+MOTO_SERVER := .venv-moto/bin/moto_server
 
 # Jupyter and IPython write under $HOME by default; keep them inside the project.
 export RUNBOOKS_HOME := $(CURDIR)
@@ -23,14 +24,16 @@ system:
 
 python: $(VENV)/.installed
 
+# The archive extra (s3fs: backups and records on S3) is installed too, so that its resolution
+# is proven on every fresh machine and the S3 tests run.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,archive]'
 	@touch $@
 
 # Two workers (pytest-xdist): the runbook scenarios wait on rollouts and analysis windows most of
 # the time, so the other tests run beside them; each shared sandbox stays on one worker (tests/conftest.py).
-test: bootstrap
+test: bootstrap $(MOTO_SERVER)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The main job: a short game day on a fresh sandbox (one already running is restarted, so the
@@ -48,12 +51,14 @@ lab: bootstrap
 		--ServerApp.root_dir=$(CURDIR)/notebooks \
 		--LabApp.workspaces_dir=$(CURDIR)/.jupyter/workspaces
 
-# Optional: the S3 tests (tests/test_dr_store_remote.py) against moto's server mode. moto gets a
-# venv of its own: beside s3fs in one venv pip backtracks for minutes between boto3 and aiobotocore.
-moto: bootstrap
-	$(BIN)/pip install -q -e '.[dev,archive]'
-	@test -x .venv-moto/bin/moto_server || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[server]')
+# The S3 tests (tests/test_dr_store_remote.py) run against moto's server mode, an S3 endpoint
+# from PyPI. moto gets a venv of its own: beside s3fs in one venv pip backtracks for minutes
+# between boto3 and aiobotocore.
+moto: $(MOTO_SERVER)
+
+$(MOTO_SERVER):
+	@test -x $@ || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[server]')
 
 clean:
 	-$(BIN)/runbook sandbox down
-	rm -rf $(VENV) .jupyter .pytest_cache
+	rm -rf $(VENV) .venv-moto .jupyter .pytest_cache

@@ -2,7 +2,7 @@
 
 The store is fsspec-generic; production uses ``s3://veza-backups/postgres/`` through s3fs (the
 ``archive`` extra). The S3 test runs against moto's server mode from a venv of its own
-(``make moto`` builds ``.venv-moto``; moto beside s3fs in one venv makes pip backtrack for
+(``make test`` builds ``.venv-moto``; moto beside s3fs in one venv makes pip backtrack for
 minutes): without that venv, or without s3fs, it is skipped and says why.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def ftp_store(tmp_path: Path) -> Iterator[BackupStore]:
 def s3_store() -> Iterator[BackupStore]:
     pytest.importorskip("s3fs", reason="s3fs is in the archive extra: pip install -e '.[archive]'")
     if not os.access(MOTO, os.X_OK):
-        pytest.skip(f"no moto server at {MOTO}: `make moto` builds it in a venv of its own")
+        pytest.skip(f"no moto server at {MOTO}: `make moto` (part of `make test`) builds it in a venv of its own")
     port = _free_port()
     server = _serve([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], port)
     options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing",

@@ -53,6 +53,14 @@ def test_requirements_list_the_archive_extra() -> None:
 @pytest.mark.slow
 @pytest.mark.resolve
 def test_archive_extra_resolves(tmp_path: Path) -> None:
+    from importlib import metadata
+
     chosen = resolve(requirements("archive"), tmp_path / "report.json")
-    # What the extra adds must be planned (the core is already here and fits).
-    assert {"s3fs", "botocore"} <= set(chosen), sorted(chosen)
+    # What the extra adds is planned, or already installed in this venv (`make test` installs
+    # .[dev,archive]) at versions that fit the rest: either way pip found one consistent set.
+    for name in ("s3fs", "botocore"):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        assert name in chosen or installed, f"{name} neither planned nor installed: {sorted(chosen)}"
