@@ -117,6 +117,8 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         state = "alive" if part["alive"] else (part.get("fault") or "DEAD").upper()
         click.echo(f"  {name:<18} pid {part['pid'] or '-':<8} {state:<6} {where}")
     replication = (info.get("postgres") or {}).get("replication")
+    if info.get("dr_region_of"):
+        click.echo(f"  DR region of {info['dr_region_of']}: no database until the region drill recovers one")
     if info.get("postgres"):
         pg = info["postgres"]
         click.echo(f"  postgres primary :{pg['primary']['port']} {'up' if pg['primary']['running'] else 'DOWN'}, "

@@ -480,8 +480,11 @@ class Sandbox:
                                 "components": components, "deployments": {}}
         if "up_seconds" in state:
             info["up_seconds"] = state["up_seconds"]
+        if state.get("dr_region_of"):
+            info["dr_region_of"] = state["dr_region_of"]
         if info["running"]:
-            info["postgres"] = PostgresCluster(self.state_dir).status()
+            if not state.get("dr_region_of"):  # a DR region has no database until a drill recovers one
+                info["postgres"] = PostgresCluster(self.state_dir).status()
             info["deployments"] = self._deployments()
             info["pods"] = self.pod_pids()
             info["memory"] = self.memory(info["pods"])

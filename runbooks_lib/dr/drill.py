@@ -82,6 +82,9 @@ class Drill:
         from ..profiles import load_profile
 
         name = self.profile.drill.dr_region
+        if self.params.dry_run:
+            raise ParameterError("scenario region has no dry run: it restores a database and rebuilds the platform "
+                                 "in the DR region (and removes them afterwards); run it without dry_run")
         if not name:
             raise ParameterError(f"scenario region: profile {self.profile.name} names no drill.dr_region "
                                  "(the profile of the disaster-recovery region)")

@@ -244,8 +244,6 @@ class RegionFailover:
         from .pitr import archived_up_to, force_wal_switch, take_base_backup
 
         primary = self.drill
-        if primary.params.dry_run:
-            raise ParameterError("dry run: the region drill exports and backs up; run it without dry_run")
         exported = export_manifests(primary.cluster, self.offsite, primary.ctx.cluster.get("identity") or "")
         base = take_base_backup(primary.primary, primary.vault, primary.profile.backups)
         archived_up_to(primary.primary, force_wal_switch(primary.primary))
