@@ -56,6 +56,9 @@ class Scenario(BaseModel):
     # the runbook was opened, e.g. a bad release pushed with plain kubectl. They see the
     # profile's kubeconfig as KUBECONFIG; a failing one stops the game day.
     before: list[list[str]] = []
+    # Commands run after the runbook, whatever its outcome: a clean-up of what ``before`` set up
+    # (e.g. the DR region's sandbox of the region drill); a failing one stops the game day too.
+    after: list[list[str]] = []
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
 
 
 def run_before(env: str, command: list[str]) -> None:
-    """Run one of a scenario's ``before`` commands with the profile's cluster in KUBECONFIG."""
+    """Run one of a scenario's ``before`` (or ``after``) commands with the profile's cluster in KUBECONFIG."""
     import os
     import sys
 
@@ -143,7 +146,8 @@ def run_before(env: str, command: list[str]) -> None:
     if command[:2] == ["runbook", "sandbox"] and sandbox_env and "--state-dir" not in command:
         argv += ["--state-dir", str(Path(sandbox_env).parent)]
     print(f"$ {' '.join(command)}", flush=True)
-    done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=300)
+    # Relative paths (`--state-dir .sandbox-dr`) are the project's, wherever the game day was started.
+    done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=300, cwd=project_home())
     if done.stdout.strip():
         print(done.stdout.strip()[-2000:], flush=True)
     if done.returncode != 0:
@@ -234,9 +238,13 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
     for index, scenario in enumerate(scenarios, 1):
         print(f"\n=== [{index}/{len(scenarios)}] {scenario.name}", flush=True)
         started = datetime.now(timezone.utc)
-        for command in scenario.before:
-            run_before(env, command)
-        summary, record = run_scenario(env, scenario, home)
+        try:
+            for command in scenario.before:
+                run_before(env, command)
+            summary, record = run_scenario(env, scenario, home)
+        finally:
+            for command in scenario.after:
+                run_before(env, command)
         figure = (summary.get("figures") or {}).get(scenario.figure) if scenario.figure else None
         health = platform_health(env) if scenario.healthy_after else None
         if health is not None:
