@@ -271,3 +271,12 @@ def test_a_replayed_step_reads_as_done_in_the_record_html_not_as_failed() -> Non
         {"name": "Roll out", "outcome": "failed", "duration_s": 3.0}]})
     assert "<td>↺ Lock</td>" in page and "✗ Lock" not in page
     assert "<td>✗ Roll out</td>" in page
+
+
+def test_the_record_html_shows_figures_as_a_person_reads_them() -> None:
+    from runbooks_lib.records.export import summary_html
+
+    page = summary_html({"runbook": "deploy", "env": "sandbox", "outcome": "succeeded",
+                         "figures": {"p99_ms": 4.949999999999999, "backup_bytes": 48894211, "rto_s": None}})
+    assert "<td>4.95</td>" in page and "4.9499" not in page
+    assert "<td>48894211</td>" in page and "<td>None</td>" in page

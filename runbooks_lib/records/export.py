@@ -24,6 +24,11 @@ def _row(label: str, value: Any) -> str:
     return f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(label)}</th><td>{html.escape(str(value))}</td></tr>"
 
 
+def _figure(value: Any) -> Any:
+    """A figure as a person reads it: 4.95, not 4.949999999999999 (the summary keeps the exact value)."""
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
 def summary_html(summary: dict[str, Any]) -> str:
     """The summary block that opens the page."""
     outcome = str(summary.get("outcome") or "unknown")
@@ -56,7 +61,7 @@ def summary_html(summary: dict[str, Any]) -> str:
             )
         parts.append("</table>")
     if summary.get("figures"):
-        parts += ["<h2>Figures</h2><table>", *(_row(k, v) for k, v in summary["figures"].items()), "</table>"]
+        parts += ["<h2>Figures</h2><table>", *(_row(k, _figure(v)) for k, v in summary["figures"].items()), "</table>"]
     if summary.get("links"):
         parts += ["<h2>Related records</h2><ul>",
                   *(f"<li>{html.escape(str(l.get('relation')))}: {html.escape(str(l.get('record')))}</li>" for l in summary["links"]),
