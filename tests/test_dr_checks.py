@@ -60,3 +60,22 @@ def test_drill_parameters_refuse_unknown_scenarios_and_fields() -> None:
         DrillParams(scenario="full", rpo_target_s=-1)
     with pytest.raises(ValidationError):
         DrillParams(scenaro="full")
+
+
+def test_an_object_kept_off_site_carries_nothing_the_api_server_set() -> None:
+    from runbooks_lib.dr.region import portable
+
+    service = {"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}},
+               "metadata": {"name": "veza-frontend", "namespace": "veza-sandbox", "uid": "u-1", "resourceVersion": "42",
+                            "creationTimestamp": "2026-12-01T00:00:00Z", "labels": {"app": "veza-frontend"},
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "web"}},
+               "spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"], "selector": {"app": "veza-frontend"},
+                        "ports": [{"port": 80}]}}
+    kept = portable(service)
+    assert kept["metadata"] == {"name": "veza-frontend", "labels": {"app": "veza-frontend"}, "annotations": {"team": "web"}}
+    assert kept["spec"] == {"selector": {"app": "veza-frontend"}, "ports": [{"port": 80}]}
+    assert "status" not in kept and service["spec"]["clusterIP"] == "10.96.0.7", "the live object is not changed"
+    deployment = portable({"kind": "Deployment", "metadata": {"name": "d", "generation": 3,
+                                                              "annotations": {"deployment.kubernetes.io/revision": "7"}},
+                           "spec": {"replicas": 3}})
+    assert deployment == {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 3}}
