@@ -7,10 +7,13 @@ cannot mislead the query), draw the decision before taking it, and raise with th
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .cluster import pod_state
 from .errors import CheckFailed, NoData
 
 if TYPE_CHECKING:
@@ -18,8 +21,10 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
     from .context import RunContext
+    from .metrics import Metrics
+    from .signals import GoldenSignals
 
-__all__ = ["judge_version", "plot_versions", "show"]
+__all__ = ["judge_version", "plot_versions", "serving_since", "show"]
 
 
 def show(figure: Any) -> None:
@@ -37,48 +42,136 @@ def _pod_selector(service: str, pods: list[str]) -> str:
 
 
 def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: str, *, observe_s: float,
-                  pod_label_selector: str) -> "pd.DataFrame":
+                  pod_label_selector: str, created_after: float | None = None) -> "pd.DataFrame":
     """Success rate and p99 of the pods running ``version`` over ``observe_s``, against the SLOs.
 
     ``pod_label_selector`` picks those pods (e.g. their ReplicaSet's pod-template-hash). Raises
     NoData when Prometheus saw no traffic and CheckFailed, with the numbers, when an SLO is missed.
+
+    ``created_after`` (Unix seconds) is when the change that made these pods was applied (a
+    rollback's undo). When every pod judged started after it and never restarted, their counters
+    hold every request they served, so the traffic since the first of them was ready counts toward
+    ``observe_s``: only what is missing is waited for, and the table states the window judged.
+    Otherwise (or without it) the window starts now, as for a deploy.
     """
     import pandas as pd
-    from .bars import progress_bar
 
     from .metrics import Metrics
-    from .signals import golden_signals
 
     slo = ctx.profile.slo
-    pods = [p.name for p in cluster.pod_states(pod_label_selector) if p.ready and not p.deleting]
+    pods = [p for p in cluster.pods(pod_label_selector) if (state := pod_state(p)).ready and not state.deleting]
     if not pods:
         raise CheckFailed(f"{service} {version}: no ready pod ({pod_label_selector}) to judge")
-    selector = _pod_selector(service, pods)
+    selector = _pod_selector(service, [pod_state(p).name for p in pods])
     metrics = Metrics(ctx.profile.prometheus.url)
-    # Judge only once Prometheus scrapes every pod: a window without them says nothing.
-    metrics.wait_for_targets(selector, len(pods), timeout_s=30, what=f"{len(pods)} pods of {service} {version}")
-    for _ in progress_bar(range(int(observe_s)), desc=f"observing {version}", unit="s"):
-        time.sleep(1)
-    window = f"{max(int(observe_s), 5)}s"
-    signals = golden_signals(metrics, service, window, selector)
-    row = {"version": version, "pods": len(pods), "window": window, "requests/s": signals.requests_per_s,
+    what = f"{len(pods)} pods of {service} {version}"
+    since = serving_since(pods, created_after) if created_after is not None else None
+    if created_after is not None and since is None:
+        print(f"observing {version} from now: a pod judged predates the change or restarted, so its counters "
+              "do not hold just the traffic since the change")
+    if since is None:
+        signals = _observe_from_now(metrics, service, version, selector, len(pods), observe_s, what)
+    else:
+        signals, seconds = _judge_served(metrics, service, version, selector, len(pods), since, observe_s, what)
+        ctx.figure("judged_window_s", round(seconds, 2))
+        ctx.figure("judged_requests", signals.requests)
+    row = {"version": version, "pods": len(pods), "window": signals.window, "requests/s": signals.requests_per_s,
            "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
            "SLO success %": 100 * slo.success_rate_min,
            "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
+    if signals.requests is not None:
+        row["requests"] = int(signals.requests)
     ctx.figure("success_rate", signals.success_rate)
     ctx.figure("p99_ms", signals.p99_ms)
     table = pd.DataFrame([row]).set_index("version")
     # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
     show(plot_versions(ctx, service, minutes=max(2.0, observe_s / 60 + 1)))
     if signals.success_rate is None or signals.p99_ms is None:
-        raise NoData(f"no traffic data for {version} over {window}: cannot judge it")
+        raise NoData(f"no traffic data for {version} over {signals.window}: cannot judge it")
     if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
         raise CheckFailed(
             f"{version}: success rate {100 * signals.success_rate:.2f} % "
             f"(SLO ≥ {100 * slo.success_rate_min:g} %), p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms) "
-            f"over {window}"
+            f"over {signals.window}"
         )
     return table
+
+
+def _observe_from_now(metrics: "Metrics", service: str, version: str, selector: str, pods: int, observe_s: float,
+                      what: str) -> "GoldenSignals":
+    """Judge only once Prometheus scrapes every pod (a window without them says nothing), then
+    observe ``observe_s`` and read the rates over that window."""
+    from .bars import progress_bar
+    from .signals import golden_signals
+
+    metrics.wait_for_targets(selector, pods, timeout_s=30, what=what)
+    for _ in progress_bar(range(int(observe_s)), desc=f"observing {version}", unit="s"):
+        time.sleep(1)
+    return golden_signals(metrics, service, f"{max(int(observe_s), 5)}s", selector)
+
+
+def _judge_served(metrics: "Metrics", service: str, version: str, selector: str, pods: int, since: float,
+                  observe_s: float, what: str) -> tuple["GoldenSignals", float]:
+    """Every request the pods served from ``since`` (the first of them ready) until each was last
+    scraped, once that window is ``observe_s`` long: wait for what is missing, then for a scrape
+    of every pod after it."""
+    import matplotlib.pyplot  # noqa: F401  (for the plot drawn after the window: imported while it fills)
+
+    from .signals import served_signals
+
+    _wait_until(since + observe_s, version, already=time.time() - since, observe_s=observe_s)
+    end = metrics.scraped_after(selector, pods, since + observe_s, timeout_s=30, what=what)
+    window = f"{_utc(since)} → {_utc(end)} ({end - since:.1f} s since the first pod of {version} was ready)"
+    return served_signals(metrics, service, selector, end - since, window), end - since
+
+
+def _wait_until(moment: float, version: str, *, already: float, observe_s: float) -> None:
+    from .bars import progress_bar
+
+    if moment <= time.time():
+        return
+    with progress_bar(total=round(observe_s, 1), initial=round(min(max(already, 0.0), observe_s), 1),
+                      desc=f"observing {version} (served since its first ready pod)", unit="s") as bar:
+        while (left := moment - time.time()) > 0:
+            time.sleep(min(0.25, left))
+            bar.n = round(min(observe_s - max(left - 0.25, 0.0), observe_s), 1)
+            bar.refresh()
+
+
+def serving_since(pods: list[dict[str, Any]], created_after: float) -> float | None:
+    """Unix seconds from which ``pods`` may have served traffic (the first Ready transition), when
+    their counters hold all of it: each started after ``created_after`` and never restarted.
+    None when one predates the change or restarted (its counters then hold other traffic, or lost
+    some). Kubernetes keeps these times to the second: a whole-second time may be up to one second
+    early, so one second is added (the window judged is never claimed longer than it was)."""
+    readies = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        containers = status.get("containerStatuses") or []
+        started = [_epoch(((c.get("state") or {}).get("running") or {}).get("startedAt"), at_the_latest=False)
+                   for c in containers]
+        ready = next((_epoch(c.get("lastTransitionTime"), at_the_latest=True) for c in status.get("conditions") or []
+                      if c.get("type") == "Ready" and c.get("status") == "True"), None)
+        if (not containers or any(int(c.get("restartCount") or 0) for c in containers) or None in started
+                or ready is None or min(started) < math.floor(created_after)):  # type: ignore[type-var]
+            return None
+        readies.append(ready)
+    return min(readies) if readies else None
+
+
+def _epoch(value: Any, *, at_the_latest: bool) -> float | None:
+    """A Kubernetes time (string or datetime) as Unix seconds; ``at_the_latest``: one second later
+    when it is a whole second (the moment was somewhere in that second)."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() + (1.0 if at_the_latest and moment.microsecond == 0 else 0.0)
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def plot_versions(ctx: "RunContext", service: str, minutes: float = 5) -> Any:

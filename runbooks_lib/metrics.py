@@ -111,6 +111,27 @@ class Metrics:
                     raise NoData(f"only {up} of {count} targets {{{selector}}} scraped after {timeout_s:.0f} s")
                 time.sleep(0.5)
 
+    def scraped_after(self, selector: str, count: int, after: float, timeout_s: float = 30,
+                      what: str | None = None) -> float:
+        """Wait until ``count`` targets matching ``selector`` are up and each was last scraped at or
+        after ``after`` (Unix seconds): their counters then hold everything served until then.
+        Returns the oldest of those last scrapes (Prometheus' clock)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                up = int(self.query(f"count(up{{{selector}}} == 1)"))
+                oldest = self.query(f"min(timestamp(up{{{selector}}}))")
+            except NoData:
+                up, oldest = 0, 0.0
+            if up >= count and oldest >= after:
+                return oldest
+            if time.monotonic() > deadline:
+                raise NoData(f"{what or '{' + selector + '}'}: {up} of {count} targets up, the oldest last scraped "
+                             f"{after - oldest:.1f} s before the end of the window after {timeout_s:.0f} s")
+            time.sleep(0.1)  # scrapes come every few seconds at most: a tenth of one is not worth waiting
+
     def alert_rules(self) -> list[str]:
         """Names of the alerting rules Prometheus has loaded."""
         import requests

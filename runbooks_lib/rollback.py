@@ -114,6 +114,7 @@ class RollbackRun:
         self.target: Revision | None = None
         self.undone: Revision | None = None
         self.result: RollbackResult | None = None
+        self.changed_at: float | None = None  # Unix seconds: when the undo was about to be applied
 
     def history(self) -> "RowsTable":
         """The revisions as kubectl reads them, each with its version (from the image) and what
@@ -199,6 +200,7 @@ class RollbackRun:
         undone = self.undone = self._revision(self.current)
         with DeployLock(self.cluster, self.service, self.ctx.run_id):
             self.schema_change.revert()  # planned only with run_down_migrations: a backup, then the down files
+            self.changed_at = time.time()
             self.result = roll_back(self.cluster, self.service, self.deployment, to_revision=self.target.number,
                                     timeout_s=self.ctx.profile.timeouts.rollback_s)
         self._link_undone_deploy(undone.version if undone else None)
@@ -226,7 +228,11 @@ class RollbackRun:
 
     def verify(self) -> dict[str, "pd.DataFrame"]:
         """Recovered means: every pod of the target answers, smoke requests through the Service pass,
-        and the target version's golden signals meet the SLOs. Any miss fails the rollback, with numbers."""
+        and the target version's golden signals meet the SLOs. Any miss fails the rollback, with numbers.
+
+        The target's pods served real traffic from the moment the first of them was ready, during the
+        rollout: those seconds count toward ``verify_s`` (judge_version's ``created_after``), and
+        the signals table states the window judged and how many requests it held."""
         from .checks import pod_checks, service_url, smoke_checks
         from .judgement import judge_version
         from .verdicts import record_verdict
@@ -242,7 +248,8 @@ class RollbackRun:
         failures: list[str] = []
         try:
             tables["signals"] = judge_version(self.ctx, self.cluster, self.service, version,
-                                              observe_s=self.verify_s, pod_label_selector=selector)
+                                              observe_s=self.verify_s, pod_label_selector=selector,
+                                              created_after=self.changed_at)
         except (CheckFailed, NoData) as e:
             failures.append(f"golden signals: {e}")
         try:

@@ -214,12 +214,13 @@ def execute(plan: RunPlan, workspace: Workspace) -> Execution:
     from .records.export import prepare_exporter
 
     executed = workspace.folder / plan.record.name
-    _in_background(prepare_exporter)  # the HTML export's imports, while the runbook runs
+    export_warm_up = WhenKernelWaits(prepare_exporter)  # the HTML export's imports, while the runbook waits
     try:
         papermill.execute_notebook(
             str(plan.notebook), str(executed), parameters=plan.parameters, engine_name="runbook",
             progress_bar=False, log_output=True, cwd=str(plan.notebook.parent.resolve()),
-            km=workspace.kernel.manager,
+            km=workspace.kernel.manager, on_cell_start=export_warm_up.cell_started,
+            on_cell_executed=export_warm_up.cell_done,
         )
     except PapermillExecutionError as e:
         return Execution(executed, error=redact(f"{e.ename}: {e.evalue}"))
@@ -303,6 +304,35 @@ def publish(plan: RunPlan, execution: Execution, sealing: Any) -> RunResult:
         except RunbookError as e:
             log.error("NOT PUBLISHED: %s", e)
     return RunResult(exit_code, plan.record, summary, sealed=True, html=sealing.html, published=published)
+
+
+class WhenKernelWaits:
+    """Runs ``work`` in the background (``_in_background``) the first time a cell has run for
+    ``after_s``: the runbook is then waiting on something (a rollout, an observation window) and
+    the CPU is free. Until then the kernel's start and the steps up to the change need it; on a
+    two-core machine a warm-up beside them delays the change itself. nbclient's cell hooks call it."""
+
+    def __init__(self, work: Any, after_s: float = 1.0) -> None:
+        self.work, self.after_s = work, after_s
+        self.started = False
+        self._timer: threading.Timer | None = None
+
+    def cell_started(self, **_: Any) -> None:
+        self.cell_done()
+        if not self.started:
+            self._timer = threading.Timer(self.after_s, self.start)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cell_done(self, **_: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            _in_background(self.work)
 
 
 def _in_background(work: Any) -> None:

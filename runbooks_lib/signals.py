@@ -36,12 +36,14 @@ __all__ = [
     "error_count",
     "request_total",
     "error_total",
+    "latency_quantile_total",
     "signal_queries",
     "Panel",
     "signal_panels",
     "plot_signal_panels",
     "GoldenSignals",
     "golden_signals",
+    "served_signals",
 ]
 
 # What each signal is called in tables and plots, and its unit.
@@ -114,6 +116,13 @@ def error_total(sel: str, by: str | None = None) -> str:
     return f"({_sum(by)} (http_requests_total{{{_with(sel, _ERRORS)}}})) or 0 * {request_total(sel, by)}"
 
 
+def latency_quantile_total(quantile: float, sel: str, by: str | None = None) -> str:
+    """The ``quantile`` of latency in milliseconds over every request each pod served since it
+    started (the raw bucket counters), as ``request_total`` counts them."""
+    group = f"{by}, le" if by else "le"
+    return f"1000 * histogram_quantile({quantile:g}, sum by ({group}) (http_request_duration_seconds_bucket{{{sel}}}))"
+
+
 def signal_queries(sel: str, window: str, by: str | None = None,
                    signals: Iterable[str] = ("requests_per_s", "success_rate", "p99_ms")) -> dict[str, str]:
     """PromQL for each named signal of the pods matched by ``sel``."""
@@ -141,6 +150,7 @@ class GoldenSignals:
     requests_per_s: float | None
     success_rate: float | None
     p99_ms: float | None
+    requests: float | None = None  # how many requests were judged, where they were counted
 
     def within(self, success_rate_min: float, p99_latency_max_ms: float) -> bool:
         return (
@@ -164,6 +174,30 @@ def golden_signals(metrics: "Metrics", service: str, window: str = "1m", sel: st
     if values["p99_ms"] is not None and math.isinf(values["p99_ms"]):
         values["p99_ms"] = None  # all requests above the last finite bucket: no usable estimate
     return GoldenSignals(service, window, **values)  # type: ignore[arg-type]
+
+
+def served_signals(metrics: "Metrics", service: str, sel: str, seconds: float, window: str) -> GoldenSignals:
+    """The signals of every request the pods ``sel`` matches served since they started, from the raw
+    counters: exact where ``rate`` over a window would miss what was served before Prometheus first
+    scraped a new pod. Meaningful only for pods that all started within the window judged
+    (``seconds`` long, named ``window``) and never restarted: the caller checks that."""
+    import math
+
+    from .errors import NoData
+
+    def value(promql: str) -> float | None:
+        try:
+            return metrics.query(promql)
+        except NoData:
+            return None
+
+    requests, errors = value(request_total(sel)), value(error_total(sel))
+    p99 = value(latency_quantile_total(0.99, sel))
+    if not requests or errors is None:
+        return GoldenSignals(service, window, None, None, None, requests)
+    return GoldenSignals(service, window, requests_per_s=round(requests / seconds, 2) if seconds > 0 else None,
+                         success_rate=1 - errors / requests, p99_ms=None if p99 is None or math.isinf(p99) else p99,
+                         requests=requests)
 
 
 # -- plots -----------------------------------------------------------------------------------

@@ -125,3 +125,15 @@ def test_scan_names_cell_and_output_and_masks_parameters() -> None:
     assert nb.cells[1].source == "# Parameters\napi_token = '********'\nversion = \"v1\"\n"
     assert nb.metadata["papermill"]["parameters"] == {"api_token": "********", "version": "v1"}
     assert {f.where for f in scan_notebook(nb)} == {"cell 2 output 1 (data.text/html)"}
+
+
+def test_a_registered_value_s_prefilter_is_the_rolling_hash_of_its_one_window() -> None:
+    # Registration hashes each value in plain Python; the finder hashes every window with numpy:
+    # the two must agree, non-ASCII, astral and lone surrogate characters included.
+    from runbooks_lib.records.redaction import RollingWindows
+
+    salt = secrets.token_bytes(32)
+    rng = random.Random(11)
+    for length in (1, 7, 40, 300):
+        text = "".join(rng.choice("aZ9-é€😀\ud800") for _ in range(length))
+        assert FingerprintStore._prefilter(salt, text) == int(RollingWindows(salt, text).prefilters(length)[0])

@@ -127,3 +127,28 @@ def test_the_runner_tells_the_kernel_by_a_run_file_and_leaves_its_environment_al
     assert result.summary["record"] == result.record.relative_to(project_copy / "outputs").as_posix()
     assert result.summary["notebook_sha256"]
     assert (project_copy / "outputs" / "journal" / "sandbox" / f"{result.summary['run_id']}.jsonl").is_file()
+
+
+def test_the_export_warm_up_waits_for_a_cell_that_waits() -> None:
+    # Short cells (the kernel's start, the steps up to the change) leave the CPU to the kernel;
+    # the first cell still running after after_s (waiting on a rollout) starts the warm-up, once.
+    import threading
+    import time as clock
+
+    from runbooks_lib.runner import WhenKernelWaits
+
+    ran = threading.Event()
+    calls: list[int] = []
+    waits = WhenKernelWaits(lambda: (calls.append(1), ran.set()), after_s=0.2)
+    for _ in range(3):
+        waits.cell_started(cell=None, cell_index=0)
+        clock.sleep(0.05)
+        waits.cell_done(cell=None, cell_index=0, execute_reply=None)
+    clock.sleep(0.3)
+    assert not ran.is_set()
+    waits.cell_started(cell=None, cell_index=1)
+    assert ran.wait(2) and waits.started
+    waits.cell_done()
+    waits.cell_started()
+    clock.sleep(0.4)
+    assert calls == [1]

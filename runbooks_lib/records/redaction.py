@@ -277,8 +277,14 @@ class FingerprintStore:
 
     @staticmethod
     def _prefilter(salt: bytes, text: str) -> int:
-        """The top bits of a keyed polynomial hash of ``text`` (see ``RollingWindows``)."""
-        return int(RollingWindows(salt, text).prefilters(len(text))[0])
+        """The top bits of a keyed polynomial hash of ``text``: ``RollingWindows``' value for the one
+        window that is all of ``text``, in plain Python (registering a secret, often before a
+        runbook's first change, need not import numpy)."""
+        base, hashed, power = RollingWindows.base(salt), 0, 1
+        for char in text:
+            hashed = (hashed + ord(char) * power) % 2**64
+            power = power * base % 2**64
+        return hashed >> (64 - RollingWindows.BITS)
 
     def add(self, values: Iterable[str]) -> None:
         """Record the fingerprints of ``values`` (and of their printed forms)."""
@@ -345,13 +351,18 @@ class RollingWindows:
         import numpy as np
 
         self.np = np
-        base = int.from_bytes(hashlib.blake2b(b"rolling-window-base", key=salt, digest_size=8).digest(), "little") | 1
+        base = self.base(salt)
         codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
         with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
             powers = np.cumprod(np.full(len(codes), base, dtype=np.uint64)) * np.uint64(pow(base, -1, 2**64))
             self.inverse = np.cumprod(np.full(len(codes), pow(base, -1, 2**64), dtype=np.uint64)) * np.uint64(base)
             self.sums = np.concatenate(([np.uint64(0)], np.cumsum(codes * powers, dtype=np.uint64)))
         self.length = len(codes)
+
+    @staticmethod
+    def base(salt: bytes) -> int:
+        """The hash's secret odd base, from the salt."""
+        return int.from_bytes(hashlib.blake2b(b"rolling-window-base", key=salt, digest_size=8).digest(), "little") | 1
 
     def prefilters(self, window: int) -> "Any":
         """The prefilter of the window starting at each offset (an array of length n - window + 1)."""

@@ -163,7 +163,7 @@ def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
     from runbooks_lib.health import HealthCheck
     from runbooks_lib.judgement import judge_version
     from runbooks_lib.metrics import Metrics
-    from runbooks_lib.signals import golden_signals
+    from runbooks_lib.signals import golden_signals, served_signals
 
     def health(p: Platform, url: str) -> HealthCheck:
         return HealthCheck(p.ctx("health_check"))
@@ -175,6 +175,8 @@ def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
         "Metrics.alert_rules": lambda p, url: Metrics(url).alert_rules(),
         "signals.golden_signals": lambda p, url: golden_signals(Metrics(url), SERVICE),
         "Metrics.wait_for_targets": lambda p, url: Metrics(url).wait_for_targets('job="x"', 1, timeout_s=0.1),
+        "Metrics.scraped_after": lambda p, url: Metrics(url).scraped_after('job="x"', 1, 0, timeout_s=0.1),
+        "signals.served_signals": lambda p, url: served_signals(Metrics(url), SERVICE, 'job="x"', 5, "5 s"),
         "Metrics.is_online": lambda p, url: Metrics(url).is_online(),
         "HealthCheck.golden_signals": lambda p, url: health(p, url).golden_signals(),
         "HealthCheck.plot_golden_signals": lambda p, url: health(p, url).plot_golden_signals(minutes=1),

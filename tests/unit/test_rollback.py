@@ -154,3 +154,84 @@ def test_a_target_missing_its_slos_fails_the_rollback_and_is_marked_bad(platform
     assert "success rate 50.00 %" in message and "smoke checks failed" in message
     assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "bad")]
 
+
+
+# -- the window judged: the traffic the target served during the rollout counts ------------------
+
+def _pod_times(platform: Platform, ready: str, started: str, restarts: int = 0) -> None:
+    for i in range(2):
+        status = platform.kube.get("pods", f"{SERVICE}-h2-{i}")["status"]
+        status["conditions"][0]["lastTransitionTime"] = ready
+        status["containerStatuses"][0]["state"] = {"running": {"startedAt": started}}
+        status["containerStatuses"][0]["restartCount"] = restarts
+
+
+def _utc(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_traffic_served_since_the_first_target_pod_was_ready_is_judged(platform: Platform) -> None:
+    import time
+
+    run = _rolled_back(platform)
+    run.verify_s = 5
+    run.changed_at = time.time() - 30
+    _pod_times(platform, ready=_utc(run.changed_at + 2), started=_utc(run.changed_at + 1))
+    platform.prom.answer(r"^sum \(http_requests_total", 240)  # every request the two pods served
+    platform.prom.answer(r'code=~"5\.\."', 1)
+    platform.prom.answer(r"^min\(timestamp\(up", time.time())  # both scraped just now
+    began = time.monotonic()
+    tables = run.verify()
+    assert time.monotonic() - began < 3  # 28 s of traffic already served: nothing left to observe
+    row = tables["signals"].iloc[0]
+    assert row["requests"] == 240 and row["success rate %"] == round(100 * (1 - 1 / 240), 2)
+    # Kubernetes keeps whole seconds: the window starts one second after the stated Ready time.
+    assert row["window"].startswith(_utc(run.changed_at + 3).replace("Z", ".000Z") + " → ")
+    assert "since the first pod of v1.5.0 was ready" in row["window"]
+    assert 26 < run.ctx.figures["judged_window_s"] < 29 and run.ctx.figures["judged_requests"] == 240
+
+
+def test_too_many_errors_in_the_served_traffic_fail_the_rollback(platform: Platform) -> None:
+    import time
+
+    run = _rolled_back(platform)
+    run.changed_at = time.time() - 30
+    _pod_times(platform, ready=_utc(run.changed_at + 2), started=_utc(run.changed_at + 1))
+    platform.prom.answer(r"^sum \(http_requests_total", 200)
+    platform.prom.answer(r'code=~"5\.\."', 16)
+    platform.prom.answer(r"^min\(timestamp\(up", time.time())
+    with pytest.raises(CheckFailed, match=r"success rate 92\.00 % .* over .*since the first pod of v1.5.0 was ready"):
+        run.verify()
+
+
+@pytest.mark.parametrize("started_before, restarts", [(True, 0), (False, 1)])
+def test_pods_older_than_the_rollback_or_restarted_are_observed_from_now(
+        platform: Platform, capsys: pytest.CaptureFixture[str], started_before: bool, restarts: int) -> None:
+    import time
+
+    run = _rolled_back(platform)
+    run.changed_at = time.time() - 30
+    started = run.changed_at - 60 if started_before else run.changed_at + 1
+    _pod_times(platform, ready=_utc(run.changed_at + 2), started=_utc(started), restarts=restarts)
+    tables = run.verify()
+    assert tables["signals"].iloc[0]["window"] == "5s"  # the rates over a window observed from now
+    assert "observing v1.5.0 from now" in capsys.readouterr().out
+    assert "judged_window_s" not in run.ctx.figures
+
+
+def test_serving_since_keeps_the_window_honest() -> None:
+    from runbooks_lib.judgement import serving_since
+
+    def pod(ready: str, started: str, restarts: int = 0) -> dict:
+        return {"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready}],
+                           "containerStatuses": [{"restartCount": restarts, "state": {"running": {"startedAt": started}}}]}}
+
+    change = 1_800_000_000.4
+    first, second = pod("2027-01-15T08:00:02Z", "2027-01-15T08:00:01Z"), pod("2027-01-15T08:00:04.250Z", "2027-01-15T08:00:03Z")
+    assert serving_since([first, second], change) == change - 0.4 + 3  # whole seconds: one later
+    assert serving_since([second], change) == change - 0.4 + 4.25  # sub-second times as they are
+    assert serving_since([first, pod("2027-01-15T08:00:02Z", "2027-01-15T07:59:59Z")], change) is None
+    assert serving_since([first, pod("2027-01-15T08:00:02Z", "2027-01-15T08:00:01Z", restarts=1)], change) is None
+    assert serving_since([{"status": {"conditions": [{"type": "Ready", "status": "False"}]}}], change) is None
