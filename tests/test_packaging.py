@@ -42,6 +42,18 @@ def test_notebooks_are_stored_without_outputs() -> None:
                 assert cell.get("execution_count") is None, f"{path.name} cell {index} has an execution count"
 
 
+def test_notebook_cells_have_their_ids() -> None:
+    """nbformat 4.5 cells carry an id (a cell added by hand without one warns at every run, and
+    nbformat says it will become an error); ids are unique within a notebook."""
+    import json
+
+    for path in sorted((PROJECT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        ids = [c.get("id") for c in cells]
+        assert all(ids), f"{path.name}: cells {[i for i, v in enumerate(ids) if not v]} have no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+
+
 def test_runbooks_have_a_parameters_cell_with_env() -> None:
     for path in sorted((PROJECT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(str(path), as_version=4)
