@@ -281,7 +281,7 @@ class Cluster:
 
     def patch_deployment(self, name: str, patch: Any, *, what: str = "patch") -> Obj:
         """A strategic-merge patch (dict) or a JSON patch (list) of a Deployment; ``what`` names the change."""
-        with translate(f"{what} (deployment {self.namespace}/{name})"):
+        with translate(f"{what} (deployment {self.namespace}/{name})", write=True):
             return self._dict(self.apps.patch_namespaced_deployment(name, self.namespace, patch, **self._dry))
 
     def create_deployment(self, body: Obj) -> Obj:

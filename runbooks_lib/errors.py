@@ -27,6 +27,7 @@ __all__ = [
     "NoData",
     "CheckFailed",
     "BackendUnavailable",
+    "MaybeApplied",
     "RunbookTimeout",
 ]
 
@@ -113,6 +114,12 @@ class CheckFailed(RunbookError):
 
 class BackendUnavailable(RunbookError):
     """A backing service (API server, Vault, Prometheus, database) could not be reached."""
+
+
+class MaybeApplied(BackendUnavailable):
+    """A write whose answer was an error that may come after the change landed (500, 502, 504, a
+    dropped connection, a timeout): it may or may not have been applied. Read the object back
+    before deciding anything (runbooks_lib.rollout.confirmed_write)."""
 
 
 class RunbookTimeout(RunbookError, TimeoutError):

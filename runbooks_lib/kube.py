@@ -11,7 +11,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import BackendUnavailable, Conflict, GuardRefused, NotFound, ParameterError, RunbookError
+from .errors import BackendUnavailable, Conflict, GuardRefused, MaybeApplied, NotFound, ParameterError, RunbookError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -23,6 +23,8 @@ __all__ = ["api_client", "translate", "server_url", "REQUEST_TIMEOUT_S"]
 # (connect, read) seconds for every API call: the official client waits forever by default, so a
 # hung API server would hang a runbook with no error and no progress.
 REQUEST_TIMEOUT_S = (5.0, 30.0)
+# Answers a write may get after it landed (etcd committed, the reply was lost or failed).
+_MAYBE_APPLIED = frozenset({500, 502, 504})
 
 
 def api_client(cluster: "ClusterSettings") -> "ApiClient":
@@ -61,10 +63,11 @@ def _status_message(body: Any) -> str:
 
 
 @contextlib.contextmanager
-def translate(what: str) -> Iterator[None]:
+def translate(what: str, *, write: bool = False) -> Iterator[None]:
     """Run a block of client calls; re-raise client errors as RunbookError children.
 
-    ``what`` says what was being done, e.g. "read deployment veza-backend-api".
+    ``what`` says what was being done, e.g. "read deployment veza-backend-api". For a ``write``, an
+    error that may come after the change landed (500, 502, 504, no answer) is MaybeApplied.
     """
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError as Urllib3Error
@@ -84,8 +87,20 @@ def translate(what: str) -> Iterator[None]:
             raise ParameterError(message) from e
         if e.status in (401, 403):
             raise GuardRefused(message) from e
+        if write and e.status in _MAYBE_APPLIED:
+            raise MaybeApplied(message) from e
         raise BackendUnavailable(message) from e
     except (Urllib3Error, OSError) as e:
+        if write and not _never_sent(e):
+            raise MaybeApplied(f"{what}: no answer from the API server ({type(e).__name__})") from e
         raise BackendUnavailable(f"{what}: cannot reach the API server ({type(e).__name__})") from e
     except ValueError as e:  # a body that is not the JSON object asked for (e.g. a proxy's error page)
         raise BackendUnavailable(f"{what}: the API server's answer could not be read ({type(e).__name__})") from e
+
+
+def _never_sent(error: BaseException) -> bool:
+    """True when the connection was never made (refused, connect timeout): the write did not leave."""
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+    reason = error.reason if isinstance(error, MaxRetryError) else error
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .cluster import DeploymentState
-from .errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
+from .errors import BackendUnavailable, CheckFailed, MaybeApplied, NotFound, ParameterError, RunbookError, RunbookTimeout
 from .images import version_of_image
 
 if TYPE_CHECKING:
@@ -67,7 +67,45 @@ def set_image(cluster: "Cluster", deployment: str, container: str, image: str, *
     patch: dict[str, Any] = {"spec": {"template": template}}
     if change_cause:
         patch["metadata"] = {"annotations": {CHANGE_CAUSE: change_cause}}
-    return cluster.patch_deployment(deployment, patch, what=f"set image to {image}")
+    return confirmed_write(cluster, deployment, lambda: cluster.patch_deployment(deployment, patch, what=f"set image to {image}"),
+                           lambda dep: _runs(dep, container, image, version))
+
+
+def _runs(dep: dict[str, Any], container: str | None, image: str | None, version: str | None) -> bool:
+    """Whether the Deployment's template has ``image`` in ``container`` (any, if None) and the version label."""
+    template = (dep.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    images = [c.get("image") for c in containers if container is None or c.get("name") == container]
+    label = ((template.get("metadata") or {}).get("labels") or {}).get("version")
+    return image in images and (version is None or label == version)
+
+
+def confirmed_write(cluster: "Cluster", deployment: str, write: Callable[[], dict[str, Any]],
+                    landed: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Make a change to a Deployment; when its answer may have come after it landed (MaybeApplied:
+    a 500, a lost reply), read the Deployment back and go on from what is there, saying so.
+
+    Applied: the object read back is returned, and the runbook carries on (waits, checks, rolls
+    back if need be) as for any change. Not applied: BackendUnavailable says nothing changed.
+    Unreadable: MaybeApplied says it is unknown, and how to look. Never sent a second time blindly.
+    """
+    try:
+        return write()
+    except MaybeApplied as lost:
+        if cluster.dry_run:
+            raise
+        try:
+            now = cluster.deployment(deployment)
+        except RunbookError as unreadable:
+            raise MaybeApplied(f"{lost}; reading deployment/{deployment} back failed too ({unreadable}): whether the "
+                               f"change was applied is unknown. Look with `kubectl rollout history "
+                               f"deployment/{deployment}` before running again") from lost
+        if landed(now):
+            print(f"⚠ {lost}\n  read back: deployment/{deployment} has the change (generation "
+                  f"{(now.get('metadata') or {}).get('generation')}), so it was applied; carrying on from there")
+            return now
+        raise BackendUnavailable(f"{lost}; read back: deployment/{deployment} does not have the change, so nothing "
+                                 "was applied; run again (or `runbook resume`) once the API server answers") from lost
 
 
 def _describe(state: DeploymentState) -> str:
@@ -222,7 +260,11 @@ def undo(cluster: "Cluster", deployment: str, to_revision: int | None = None) ->
         {"op": "replace", "path": "/spec/template", "value": template},
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
-    return target, cluster.patch_deployment(deployment, patch, what=f"roll back to revision {target.number}")
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    version = ((template.get("metadata") or {}).get("labels") or {}).get("version")
+    return target, confirmed_write(
+        cluster, deployment, lambda: cluster.patch_deployment(deployment, patch, what=f"roll back to revision {target.number}"),
+        lambda dep: _runs(dep, containers[0].get("name"), containers[0].get("image"), version))
 
 
 def diff_objects(before: dict[str, Any], after: dict[str, Any]) -> str:

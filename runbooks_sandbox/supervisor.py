@@ -272,7 +272,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(200, load.rates())
 
     def _set_api_faults(self) -> None:
-        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms"}`` or ``{"clear": true}``: the API
+        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms", "fail_writes", "resource"}`` or ``{"clear": true}``: the API
         server's own faults (http.faults); answers what is in force and how many were refused."""
         from .http.faults import FaultSettings
 
@@ -283,7 +283,9 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 self._reply(200, faults.clear())
             else:
                 self._reply(200, faults.set(FaultSettings(float(body.get("error_rate") or 0),
-                                                          float(body.get("latency_ms") or 0))))
+                                                          float(body.get("latency_ms") or 0),
+                                                          int(body.get("fail_writes") or 0),
+                                                          str(body.get("resource") or ""))))
         except (TypeError, ValueError) as e:
             self._reply(400, {"error": f"bad API server fault: {e}"})
 

@@ -38,8 +38,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         try:
             # A drill's fault (runbooks_sandbox.http.faults) answers first, as an overloaded server would.
-            response = self.server.backend.faults.before(self.command, self.path.split("?")[0]) or \
-                handle(self.server.backend, Request.parse(self.command, self.path, self.headers, body))
+            faults, path = self.server.backend.faults, self.path.split("?")[0]
+            response = faults.before(self.command, path) or faults.after(
+                self.command, path, handle(self.server.backend, Request.parse(self.command, self.path, self.headers, body)),
+                dry_run="dryRun=All" in self.path)
         except Exception:  # a bug in the sandbox: say so in a Status, keep serving
             log.error("500 on %s %s\n%s", self.command, self.path, traceback.format_exc())
             error = ApiError("internal error in the sandbox API server; see its log")

@@ -105,6 +105,28 @@ def test_a_deploy_while_the_api_server_refuses_requests_and_a_dead_run_left_its_
     assert failed_requests(sandbox, began) == 0
 
 
+def test_a_deploy_whose_change_landed_but_whose_answer_was_lost_reads_it_back_and_carries_on(sandbox: Sandbox) -> None:
+    """The API server applies the image change, then answers 500 (the answer lost after etcd's
+    commit). The runbook neither reports "failed" while the new version rolls out unsupervised nor
+    sends the change again blindly: it reads the Deployment back, sees the change, says so, and
+    waits and checks as for any deploy."""
+    target = another_good_version(sandbox)
+    began = datetime.now(timezone.utc)
+    fault(sandbox, "apiserver", "--fail-writes", "1", "--resource", "deployments")
+    try:
+        run = deploy(sandbox, target)
+    finally:
+        cleared = fault(sandbox, "apiserver", "--clear")
+    assert run.exit_code == 0, run.output[-3000:]
+    printed = outputs_text(run.record)
+    assert "(HTTP 500)" in printed and f"read back: deployment/{BACKEND} has the change" in printed, printed[-2000:]
+    assert steps(run.summary)["Rolling update and checks"] == "succeeded"
+    assert image(sandbox).endswith(f":{target}")
+    assert "1 write(s) were applied and answered 500" in cleared, cleared  # the fault did hit the change
+    assert LOCK not in leases(sandbox)
+    assert failed_requests(sandbox, began) == 0
+
+
 def test_vault_sealed_stops_a_deploy_before_any_change_and_it_resumes_once_unsealed(sandbox: Sandbox) -> None:
     target = another_good_version(sandbox)
     began = datetime.now(timezone.utc)

@@ -70,3 +70,21 @@ def test_fault_settings_out_of_range_are_refused() -> None:
         FaultSettings(error_rate=1.5)
     with pytest.raises(ValueError, match="latency_ms"):
         FaultSettings(latency_ms=-1)
+
+
+def test_a_lost_write_is_applied_then_answered_500_and_dry_runs_and_reads_are_left_alone(
+        faults: ApiServer, api_client, namespace: str) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api_client)
+    body = {"metadata": {"name": "lost-answer"}, "data": {"k": "v1"}}
+    faults.faults.set(FaultSettings(fail_writes=1, resource="configmaps"))
+    core.create_namespaced_config_map(namespace, body, dry_run="All")  # no commit, no lost answer
+    with pytest.raises(ApiException) as raised:
+        core.create_namespaced_config_map(namespace, body)
+    assert raised.value.status == 500 and "InternalError" in raised.value.body
+    assert core.read_namespaced_config_map("lost-answer", namespace).data == {"k": "v1"}, "applied all the same"
+    # Only the next N writes: the one after is answered as usual.
+    assert core.patch_namespaced_config_map("lost-answer", namespace, {"data": {"k": "v2"}}).data == {"k": "v2"}
+    assert faults.faults.describe()["writes_failed"] == 1 and faults.faults.describe()["writes_left"] == 0

@@ -125,3 +125,39 @@ def test_wait_for_rollout_stops_when_on_progress_raises(platform: Platform) -> N
 
     with pytest.raises(CheckFailed, match="ImagePullBackOff"):
         wait_for_rollout(platform.cluster(), SERVICE, timeout_s=5, poll_s=0.01, on_progress=hopeless)
+
+
+def _set_template_image(dep: dict, version: str) -> None:
+    template = dep["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = image(version)
+    template["metadata"].setdefault("labels", {})["version"] = version
+
+
+def test_a_change_whose_answer_was_lost_but_which_landed_is_read_back_and_carried_on(
+        platform: Platform, capsys: pytest.CaptureFixture[str]) -> None:
+    # The API server committed the change, then answered 500: the store has it, the client saw an error.
+    platform.kube.update("deployments", SERVICE, lambda dep: _set_template_image(dep, "v1.7.0"))
+    platform.kube.fail(rf"/deployments/{SERVICE}$", method="PATCH", status=500, times=1)
+    after = set_image(platform.cluster(), SERVICE, SERVICE, image("v1.7.0"), version="v1.7.0")
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == image("v1.7.0")
+    said = capsys.readouterr().out
+    assert "(HTTP 500)" in said and f"read back: deployment/{SERVICE} has the change" in said
+    assert [w.method for w in platform.kube.writes].count("PATCH") == 1, "sent once, never a second time"
+
+
+def test_a_change_whose_answer_was_lost_and_which_did_not_land_says_nothing_changed(platform: Platform) -> None:
+    from runbooks_lib.errors import BackendUnavailable, MaybeApplied
+
+    platform.kube.fail(rf"/deployments/{SERVICE}$", method="PATCH", status=500, times=1)
+    with pytest.raises(BackendUnavailable, match="does not have the change, so nothing was applied") as raised:
+        set_image(platform.cluster(), SERVICE, SERVICE, image("v1.7.0"), version="v1.7.0")
+    assert not isinstance(raised.value, MaybeApplied)
+    assert platform.kube.get("deployments", SERVICE)["spec"]["template"]["spec"]["containers"][0]["image"] != image("v1.7.0")
+
+
+def test_a_lost_answer_with_the_object_unreadable_says_it_is_unknown_and_how_to_look(platform: Platform) -> None:
+    from runbooks_lib.errors import MaybeApplied
+
+    platform.kube.fail(rf"/deployments/{SERVICE}$", status=502)  # the patch and every read after it
+    with pytest.raises(MaybeApplied, match="whether the change was applied is unknown.*kubectl rollout history"):
+        set_image(platform.cluster(), SERVICE, SERVICE, image("v1.7.0"), version="v1.7.0")
