@@ -291,7 +291,7 @@ class Sandbox:
             paths = openbao.replicate_from(hvac.Client(url=source["VAULT_ADDR"], token=source.get("VAULT_TOKEN"),
                                                        timeout=5),
                                            ("sandbox", "staging", "production"),
-                                           own_values={"sandbox": {"REDIS_URL": redis.url}})
+                                           own_values={"sandbox": {"redis_url": redis.url}})
             say(f"DR region of {primary_dir}: OpenBao {openbao.address} replicated ({', '.join(paths)}, "
                 "transit key); no Veza objects, no database")
             prometheus = prometheus_f.result()

@@ -54,6 +54,8 @@ _SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation",
 _SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
 _SERVICE_ADDRESSES = ("clusterIP", "clusterIPs", "healthCheckNodePort")  # the DR cluster assigns its own
 MANIFESTS_FOLDER = "manifests"
+# Secret keys each region holds its own value of (never replicated): the cache's address.
+REGIONAL_KEYS = frozenset({"redis_url"})
 VAULT_DSN_KEY = "database_url"
 
 
@@ -221,13 +223,21 @@ class RegionFailover:
         except Exception as e:  # the finding is the point: a DR Vault without the key cannot read a backup
             replicated, self.unwrap_error = False, str(e)
         del key
+        lagging = self._secrets_behind()
         occupied = self.cluster.namespace_exists() and bool(self.cluster.namespaced_objects(("Deployment",)))
         rows = [("DR cluster", identity.matches, f"{identity.server}, {self.dr.cluster.namespace}"),
                 ("DR namespace free", not occupied, "no Veza Deployment there yet" if not occupied else "occupied"),
                 ("DR Vault unsealed", bool(health.reachable and not health.sealed), health.address),
                 ("DR Vault unwraps the primary's data keys", replicated,
                  f"transit key {self.dr.backups.transit_key} replicated" if replicated else "NOT replicated"),
+                ("DR Vault's secrets in step with the primary's", not lagging,
+                 f"differ: {', '.join(lagging)} (sha256 compared)" if lagging else
+                 f"{self.dr.vault.path}: same values (sha256 compared)"),
                 ("off-site store", self.offsite.url, f"WAL archive {self.dr.backups.wal_archive_url}")]
+        if lagging:
+            primary.findings.append(f"the DR Vault's {self.dr.vault.path} differs from the primary's on "
+                                    f"{', '.join(lagging)}: its replication is behind, and the platform rebuilt "
+                                    "there would run with those values")
         if occupied:
             raise CheckFailed(f"the DR region's namespace {self.dr.cluster.namespace} already runs Deployments: "
                               "the drill rebuilds into a free namespace; clean it up first")
@@ -236,6 +246,16 @@ class RegionFailover:
                               f"{self.dr.backups.transit_key} not replicated): every backup is unreadable there")
         primary.mark("DR region standing by")
         return pd.DataFrame(rows, columns=["check", "value", "detail"]).set_index("check")
+
+    def _secrets_behind(self) -> list[str]:
+        """Keys of the platform's secret whose values differ between the two Vaults (compared by
+        hash), except the regional ones (a cache's address is each region's own)."""
+        from ..vault import fingerprint
+
+        ours, theirs = self.drill.vault.read(), self.vault.read(self.dr.vault.path)
+        keys = (set(ours) | set(theirs)) - REGIONAL_KEYS
+        return sorted(k for k in keys if k not in ours or k not in theirs
+                      or fingerprint(ours[k]) != fingerprint(theirs[k]))
 
     def keep_off_site(self) -> "pd.DataFrame":
         """What a region keeps elsewhere: the manifests, a base backup, the WAL archived up to now."""

@@ -170,10 +170,22 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
     from runbooks_lib.profiles import load_profile
     from runbooks_lib.vault import Vault
 
+    monkeypatch.setenv("RUNBOOKS_DR_SANDBOX_ENV", str(dr_region / "env"))
+    monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
+    dr_profile, primary_profile = load_profile("sandbox-dr"), load_profile("sandbox")
+    dr_vault = Vault(dr_profile.vault)
+    replicated = dr_vault.read()
+    # The DR region's cache is its own; everything else was replicated from the primary's Vault.
+    assert replicated["redis_url"].reveal() == dr_profile.redis.url.get_secret_value()
+    assert replicated["redis_url"].reveal() != Vault(primary_profile.vault).read()["redis_url"].reveal()
+    # A rotation the replication has not carried yet: the drill must say so (and go on).
+    dr_vault.write({**replicated, "jwt_secret": "rotated-in-the-primary-only-" + "x" * 20})
+
     before = _primary_facts(sandbox)
     run = sandbox.run("dr_drill", ("scenario", "region"), timeout=300,
                       RUNBOOKS_DR_SANDBOX_ENV=str(dr_region / "env"))
     assert run.exit_code == 0, run.output[-3000:]
+    assert "differs from the primary's on jwt_secret: its replication is behind" in run.output
     figures = run.summary["figures"]
     for step in ("Keep off-site", "Lose the region", "Restore the database in the DR region",
                  "Recreate the platform from the off-site manifests", "Verify end to end in the DR region",
@@ -198,9 +210,6 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
     dr = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(dr_region)).stdout)
     assert not dr.get("deployments"), dr.get("deployments")
     assert not any((dr_region / "restored").iterdir()), "the recovered database was not removed"
-    monkeypatch.setenv("RUNBOOKS_DR_SANDBOX_ENV", str(dr_region / "env"))
-    monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
-    dr_profile, primary_profile = load_profile("sandbox-dr"), load_profile("sandbox")
     dr_values, primary_values = Vault(dr_profile.vault).read(), Vault(primary_profile.vault).read()
     assert dr_values["database_url"].reveal() == primary_values["database_url"].reveal(), \
         "the DR Vault's DSN is back to its replicated value"
