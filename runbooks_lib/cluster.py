@@ -471,6 +471,20 @@ class Cluster:
         with translate(f"create {kind.lower()} {self.namespace}/{name}"):
             return self._dict(getattr(api, f"create_namespaced_{suffix}")(self.namespace, body, **self._dry))
 
+    def delete_object(self, kind: str, name: str) -> bool:
+        """Delete one object of a kind :meth:`namespaced_objects` lists; False when there was none."""
+        from .errors import NotFound
+
+        try:
+            if kind in _ISTIO_KINDS:
+                return self.delete_custom_object(*_ISTIO_KINDS[kind], name)
+            api, suffix = self._kind_api(kind)
+            with translate(f"delete {kind.lower()} {self.namespace}/{name}"):
+                getattr(api, f"delete_namespaced_{suffix}")(name, self.namespace, **self._dry)
+        except NotFound:
+            return False
+        return True
+
 
 # Istio's routing objects (custom resources): kind -> (group, version, plural).
 _ISTIO_KINDS = {"VirtualService": ("networking.istio.io", "v1beta1", "virtualservices"),

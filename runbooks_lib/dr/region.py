@@ -203,7 +203,8 @@ class RegionFailover:
         self.instance: "RecoveredInstance | None" = None
         self.manifests: OffsiteManifests | None = None
         self.vault_before: dict[str, SecretValue] | None = None
-        self.created: list[str] = []
+        self.namespace_created = False
+        self.created: list[tuple[str, str]] = []  # (kind, name) of each object the drill made there
 
     # -- before the fault (the primary region) -------------------------------------------
     def steady_state(self) -> "pd.DataFrame":
@@ -337,8 +338,12 @@ class RegionFailover:
         self.drill.ctx.on_finish(self._restore_vault)
         if not self.cluster.namespace_exists():
             self.cluster.create_namespace({"app.kubernetes.io/part-of": "veza"})
-            self.created.append(f"namespace/{self.cluster.namespace}")
+            self.namespace_created = True
+        # Whatever happens next, nothing the drill built is left in the DR region (a half-built
+        # platform there, its database gone, would only mislead the next look or drill).
+        self.drill.ctx.on_finish(self._remove_platform)
         table = sync_secret(self.cluster, self.vault, path)
+        self.created.append(("Secret", "veza-secrets"))
         self.parts["secrets"] = round(time.monotonic() - began, 3)
         self.drill.mark("secrets re-synced from the DR Vault")
         return table
@@ -354,7 +359,7 @@ class RegionFailover:
         rows = []
         for obj in sorted(self.manifests.objects, key=lambda o: KEPT_KINDS.index(o["kind"])):
             self.cluster.create_object(obj)
-            self.created.append(f"{obj['kind'].lower()}/{obj['metadata']['name']}")
+            self.created.append((obj["kind"], obj["metadata"]["name"]))
             rows.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "created": True})
         deployments = [o["metadata"]["name"] for o in self.manifests.objects if o["kind"] == "Deployment"]
         for name in deployments:
@@ -469,10 +474,7 @@ class RegionFailover:
 
     # -- clean-up: only what the drill built in the DR region --------------------------------
     def clean_up(self) -> str:
-        done = []
-        if self.cluster.delete_namespace():
-            done.append(f"namespace {self.cluster.namespace} deleted in the DR cluster")
-        self.created.clear()
+        done = [self._remove_platform()]
         self._stop_instance()
         done.append("DR database stopped")
         self._restore_vault()
@@ -480,6 +482,16 @@ class RegionFailover:
         self._remove_wal_snapshot()
         self.drill.mark("DR region cleaned up; the primary region untouched")
         return "; ".join(done)
+
+    def _remove_platform(self) -> str:
+        """The namespace the drill created, or else each object it created there."""
+        if self.namespace_created:
+            self.cluster.delete_namespace()
+            self.namespace_created, self.created = False, []
+            return f"namespace {self.cluster.namespace} deleted in the DR cluster"
+        removed = [f"{kind}/{name}" for kind, name in reversed(self.created) if self.cluster.delete_object(kind, name)]
+        self.created = []
+        return f"{len(removed)} objects the drill created deleted in the DR cluster"
 
     def _stop_instance(self) -> None:
         if self.instance is not None:
