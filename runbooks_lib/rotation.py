@@ -31,7 +31,7 @@ import hashlib
 import secrets as _random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import CheckFailed, ParameterError
 from .records.secret import SecretValue
@@ -187,6 +187,26 @@ class RotationRun:
                  "sha256 after": fingerprint(new_values[k]),
                  "restarts": ", ".join(readers) or "(no reader)"} for k in self.keys]
         return pd.DataFrame(rows).set_index("key")
+
+    def describe_change(self) -> str:
+        """What the rotation will change, for its approval gate: never a value, only hashes."""
+        from .vault import fingerprint
+
+        plan = self._planned()
+        what = f"version {plan.restore_from}'s values back" if plan.restore_from else "new generated values"
+        lines = [f"{plan.path}: version {plan.version_now} -> {plan.version_now + 1}, {', '.join(plan.keys)} get {what}"]
+        if plan.restore_from:  # generated values are drawn again by a resumed run: no hash to promise
+            lines += [f"  {k}: sha256 {fingerprint(plan.new_values[k])} after" for k in plan.keys]
+        lines.append(f"then Secret {SECRET_NAME} synced from it, and these Deployments restarted: "
+                     + (", ".join(plan.readers) or "none"))
+        return "\n".join(lines)
+
+    def vault_facts(self) -> dict[str, Any]:
+        """What an approval of the rotation rests on: the Vault version it starts from and the readers
+        (a write to Vault or a new reader since is drift, and a resume refuses it)."""
+        plan = self._planned()
+        return {"vault path": plan.path, "vault version": self.vault.current_version(plan.path),
+                "keys": ", ".join(plan.keys), "readers": ", ".join(sorted(plan.readers))}
 
     def _planned(self) -> RotationPlan:
         if self.plan_ is None:

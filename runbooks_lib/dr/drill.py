@@ -122,6 +122,38 @@ class Drill:
         self.mark("steady state checked")
         return pd.DataFrame(rows, columns=["check", "value", "detail"]).set_index("check")
 
+    # -- approval (profiles that require it: production) ------------------------------------
+    def describe_plan(self) -> str:
+        """What this drill will do to the platform, for its approval gate."""
+        scenario = self.params.scenario
+        lines = [f"disaster-recovery drill, scenario {scenario}, on {self.profile.name}:"]
+        if scenario in ("restore", "full"):
+            lines.append("- a backup restored into a scratch database, checked, then dropped")
+        if scenario in ("failover", "full"):
+            lines += [f"- the primary taken down: {' '.join(self.profile.drill.kill_primary) or '(no command)'}",
+                      "- the standby promoted; the application's DSN moved to it in Vault "
+                      f"({self.profile.vault.path}) and the Secret, its Deployments restarted",
+                      f"- a new standby built: {' '.join(self.profile.drill.rebuild_standby) or '(no command)'}"]
+        if scenario == "region":
+            lines += [f"- in the DR region ({self.profile.drill.dr_region}): a database recovered from the off-site "
+                      "backup, its DSN written to the DR Vault, the platform created from the off-site manifests, "
+                      "all removed again at the end; the primary region is only read"]
+        return "\n".join(lines)
+
+    def database_facts(self) -> dict[str, Any]:
+        """What an approval of the drill rests on: which node is primary and which standby (a role
+        change since is drift, and a resume refuses it)."""
+        from urllib.parse import urlsplit
+
+        def where(dsn: Any) -> str:
+            if dsn is None:
+                return "-"
+            parts = urlsplit(dsn.get_secret_value())
+            return f"{parts.hostname}:{parts.port}"
+
+        return {"primary": where(self.profile.database.primary_dsn), "standby": where(self.profile.database.standby_dsn),
+                "scenario": self.params.scenario}
+
     def start_heartbeat(self) -> str:
         from .heartbeat import HeartbeatWriter
 

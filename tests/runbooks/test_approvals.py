@@ -175,6 +175,51 @@ def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox:
     assert resource_versions(sandbox) == before
 
 
+def _vault_version(sandbox: Sandbox) -> int:
+    import hvac
+
+    client = hvac.Client(url=sandbox.env["VAULT_ADDR"], token=sandbox.env["VAULT_TOKEN"], timeout=5)
+    return int(client.secrets.kv.v2.read_secret_version(path="veza/sandbox", mount_point="secret",
+                                                         raise_on_deleted_version=True)["data"]["metadata"]["version"])
+
+
+def test_a_gated_secret_rotation_stops_before_vault_is_written_then_resumes_once_approved(
+        sandbox: Sandbox, gated_home: Path) -> None:
+    from datetime import datetime, timezone
+
+    version, before = _vault_version(sandbox), resource_versions(sandbox)
+    began = datetime.now(timezone.utc)
+    stopped = Run(runbook(sandbox, gated_home, "run", str(REPO / "notebooks" / "secrets_rotation.ipynb"), "--env", ENV,
+                          "-p", "keys", "jwt_secret", "-p", "reason", "CHG-11 quarterly"), began, sandbox)
+    assert stopped.exit_code == 3, stopped.output[-3000:]
+    assert stopped.summary["failed_step"] == "Approval: rotation"
+    assert _vault_version(sandbox) == version and resource_versions(sandbox) == before, "nothing written before consent"
+    assert f"secret/veza/sandbox: version {version} -> {version + 1}, jwt_secret get new generated values" \
+        in stopped.record.read_text()
+
+    approval = runbook(sandbox, gated_home, "approve", stopped.summary["run_id"], "--as", "bob", operator="bob")
+    assert approval.returncode == 0, approval.stdout + approval.stderr
+    resumed = Run(runbook(sandbox, gated_home, "resume", stopped.summary["run_id"]), began, sandbox)
+    assert resumed.exit_code == 0, resumed.output[-3000:]
+    assert steps(resumed)["Write the new Vault version"] == "succeeded"
+    assert _vault_version(sandbox) == version + 1
+    assert "approved by bob" in resumed.summary["notes"]["approval rotation"]
+
+
+def test_a_gated_failover_drill_stops_before_the_primary_is_touched(sandbox: Sandbox, gated_home: Path) -> None:
+    from datetime import datetime, timezone
+
+    status = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
+    stopped = Run(runbook(sandbox, gated_home, "run", str(REPO / "notebooks" / "dr_drill.ipynb"), "--env", ENV,
+                          "-p", "scenario", "failover"), datetime.now(timezone.utc), sandbox)
+    assert stopped.exit_code == 3, stopped.output[-3000:]
+    assert stopped.summary["failed_step"] == "Approval: drill"
+    assert "- the primary taken down: runbook sandbox postgres kill-primary" in stopped.record.read_text()
+    assert [s["name"] for s in stopped.summary["steps"]][-1] == "Approval: drill", "no heartbeat, no fault before it"
+    after = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
+    assert after["postgres"]["primary"] == status["postgres"]["primary"] and after["postgres"]["primary"]["running"]
+
+
 def test_the_game_day_gated_scenario_stops_is_approved_by_a_second_person_and_resumes(
         sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """The game day's own code path, with the shipped profile sandbox-gated (`extends: sandbox`):
