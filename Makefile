@@ -56,8 +56,10 @@ lab: bootstrap
 # between boto3 and aiobotocore.
 moto: $(MOTO_SERVER)
 
+# moto's S3 and its server's own needs (flask), not moto[server], which brings every AWS service's
+# (cfn-lint, docker, graphql...) and takes twice as long to install on a fresh machine.
 $(MOTO_SERVER):
-	@test -x $@ || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[server]')
+	@test -x $@ || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[s3]' flask flask-cors)
 
 clean:
 	-$(BIN)/runbook sandbox down
