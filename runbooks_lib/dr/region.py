@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import CheckFailed, ParameterError
+from ..errors import CheckFailed, ParameterError, RunbookError
 from ..records.secret import SecretValue
 from .postgres import write_and_read
 from .report import Measurement
@@ -218,11 +218,12 @@ class RegionFailover:
         identity = check_cluster_identity(self.dr)
         health = self.vault.health()
         key, wrapped = primary.vault.data_key(primary.profile.backups.transit_key, primary.profile.backups.transit_mount)
+        why_not = "it unwrapped a different key"
         try:
             unwrapped = self.vault.unwrap_data_key(wrapped, self.dr.backups.transit_key, self.dr.backups.transit_mount)
             replicated = unwrapped == key
-        except Exception as e:  # the finding is the point: a DR Vault without the key cannot read a backup
-            replicated, self.unwrap_error = False, str(e)
+        except RunbookError as e:  # the finding is the point: a DR Vault without the key cannot read a backup
+            replicated, why_not = False, str(e)
         del key
         lagging = self._secrets_behind()
         occupied = self.cluster.namespace_exists() and bool(self.cluster.namespaced_objects(("Deployment",)))
@@ -244,7 +245,8 @@ class RegionFailover:
                               "the drill rebuilds into a free namespace; clean it up first")
         if not replicated:
             raise CheckFailed(f"the DR region's Vault cannot unwrap the primary's data keys (transit key "
-                              f"{self.dr.backups.transit_key} not replicated): every backup is unreadable there")
+                              f"{self.dr.backups.transit_key} not replicated: {why_not}): every backup is "
+                              "unreadable there")
         primary.mark("DR region standing by")
         return pd.DataFrame(rows, columns=["check", "value", "detail"]).set_index("check")
 
