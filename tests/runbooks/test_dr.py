@@ -233,6 +233,29 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
     yaml_file.unlink()  # the next drill exports anew
 
 
+def test_a_dr_region_whose_vault_lacks_the_transit_key_fails_the_drill_before_anything_is_built(
+        sandbox: Any, dr_region: Path) -> None:
+    """Without the key that wraps the backups' data keys, every backup is unreadable in the DR
+    region: the drill says so while the DR region stands by, before a database or a Deployment is made."""
+    import hvac
+
+    env = dict(line.removeprefix("export ").split("=", 1) for line in (dr_region / "env").read_text().splitlines()
+               if line.startswith("export "))
+    dr_vault = hvac.Client(url=env["VAULT_ADDR"].strip("'"), token=env["VAULT_TOKEN"].strip("'"), timeout=5)
+    dr_vault.secrets.transit.update_key_configuration(name="veza", deletion_allowed=True)
+    dr_vault.secrets.transit.delete_key(name="veza")
+    before = _primary_facts(sandbox)
+
+    run = sandbox.run("dr_drill", ("scenario", "region"), RUNBOOKS_DR_SANDBOX_ENV=str(dr_region / "env"))
+    assert run.exit_code == 1, run.output[-3000:]
+    assert run.summary["failed_step"] == "DR region standing by"
+    assert "cannot unwrap the primary's data keys" in run.summary["error"]
+    assert "every backup is unreadable there" in run.summary["error"]
+    dr = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(dr_region)).stdout)
+    assert not dr.get("deployments") and not any((dr_region / "restored").glob("veza-pitr-*"))
+    assert _primary_facts(sandbox) == before
+
+
 def test_region_drill_without_a_running_dr_region_is_refused_before_any_change(sandbox: Any, tmp_path: Path) -> None:
     before = _primary_facts(sandbox)
     run = sandbox.run("dr_drill", ("scenario", "region"), RUNBOOKS_DR_SANDBOX_ENV=str(tmp_path / "no-such-env"))
