@@ -204,6 +204,7 @@ class RegionFailover:
         self.manifests: OffsiteManifests | None = None
         self.vault_before: dict[str, SecretValue] | None = None
         self.namespace_created = False
+        self.beats: list[tuple[datetime, bool]] = []
         self.created: list[tuple[str, str]] = []  # (kind, name) of each object the drill made there
 
     # -- before the fault (the primary region) -------------------------------------------
@@ -420,7 +421,9 @@ class RegionFailover:
         acked = self.drill.acked_beats(self.fault_at)
         newest = newest_beat(dsn, before=self.fault_at)
         rpo = round((self.fault_at - newest[1]).total_seconds(), 3) if newest else None
-        lost = len(lost_rows(dsn, acked))
+        missing = set(lost_rows(dsn, acked))
+        lost = len(missing)
+        self.beats = [(b.at, b.seq in missing) for b in acked]  # for the plot: each acknowledged row, lost or kept
         rto = round((verified - self.fault_at).total_seconds(), 3)
         self.drill.mark("DR region verified: writes and reads through the application" if wrote and not failures
                         else "DR region verification FAILED", verified)
@@ -445,6 +448,36 @@ class RegionFailover:
 
         self.drill.checks += [Check(r["check"], r["passed"], r["detail"]) for r in rows]
         return pd.DataFrame(rows).set_index("check")
+
+    def plot(self) -> Any:
+        """The region's recovery at a glance: each heartbeat row the primary acknowledged before the
+        fault, kept or lost in the DR region (the RPO is the gap before the fault), and the RTO's parts."""
+        import matplotlib.pyplot as plt
+
+        assert self.fault_at is not None
+        fig, (rows, parts) = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+        for lost, colour, label in ((False, "tab:green", "in the DR database"), (True, "tab:red", "lost with the region")):
+            xs = [(at - self.fault_at).total_seconds() for at, gone in self.beats if gone is lost]
+            rows.scatter(xs, [1] * len(xs), color=colour, label=f"{label} ({len(xs)})", s=30)
+        rows.axvline(0, color="black", linestyle="--", label="fault")
+        rpo = self.drill.ctx.figures.get("rpo_s")
+        if rpo is not None:
+            rows.axvspan(-rpo, 0, color="tab:red", alpha=0.1, label=f"RPO {rpo:.1f} s")
+        rows.set_yticks([])
+        rows.set_xlabel("seconds from the fault")
+        rows.set_title("Heartbeat rows acknowledged by the primary")
+        rows.legend(loc="upper left", fontsize=8)
+        names = [name for name in ("database", "secrets", "platform", "entry point", "validation") if name in self.parts]
+        left = 0.0
+        for name in names:
+            parts.barh(0, self.parts[name], left=left, label=f"{name} {self.parts[name]:.1f} s")
+            left += self.parts[name]
+        parts.set_yticks([])
+        parts.set_xlabel("seconds")
+        parts.set_title(f"RTO {self.drill.ctx.figures.get('rto_s')} s (target {self.drill.rto_target:g} s)")
+        parts.legend(loc="upper left", fontsize=8, ncol=2)
+        fig.tight_layout()
+        return fig
 
     def _application_dsn(self, secret: str, key: str) -> SecretValue:
         import base64

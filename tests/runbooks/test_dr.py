@@ -186,6 +186,11 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
                       RUNBOOKS_DR_SANDBOX_ENV=str(dr_region / "env"))
     assert run.exit_code == 0, run.output[-3000:]
     assert "differs from the primary's on jwt_secret: its replication is behind" in run.output
+    import nbformat
+
+    drawn = [o for c in nbformat.read(str(run.record), as_version=4).cells if "region.plot()" in c.source
+             for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert drawn, "the rows kept and lost, and the RTO's parts, are drawn in the record"
     figures = run.summary["figures"]
     for step in ("Keep off-site", "Lose the region", "Restore the database in the DR region",
                  "Recreate the platform from the off-site manifests", "Verify end to end in the DR region",
