@@ -183,10 +183,11 @@ def traffic_command(state_dir: Path | None, as_json: bool, since: str | None) ->
 @click.option("--fail-writes", type=click.IntRange(min=1), default=None,
               help="TARGET apiserver: the next N writes are applied, then answered 500 (the answer lost).")
 @click.option("--resource", default="", help="With --fail-writes: only writes to this resource (e.g. deployments).")
+@click.option("--no-answer", is_flag=True, help="With --fail-writes: close the connection instead of answering 500.")
 @click.option("--clear", is_flag=True, help="Remove every injected fault (prometheus, redis: start it again, data kept).")
 def fault_command(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
-                  latency_ms: float | None, fail_writes: int | None, resource: str, health_fail: bool,
-                  ready_fail: bool, crash: bool, down: bool, seal: bool, clear: bool) -> None:
+                  latency_ms: float | None, fail_writes: int | None, resource: str, no_answer: bool,
+                  health_fail: bool, ready_fail: bool, crash: bool, down: bool, seal: bool, clear: bool) -> None:
     """Inject faults into the running pods of a service (or one pod), or into the platform, for drills.
 
     TARGET is a service (veza-backend-api: all its pods), a pod name, or: `apiserver` (--error-rate:
@@ -196,17 +197,18 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
     pod_flags = (health_fail, ready_fail, crash)
     if seal and target != "vault":
         raise click.UsageError("--seal applies to the vault target only")
-    if (fail_writes is not None or resource) and target != "apiserver":
+    if (fail_writes is not None or resource or no_answer) and target != "apiserver":
         raise click.UsageError("--fail-writes and --resource apply to the apiserver target only")
-    if resource and fail_writes is None:
-        raise click.UsageError("--resource says which writes --fail-writes fails: give --fail-writes N too")
+    if (resource or no_answer) and fail_writes is None:
+        raise click.UsageError("--resource and --no-answer say which writes fail and how: give --fail-writes N too")
     if target == "apiserver":
         asked = error_rate is not None or latency_ms is not None or fail_writes is not None
         if down or any(pod_flags) or clear == asked:
             raise click.UsageError("apiserver takes --error-rate, --latency-ms and/or --fail-writes, or --clear")
         try:
             click.echo(_sandbox(state_dir).api_server_fault(error_rate or 0.0, latency_ms or 0.0, clear=clear,
-                                                            fail_writes=fail_writes or 0, resource=resource))
+                                                            fail_writes=fail_writes or 0, resource=resource,
+                                                            no_answer=no_answer))
         except ServerError as e:
             raise _fail(e) from e
         return

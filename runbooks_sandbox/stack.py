@@ -655,22 +655,24 @@ class Sandbox:
         self._record_meta(server_faults=sorted(faults | {name} if in_force else faults - {name}))
 
     def api_server_fault(self, error_rate: float = 0.0, latency_ms: float = 0.0, clear: bool = False,
-                         fail_writes: int = 0, resource: str = "") -> str:
+                         fail_writes: int = 0, resource: str = "", no_answer: bool = False) -> str:
         """The API server refuses a fraction of requests (503) and/or answers late, and/or applies
         the next ``fail_writes`` writes (to ``resource``) but answers them 500; ``clear`` ends it."""
         import requests
 
         body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms,
-                                              "fail_writes": fail_writes, "resource": resource}
+                                              "fail_writes": fail_writes, "resource": resource, "no_answer": no_answer}
         reply = requests.post(f"{self._control_url()}/apiserver-fault", json=body, timeout=5)
         if not reply.ok:
             raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
         now = reply.json()
         if clear:
-            lost = f", {now['writes_failed']} write(s) were applied and answered 500" if now.get("writes_failed") else ""
+            lost = (f", {now['writes_failed']} write(s) were applied and their answer lost"
+                    if now.get("writes_failed") else "")
             return f"API server faults cleared ({now['refused']} request(s) were refused while they lasted{lost})"
+        answer = "left unanswered (connection closed)" if now.get("no_answer") else "answered 500"
         lost = (f"; the next {now['fail_writes']} write(s){' to ' + now['resource'] if now['resource'] else ''} "
-                "applied, then answered 500") if now["fail_writes"] else ""
+                f"applied, then {answer}") if now["fail_writes"] else ""
         return (f"API server: {now['error_rate']:.0%} of requests refused with 503, "
                 f"{now['latency_ms']:g} ms added to each{lost}; `runbook sandbox fault apiserver --clear` ends it")
 

@@ -285,7 +285,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 self._reply(200, faults.set(FaultSettings(float(body.get("error_rate") or 0),
                                                           float(body.get("latency_ms") or 0),
                                                           int(body.get("fail_writes") or 0),
-                                                          str(body.get("resource") or ""))))
+                                                          str(body.get("resource") or ""),
+                                                          bool(body.get("no_answer")))))
         except (TypeError, ValueError) as e:
             self._reply(400, {"error": f"bad API server fault: {e}"})
 

@@ -6,9 +6,10 @@ is handled, as an overloaded API server answers (kube-apiserver's max-in-flight 
 and a Status whose reason is ``ServiceUnavailable``. Nothing was applied, so a client may send
 it again. Watches that are already open are left alone; new ones are refused like the rest.
 
-``--fail-writes N [--resource deployments]`` is the treacherous case: the next N writes (to that
-resource) are applied, then answered 500 InternalError, as when etcd commits but the answer is
-lost on the way back. A client cannot tell from the answer whether its change happened.
+``--fail-writes N [--resource deployments] [--no-answer]`` is the treacherous case: the next N
+writes (to that resource) are applied, then answered 500 InternalError, as when etcd commits but
+the answer is lost on the way back (``--no-answer``: the connection is closed instead, as after a
+client's timeout or a load balancer's failure). A client cannot tell whether its change happened.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class FaultSettings:
     latency_ms: float = 0.0  # added before every answer
     fail_writes: int = 0  # the next N writes are applied, then answered 500
     resource: str = ""  # ... only writes to this resource (e.g. deployments); "" = any
+    no_answer: bool = False  # ... and the connection closed instead of the 500 (a timeout, a dead proxy)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -96,6 +98,8 @@ class ApiFaults:
                 return response
             self._writes_left -= 1
             self.writes_failed += 1
+        if self._settings.no_answer:
+            return Response(0, None)  # code 0: the server closes the connection without a word
         error = ApiError(f"etcdserver: request timed out ({method} {path}: sandbox fault, the write was applied "
                          "and its answer lost)")
         return Response(500, error.status())

@@ -46,7 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
             log.error("500 on %s %s\n%s", self.command, self.path, traceback.format_exc())
             error = ApiError("internal error in the sandbox API server; see its log")
             response = Response(500, error.status())
-        if response.stream is not None:
+        if response.code == 0:  # a drill's lost answer (http.faults): close without a word
+            self.close_connection = True
+        elif response.stream is not None:
             self._stream(response)
         else:
             self._send(response)

@@ -79,6 +79,7 @@ def test_a_lost_write_is_applied_then_answered_500_and_dry_runs_and_reads_are_le
 
     core = client.CoreV1Api(api_client)
     body = {"metadata": {"name": "lost-answer"}, "data": {"k": "v1"}}
+    failed_before = faults.faults.describe()["writes_failed"]
     faults.faults.set(FaultSettings(fail_writes=1, resource="configmaps"))
     core.create_namespaced_config_map(namespace, body, dry_run="All")  # no commit, no lost answer
     with pytest.raises(ApiException) as raised:
@@ -87,4 +88,20 @@ def test_a_lost_write_is_applied_then_answered_500_and_dry_runs_and_reads_are_le
     assert core.read_namespaced_config_map("lost-answer", namespace).data == {"k": "v1"}, "applied all the same"
     # Only the next N writes: the one after is answered as usual.
     assert core.patch_namespaced_config_map("lost-answer", namespace, {"data": {"k": "v2"}}).data == {"k": "v2"}
-    assert faults.faults.describe()["writes_failed"] == 1 and faults.faults.describe()["writes_left"] == 0
+    assert faults.faults.describe()["writes_failed"] == failed_before + 1
+    assert faults.faults.describe()["writes_left"] == 0
+
+
+def test_a_write_left_unanswered_is_applied_all_the_same(faults: ApiServer, api_client, namespace: str) -> None:
+    from kubernetes import client
+    from urllib3.exceptions import HTTPError
+
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "no-answer"}, "data": {"n": "0"}})
+    failed_before = faults.faults.describe()["writes_failed"]
+    faults.faults.set(FaultSettings(fail_writes=1, resource="configmaps", no_answer=True))
+    with pytest.raises(HTTPError):  # the connection closed: no status, no body
+        core.patch_namespaced_config_map("no-answer", namespace, {"data": {"n": "1"}})
+    live = core.read_namespaced_config_map("no-answer", namespace)
+    assert live.data == {"n": "1"}, "applied all the same"
+    assert faults.faults.describe()["writes_failed"] == failed_before + 1

@@ -142,6 +142,7 @@ def test_a_change_whose_answer_was_lost_but_which_landed_is_read_back_and_carrie
     assert after["spec"]["template"]["spec"]["containers"][0]["image"] == image("v1.7.0")
     said = capsys.readouterr().out
     assert "(HTTP 500)" in said and f"read back: deployment/{SERVICE} has the change" in said
+    # The stub logs every request that reached it, urllib3's own retries included: one PATCH.
     assert [w.method for w in platform.kube.writes].count("PATCH") == 1, "sent once, never a second time"
 
 
@@ -161,3 +162,14 @@ def test_a_lost_answer_with_the_object_unreadable_says_it_is_unknown_and_how_to_
     platform.kube.fail(rf"/deployments/{SERVICE}$", status=502)  # the patch and every read after it
     with pytest.raises(MaybeApplied, match="whether the change was applied is unknown.*kubectl rollout history"):
         set_image(platform.cluster(), SERVICE, SERVICE, image("v1.7.0"), version="v1.7.0")
+
+
+def test_a_change_left_unanswered_which_landed_is_read_back_and_carried_on(
+        platform: Platform, capsys: pytest.CaptureFixture[str]) -> None:
+    platform.kube.update("deployments", SERVICE, lambda dep: _set_template_image(dep, "v1.7.0"))
+    platform.kube.fail(rf"/deployments/{SERVICE}$", method="PATCH", drop=True, times=1)  # no reply at all
+    set_image(platform.cluster(), SERVICE, SERVICE, image("v1.7.0"), version="v1.7.0")
+    said = capsys.readouterr().out
+    assert "no answer from the API server" in said and f"read back: deployment/{SERVICE} has the change" in said
+    # The stub logs every request that reached it, urllib3's own retries included: one PATCH.
+    assert [w.method for w in platform.kube.writes].count("PATCH") == 1, "sent once, never a second time"
