@@ -139,6 +139,8 @@ class DrillSettings(_Model):
     switch_entry_point: tuple[str, ...] = Field(
         (), description="Command that sends the platform's users to the DR region (a DNS change); empty = "
                         "the region drill reports it as a step done by hand")
+    switch_entry_point_back: tuple[str, ...] = Field(
+        (), description="Command that sends the users back to the primary region once a drill is over")
 
 
 class MigrationSettings(_Model):

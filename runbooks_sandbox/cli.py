@@ -264,6 +264,18 @@ def _server_fault(state_dir: Path | None, target: str, down: bool, clear: bool) 
         raise _fail(e) from e
 
 
+@sandbox.command("entry-point")
+@_state_dir_option
+@click.option("--on/--off", "serving", required=True,
+              help="--on: the platform's users (the load generator) are sent to this sandbox; --off: no longer.")
+def entry_point_command(state_dir: Path | None, serving: bool) -> None:
+    """Switch the platform's entry point (DNS, in production) to this sandbox, or away from it."""
+    try:
+        click.echo(_sandbox(state_dir).entry_point(serving))
+    except ServerError as e:
+        raise _fail(e) from e
+
+
 @sandbox.command("notifications")
 @_state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print every message as JSON (a list).")

@@ -267,7 +267,8 @@ class Sandbox:
         """A second region, standing by for the sandbox in ``primary_dir``: the region-failover drill's target.
 
         What a DR region holds before any disaster: its own cluster (empty: no Veza objects),
-        Redis and Prometheus; an OpenBao kept in step with the primary's, as Vault's DR
+        Redis and Prometheus, and no users (the entry point sends them to the primary; `runbook
+        sandbox entry-point --on` switches it here); an OpenBao kept in step with the primary's, as Vault's DR
         replication would (``secret/veza/*`` and the transit key that wraps the backups' data
         keys); and no database server, because the database is what the drill restores there
         from off-site backups. The env file names the primary region's off-site folders
@@ -331,7 +332,7 @@ class Sandbox:
         with open(self.supervisor_log, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
-                 "--load-rate", f"{self.load_rate:g}"],
+                 "--load-rate", f"{self.load_rate:g}", *(["--entry-point-off"] if self.dr_region_of else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
                 env={**os.environ, "RUNBOOKS_HOME": str(self.home)}, start_new_session=True,
             )
@@ -592,6 +593,19 @@ class Sandbox:
             raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
         return dict(reply.json())
 
+    def entry_point(self, serving: bool) -> str:
+        """Send the platform's users (the load generator) to this sandbox's Services, or stop."""
+        import requests
+
+        reply = requests.post(f"{self._control_url()}/entry-point", json={"serving": serving}, timeout=5)
+        if not reply.ok:
+            raise SandboxError(f"entry point: {reply.json().get('error', reply.status_code)}")
+        now = reply.json()
+        if not now["serving"]:
+            return f"entry point off: no user traffic to {self.state_dir}"
+        return (f"entry point on: users' traffic goes to {', '.join(now['targets']) or 'each Service as it becomes '}"
+                f"{'' if now['targets'] else 'available'} ({self.state_dir})")
+
     def cache_outage(self, down: bool) -> str:
         """Stop (``down``) or start again the sandbox's Redis, keeping its port and password.
 
@@ -788,10 +802,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--state-dir", required=True, type=Path)
     serve_cmd.add_argument("--namespace", default=NAMESPACE)
     serve_cmd.add_argument("--load-rate", type=float, default=10.0, help="requests per second per Service")
+    serve_cmd.add_argument("--entry-point-off", action="store_true",
+                           help="send no user traffic until `runbook sandbox entry-point --on` (a DR region)")
     args = parser.parse_args(argv)
     from .supervisor import serve
 
-    return serve(args.state_dir, args.namespace, args.load_rate)
+    return serve(args.state_dir, args.namespace, args.load_rate, serving_users=not args.entry_point_off)
 
 
 if __name__ == "__main__":

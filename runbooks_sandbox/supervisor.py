@@ -64,10 +64,14 @@ def _required(module: str, name: str, what: str) -> Any:
 class Supervisor:
     """Starts and stops the in-process parts of the sandbox, and keeps the load's targets current."""
 
-    def __init__(self, state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0) -> None:
+    def __init__(self, state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0,
+                 serving_users: bool = True) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.namespace = namespace
         self.load_rate = load_rate
+        # The platform's entry point (DNS, in production) sends users here: the load generator's
+        # traffic. A DR region starts without it; `runbook sandbox entry-point --on` switches it.
+        self.serving_users = serving_users
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.api: ApiServer | None = None
         self.runtime: Any = None
@@ -142,11 +146,14 @@ class Supervisor:
             except Exception:  # keep following; a transient store error must not end the load
                 log.exception("updating load targets failed")
 
-    def _update_targets(self) -> None:
+    def _update_targets(self, force: bool = False) -> None:
         assert self.api is not None and self.load is not None
-        store, changed = self.api.store, False
-        for svc in store.list(SERVICES, self.namespace)[0]:
-            name = svc["metadata"]["name"]
+        store, changed = self.api.store, force
+        services = {svc["metadata"]["name"]: svc for svc in store.list(SERVICES, self.namespace)[0]}
+        for gone in [name for name in self._targets if name not in services]:  # deleted: its address is no one's
+            del self._targets[gone]
+            changed = True
+        for name, svc in services.items():
             spec = svc.get("spec", {})
             if name in self._targets or not spec.get("clusterIP") or not spec.get("ports"):
                 continue
@@ -155,8 +162,15 @@ class Supervisor:
             self._targets[name] = f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
             changed = True
         if changed:
-            self.load.set_targets(dict(self._targets))
-            log.info("load targets: %s", ", ".join(sorted(self._targets)))
+            self.load.set_targets(dict(self._targets) if self.serving_users else {})
+            log.info("load targets: %s%s", ", ".join(sorted(self._targets)),
+                     "" if self.serving_users else " (entry point off: no traffic sent)")
+
+    def set_entry_point(self, serving: bool) -> dict[str, Any]:
+        """Send users here (the load generator's traffic) or stop: the platform's entry point."""
+        self.serving_users = serving
+        self._update_targets(force=True)
+        return {"serving": self.serving_users, "targets": sorted(self._targets) if serving else []}
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -239,8 +253,15 @@ class _ControlHandler(BaseHTTPRequestHandler):
         if self.path == "/apiserver-fault":
             self._set_api_faults()
             return
+        if self.path == "/entry-point":
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                self._reply(200, self.server.supervisor.set_entry_point(bool(body["serving"])))  # type: ignore[attr-defined]
+            except (KeyError, TypeError, ValueError) as e:
+                self._reply(400, {"error": f"bad entry-point request: {e}"})
+            return
         if self.path != "/fault":
-            self._reply(404, {"error": "try POST /fault, /apiserver-fault or /load"})
+            self._reply(404, {"error": "try POST /fault, /apiserver-fault, /entry-point or /load"})
             return
         if not hasattr(runtime, "fault"):
             self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
@@ -305,12 +326,12 @@ def _deployment_available(store: Any, namespace: str, name: str) -> bool:
     return int(deployment.get("status", {}).get("availableReplicas") or 0) > 0
 
 
-def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0) -> int:
+def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0, serving_users: bool = True) -> int:
     """Run the supervisor until SIGTERM/SIGINT; report readiness through supervisor.json."""
     state_dir = Path(state_dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     status_path = state_dir / STATUS_FILE
-    supervisor = Supervisor(state_dir, namespace, load_rate)
+    supervisor = Supervisor(state_dir, namespace, load_rate, serving_users)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

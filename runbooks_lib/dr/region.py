@@ -205,6 +205,7 @@ class RegionFailover:
         self.vault_before: dict[str, SecretValue] | None = None
         self.namespace_created = False
         self.beats: list[tuple[datetime, bool]] = []
+        self.switched_at: datetime | None = None  # when users were sent to the DR region
         self.created: list[tuple[str, str]] = []  # (kind, name) of each object the drill made there
 
     # -- before the fault (the primary region) -------------------------------------------
@@ -380,6 +381,8 @@ class RegionFailover:
         command = self.dr.drill.switch_entry_point
         if command:
             out = run_drill_command(command, "switch the entry point")
+            self.switched_at = _now()
+            self.drill.ctx.on_finish(self._switch_back)
         else:
             out = "no drill.switch_entry_point in the DR profile: the switch (DNS) is a step done by hand"
             self.drill.findings.append(f"profile {self.dr.name} names no entry-point switch: the DNS change that "
@@ -412,6 +415,9 @@ class RegionFailover:
                 except CheckFailed as e:
                     rows.append({"check": f"{service} {what}", "passed": False, "detail": str(e)})
                     failures.append(str(e))
+        users = self._users_served(services)
+        rows += users
+        failures += [r["detail"] for r in users if not r["passed"]]
         dsn = self._application_dsn(SECRET_NAME, SECRET_KEY)
         wrote = write_and_read(dsn)
         verified = _now()
@@ -479,6 +485,31 @@ class RegionFailover:
         fig.tight_layout()
         return fig
 
+    def _users_served(self, services: list[str], wait_s: float = 10.0) -> list[dict[str, Any]]:
+        """What the users' own requests got in the DR region since the switch (the profile's load
+        report), once each service has had some; nothing to read without a report or a switch."""
+        from ..traffic import load_report
+
+        if self.switched_at is None or not self.dr.load_report_url:
+            return []
+        deadline = time.monotonic() + wait_s
+        while True:
+            report = load_report(self.dr.load_report_url, self.switched_at) or {}
+            got = {s: report.get(s) or {} for s in services}
+            if all(int(g.get("requests", 0)) >= 3 for g in got.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return [{"check": f"{s} users' requests in the DR region", "passed": bool(g.get("requests")) and not g.get("failed"),
+                 "detail": f"{int(g.get('requests', 0))} since the switch, {int(g.get('failed', 0))} failed"}
+                for s, g in got.items()]
+
+    def _switch_back(self) -> None:
+        from .failover import run_drill_command
+
+        if self.switched_at is not None and self.dr.drill.switch_entry_point_back:
+            run_drill_command(self.dr.drill.switch_entry_point_back, "switch the entry point back")
+        self.switched_at = None
+
     def _application_dsn(self, secret: str, key: str) -> SecretValue:
         import base64
 
@@ -509,7 +540,11 @@ class RegionFailover:
 
     # -- clean-up: only what the drill built in the DR region --------------------------------
     def clean_up(self) -> str:
-        done = [self._remove_platform()]
+        done = []
+        if self.switched_at is not None:
+            self._switch_back()
+            done.append("users sent back to the primary region")
+        done.append(self._remove_platform())
         self._stop_instance()
         done.append("DR database stopped")
         self._restore_vault()

@@ -191,6 +191,19 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
     drawn = [o for c in nbformat.read(str(run.record), as_version=4).cells if "region.plot()" in c.source
              for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert drawn, "the rows kept and lost, and the RTO's parts, are drawn in the record"
+    # The entry point was switched: users' requests reached every rebuilt service, none failed; and
+    # switched back by the clean-up: no user traffic goes to the DR region after the drill.
+    record_text = run.record.read_text()
+    for service in ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-frontend"):
+        assert re.search(rf"{service} users' requests in the DR region.*?True.*?\d+ since the switch, 0 failed",
+                         record_text, re.S), service
+    import time
+
+    ended = datetime.now(timezone.utc)
+    time.sleep(1.5)
+    after = json.loads(sandbox.runbook("sandbox", "traffic", "--json", "--since", ended.isoformat().replace("+00:00", "Z"),
+                                       "--state-dir", str(dr_region)).stdout)
+    assert sum(int(v.get("requests", 0)) for v in after.values() if isinstance(v, dict)) == 0, after
     figures = run.summary["figures"]
     for step in ("Keep off-site", "Lose the region", "Restore the database in the DR region",
                  "Recreate the platform from the off-site manifests", "Verify end to end in the DR region",
