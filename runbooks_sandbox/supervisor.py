@@ -138,7 +138,8 @@ class Supervisor:
         """Send load to each Veza Service once its Deployment is available, and keep sending.
 
         A target is kept when the deployment later loses its pods: the failures of an outage
-        are what the load generator is there to count.
+        are what the load generator is there to count. A Service deleted is forgotten (its
+        address may be another's next), and no traffic is sent while the entry point is off.
         """
         while not self._stop.wait(interval_s):
             try:
