@@ -51,6 +51,22 @@ SUPERVISOR_MARK = "runbooks_sandbox.stack"  # in the supervisor's command line, 
 ProgressFactory = Callable[[int, str], Any]
 
 
+def _platform_env(supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus: PrometheusServer,
+                  redis: RedisServer) -> dict[str, str]:
+    """The env values every sandbox writes, a DR region's included: where its cluster and servers are."""
+    return {
+        "KUBECONFIG": supervisor["kubeconfig"],
+        "CLUSTER_UID": supervisor["cluster_uid"],
+        "NAMESPACE": NAMESPACE,
+        "VAULT_ADDR": openbao.address,
+        "VAULT_TOKEN": openbao.root_token or "",
+        "PROMETHEUS_URL": prometheus.url,
+        "REDIS_URL": redis.url,
+        "TRAFFIC_URL": supervisor["traffic_url"],
+        "NOTIFY_URL": supervisor["notify_url"],
+    }
+
+
 class SandboxError(ServerError):
     """The sandbox cannot do what was asked; the message says what to do."""
 
@@ -236,17 +252,9 @@ class Sandbox:
             prometheus = prometheus_f.result()
             say(f"Prometheus {prometheus.url}")
         values = {
-            "KUBECONFIG": supervisor["kubeconfig"],
-            "CLUSTER_UID": supervisor["cluster_uid"],
-            "NAMESPACE": NAMESPACE,
-            "VAULT_ADDR": openbao.address,
-            "VAULT_TOKEN": openbao.root_token or "",
-            "PROMETHEUS_URL": prometheus.url,
+            **_platform_env(supervisor, openbao, prometheus, redis),
             "PG_PRIMARY_DSN": postgres.primary_dsn,
             "PG_STANDBY_DSN": postgres.standby_dsn,
-            "REDIS_URL": redis.url,
-            "TRAFFIC_URL": supervisor["traffic_url"],
-            "NOTIFY_URL": supervisor["notify_url"],
             # Disaster-recovery drills: folders standing for off-site storage, and the state
             # directory the drill's fault and rebuild commands name.
             "BACKUP_URL": str(self.state_dir / "offsite" / "backups"),
@@ -298,15 +306,7 @@ class Sandbox:
             prometheus = prometheus_f.result()
         self._record_meta(dr_region_of=str(primary_dir))
         values = {
-            "KUBECONFIG": supervisor["kubeconfig"],
-            "CLUSTER_UID": supervisor["cluster_uid"],
-            "NAMESPACE": NAMESPACE,
-            "VAULT_ADDR": openbao.address,
-            "VAULT_TOKEN": openbao.root_token or "",
-            "PROMETHEUS_URL": prometheus.url,
-            "REDIS_URL": redis.url,
-            "TRAFFIC_URL": supervisor["traffic_url"],
-            "NOTIFY_URL": supervisor["notify_url"],
+            **_platform_env(supervisor, openbao, prometheus, redis),
             "STATE_DIR": str(self.state_dir),
             "DR_REGION_OF": str(primary_dir),
             # What the primary region kept off-site: its backups (dumps, base backups, manifests)
