@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .cluster import pod_state
+from .cluster import _parse_time, pod_state
 from .errors import CheckFailed, NoData
 
 if TYPE_CHECKING:
@@ -59,10 +59,11 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     from .metrics import Metrics
 
     slo = ctx.profile.slo
-    pods = [p for p in cluster.pods(pod_label_selector) if (state := pod_state(p)).ready and not state.deleting]
-    if not pods:
+    judged = [(p, state) for p in cluster.pods(pod_label_selector) if (state := pod_state(p)).ready and not state.deleting]
+    if not judged:
         raise CheckFailed(f"{service} {version}: no ready pod ({pod_label_selector}) to judge")
-    selector = _pod_selector(service, [pod_state(p).name for p in pods])
+    pods = [p for p, _ in judged]
+    selector = _pod_selector(service, [state.name for _, state in judged])
     metrics = Metrics(ctx.profile.prometheus.url)
     what = f"{len(pods)} pods of {service} {version}"
     since = serving_since(pods, created_after) if created_after is not None else None
@@ -162,11 +163,9 @@ def serving_since(pods: list[dict[str, Any]], created_after: float) -> float | N
 def _epoch(value: Any, *, at_the_latest: bool) -> float | None:
     """A Kubernetes time (string or datetime) as Unix seconds; ``at_the_latest``: one second later
     when it is a whole second (the moment was somewhere in that second)."""
-    if value is None:
+    moment = _parse_time(value)
+    if moment is None:
         return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp() + (1.0 if at_the_latest and moment.microsecond == 0 else 0.0)
 
 

@@ -118,19 +118,25 @@ class Metrics:
         Returns the oldest of those last scrapes (Prometheus' clock)."""
         import time
 
+        from .bars import progress_bar
+
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                up = int(self.query(f"count(up{{{selector}}} == 1)"))
-                oldest = self.query(f"min(timestamp(up{{{selector}}}))")
-            except NoData:
-                up, oldest = 0, 0.0
-            if up >= count and oldest >= after:
-                return oldest
-            if time.monotonic() > deadline:
-                raise NoData(f"{what or '{' + selector + '}'}: {up} of {count} targets up, the oldest last scraped "
-                             f"{after - oldest:.1f} s before the end of the window after {timeout_s:.0f} s")
-            time.sleep(0.1)  # scrapes come every few seconds at most: a tenth of one is not worth waiting
+        with progress_bar(total=count, desc=f"scraped after the window: {what or '{' + selector + '}'}",
+                          unit="target") as bar:
+            while True:
+                try:
+                    up = int(self.query(f"count(up{{{selector}}} == 1)"))
+                    oldest = self.query(f"min(timestamp(up{{{selector}}}))")
+                except NoData:
+                    up, oldest = 0, 0.0
+                bar.n = min(up, count) if oldest >= after else 0
+                bar.refresh()
+                if up >= count and oldest >= after:
+                    return oldest
+                if time.monotonic() > deadline:
+                    raise NoData(f"{what or '{' + selector + '}'}: {up} of {count} targets up, the oldest last scraped "
+                                 f"{after - oldest:.1f} s before the end of the window after {timeout_s:.0f} s")
+                time.sleep(0.1)  # scrapes come every few seconds at most: a tenth of one is not worth waiting
 
     def alert_rules(self) -> list[str]:
         """Names of the alerting rules Prometheus has loaded."""
