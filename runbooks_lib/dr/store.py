@@ -64,6 +64,7 @@ class BackupStore:
         if not url:
             raise ParameterError("no backup storage URL: set backups.url in the profile (s3://... or a folder)")
         self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
         import fsspec
 
         try:
@@ -77,6 +78,10 @@ class BackupStore:
 
     def path(self, name: str, suffix: str) -> str:
         return f"{self.base}/{name}{suffix}"
+
+    def folder(self, name: str) -> "BackupStore":
+        """A store for a folder under this one, reached the same way (same storage options)."""
+        return BackupStore(f"{self.url}/{name}", self.storage_options)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
