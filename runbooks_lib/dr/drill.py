@@ -2,9 +2,10 @@
 
 Scenarios: ``restore`` (backup -> scratch restore -> checks), ``pitr`` (base backup + WAL to a
 time), ``failover`` (kill the primary, promote, repoint, rebuild), ``full`` (restore then
-failover), ``region`` (the whole platform rebuilt in the DR region: :mod:`.region`). Every figure is measured as DESIGN.md defines it: RPO from the heartbeat rows the
-recovered database holds, lost rows from the acknowledged heartbeats it lacks, RTO from the
-fault to the first verified write and read, with its parts reported apart.
+failover), ``region`` (the whole platform rebuilt in the DR region: :mod:`.region`). Every
+figure is measured as DESIGN.md defines it: RPO from the heartbeat rows the recovered database
+holds, lost rows from the acknowledged heartbeats it lacks, RTO from the fault to the first
+verified write and read, with its parts reported apart.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class Drill:
         self.rto_target = self.params.rto_target_s or profile.drill.rto_target_s
         self.rpo_target = self.params.rpo_target_s or profile.drill.rpo_target_s
         self.heartbeat: Any = None
+        self.acked: list[Any] = []  # the heartbeat rows acknowledged, once the heartbeat is stopped
         self.manifest: "Manifest | None" = None
         self.failover: Any = None
         self.dr_profile = self._dr_profile() if self.params.scenario == "region" else None
@@ -166,20 +168,15 @@ class Drill:
         return f"heartbeat writing every second: {len(self.heartbeat.beats())} rows so far"
 
     def stop_heartbeat(self) -> None:
+        """Stop writing; the rows acknowledged so far stay readable (``acked_beats``)."""
         if self.heartbeat is not None:
             self.heartbeat.stop()
-            self.heartbeat = None
-
-    def stop_heartbeat_at(self, moment: datetime) -> None:
-        """Stop writing now, keeping the rows acknowledged up to ``moment`` (a region's loss)."""
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-            self._acked = [b for b in self.heartbeat.beats() if b.at <= moment]
+            self.acked = self.heartbeat.beats()
             self.heartbeat = None
 
     def acked_beats(self, moment: datetime) -> list[Any]:
         """Heartbeat rows the primary acknowledged at or before ``moment``."""
-        beats = self.heartbeat.beats() if self.heartbeat is not None else getattr(self, "_acked", [])
+        beats = self.heartbeat.beats() if self.heartbeat is not None else self.acked
         return [b for b in beats if b.at <= moment]
 
     # -- region scenario ---------------------------------------------------------------
@@ -215,7 +212,7 @@ class Drill:
 
         assert self.manifest is not None, "pick a backup first"
         fault = self.mark("fault declared: the primary is lost, restore from backup")
-        acked = [b for b in (self.heartbeat.beats() if self.heartbeat else []) if b.at <= fault]
+        acked = self.acked_beats(fault)
         measured: dict[str, Any] = {}
 
         def also(scratch_dsn: str) -> list[Any]:

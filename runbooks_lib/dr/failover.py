@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ..profiles import Profile
     from ..vault import Vault
 
-__all__ = ["FailoverReport", "DatabaseFailover", "run_drill_command", "promote", "SECRET_NAME", "SECRET_KEY"]
+__all__ = ["FailoverReport", "DatabaseFailover", "application_dsn", "run_drill_command", "promote", "SECRET_NAME",
+           "SECRET_KEY"]
 
 SECRET_NAME = "veza-secrets"
 SECRET_KEY = "database-url"
@@ -130,11 +131,7 @@ class DatabaseFailover:
     # -- what the application uses -------------------------------------------------------
     def application_dsn(self) -> list[SecretValue]:
         """The DSN in the application's Secret (read again on every reconnect, as a restarted pod does)."""
-        secret = self.cluster.secret(SECRET_NAME) or {}
-        encoded = (secret.get("data") or {}).get(SECRET_KEY)
-        if not encoded:
-            raise CheckFailed(f"secret {SECRET_NAME} has no {SECRET_KEY}")
-        return [SecretValue(base64.b64decode(encoded).decode(), name=SECRET_KEY)]
+        return [application_dsn(self.cluster)]
 
     # -- the drill ---------------------------------------------------------------------
     def start_writers(self) -> str:
@@ -240,6 +237,15 @@ class DatabaseFailover:
     def _since_fault(self, moment: datetime) -> float:
         assert self.report.fault_at is not None
         return round((moment - self.report.fault_at).total_seconds(), 3)
+
+
+def application_dsn(cluster: "Cluster") -> SecretValue:
+    """The database DSN the application's pods read, from its Secret (never printed)."""
+    secret = cluster.secret(SECRET_NAME) or {}
+    encoded = (secret.get("data") or {}).get(SECRET_KEY)
+    if not encoded:
+        raise CheckFailed(f"secret {SECRET_NAME} has no {SECRET_KEY}")
+    return SecretValue(base64.b64decode(encoded).decode(), name=SECRET_KEY)
 
 
 def _reads_secret(deployment: dict[str, Any], secret: str) -> bool:

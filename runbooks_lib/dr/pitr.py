@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from ..profiles import BackupSettings
     from ..vault import Vault
 
-__all__ = ["BaseBackup", "take_base_backup", "latest_base_backup", "archived_up_to", "force_wal_switch", "RecoveredInstance", "recover_to_time"]
+__all__ = ["BaseBackup", "take_base_backup", "latest_base_backup", "archived_up_to", "force_wal_switch",
+           "RecoveredInstance", "recover_to_time", "scratch_folder"]
 
 OS_USER = "postgres"  # the server refuses to run as root
 
@@ -150,6 +151,18 @@ def _unpack(base: BaseBackup, key: bytes, into: Path) -> None:
         tar.extractall(into, filter="fully_trusted")
 
 
+def scratch_folder(settings: "BackupSettings", prefix: str) -> Path:
+    """A new folder under ``backups.restore_dir`` (else the temporary folder) that user postgres
+    can traverse: where a drill recovers a server or keeps the WAL it replays."""
+    parent = Path(settings.restore_dir) if settings.restore_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+        parent.chmod(0o755)
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    home.chmod(0o755)
+    return home
+
+
 def recover_to_time(base: BaseBackup, target: datetime | None, vault: "Vault", settings: "BackupSettings",
                     timeout_s: float = 300, *, wal_dir: Path | None = None) -> RecoveredInstance:
     """Restore ``base`` into a scratch instance and replay archived WAL up to ``target``
@@ -159,12 +172,7 @@ def recover_to_time(base: BaseBackup, target: datetime | None, vault: "Vault", s
     if target is not None and target < base.taken_at:
         raise ParameterError(f"target time {target.isoformat()} is before the base backup ({base.taken_at.isoformat()})")
     key = vault.unwrap_data_key(base.wrapped_key, settings.transit_key, settings.transit_mount)
-    parent = Path(settings.restore_dir) if settings.restore_dir else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-        parent.chmod(0o755)  # user postgres traverses it
-    home = Path(tempfile.mkdtemp(prefix="veza-pitr-", dir=parent))
-    home.chmod(0o755)
+    home = scratch_folder(settings, "veza-pitr-")
     data = home / "data"
     data.mkdir(mode=0o700)
     _unpack(base, key, data)

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,19 +89,12 @@ class OffsiteManifests:
     sha256: str
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for obj in self.objects:
-            out[obj["kind"]] = out.get(obj["kind"], 0) + 1
-        return out
+        from collections import Counter
+
+        return dict(Counter(obj["kind"] for obj in self.objects))
 
     def names(self) -> set[tuple[str, str]]:
         return {(o["kind"], o["metadata"]["name"]) for o in self.objects}
-
-
-def _manifest_store(backups: "BackupStore") -> "BackupStore":
-    from .store import BackupStore
-
-    return BackupStore(f"{backups.url}/{MANIFESTS_FOLDER}")
 
 
 def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster: str) -> OffsiteManifests:
@@ -114,22 +106,22 @@ def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster:
                for s in cluster.namespaced_objects(("Secret",))}
     text = yaml.safe_dump_all(objects, sort_keys=True)
     taken = _now()
-    name = f"manifests-{taken:%Y%m%dT%H%M%S%fZ}"
-    store = _manifest_store(backups)
-    store.write_text(name, ".yaml", text)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    index = {"name": name, "taken_at": taken.isoformat(), "source_cluster": source_cluster,
-             "namespace": cluster.namespace, "secrets": secrets, "sha256": digest,
-             "counts": {k: sum(1 for o in objects if o["kind"] == k) for k in KEPT_KINDS}}
-    store.write_text(name, ".index.json", json.dumps(index, indent=2))  # last: an export without it is incomplete
-    return OffsiteManifests(name, index["taken_at"], source_cluster, cluster.namespace, objects, secrets, digest)
+    exported = OffsiteManifests(f"manifests-{taken:%Y%m%dT%H%M%S%fZ}", taken.isoformat(), source_cluster,
+                                cluster.namespace, objects, secrets, hashlib.sha256(text.encode()).hexdigest())
+    store = backups.folder(MANIFESTS_FOLDER)
+    store.write_text(exported.name, ".yaml", text)
+    index = {"name": exported.name, "taken_at": exported.taken_at, "source_cluster": source_cluster,
+             "namespace": cluster.namespace, "secrets": secrets, "sha256": exported.sha256,
+             "counts": {kind: exported.counts().get(kind, 0) for kind in KEPT_KINDS}}
+    store.write_text(exported.name, ".index.json", json.dumps(index, indent=2))  # last: an export without it is incomplete
+    return exported
 
 
 def latest_manifests(backups: "BackupStore") -> OffsiteManifests:
     """The newest complete export, its sha256 checked; a damaged file is named."""
     import yaml
 
-    store = _manifest_store(backups)
+    store = backups.folder(MANIFESTS_FOLDER)
     indexes = sorted(p for p in store.files() if p.endswith(".index.json"))
     if not indexes:
         raise CheckFailed(f"no manifests kept off-site in {store.url}: nothing to rebuild the platform from")
@@ -169,7 +161,7 @@ class DrillLog(Protocol):
 
     def mark(self, what: str, at: datetime | None = None) -> datetime: ...
 
-    def stop_heartbeat_at(self, moment: datetime) -> None: ...
+    def stop_heartbeat(self) -> None: ...
 
     def acked_beats(self, moment: datetime) -> list["Beat"]: ...
 
@@ -288,19 +280,15 @@ class RegionFailover:
         dies: the RPO and lost rows measured afterwards are what a loss at that instant costs.
         Then the heartbeat stops (no write lands there any more) and the WAL archive is frozen
         as it stands."""
+        from .pitr import scratch_folder
+
         primary = self.drill
         time.sleep(after_s)
         self.fault_at = primary.mark("fault: the primary region is lost")
-        primary.stop_heartbeat_at(self.fault_at)
-        archive = self.archive
-        parent = Path(self.dr.backups.restore_dir) if self.dr.backups.restore_dir else None
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
-            parent.chmod(0o755)
-        self.wal_at_fault = Path(tempfile.mkdtemp(prefix="wal-at-fault-", dir=parent))
-        self.wal_at_fault.chmod(0o755)
+        primary.stop_heartbeat()
+        self.wal_at_fault = scratch_folder(self.dr.backups, "wal-at-fault-")
         kept = 0
-        for segment in archive.iterdir():
+        for segment in self.archive.iterdir():
             try:
                 os.link(segment, self.wal_at_fault / segment.name)  # a hard link: the frozen view costs nothing
             except OSError:
@@ -397,28 +385,27 @@ class RegionFailover:
         import pandas as pd
 
         from ..checks import pod_checks, service_url, smoke_checks
-        from .failover import SECRET_KEY, SECRET_NAME
+        from .failover import SECRET_NAME, application_dsn
         from .heartbeat import lost_rows, newest_beat
 
         assert self.manifests is not None and self.instance is not None and self.fault_at is not None
         began = time.monotonic()
         services = sorted({o["metadata"]["name"] for o in self.manifests.objects if o["kind"] == "Deployment"}
                           & set(self.dr.services.services))
-        rows, failures = [], []
+        rows = []
         for service in services:
             spec = self.dr.services.get(service)
-            for what, check in (("pods", lambda: pod_checks(self.cluster, service, spec)),
-                                ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec))):
+            checks = (("pods", lambda: pod_checks(self.cluster, service, spec),
+                       lambda t: f"{len(t)} pods answered health, ready and version"),
+                      ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec),
+                       lambda t: f"{int(t['requests'].sum())} requests over {len(t)} routes, all 2xx"))
+            for what, check, said in checks:
                 try:
-                    table = check()
-                    rows.append({"check": f"{service} {what}", "passed": True, "detail": f"{len(table)} answered 200"})
+                    rows.append({"check": f"{service} {what}", "passed": True, "detail": said(check())})
                 except CheckFailed as e:
                     rows.append({"check": f"{service} {what}", "passed": False, "detail": str(e)})
-                    failures.append(str(e))
-        users = self._users_served(services)
-        rows += users
-        failures += [r["detail"] for r in users if not r["passed"]]
-        dsn = self._application_dsn(SECRET_NAME, SECRET_KEY)
+        rows += self._users_served(services)
+        dsn = application_dsn(self.cluster)
         wrote = write_and_read(dsn)
         verified = _now()
         rows.append({"check": "write and read through the application's DSN", "passed": wrote,
@@ -431,8 +418,8 @@ class RegionFailover:
         lost = len(missing)
         self.beats = [(b.at, b.seq in missing) for b in acked]  # for the plot: each acknowledged row, lost or kept
         rto = round((verified - self.fault_at).total_seconds(), 3)
-        self.drill.mark("DR region verified: writes and reads through the application" if wrote and not failures
-                        else "DR region verification FAILED", verified)
+        self.drill.mark("DR region verified: writes and reads through the application"
+                        if all(r["passed"] for r in rows) else "DR region verification FAILED", verified)
         ctx = self.drill.ctx
         ctx.figure("rto_s", rto)
         ctx.figure("rpo_s", rpo)
@@ -509,14 +496,6 @@ class RegionFailover:
         if self.switched_at is not None and self.dr.drill.switch_entry_point_back:
             run_drill_command(self.dr.drill.switch_entry_point_back, "switch the entry point back")
         self.switched_at = None
-
-    def _application_dsn(self, secret: str, key: str) -> SecretValue:
-        import base64
-
-        data = (self.cluster.secret(secret) or {}).get("data") or {}
-        if key not in data:
-            raise CheckFailed(f"the DR region's Secret {secret} has no {key}")
-        return SecretValue(base64.b64decode(data[key]).decode(), name=key)
 
     def missing(self) -> "pd.DataFrame":
         """What the primary ran that the DR region does not (compared by kind and name; Secrets by key names)."""
