@@ -198,7 +198,7 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
     if seal and target != "vault":
         raise click.UsageError("--seal applies to the vault target only")
     if (fail_writes is not None or resource or no_answer) and target != "apiserver":
-        raise click.UsageError("--fail-writes and --resource apply to the apiserver target only")
+        raise click.UsageError("--fail-writes, --resource and --no-answer apply to the apiserver target only")
     if (resource or no_answer) and fail_writes is None:
         raise click.UsageError("--resource and --no-answer say which writes fail and how: give --fail-writes N too")
     if target == "apiserver":

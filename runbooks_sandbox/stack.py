@@ -238,8 +238,7 @@ class Sandbox:
             redis_f = pool.submit(self._start_redis)
             supervisor = supervisor_f.result()
             say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
-            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"],
-                                       {"redis": f"{supervisor['control_url']}/redis/metrics"})
+            prometheus_f = pool.submit(self._start_prometheus, supervisor)
             postgres, openbao, redis = postgres_f.result(), openbao_f.result(), redis_f.result()
             say(f"PostgreSQL primary :{postgres.primary_port}, standby :{postgres.standby_port}; "
                 f"Redis :{redis.port}; OpenBao {openbao.address}")
@@ -294,8 +293,7 @@ class Sandbox:
             openbao_f = pool.submit(self._start_openbao)
             redis_f = pool.submit(self._start_redis)
             supervisor = supervisor_f.result()
-            prometheus_f = pool.submit(self._start_prometheus, supervisor["sd_url"],
-                                       {"redis": f"{supervisor['control_url']}/redis/metrics"})
+            prometheus_f = pool.submit(self._start_prometheus, supervisor)
             openbao, redis = openbao_f.result(), redis_f.result()
             paths = openbao.replicate_from(hvac.Client(url=source["VAULT_ADDR"], token=source.get("VAULT_TOKEN"),
                                                        timeout=5),
@@ -369,8 +367,10 @@ class Sandbox:
         self._record(redis={"pid": server.status()["pid"], "port": server.port})
         return server
 
-    def _start_prometheus(self, sd_url: str, static_jobs: dict[str, str] | None = None) -> PrometheusServer:
-        server = PrometheusServer(self.state_dir, sd_url=sd_url, static_jobs=static_jobs).start()
+    def _start_prometheus(self, supervisor: dict[str, Any]) -> PrometheusServer:
+        """Prometheus on the supervisor's pod discovery, scraping its Redis exporter too."""
+        server = PrometheusServer(self.state_dir, sd_url=supervisor["sd_url"],
+                                  static_jobs={"redis": f"{supervisor['control_url']}/redis/metrics"}).start()
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         return server
 

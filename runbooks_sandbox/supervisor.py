@@ -82,6 +82,7 @@ class Supervisor:
         self.sink: WebhookSink | None = None
         self._stop = threading.Event()
         self._targets: dict[str, str] = {}
+        self._targets_lock = threading.Lock()  # the follower thread and the control endpoint both update them
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -148,6 +149,10 @@ class Supervisor:
                 log.exception("updating load targets failed")
 
     def _update_targets(self, force: bool = False) -> None:
+        with self._targets_lock:
+            self._update_targets_locked(force)
+
+    def _update_targets_locked(self, force: bool) -> None:
         assert self.api is not None and self.load is not None
         store, changed = self.api.store, force
         services = {svc["metadata"]["name"]: svc for svc in store.list(SERVICES, self.namespace)[0]}
@@ -256,7 +261,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
             return
         if self.path == "/entry-point":
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                body = self._json_body()
                 self._reply(200, self.server.supervisor.set_entry_point(bool(body["serving"])))  # type: ignore[attr-defined]
             except (KeyError, TypeError, ValueError) as e:
                 self._reply(400, {"error": f"bad entry-point request: {e}"})
@@ -268,7 +273,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
             return
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self._json_body()
             namespace, pod = body["namespace"], body["pod"]
             doc: dict[str, Any] = {}
             if body.get("clear"):
@@ -286,7 +291,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
         """``POST /load`` ``{"rate": R or null, "service": S or null}``: the load generator's rate."""
         load = self.server.supervisor.load  # type: ignore[attr-defined]
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self._json_body()
             load.set_rate(body.get("rate"), body.get("service"))
         except (TypeError, ValueError) as e:
             self._reply(400, {"error": f"bad load request: {e}"})
@@ -294,23 +299,27 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(200, load.rates())
 
     def _set_api_faults(self) -> None:
-        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms", "fail_writes", "resource"}`` or ``{"clear": true}``: the API
-        server's own faults (http.faults); answers what is in force and how many were refused."""
+        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms", "fail_writes", "resource", "no_answer"}``
+        or ``{"clear": true}``: the API server's own faults (http.faults); answers what is in force and
+        how many were refused."""
         from .http.faults import FaultSettings
 
         faults = self.server.supervisor.api.faults  # type: ignore[attr-defined]
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = self._json_body()
             if body.get("clear"):
                 self._reply(200, faults.clear())
             else:
-                self._reply(200, faults.set(FaultSettings(float(body.get("error_rate") or 0),
-                                                          float(body.get("latency_ms") or 0),
-                                                          int(body.get("fail_writes") or 0),
-                                                          str(body.get("resource") or ""),
-                                                          bool(body.get("no_answer")))))
+                self._reply(200, faults.set(FaultSettings(
+                    error_rate=float(body.get("error_rate") or 0), latency_ms=float(body.get("latency_ms") or 0),
+                    fail_writes=int(body.get("fail_writes") or 0), resource=str(body.get("resource") or ""),
+                    no_answer=bool(body.get("no_answer")))))
         except (TypeError, ValueError) as e:
             self._reply(400, {"error": f"bad API server fault: {e}"})
+
+    def _json_body(self) -> Any:
+        """The request's JSON body ({} when empty); ValueError when it is not JSON."""
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
 
     def _reply(self, code: int, body: Any) -> None:
         send_json(self, code, body)

@@ -272,8 +272,7 @@ class OpenBaoServer:
             values = veza_secret_values(env, (database_urls or {}).get(env), (redis_urls or {}).get(env))
             client.secrets.kv.v2.create_or_update_secret(path=f"veza/{env}", secret=values, mount_point="secret")
             written.append(f"secret/veza/{env}")
-        if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
-            client.sys.enable_secrets_engine(backend_type="transit", path="transit")
+        _enable_transit(client)
         # Exportable with a plaintext backup: the sandbox's stand-in for Vault's DR replication,
         # which copies transit keys to the DR region's Vault (see ``replicate_from``). Without its
         # key, a region's backups cannot be decrypted anywhere else.
@@ -297,8 +296,13 @@ class OpenBaoServer:
             values.update((own_values or {}).get(env, {}))
             client.secrets.kv.v2.create_or_update_secret(path=f"veza/{env}", secret=values, mount_point="secret")
             written.append(f"secret/veza/{env}")
-        if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
-            client.sys.enable_secrets_engine(backend_type="transit", path="transit")
+        _enable_transit(client)
         backup = source.secrets.transit.backup_key(name=transit_key)["data"]["backup"]
         client.secrets.transit.restore_key(backup=backup, name=transit_key)
         return written
+
+
+def _enable_transit(client: Any) -> None:
+    """The transit engine at transit/, once (it wraps the backups' data keys)."""
+    if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine(backend_type="transit", path="transit")
