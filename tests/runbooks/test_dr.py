@@ -257,9 +257,10 @@ def test_a_dr_region_whose_vault_lacks_the_transit_key_fails_the_drill_before_an
     region: the drill says so while the DR region stands by, before a database or a Deployment is made."""
     import hvac
 
-    env = dict(line.removeprefix("export ").split("=", 1) for line in (dr_region / "env").read_text().splitlines()
-               if line.startswith("export "))
-    dr_vault = hvac.Client(url=env["VAULT_ADDR"].strip("'"), token=env["VAULT_TOKEN"].strip("'"), timeout=5)
+    from runbooks_sandbox.stack import Sandbox as Region
+
+    env = Region(dr_region).env()
+    dr_vault = hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"], timeout=5)
     dr_vault.secrets.transit.update_key_configuration(name="veza", deletion_allowed=True)
     dr_vault.secrets.transit.delete_key(name="veza")
     before = _primary_facts(sandbox)
