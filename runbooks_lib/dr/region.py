@@ -280,10 +280,12 @@ class RegionFailover:
         dies: the RPO and lost rows measured afterwards are what a loss at that instant costs.
         Then the heartbeat stops (no write lands there any more) and the WAL archive is frozen
         as it stands."""
+        from ..bars import progress_bar
         from .pitr import scratch_folder
 
         primary = self.drill
-        time.sleep(after_s)
+        for _ in progress_bar(range(int(after_s * 10)), desc="the region keeps writing until the fault", unit="0.1 s"):
+            time.sleep(0.1)
         self.fault_at = primary.mark("fault: the primary region is lost")
         primary.stop_heartbeat()
         self.wal_at_fault = scratch_folder(self.dr.backups, "wal-at-fault-")
@@ -475,17 +477,22 @@ class RegionFailover:
     def _users_served(self, services: list[str], wait_s: float = 10.0) -> list[dict[str, Any]]:
         """What the users' own requests got in the DR region since the switch (the profile's load
         report), once each service has had some; nothing to read without a report or a switch."""
+        from ..bars import progress_bar
         from ..traffic import load_report
 
         if self.switched_at is None or not self.dr.load_report_url:
             return []
         deadline = time.monotonic() + wait_s
-        while True:
-            report = load_report(self.dr.load_report_url, self.switched_at) or {}
-            got = {s: report.get(s) or {} for s in services}
-            if all(int(g.get("requests", 0)) >= 3 for g in got.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        with progress_bar(total=len(services), desc="services with users' requests in the DR region",
+                          unit="service") as bar:
+            while True:
+                report = load_report(self.dr.load_report_url, self.switched_at) or {}
+                got = {s: report.get(s) or {} for s in services}
+                bar.n = sum(int(g.get("requests", 0)) >= 3 for g in got.values())
+                bar.refresh()
+                if bar.n == len(services) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
         return [{"check": f"{s} users' requests in the DR region", "passed": bool(g.get("requests")) and not g.get("failed"),
                  "detail": f"{int(g.get('requests', 0))} since the switch, {int(g.get('failed', 0))} failed"}
                 for s, g in got.items()]
