@@ -59,9 +59,11 @@ max_connections = 60
 log_min_messages = warning
 # WAL archiving to the sandbox's stand-in for off-site storage: base backup + archived WAL is
 # what point-in-time recovery and a region rebuild replay. A segment is switched at least
-# every archive_timeout, which bounds the RPO of a region loss.
+# every archive_timeout, which bounds the RPO of a region loss. A file is never overwritten, but
+# one already there with the same bytes counts as archived (PostgreSQL's own advice): a promoted
+# standby offers old segments again, and failing them would stall the archiver for good.
 archive_mode = on
-archive_command = 'test ! -f {wal_archive}/%f && cp %p {wal_archive}/%f'
+archive_command = '(test ! -f {wal_archive}/%f && cp %p {wal_archive}/%f) || cmp -s %p {wal_archive}/%f'
 archive_timeout = '30s'
 """
 
