@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .images import version_of_image
-from .kube import api_client, translate
+from .kube import api_client, call, resource_path, translate
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -141,51 +141,65 @@ class Cluster:
     def client(self) -> "ApiClient":
         return self._client or api_client(self.profile.cluster)
 
-    @cached_property
-    def core(self) -> Any:
-        from kubernetes import client as k8s
-
-        return k8s.CoreV1Api(self.client)
-
-    @cached_property
-    def apps(self) -> Any:
-        from kubernetes import client as k8s
-
-        return k8s.AppsV1Api(self.client)
-
-    @cached_property
-    def coordination(self) -> Any:
-        from kubernetes import client as k8s
-
-        return k8s.CoordinationV1Api(self.client)
-
-    @cached_property
-    def custom(self) -> Any:
-        from kubernetes import client as k8s
-
-        return k8s.CustomObjectsApi(self.client)
-
-    def _dict(self, obj: Any) -> Any:
-        return self.client.sanitize_for_serialization(obj)
-
     @property
     def _dry(self) -> dict[str, str]:
-        return {"dry_run": "All"} if self.dry_run else {}
+        return {"dryRun": "All"} if self.dry_run else {}
+
+    def _path(self, kind: str, name: str | None = None, subresource: str | None = None) -> str:
+        """The API path of this namespace's ``kind`` objects, or of one of them (and a subresource)."""
+        prefix, plural = _RESOURCES[kind]
+        return resource_path(prefix, "namespaces", self.namespace, plural,
+                             *((name,) if name else ()), *((subresource,) if subresource else ()))
+
+    def _call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
+              text: bool = False) -> Any:
+        return call(self.client, method, path, query=query, body=body, text=text)
+
+    def _get(self, kind: str, name: str) -> Obj:
+        return self._call("GET", self._path(kind, name))
+
+    def _list(self, kind: str, label_selector: str | None = None) -> list[Obj]:
+        return self._call("GET", self._path(kind), query={"labelSelector": label_selector}).get("items") or []
+
+    def _create(self, kind: str, body: Obj, *, dry: bool = True) -> Obj:
+        return self._call("POST", self._path(kind), body=body, query=self._dry if dry else None)
+
+    def _replace(self, kind: str, name: str, body: Obj, *, dry: bool = True) -> Obj:
+        return self._call("PUT", self._path(kind, name), body=body, query=self._dry if dry else None)
+
+    def _patch(self, kind: str, name: str, patch: Any, subresource: str | None = None) -> Obj:
+        return self._call("PATCH", self._path(kind, name, subresource), body=patch, query=self._dry)
+
+    def _delete(self, kind: str, name: str, body: Obj | None = None, *, dry: bool = True) -> Obj:
+        return self._call("DELETE", self._path(kind, name), body=body, query=self._dry if dry else None)
+
+    def _absent_is_none(self, what: str, read: Any) -> Any:
+        """``read()`` under ``translate(what)``; None when the object does not exist."""
+        from .errors import NotFound
+
+        try:
+            with translate(what):
+                return read()
+        except NotFound:
+            return None
+
+    def _delete_if_there(self, what: str, kind: str, name: str) -> bool:
+        """Delete one object; False when there was none."""
+        return self._absent_is_none(what, lambda: self._delete(kind, name)) is not None
 
     # -- reads ---------------------------------------------------------------------------
 
     def deployment(self, name: str) -> Obj:
         with translate(f"read deployment {self.namespace}/{name}"):
-            return self._dict(self.apps.read_namespaced_deployment(name, self.namespace))
+            return self._get("Deployment", name)
 
     def deployments(self, label_selector: str | None = None) -> list[Obj]:
         with translate(f"list deployments in {self.namespace}"):
-            found = self.apps.list_namespaced_deployment(self.namespace, label_selector=label_selector)
-        return self._dict(found).get("items", [])
+            return self._list("Deployment", label_selector)
 
     def service(self, name: str) -> Obj:
         with translate(f"read service {self.namespace}/{name}"):
-            return self._dict(self.core.read_namespaced_service(name, self.namespace))
+            return self._get("Service", name)
 
     def live_deployment(self, service: str) -> str:
         """The name of the Deployment whose pods the Service sends traffic to.
@@ -212,13 +226,11 @@ class Cluster:
 
     def replica_sets(self, label_selector: str | None = None) -> list[Obj]:
         with translate(f"list replicasets in {self.namespace}"):
-            found = self.apps.list_namespaced_replica_set(self.namespace, label_selector=label_selector)
-        return self._dict(found).get("items", [])
+            return self._list("ReplicaSet", label_selector)
 
     def pods(self, label_selector: str | None = None) -> list[Obj]:
         with translate(f"list pods in {self.namespace}"):
-            found = self.core.list_namespaced_pod(self.namespace, label_selector=label_selector)
-        return self._dict(found).get("items", [])
+            return self._list("Pod", label_selector)
 
     def pod_states(self, label_selector: str | None = None) -> list[PodState]:
         return [pod_state(p) for p in self.pods(label_selector)]
@@ -226,7 +238,7 @@ class Cluster:
     def events(self, since: timedelta = timedelta(minutes=15), involving: str | None = None) -> list[Obj]:
         """Recent events, newest last; ``involving`` keeps those whose object name starts with it."""
         with translate(f"list events in {self.namespace}"):
-            found = self._dict(self.core.list_namespaced_event(self.namespace)).get("items", [])
+            found = self._list("Event")
         cutoff = datetime.now(timezone.utc) - since
         recent = []
         for event in found:
@@ -245,250 +257,189 @@ class Cluster:
         """
         what = f"read {'previous ' if previous else ''}log of pod {self.namespace}/{name}"
         with translate(what):
-            return str(self.core.read_namespaced_pod_log(
-                name, self.namespace, container=container, tail_lines=tail, previous=previous,
-                _preload_content=True) or "")
+            return str(self._call("GET", self._path("Pod", name, "log"), text=True,
+                                  query={"container": container, "tailLines": tail, "previous": previous}) or "")
 
     def config_objects(self) -> list[Obj]:
         """ConfigMaps and Secrets of the namespace, metadata only (never a Secret's data)."""
         with translate(f"list configmaps in {self.namespace}"):
-            maps = self._dict(self.core.list_namespaced_config_map(self.namespace)).get("items", [])
+            maps = self._list("ConfigMap")
         with translate(f"list secrets in {self.namespace}"):
-            secrets = self._dict(self.core.list_namespaced_secret(self.namespace)).get("items", [])
+            secrets = self._list("Secret")
         return ([{"kind": "ConfigMap", "metadata": m.get("metadata") or {}} for m in maps]
                 + [{"kind": "Secret", "metadata": s.get("metadata") or {}} for s in secrets])
 
     def secret(self, name: str) -> Obj | None:
         """A Secret as stored (its data stays base64 and is never printed), or None when absent."""
-        from .errors import NotFound
-
-        try:
-            with translate(f"read secret {self.namespace}/{name}"):
-                return self._dict(self.core.read_namespaced_secret(name, self.namespace))
-        except NotFound:
-            return None
+        return self._absent_is_none(f"read secret {self.namespace}/{name}", lambda: self._get("Secret", name))
 
     def lease(self, name: str) -> Obj | None:
-        from .errors import NotFound
-
-        try:
-            with translate(f"read lease {self.namespace}/{name}"):
-                return self._dict(self.coordination.read_namespaced_lease(name, self.namespace))
-        except NotFound:
-            return None
+        return self._absent_is_none(f"read lease {self.namespace}/{name}", lambda: self._get("Lease", name))
 
     # -- writes: every one honours dry run (dryRun=All) ----------------------------------------
 
     def patch_deployment(self, name: str, patch: Any, *, what: str = "patch") -> Obj:
         """A strategic-merge patch (dict) or a JSON patch (list) of a Deployment; ``what`` names the change."""
         with translate(f"{what} (deployment {self.namespace}/{name})", write=True):
-            return self._dict(self.apps.patch_namespaced_deployment(name, self.namespace, patch, **self._dry))
+            return self._patch("Deployment", name, patch)
 
     def create_deployment(self, body: Obj) -> Obj:
         name = body["metadata"]["name"]
         with translate(f"create deployment {self.namespace}/{name}"):
-            return self._dict(self.apps.create_namespaced_deployment(self.namespace, body, **self._dry))
+            return self._create("Deployment", body)
 
     def delete_deployment(self, name: str) -> bool:
         """Delete a Deployment (its pods drain as usual); False when there was none."""
-        from .errors import NotFound
-
-        try:
-            with translate(f"delete deployment {self.namespace}/{name}"):
-                self.apps.delete_namespaced_deployment(name, self.namespace, **self._dry)
-        except NotFound:
-            return False
-        return True
+        return self._delete_if_there(f"delete deployment {self.namespace}/{name}", "Deployment", name)
 
     def patch_replica_set(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
         with translate(f"{what} (replicaset {self.namespace}/{name})"):
-            return self._dict(self.apps.patch_namespaced_replica_set(name, self.namespace, patch, **self._dry))
+            return self._patch("ReplicaSet", name, patch)
 
     def patch_service(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
         with translate(f"{what} (service {self.namespace}/{name})"):
-            return self._dict(self.core.patch_namespaced_service(name, self.namespace, patch, **self._dry))
+            return self._patch("Service", name, patch)
 
     def patch_secret(self, name: str, patch: Obj, *, what: str = "patch") -> Obj:
         with translate(f"{what} (secret {self.namespace}/{name})"):
-            return self._dict(self.core.patch_namespaced_secret(name, self.namespace, patch, **self._dry))
+            return self._patch("Secret", name, patch)
 
     def apply_secret(self, body: Obj, live: Obj | None) -> Obj:
         """Create the Secret, or replace ``live`` (its resourceVersion guards against a concurrent change)."""
         name = body["metadata"]["name"]
         with translate(f"apply secret {self.namespace}/{name}"):
             if live is None:
-                return self._dict(self.core.create_namespaced_secret(self.namespace, body, **self._dry))
+                return self._create("Secret", body)
             body = {**body, "metadata": {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
-            return self._dict(self.core.replace_namespaced_secret(name, self.namespace, body, **self._dry))
+            return self._replace("Secret", name, body)
 
     # Leases are the runbooks' own locks: taking one is how a dry run checks, never a change to
     # the platform, so lease writes are real even in a dry run (DeployLock skips them itself).
     def create_lease(self, body: Obj) -> Obj:
         with translate(f"create lease {self.namespace}/{body['metadata']['name']}"):
-            return self._dict(self.coordination.create_namespaced_lease(self.namespace, body))
+            return self._create("Lease", body, dry=False)
 
     def replace_lease(self, name: str, body: Obj, *, what: str = "renew") -> Obj:
         with translate(f"{what} lease {self.namespace}/{name}"):
-            return self._dict(self.coordination.replace_namespaced_lease(name, self.namespace, body))
+            return self._replace("Lease", name, body, dry=False)
 
     def delete_lease(self, name: str, resource_version: str) -> None:
         """Delete a Lease only if it is still the one we read (a precondition on its resourceVersion)."""
-        from kubernetes import client as k8s
-
         with translate(f"delete lease {self.namespace}/{name}"):
-            self.coordination.delete_namespaced_lease(
-                name, self.namespace,
-                body=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=resource_version)))
+            self._delete("Lease", name, {"apiVersion": "v1", "kind": "DeleteOptions",
+                                         "preconditions": {"resourceVersion": resource_version}}, dry=False)
 
     def secret_keys(self, name: str) -> dict[str, str]:
         """A Secret's keys with a short hash of each value — never the values (``secret_hashes``)."""
         with translate(f"read secret {self.namespace}/{name}"):
-            return secret_hashes(self._dict(self.core.read_namespaced_secret(name, self.namespace)))
+            return secret_hashes(self._get("Secret", name))
 
     # -- named operations for routing and canaries (every change honours dry run) ----------
 
     def scale_deployment(self, name: str, replicas: int) -> Obj:
         """``kubectl scale``: through the scale subresource, as an autoscaler would see it."""
         with translate(f"scale deployment {self.namespace}/{name} to {replicas}"):
-            return self._dict(self.apps.patch_namespaced_deployment_scale(
-                name, self.namespace, {"spec": {"replicas": replicas}}, **self._dry))
+            return self._patch("Deployment", name, {"spec": {"replicas": replicas}}, subresource="scale")
 
     def restart_deployment(self, name: str) -> Obj:
         """``kubectl rollout restart``: a new pod-template annotation rolls every pod."""
-        from datetime import datetime, timezone
-
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
         return self.patch_deployment(name, patch, what="rolling restart")
 
     def custom_object(self, group: str, version: str, plural: str, name: str) -> Obj | None:
         """A custom resource (an Istio VirtualService...), or None when it does not exist."""
-        from .errors import NotFound
-
-        try:
-            with translate(f"read {plural} {self.namespace}/{name}"):
-                return self._dict(self.custom.get_namespaced_custom_object(group, version, self.namespace, plural, name))
-        except NotFound:
-            return None
+        return self._absent_is_none(f"read {plural} {self.namespace}/{name}", lambda: self._call(
+            "GET", resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural, name)))
 
     def apply_custom_object(self, group: str, version: str, plural: str, body: Obj) -> Obj:
         """Create the object, or replace the live one's spec (resourceVersion kept: no lost update)."""
         name = body["metadata"]["name"]
         live = self.custom_object(group, version, plural, name)
+        collection = resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural)
         with translate(f"apply {plural} {self.namespace}/{name}"):
             if live is None:
-                return self._dict(self.custom.create_namespaced_custom_object(
-                    group, version, self.namespace, plural, body, **self._dry))
+                return self._call("POST", collection, body=body, query=self._dry)
             body = {**body, "metadata": {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
-            return self._dict(self.custom.replace_namespaced_custom_object(
-                group, version, self.namespace, plural, name, body, **self._dry))
+            return self._call("PUT", resource_path(collection, name), body=body, query=self._dry)
 
     def delete_custom_object(self, group: str, version: str, plural: str, name: str) -> bool:
-        from .errors import NotFound
-
-        try:
-            with translate(f"delete {plural} {self.namespace}/{name}"):
-                self.custom.delete_namespaced_custom_object(group, version, self.namespace, plural, name, **self._dry)
-        except NotFound:
-            return False
-        return True
+        path = resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural, name)
+        return self._absent_is_none(f"delete {plural} {self.namespace}/{name}",
+                                    lambda: self._call("DELETE", path, query=self._dry)) is not None
 
     # -- a whole namespace: what the region drill keeps off-site and rebuilds elsewhere ------
-
-    def _kind_api(self, kind: str) -> tuple[Any, str]:
-        """(API object, method suffix) of each kind the region drill exports and creates."""
-        from kubernetes import client as k8s
-
-        apis = {"Service": (self.core, "service"), "ConfigMap": (self.core, "config_map"),
-                "Secret": (self.core, "secret"), "Deployment": (self.apps, "deployment"),
-                "Ingress": (k8s.NetworkingV1Api(self.client), "ingress"),
-                "HorizontalPodAutoscaler": (k8s.AutoscalingV2Api(self.client), "horizontal_pod_autoscaler")}
-        if kind not in apis:
-            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(apis)})")
-        return apis[kind]
 
     def namespaced_objects(self, kinds: tuple[str, ...]) -> list[Obj]:
         """Every object of these kinds in the namespace, as stored (``kind`` and ``apiVersion`` set).
 
         Istio's VirtualService and DestinationRule are listed too when asked for; a cluster
         without Istio's CRDs has none (NotFound), which is not an error."""
-        from .errors import NotFound
-
         found: list[Obj] = []
         for kind in kinds:
+            if kind not in _EXPORTED:
+                raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
+            what = f"list {_RESOURCES[kind][1]} in {self.namespace}"
             if kind in _ISTIO_KINDS:
-                group, version, plural = _ISTIO_KINDS[kind]
-                try:
-                    with translate(f"list {plural} in {self.namespace}"):
-                        items = self.custom.list_namespaced_custom_object(group, version, self.namespace, plural)["items"]
-                except NotFound:
-                    items = []
-                found += [{**item, "kind": kind, "apiVersion": f"{group}/{version}"} for item in items]
-                continue
-            api, suffix = self._kind_api(kind)
-            with translate(f"list {kind} objects in {self.namespace}"):
-                listed = self._dict(getattr(api, f"list_namespaced_{suffix}")(self.namespace))
-            version = listed.get("apiVersion", "v1")
-            found += [{**item, "kind": kind, "apiVersion": item.get("apiVersion") or version}
-                      for item in listed.get("items", [])]
+                listed = self._absent_is_none(what, lambda: self._call("GET", self._path(kind)))
+            else:
+                with translate(what):
+                    listed = self._call("GET", self._path(kind))
+            api_version = (listed or {}).get("apiVersion") or _RESOURCES[kind][0].split("/", 2)[-1]
+            found += [{**item, "kind": kind, "apiVersion": item.get("apiVersion") or api_version}
+                      for item in (listed or {}).get("items") or []]
         return found
 
     def namespace_exists(self) -> bool:
-        from .errors import NotFound
-
-        try:
-            with translate(f"read namespace {self.namespace}"):
-                self.core.read_namespace(self.namespace)
-        except NotFound:
-            return False
-        return True
+        return self._absent_is_none(f"read namespace {self.namespace}", lambda: self._call(
+            "GET", resource_path("/api/v1", "namespaces", self.namespace))) is not None
 
     def create_namespace(self, labels: dict[str, str] | None = None) -> Obj:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace, "labels": labels or {}}}
         with translate(f"create namespace {self.namespace}"):
-            return self._dict(self.core.create_namespace(body, **self._dry))
+            return self._call("POST", "/api/v1/namespaces", body=body, query=self._dry)
 
     def delete_namespace(self) -> bool:
         """Delete the namespace and everything in it; False when there was none."""
-        from .errors import NotFound
-
-        try:
-            with translate(f"delete namespace {self.namespace}"):
-                self.core.delete_namespace(self.namespace, **self._dry)
-        except NotFound:
-            return False
-        return True
+        return self._absent_is_none(f"delete namespace {self.namespace}", lambda: self._call(
+            "DELETE", resource_path("/api/v1", "namespaces", self.namespace), query=self._dry)) is not None
 
     def create_object(self, body: Obj) -> Obj:
         """Create one object of a kind :meth:`namespaced_objects` lists, in this namespace."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind in _ISTIO_KINDS:
-            group, version, plural = _ISTIO_KINDS[kind]
-            with translate(f"create {plural} {self.namespace}/{name}"):
-                return self._dict(self.custom.create_namespaced_custom_object(
-                    group, version, self.namespace, plural, body, **self._dry))
-        api, suffix = self._kind_api(kind)
+        if kind not in _EXPORTED:
+            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
         with translate(f"create {kind.lower()} {self.namespace}/{name}"):
-            return self._dict(getattr(api, f"create_namespaced_{suffix}")(self.namespace, body, **self._dry))
+            return self._create(kind, body)
 
     def delete_object(self, kind: str, name: str) -> bool:
         """Delete one object of a kind :meth:`namespaced_objects` lists; False when there was none."""
-        from .errors import NotFound
-
-        try:
-            if kind in _ISTIO_KINDS:
-                return self.delete_custom_object(*_ISTIO_KINDS[kind], name)
-            api, suffix = self._kind_api(kind)
-            with translate(f"delete {kind.lower()} {self.namespace}/{name}"):
-                getattr(api, f"delete_namespaced_{suffix}")(name, self.namespace, **self._dry)
-        except NotFound:
-            return False
-        return True
+        if kind not in _EXPORTED:
+            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
+        return self._delete_if_there(f"delete {kind.lower()} {self.namespace}/{name}", kind, name)
 
 
 # Istio's routing objects (custom resources): kind -> (group, version, plural).
 _ISTIO_KINDS = {"VirtualService": ("networking.istio.io", "v1beta1", "virtualservices"),
                 "DestinationRule": ("networking.istio.io", "v1beta1", "destinationrules")}
+
+# Where each kind the runbooks touch lives in the API: kind -> (path prefix, plural).
+_RESOURCES = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+    "Pod": ("/api/v1", "pods"),
+    "Service": ("/api/v1", "services"),
+    "Event": ("/api/v1", "events"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Secret": ("/api/v1", "secrets"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    **{kind: (f"/apis/{group}/{version}", plural) for kind, (group, version, plural) in _ISTIO_KINDS.items()},
+}
+
+# The kinds the region drill keeps off-site and creates again in the DR region.
+_EXPORTED = ("Service", "ConfigMap", "Secret", "Deployment", "Ingress", "HorizontalPodAutoscaler", *_ISTIO_KINDS)
 
 
 def _parse_time(stamp: Any) -> datetime | None:

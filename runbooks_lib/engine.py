@@ -14,8 +14,12 @@ redraw one live line instead of a new line per update; other outputs as their te
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -25,31 +29,53 @@ ENGINE = "runbook"
 
 # What every runbook's first cells import anyway (start(), the cluster identity check, the
 # Deployment and ReplicaSet calls): importing it while the runner still validates overlaps the
-# two. kubernetes.client is lazy: CoreV1Api's module alone builds some 250 pydantic models.
+# two. Only the client's core (ApiClient, kubeconfig): the runbooks call the API by path
+# (kube.call), never through the typed APIs, whose modules build some 250 pydantic models.
 # (pandas is not here: it is for tables, which can come after the change.)
-WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, requests\nfrom kubernetes.client import AppsV1Api, CoreV1Api"
+WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, runbooks_lib.cluster, requests\nimport kubernetes.client.api_client, kubernetes.config"
 
 
 class RunKernel:
-    """A python3 kernel started early, in ``folder``, with ``env`` as its environment."""
+    """A python3 kernel started early, in ``folder``, with ``env`` as its environment.
+
+    The kernel process is spawned first, with the standard library only, and jupyter_client is
+    imported while it boots: importing jupyter_client (zmq, asyncio, tornado) takes a quarter of
+    a second, which would otherwise come before the kernel's own second of booting. The manager
+    then adopts the running process (``_async_launch_kernel``, which jupyter_client documents as
+    the method to override to launch kernels differently): it loads the connection file written
+    here and hands the process to its local provisioner, so interrupts, liveness and shutdown
+    work as for any kernel it started itself."""
 
     def __init__(self, folder: Path, cwd: Path, env: dict[str, str]) -> None:
-        from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.utils import run_sync
-        from traitlets import CaselessStrEnum
-
-        class IPCKernelManager(AsyncKernelManager):
-            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
-
         self.log_path = folder / "kernel.log"
-        self.manager = IPCKernelManager(kernel_name="python3", connection_file=str(folder / "kernel.json"))
-        self._run_sync = run_sync
         self._log = self.log_path.open("wb")
         self._client: Any = None
-        # As nbclient does for its own kernels: no IPython history file, which would keep every
-        # cell's source, papermill's injected parameters included (secrets in clear).
-        run_sync(self.manager.start_kernel)(env=env, cwd=str(cwd), stdout=self._log, stderr=self._log,
-                                            extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        connection_file = folder / "kernel.json"
+        connection_file.write_text(json.dumps(_ipc_connection(folder)))
+        connection_file.chmod(0o600)
+        try:
+            process = subprocess.Popen(
+                # As nbclient does for its own kernels: no IPython history file, which would keep
+                # every cell's source, papermill's injected parameters included (secrets in clear).
+                [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file),
+                 "--HistoryManager.hist_file=:memory:"],
+                # As jupyter_client's launcher does on POSIX: its own session (interrupts go to its
+                # group) and the parent's pid, so the kernel ends if this process dies.
+                env={**env, "JPY_PARENT_PID": str(os.getpid())}, cwd=str(cwd), stdin=subprocess.DEVNULL,
+                stdout=self._log, stderr=self._log, start_new_session=True)
+        except BaseException:
+            self._log.close()
+            raise
+        try:
+            self.manager = _adopting_manager(connection_file, process)
+        except BaseException:
+            process.kill()
+            self._log.close()
+            raise
+        from jupyter_core.utils import run_sync
+
+        self._run_sync = run_sync
+        run_sync(self.manager.start_kernel)(env=env, cwd=str(cwd))
 
     def warm_up(self, code: str = WARM_UP) -> None:
         """Queue imports the notebook will need; they run as soon as the kernel is up.
@@ -79,6 +105,76 @@ class RunKernel:
                 self._run_sync(self.manager.shutdown_kernel)(now=True)
         finally:
             self._log.close()
+
+
+def _ipc_connection(folder: Path) -> dict[str, Any]:
+    """A kernel connection over Unix sockets in ``folder`` (the format jupyter_client writes):
+    ``<ip>-<port>`` files that only this user can reach, and a fresh signing key."""
+    return {"transport": "ipc", "ip": str(folder / "kernel-ipc"), "shell_port": 1, "iopub_port": 2,
+            "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": secrets.token_hex(32),
+            "signature_scheme": "hmac-sha256", "kernel_name": "python3"}
+
+
+def _adopting_manager(connection_file: Path, process: "subprocess.Popen[bytes]") -> Any:
+    """An asynchronous kernel manager for a kernel process that is already running."""
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning import LocalProvisioner
+    from traitlets import CaselessStrEnum, Type
+
+    class PromptClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            """jupyter_client's wait (kernel_info answered, IOPub connected) without its last step,
+            which waits for 0.2 s of IOPub silence to drop start-up messages: nbclient matches
+            every IOPub message to the cell that asked (its parent id), so a late one is ignored."""
+            deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            while True:
+                self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    reply = None
+                if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                    try:  # any IOPub message (the request's busy status) proves IOPub is connected
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                    except Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        break
+                if not await self._async_is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+            while await self.iopub_channel.msg_ready():  # drop what is already there, without waiting
+                await self.iopub_channel.get_msg(timeout=0)
+
+    class AdoptingKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+        client_factory = Type(PromptClient, klass=AsyncKernelClient)
+        # The kernel was started with the connection file above, which has no CurveZMQ keys (it
+        # listens on Unix sockets in the run's private folder): never provision any for it.
+        transport_encryption = CaselessStrEnum(["disabled"], default_value="disabled")
+
+        def write_connection_file(self, **kwargs: Any) -> None:
+            """The kernel already reads the file this run wrote: never a second one (new key, new ports)."""
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            provisioner = self.provisioner
+            if not isinstance(provisioner, LocalProvisioner):
+                raise RuntimeError(f"the python3 kernel is configured with {type(provisioner).__name__}, "
+                                   "not jupyter_client's local provisioner: runbooks start their kernel locally")
+            # What LocalProvisioner.launch_kernel records about the process it starts.
+            provisioner.process, provisioner.pid = process, process.pid
+            provisioner.pgid = os.getpgid(process.pid)
+            provisioner.cwd = kw.get("cwd")
+            self._reconcile_connection_info(provisioner.connection_info)
+
+    manager = AdoptingKernelManager(kernel_name="python3", connection_file=str(connection_file))
+    manager.load_connection_file()
+    return manager
 
 
 class TerminalEcho:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailable, GuardRefused, NotFound
-from .kube import api_client, server_url, translate
+from .kube import api_client, call, resource_path, server_url, translate
 
 if TYPE_CHECKING:
     from .profiles import Profile
@@ -34,18 +34,16 @@ class ClusterIdentityCheck:
 
 
 def _found_identity(profile: "Profile") -> tuple[str, str]:
-    from kubernetes import client as k8s
-
     identity = profile.cluster.identity
     api = api_client(profile.cluster)
-    core = k8s.CoreV1Api(api)
     if identity.kind == "namespace-uid":
         with translate(f"read namespace {identity.namespace}"):
-            found = core.read_namespace(identity.namespace, _request_timeout=10).metadata.uid
+            found = call(api, "GET", resource_path("/api/v1", "namespaces", identity.namespace), timeout=10)["metadata"]["uid"]
     else:
         with translate(f"read configmap {identity.namespace}/{identity.name}"):
-            cm = core.read_namespaced_config_map(identity.name, identity.namespace, _request_timeout=10)
-        found = (cm.data or {}).get(identity.key or "", "")
+            cm = call(api, "GET", resource_path("/api/v1", "namespaces", identity.namespace, "configmaps",
+                                                identity.name or ""), timeout=10)
+        found = (cm.get("data") or {}).get(identity.key or "", "")
     return server_url(api), str(found)
 
 

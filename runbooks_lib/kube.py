@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .profiles import ClusterSettings
 
-__all__ = ["api_client", "translate", "server_url", "REQUEST_TIMEOUT_S"]
+__all__ = ["api_client", "call", "resource_path", "translate", "server_url", "REQUEST_TIMEOUT_S"]
 
 # (connect, read) seconds for every API call: the official client waits forever by default, so a
 # hung API server would hang a runbook with no error and no progress.
@@ -49,6 +49,43 @@ def api_client(cluster: "ClusterSettings") -> "ApiClient":
     # A request the API server refused (429/503), or a read it failed, is sent again (api_retry).
     client.rest_client.request = with_retries(with_deadline, RetryPolicy(budget_s=cluster.retry_for_s))
     return client
+
+
+def call(client: "ApiClient", method: str, path: str, *, query: dict[str, Any] | None = None,
+         body: Any = None, text: bool = False, timeout: float | None = None) -> Any:
+    """One API call by path, as ``kubectl get --raw`` makes it: JSON in, plain dicts out.
+
+    The typed APIs (``AppsV1Api``, ``CoreV1Api``...) are not used: their modules build some 250
+    pydantic models when imported, about a second on a busy two-core machine, all before a
+    rollback can send its one patch, and the runbooks read and write dicts anyway. The request
+    still goes through the client's own serializer, authentication, TLS and REST layer (with this
+    module's deadline and retries), and errors are the client's ``ApiException``, for ``translate``.
+    A PATCH body that is a list is a JSON patch, a dict a strategic-merge patch, as with the typed
+    APIs. ``path`` is already quoted (``resource_path``); ``text`` reads a plain-text answer (a log);
+    ``timeout`` (seconds) shortens the read deadline of ``REQUEST_TIMEOUT_S``.
+    """
+    headers = {"Accept": "text/plain, application/json" if text else "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json-patch+json" if method == "PATCH" else "application/json"
+    query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
+    method, url, headers, body, _ = client.param_serialize(method, path, query_params=query_params,
+                                                           header_params=headers, body=body,
+                                                           auth_settings=["BearerToken"])
+    deadline = (REQUEST_TIMEOUT_S[0], timeout) if timeout else None
+    response = client.call_api(method, url, header_params=headers, body=body, _request_timeout=deadline)
+    response.read()
+    answer = client.response_deserialize(response, {"2XX": "str" if text else "object"}).data
+    if not text and not isinstance(answer, dict):  # e.g. a proxy's HTML page answered 200
+        raise ValueError(f"expected a JSON object, got {type(answer).__name__}")
+    return answer
+
+
+def resource_path(prefix: str, *segments: str) -> str:
+    """An API path: ``prefix`` (``/apis/apps/v1``) then each segment quoted, so that a name can
+    never smuggle a ``/`` or a ``?`` into the path."""
+    from urllib.parse import quote
+
+    return "/".join([prefix.rstrip("/"), *(quote(segment, safe="") for segment in segments)])
 
 
 def server_url(client: "ApiClient") -> str:

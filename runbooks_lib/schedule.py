@@ -139,33 +139,30 @@ def apply_cronjob(cronjob: dict[str, Any], env: str, *, dry_run: bool = False, h
 
     ``dry_run`` sends ``dryRun=All``: the API server validates it and stores nothing.
     """
-    from kubernetes import client
-
+    from .errors import NotFound
     from .guard import check_cluster_identity
-    from .kube import api_client, translate
+    from .kube import api_client, call, resource_path, translate
     from .profiles import load_profile
 
     profile = load_profile(env, home)
     check_cluster_identity(profile)
     namespace, name = cronjob["metadata"]["namespace"], cronjob["metadata"]["name"]
-    options = {"dry_run": "All"} if dry_run else {}
+    query = {"dryRun": "All"} if dry_run else None
     api = api_client(profile.cluster)
+    collection = resource_path("/apis/batch/v1", "namespaces", namespace, "cronjobs")
     try:
-        batch = client.BatchV1Api(api)
-        with translate(f"read cronjob {name}"):
-            try:
-                current = batch.read_namespaced_cron_job(name, namespace)
-            except client.ApiException as e:
-                if e.status != 404:
-                    raise
-                current = None
+        try:
+            with translate(f"read cronjob {name}"):
+                current = call(api, "GET", resource_path(collection, name))
+        except NotFound:
+            current = None
         with translate(f"apply cronjob {name}"):
             if current is None:
-                batch.create_namespaced_cron_job(namespace, cronjob, **options)
+                call(api, "POST", collection, body=cronjob, query=query)
                 return "created"
             body = {**cronjob, "metadata": {**cronjob["metadata"],
-                                            "resourceVersion": current.metadata.resource_version}}
-            batch.replace_namespaced_cron_job(name, namespace, body, **options)
+                                            "resourceVersion": current["metadata"]["resourceVersion"]}}
+            call(api, "PUT", resource_path(collection, name), body=body, query=query)
             return "configured"
     finally:
         api.close()
