@@ -11,7 +11,11 @@ Goals (issue 10): restore ratio runbook / kubectl ≤ 1.5, exit ratio ≤ 2. Als
 runbook's time goes (kernel start, each step, finalize) from its record, the runbook's own
 time_to_rollback_s, failed requests, and a blue-green flip-back.
 
-    .venv/bin/python bench/rollback.py [--rounds 3] [--no-flip-back]
+    .venv/bin/python bench/rollback.py [--rounds 3] [--no-flip-back] [--verify-s 5]
+
+``--verify-s`` is the runbook's verify_s (seconds of the target's traffic judged against the SLOs
+before it exits): the exit cannot come before the undo, the first target pod's readiness and
+that window, so the exit ratio is printed with the window it paid for.
 """
 from __future__ import annotations
 
@@ -178,10 +182,10 @@ def _stats(values: list[float]) -> str:
     return f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f}"
 
 
-def main(rounds: int, flip_back: bool) -> None:
+def main(rounds: int, flip_back: bool, verify_s: float) -> None:
     bench = Bench()
     runbook_cmd = [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/rollback.ipynb", "--env", "sandbox",
-                   "-p", "service", SERVICE]
+                   "-p", "service", SERVICE, "-p", "verify_s", f"{verify_s:g}"]
     kubectl = ["kubectl", "--kubeconfig", str(bench.state / "kubeconfig"), "-n", "veza-sandbox"]
     try:
         began = time.monotonic()
@@ -189,7 +193,8 @@ def main(rounds: int, flip_back: bool) -> None:
         assert up.returncode == 0, up.stderr
         print(f"sandbox up: {time.monotonic() - began:.1f} s")
         previous = bench.image_version()
-        figures: dict[str, list[float]] = {k: [] for k in ("rb_restore", "rb_exit", "rb_ttr", "k_restore", "k_exit")}
+        figures: dict[str, list[float]] = {k: [] for k in ("rb_restore", "rb_exit", "rb_ttr", "rb_window", "k_restore",
+                                                            "k_exit")}
         for round_ in range(1, rounds + 1):
             bench.set_image("v1.6.0")
             since = datetime.now(timezone.utc)
@@ -199,6 +204,7 @@ def main(rounds: int, flip_back: bool) -> None:
             figures["rb_restore"].append(restore)
             figures["rb_exit"].append(exit_s)
             figures["rb_ttr"].append(summary["figures"]["time_to_rollback_s"])
+            figures["rb_window"].append(summary["figures"].get("judged_window_s") or 0.0)
             print(f"round {round_}: runbook: restore_from_command_s {restore:.2f}, exit {exit_s:.2f} "
                   f"(time_to_rollback_s {figures['rb_ttr'][-1]:.2f}), failed requests {bench.failed(since)}")
             print(f"  where: {where_the_time_goes(summary, wall, exit_s)}")
@@ -220,7 +226,8 @@ def main(rounds: int, flip_back: bool) -> None:
         print(f"restore ratio runbook / kubectl  {_stats(restore_ratios)}   (goal ≤ 1.5)")
         print(f"exit_s                  runbook  {_stats(figures['rb_exit'])}")
         print(f"exit_s                  kubectl  {_stats(figures['k_exit'])}")
-        print(f"exit ratio runbook / kubectl     {_stats(exit_ratios)}   (goal ≤ 2)")
+        print(f"exit ratio runbook / kubectl     {_stats(exit_ratios)}   (goal ≤ 2; verify_s {verify_s:g})")
+        print(f"judged window (s, the runbook's judged_window_s)  {_stats(figures['rb_window'])}")
         print(f"time_to_rollback_s (the runbook's own figure)  {_stats(figures['rb_ttr'])}")
         if flip_back:
             flip_back_s, failed_after = bench.blue_green_flip_back()
@@ -233,5 +240,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-flip-back", dest="flip_back", action="store_false", help="skip the blue-green scenario")
+    parser.add_argument("--verify-s", type=float, default=5.0, help="the runbook's verify_s (default: the notebook's 5)")
     args = parser.parse_args()
-    main(args.rounds, args.flip_back)
+    main(args.rounds, args.flip_back, args.verify_s)

@@ -35,6 +35,19 @@ ENGINE = "runbook"
 WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, runbooks_lib.cluster, requests\nimport kubernetes.client.api_client, kubernetes.config"
 
 
+# ipykernel_launcher's few lines, without the debugger: nobody attaches one to a headless run, and
+# debugpy's imports are a tenth of a second of the kernel's boot, before the runbook can act.
+# (JupyterLab's kernels are JupyterLab's own: they keep it.)
+KERNEL_MAIN = """\
+import sys
+if sys.path and sys.path[0] == "":  # as ipykernel_launcher: the kernel puts the cwd back itself
+    del sys.path[0]
+sys.modules["debugpy"] = None
+from ipykernel.kernelapp import launch_new_instance
+launch_new_instance()
+"""
+
+
 class RunKernel:
     """A python3 kernel started early, in ``folder``, with ``env`` as its environment.
 
@@ -57,8 +70,7 @@ class RunKernel:
             process = subprocess.Popen(
                 # As nbclient does for its own kernels: no IPython history file, which would keep
                 # every cell's source, papermill's injected parameters included (secrets in clear).
-                [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file),
-                 "--HistoryManager.hist_file=:memory:"],
+                [sys.executable, "-c", KERNEL_MAIN, "-f", str(connection_file), "--HistoryManager.hist_file=:memory:"],
                 # As jupyter_client's launcher does on POSIX: its own session (interrupts go to its
                 # group) and the parent's pid, so the kernel ends if this process dies.
                 env={**env, "JPY_PARENT_PID": str(os.getpid())}, cwd=str(cwd), stdin=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ never taken from the shell: a ``KUBECONFIG`` exported for production cannot leak
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -314,9 +315,14 @@ def available_envs(home: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in _NOT_PROFILES)
 
 
+# libyaml's safe loader when PyYAML has it (its wheels do): ~10x the pure-Python one, and every
+# run's start() reads a profile and the service catalog before it can change anything.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML: {e}") from e
 
@@ -405,7 +411,7 @@ def load_profile(env: str, home: Path | None = None) -> Profile:
         raise ProfileError(f"unknown env {env!r}; profiles in {home / 'parameters'}: {', '.join(envs)}")
     path = home / "parameters" / f"{env}.yaml"
     raw = _raw_profile(env, home, envs)
-    text = yaml.safe_dump(raw)
+    text = json.dumps(raw, default=str)  # only to see which sandboxes it names
     raw = _interpolate(raw, env, {source: sandbox_env(home, source) for source in _SANDBOX_ENVS
                                   if "${" + source + ":" in text})
     raw.setdefault("name", env)
