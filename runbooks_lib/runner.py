@@ -227,10 +227,11 @@ def execute(plan: RunPlan, workspace: Workspace) -> Execution:
     except RunbookError:
         raise
     except Exception as e:  # kernel died, nbclient timeout...: the run failed, the record stays
-        text = redact(f"{type(e).__name__}: {e}")
+        # The kernel's own last words (an import that failed, "Killed"...) say why; nbclient's do not.
+        tail = redact(workspace.kernel.log_tail())
+        text = redact(f"{type(e).__name__}: {e}") + (f"\nkernel log:\n{tail}" if tail else "")
         if not executed.exists():
-            tail = redact(workspace.kernel.log_tail())
-            raise RunbookError(f"the run could not start: {text}" + (f"\nkernel log:\n{tail}" if tail else "")) from None
+            raise RunbookError(f"the run could not start: {text}") from None
         return Execution(executed, error=text, kernel_failed=True)
     return Execution(executed)
 

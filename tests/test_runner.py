@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,25 @@ def test_the_export_warm_up_waits_for_a_cell_that_waits() -> None:
     waits.cell_started()
     clock.sleep(0.4)
     assert calls == [1]
+
+
+def test_a_kernel_that_cannot_start_ends_the_run_at_once_with_its_log(
+        project_copy: Path, sandbox_stub, jupyter_dirs: None, tmp_path: Path) -> None:
+    # The kernel is started before the run is resolved and adopted by jupyter_client afterwards:
+    # one that dies on its way up must end the run with its own words, not a 60 s wait.
+    broken = tmp_path / "broken" / "ipykernel"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('ipykernel broken on purpose by the test')\n")
+    env = dict(os.environ, RUNBOOKS_HOME=str(project_copy), PYTHONPATH=str(broken.parent))
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", "run", str(FIXTURE), "--env", "sandbox"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - began < 30, "the runner waited for a kernel that was gone"
+    # The record says the kernel died before any step, and why, in the kernel's own words.
+    assert result.returncode == 1, result.stdout + result.stderr
+    [record] = records(project_copy)
+    summary = read_summary(record)
+    assert summary["outcome"] == "failed" and summary["failed_step"] == "(kernel)"
+    assert summary["error"].startswith("the kernel died outside any step: RuntimeError: Kernel died"), summary["error"]
+    assert "ipykernel broken on purpose by the test" in summary["error"]
+    assert "ipykernel broken on purpose by the test" in result.stdout, "the terminal says why too"
