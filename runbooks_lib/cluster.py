@@ -377,8 +377,7 @@ class Cluster:
         without Istio's CRDs has none (NotFound), which is not an error."""
         found: list[Obj] = []
         for kind in kinds:
-            if kind not in _EXPORTED:
-                raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
+            _check_exported(kind)
             what = f"list {_RESOURCES[kind][1]} in {self.namespace}"
             if kind in _ISTIO_KINDS:
                 listed = self._absent_is_none(what, lambda: self._call("GET", self._path(kind)))
@@ -407,15 +406,13 @@ class Cluster:
     def create_object(self, body: Obj) -> Obj:
         """Create one object of a kind :meth:`namespaced_objects` lists, in this namespace."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in _EXPORTED:
-            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
+        _check_exported(kind)
         with translate(f"create {kind.lower()} {self.namespace}/{name}"):
             return self._create(kind, body)
 
     def delete_object(self, kind: str, name: str) -> bool:
         """Delete one object of a kind :meth:`namespaced_objects` lists; False when there was none."""
-        if kind not in _EXPORTED:
-            raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
+        _check_exported(kind)
         return self._delete_if_there(f"delete {kind.lower()} {self.namespace}/{name}", kind, name)
 
 
@@ -440,6 +437,11 @@ _RESOURCES = {
 
 # The kinds the region drill keeps off-site and creates again in the DR region.
 _EXPORTED = ("Service", "ConfigMap", "Secret", "Deployment", "Ingress", "HorizontalPodAutoscaler", *_ISTIO_KINDS)
+
+
+def _check_exported(kind: str) -> None:
+    if kind not in _EXPORTED:
+        raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
 
 
 def _parse_time(stamp: Any) -> datetime | None:
