@@ -32,6 +32,8 @@ from .liveness import DeadRun, find_dead, run_ended
 
 __all__ = ["close_dead_run", "start_watcher", "stop_watcher", "watch"]
 
+WATCHER_NICENESS = 10  # the watcher's CPU priority: below the run's (0), still enough to end a dead run
+
 POLL_S = 0.5
 
 
@@ -123,7 +125,11 @@ def start_watcher(journal: Path) -> subprocess.Popen[bytes]:
     """Start the watcher of this process's run (a session of its own: a killed terminal's
     process group does not take it along). The runner stops it when the run ends; what it
     does for a dead run goes into the run's journal."""
-    return subprocess.Popen([sys.executable, "-m", "runbooks_lib.dead_runs", str(os.getpid()), str(journal)],
+    command = [sys.executable, "-m", "runbooks_lib.dead_runs", str(os.getpid()), str(journal)]
+    # At low priority from its first instruction (`nice`, not only main()'s): its start, an
+    # interpreter and a few imports, comes while the run's kernel boots, and must not slow it.
+    nice = shutil.which("nice")
+    return subprocess.Popen(([nice, "-n", str(WATCHER_NICENESS)] if nice else []) + command,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -172,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m runbooks_lib.dead_runs RUNNER_PID JOURNAL", file=sys.stderr)
         return 2
-    try:
-        os.nice(10)  # a watcher must never slow the run it watches
+    try:  # a watcher must never slow the run it watches (already so when started through `nice`)
+        os.setpriority(os.PRIO_PROCESS, 0, max(WATCHER_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))
     except OSError:
         pass
     return watch(int(args[0]), Journal(Path(args[1])))

@@ -18,10 +18,11 @@ from .test_deploy import image, resource_versions
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
 
 STREAM = "veza-stream-server"
+QUICK = ("analysis_s", 4)  # the deploys here only set up a history; their judgement is test_deploy's
 
 
 def test_rollback_to_the_previous_revision_is_fast_and_linked(sandbox: Sandbox) -> None:
-    deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.6.0"))
+    deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.6.0"), QUICK)
     assert deploy.exit_code == 0, deploy.output
     run = sandbox.run("rollback", ("service", STREAM), ("reason", "drill"))
     assert run.exit_code == 0, run.output
@@ -39,7 +40,7 @@ def test_rollback_to_the_previous_revision_is_fast_and_linked(sandbox: Sandbox) 
 
 
 def test_rolling_back_onto_a_known_bad_version_is_refused_then_overridden(sandbox: Sandbox) -> None:
-    deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.4.0"))
+    deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.4.0"), QUICK)
     assert deploy.exit_code == 0, deploy.output
     before = resource_versions(sandbox)
     refused = sandbox.run("rollback", ("service", STREAM), ("to_revision", 2))  # v1.6.0, rolled back above
