@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     flusher.start()
     stop.wait()
     log.line(f"signal received: draining {server.in_flight()} in-flight request(s)")
+    # Now, not after the drain: the flusher has stopped, and a drain that outlasts the grace period
+    # ends in SIGKILL, which would take the shutdown's own lines with it (`kubectl logs -f` missed it).
+    log.flush()
     drained = server.drain(args.drain_timeout)
     watcher.stop()
     log.line("stopped" if drained else "stopped with requests still in flight")
