@@ -41,6 +41,7 @@ class SignalFrames:
     service: str
     frames: dict[str, "pd.DataFrame"] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    window: str | None = None  # the rate window the series were read with
 
     def overall(self, signal: str) -> "pd.Series | None":
         frame = self.frames.get(signal)
@@ -75,7 +76,7 @@ def signal_frames(metrics: "Metrics", service: str, start: datetime, end: dateti
     step = max(1.0, minutes * 60 / max_points)
     result = SignalFrames(service)
     try:
-        window = window or usable_window(metrics, service, ("30s", *WINDOWS[1:]))
+        window = result.window = window or usable_window(metrics, service, ("30s", *WINDOWS[1:]))
         selectors = {"all": f'job="{service}"'}
         selectors.update({v: f'job="{service}",version="{v}"' for v in versions_seen(metrics, service, minutes)})
     except (BackendUnavailable, RunbookError) as e:

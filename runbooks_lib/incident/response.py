@@ -383,11 +383,22 @@ class IncidentResponse:
         self.ctx.figure("worst_success_rate", round(float(min(worst)), 4) if worst else None)
 
     def _worst_success(self, service: str) -> float | None:
-        """The lowest success rate of this incident's window (not of older breaches in the hour before)."""
-        series = self.signals[service].overall("success_rate") if service in self.signals else None
+        """The lowest success rate of this incident's window (not of older breaches in the hour before).
+
+        Read again over the incident alone, at its own resolution: the golden signals' series span
+        the hour before at a step of up to 15 s, which a short, sharp incident can fall between
+        (12 failed requests were once reported with a lowest success rate of 100 %). The series
+        already read stand in when Prometheus cannot be asked again."""
+        since = min(self.triggered, self.breach_at or self.triggered)
+        window = self.signals[service].window if service in self.signals else None
+        try:
+            series = signal_frames(self.metrics, service, since, window=window).overall("success_rate")
+        except RunbookError:
+            series = None
+        if series is None and service in self.signals:
+            series = self.signals[service].overall("success_rate")
         if series is None:
             return None
-        since = min(self.triggered, self.breach_at or self.triggered)
         worst = series[series.index >= since].min()
         return None if worst != worst else float(worst)  # NaN: no point in the window
 
