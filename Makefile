@@ -24,8 +24,8 @@ system:
 
 # The project's own modules are compiled to bytecode here, as pip does for installed packages: an
 # editable install leaves it to the first import, which writes nothing where the environment sets
-# PYTHONDONTWRITEBYTECODE (these machines do), so every kernel compiled them again (~0.1 s of each
-# run's start). compileall writes regardless and skips what is up to date.
+# PYTHONDONTWRITEBYTECODE (these machines do), so every kernel, runner and sandbox pod compiled
+# them again (about 0.3 s of each run's start). compileall writes regardless and skips what is up to date.
 python: $(VENV)/.installed
 	@$(BIN)/python -m compileall -q runbooks_lib runbooks_sandbox
 

@@ -147,9 +147,11 @@ class Cluster:
 
     def _path(self, kind: str, name: str | None = None, subresource: str | None = None) -> str:
         """The API path of this namespace's ``kind`` objects, or of one of them (and a subresource)."""
-        prefix, plural = _RESOURCES[kind]
-        return resource_path(prefix, "namespaces", self.namespace, plural,
-                             *((name,) if name else ()), *((subresource,) if subresource else ()))
+        return self._in_namespace(*_RESOURCES[kind], name, subresource)
+
+    def _in_namespace(self, prefix: str, plural: str, *names: str | None) -> str:
+        """``prefix/namespaces/<this one>/plural``, then each name given (a custom resource's too)."""
+        return resource_path(prefix, "namespaces", self.namespace, plural, *(n for n in names if n))
 
     def _call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
               text: bool = False) -> Any:
@@ -350,21 +352,21 @@ class Cluster:
     def custom_object(self, group: str, version: str, plural: str, name: str) -> Obj | None:
         """A custom resource (an Istio VirtualService...), or None when it does not exist."""
         return self._absent_is_none(f"read {plural} {self.namespace}/{name}", lambda: self._call(
-            "GET", resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural, name)))
+            "GET", self._in_namespace(f"/apis/{group}/{version}", plural, name)))
 
     def apply_custom_object(self, group: str, version: str, plural: str, body: Obj) -> Obj:
         """Create the object, or replace the live one's spec (resourceVersion kept: no lost update)."""
         name = body["metadata"]["name"]
         live = self.custom_object(group, version, plural, name)
-        collection = resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural)
+        prefix = f"/apis/{group}/{version}"
         with translate(f"apply {plural} {self.namespace}/{name}"):
             if live is None:
-                return self._call("POST", collection, body=body, query=self._dry)
+                return self._call("POST", self._in_namespace(prefix, plural), body=body, query=self._dry)
             body = {**body, "metadata": {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
-            return self._call("PUT", resource_path(collection, name), body=body, query=self._dry)
+            return self._call("PUT", self._in_namespace(prefix, plural, name), body=body, query=self._dry)
 
     def delete_custom_object(self, group: str, version: str, plural: str, name: str) -> bool:
-        path = resource_path(f"/apis/{group}/{version}", "namespaces", self.namespace, plural, name)
+        path = self._in_namespace(f"/apis/{group}/{version}", plural, name)
         return self._absent_is_none(f"delete {plural} {self.namespace}/{name}",
                                     lambda: self._call("DELETE", path, query=self._dry)) is not None
 
