@@ -187,7 +187,7 @@ _KINDS = {
     "pods": ("Pod", "v1"), "services": ("Service", "v1"), "secrets": ("Secret", "v1"),
     "events": ("Event", "v1"), "leases": ("Lease", "coordination.k8s.io/v1"),
 }
-_RESOURCE = r"/(?:api/v1|apis/[a-z0-9.]+/v1)/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log))?"
+_RESOURCE = r"/(?:api/v1|apis/[a-z0-9.]+/v1)/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|scale))?"
 _REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid",
             500: "InternalError", 503: "ServiceUnavailable"}
 
@@ -326,6 +326,8 @@ class KubeStub(HTTPStub):
             if live is None:
                 return self._error(404, f'pods "{name}" not found')
             return Reply(200, self.logs.get(name or "", "").encode(), {"Content-Type": "text/plain"})
+        if sub == "scale":
+            return self._scale(request, plural, key, live, dry)
         if request.method == "GET" and name is None:
             kind, api_version = _KINDS[plural]
             items = [copy.deepcopy(o) for (p, n, _), o in sorted(self.objects.items())
@@ -368,6 +370,27 @@ class KubeStub(HTTPStub):
                 after["metadata"]["generation"] = int(live["metadata"].get("generation") or 1) + 1
             return Reply(200, after if dry else self._store(key, live, after))
         return self._error(405, f"{request.method} not allowed")
+
+    def _scale(self, request: Request, plural: str, key: tuple[str, str, str], live: Obj | None, dry: bool) -> Reply:
+        """The scale subresource (autoscaling/v1 Scale): what ``kubectl scale`` and autoscalers use."""
+        if plural != "deployments" or request.method not in ("GET", "PATCH"):
+            return self._error(405, f"{request.method} {plural}/scale not allowed")
+        if live is None:
+            return self._error(404, f'deployments "{key[2]}" not found')
+        if request.method == "PATCH":
+            replicas = ((request.body or {}).get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                return self._error(422, f"spec.replicas: Invalid value: {replicas!r}")
+            after = _merge(live, {"spec": {"replicas": replicas}}, strategic=False)
+            live = after if dry else self._store(key, live, after)
+        meta = live["metadata"]
+        return Reply(200, {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                           "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                                        "resourceVersion": meta["resourceVersion"]},
+                           "spec": {"replicas": live["spec"]["replicas"]},
+                           "status": {"replicas": (live.get("status") or {}).get("replicas", 0),
+                                      "selector": ",".join(f"{k}={v}" for k, v in
+                                                           live["spec"]["selector"]["matchLabels"].items())}})
 
     def _store(self, key: tuple[str, str, str], live: Obj, after: Obj) -> Obj:
         after = copy.deepcopy(after)

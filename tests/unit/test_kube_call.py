@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib.errors import BackendUnavailable, NotFound
+from runbooks_lib.errors import BackendUnavailable, NotFound, ParameterError
 from runbooks_lib.kube import resource_path
 
 from .conftest import SERVICE, Platform
@@ -78,3 +78,30 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("kubernetes.clien
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert any(r.method == "PATCH" for r in platform.kube.requests), "the script did reach the stub"
+
+
+def test_a_scale_goes_through_the_scale_subresource_and_a_dry_run_stores_nothing(platform: Platform) -> None:
+    """As `kubectl scale` and an autoscaler do: the Deployment's template (and so its revision)
+    is not part of the change, only its replica count."""
+    scale = platform.cluster(dry_run=True).scale_deployment(SERVICE, 5)
+    assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 5)
+    assert platform.kube.get("deployments", SERVICE)["spec"]["replicas"] == 2
+    dry = platform.kube.writes[-1]
+    assert (dry.method, dry.path, dry.query) == (
+        "PATCH", f"/apis/apps/v1/namespaces/veza/deployments/{SERVICE}/scale", {"dryRun": "All"})
+    assert dry.body == {"spec": {"replicas": 5}}
+
+    before = platform.kube.get("deployments", SERVICE)
+    platform.cluster().scale_deployment(SERVICE, 0)
+    after = platform.kube.get("deployments", SERVICE)
+    assert after["spec"]["replicas"] == 0
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert platform.kube.writes[-1].query == {}
+
+
+def test_a_scale_the_api_server_rejects_is_a_parameter_error_naming_the_change(platform: Platform) -> None:
+    with pytest.raises(ParameterError, match=f"scale deployment veza/{SERVICE} to -1"):
+        platform.cluster().scale_deployment(SERVICE, -1)
+    assert platform.kube.get("deployments", SERVICE)["spec"]["replicas"] == 2
+    with pytest.raises(NotFound, match="scale deployment veza/gone"):
+        platform.cluster().scale_deployment("gone", 1)
