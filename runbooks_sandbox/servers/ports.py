@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -89,8 +90,35 @@ def is_port_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
+# Where free ports are looked for: below the kernel's ephemeral range, from this port up.
+LISTEN_PORTS_FROM = 10000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _listen_range() -> range | None:
+    """The ports from LISTEN_PORTS_FROM up to the kernel's ephemeral range, if there is room."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return range(LISTEN_PORTS_FROM, ephemeral_low) if ephemeral_low - LISTEN_PORTS_FROM >= 1000 else None
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port the kernel says is free on ``host`` right now (bind to port 0)."""
+    """A port free on ``host`` right now, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for port 0 comes from the ephemeral range, which is also where
+    every outgoing connection takes its local port: on a busy machine one of them can take it in
+    the seconds before our server binds it (a sandbox's PostgreSQL standby, started some seconds
+    after its port was chosen, once failed to start). Below that range only a listener can hold
+    a port, and two sandboxes starting at once rarely draw the same one of some 20,000.
+    """
+    ports = _listen_range()
+    if ports is not None:
+        for _ in range(100):
+            port = secrets.choice(ports)
+            if is_port_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

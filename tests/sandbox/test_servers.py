@@ -424,3 +424,27 @@ def test_the_wal_archive_command_never_overwrites_but_accepts_a_segment_it_alrea
     (pg_wal / "000000010000000000000002").write_bytes(b"other bytes")
     assert archive_segment("000000010000000000000002") != 0, "same name, other bytes: refused"
     assert (archive / "000000010000000000000002").read_bytes() == b"segment two", "never overwritten"
+
+
+def test_free_ports_are_chosen_below_the_range_outgoing_connections_take_theirs_from() -> None:
+    """A port from the ephemeral range can be taken by any outgoing connection in the seconds
+    before the server binds it; below it, only a listener can hold one."""
+    from runbooks_sandbox.servers import ports
+
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen = {free_port() for _ in range(20)}
+    assert all(ports.LISTEN_PORTS_FROM <= port < ephemeral_low for port in chosen), chosen
+    assert all(is_port_free(port) for port in chosen)
+
+
+def test_a_port_held_by_a_listener_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbooks_sandbox.servers import ports
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        # The only port left to draw below the ephemeral range is the held one: the kernel picks.
+        monkeypatch.setattr(ports, "_listen_range", lambda: range(taken, taken + 1))
+        port = free_port()
+        assert port != taken and is_port_free(port)
