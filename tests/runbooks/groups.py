@@ -6,14 +6,16 @@ two workers side by side (tests/conftest.py), halving the longest path of the su
 """
 from __future__ import annotations
 
-# Changes, in order: deploys, rollbacks of what they left, approvals, then a secrets rotation
-# (it only needs a platform that serves; it is here to balance the groups).
-CHANGES = ("test_deploy", "test_rollback", "test_approvals", "test_secrets_rotation")
+# Changes, in order: deploys, rollbacks of what they left, approvals, then a secrets rotation, a
+# health check in JupyterLab and a scheduled one (these three only need a platform that serves:
+# they are here to balance the groups).
+CHANGES = ("test_deploy", "test_rollback", "test_approvals", "test_secrets_rotation", "test_jupyterlab",
+           "test_schedule")
 # Drills on a platform nobody has changed yet: read-only checks first (a health check must see
 # the fresh platform), then a release with migrations (it ends back on the release it found),
 # canaries (the last stops and restarts Prometheus), incidents, DR, and deploys under platform
 # faults. (The migrations and the fault drills are here to balance the groups.)
-DRILLS = ("test_headless", "test_jupyterlab", "test_schedule", "test_migrations", "test_canary", "test_incident",
+DRILLS = ("test_headless", "test_migrations", "test_canary", "test_incident",
           "test_dr", "test_faults")
 GROUPS = {"changes": CHANGES, "drills": DRILLS}
 
