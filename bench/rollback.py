@@ -15,7 +15,9 @@ time_to_rollback_s, failed requests, and a blue-green flip-back.
 
 ``--verify-s`` is the runbook's verify_s (seconds of the target's traffic judged against the SLOs
 before it exits): the exit cannot come before the undo, the first target pod's readiness and
-that window, so the exit ratio is printed with the window it paid for.
+that window, so the exit ratio is printed with the window it paid for, the requests it judged,
+and how many an SPRT would need to rule out a 5 % error rate (the record's "evidence" column),
+with the window that takes at the judged rate.
 """
 from __future__ import annotations
 
@@ -194,7 +196,7 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
         print(f"sandbox up: {time.monotonic() - began:.1f} s")
         previous = bench.image_version()
         figures: dict[str, list[float]] = {k: [] for k in ("rb_restore", "rb_exit", "rb_ttr", "rb_window", "k_restore",
-                                                            "k_exit")}
+                                                            "k_exit", "rb_judged", "rb_needed", "rb_needed_s")}
         for round_ in range(1, rounds + 1):
             bench.set_image("v1.6.0")
             since = datetime.now(timezone.utc)
@@ -205,6 +207,12 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
             figures["rb_exit"].append(exit_s)
             figures["rb_ttr"].append(summary["figures"]["time_to_rollback_s"])
             figures["rb_window"].append(summary["figures"].get("judged_window_s") or 0.0)
+            judged, needed = summary["figures"].get("judged_requests"), summary["figures"].get("judged_requests_needed")
+            if judged and needed and figures["rb_window"][-1]:
+                # At the rate the target was judged at, how long a window the SPRT's evidence needs.
+                figures["rb_judged"].append(judged)
+                figures["rb_needed"].append(needed)
+                figures["rb_needed_s"].append(needed / (judged / figures["rb_window"][-1]))
             print(f"round {round_}: runbook: restore_from_command_s {restore:.2f}, exit {exit_s:.2f} "
                   f"(time_to_rollback_s {figures['rb_ttr'][-1]:.2f}), failed requests {bench.failed(since)}")
             print(f"  where: {where_the_time_goes(summary, wall, exit_s)}")
@@ -229,6 +237,11 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
         print(f"exit ratio runbook / kubectl     {_stats(exit_ratios)}   (goal ≤ 2; verify_s {verify_s:g})")
         print(f"judged window (s, the runbook's judged_window_s)  {_stats(figures['rb_window'])}")
         print(f"time_to_rollback_s (the runbook's own figure)  {_stats(figures['rb_ttr'])}")
+        if figures["rb_needed"]:
+            print(f"requests judged in that window  {_stats(figures['rb_judged'])}")
+            print(f"requests an SPRT needs to rule out 5 % errors (the record's evidence)  {_stats(figures['rb_needed'])}")
+            print(f"window that needs at the judged rate (s)  {_stats(figures['rb_needed_s'])}: the exit's statistical "
+                  "floor on this traffic is the first target pod's readiness plus this")
         if flip_back:
             flip_back_s, failed_after = bench.blue_green_flip_back()
             print(f"blue-green flip-back: {flip_back_s} s (goal ≤ 5 s); failed requests in the 3 s after it: {failed_after}")

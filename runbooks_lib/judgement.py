@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .signals import GoldenSignals
 
-__all__ = ["judge_version", "plot_versions", "serving_since", "show"]
+__all__ = ["Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "show"]
 
 
 def show(figure: Any) -> None:
@@ -82,6 +83,11 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
            "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
     if signals.requests is not None:
         row["requests"] = int(signals.requests)
+        if signals.success_rate is not None and (weight := evidence(slo.success_rate_min, signals.requests,
+                                                                    signals.success_rate)) is not None:
+            row["evidence"] = weight.text
+            if weight.state != "bad":
+                ctx.figure("judged_requests_needed", weight.needed)
     ctx.figure("success_rate", signals.success_rate)
     ctx.figure("p99_ms", signals.p99_ms)
     table = pd.DataFrame([row]).set_index("version")
@@ -96,6 +102,47 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
             f"over {signals.window}"
         )
     return table
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How much the judged requests show, beyond meeting the SLO: ``needed`` is how many requests
+    without a further error the sequential test needs to rule out a bad error rate."""
+
+    state: str  # the SPRT's: "good" (bad rate ruled out), "bad" (bad rate shown), "continue" (too few)
+    needed: int
+    text: str
+
+
+def evidence(success_rate_min: float, requests: float, success_rate: float) -> Evidence | None:
+    """The canary judge's sequential test (Wald's SPRT, its default bounds) on the judged requests:
+    the SLO's error budget against the error rate a canary must be caught at.
+
+    Shown beside the verdict, never instead of it: at a sandbox's few requests a second, seconds
+    of traffic meet the SLO (no error seen) long before they could rule out a 5 % error rate, and a
+    reader should see which of the two the window showed. None when the SLO leaves no test to make
+    (an error budget of zero, or one as large as the bad rate)."""
+    from .canary.judge import SPRT, Policy
+
+    policy = Policy(success_rate_min=success_rate_min)
+    if not 0 < policy.error_budget < policy.bad_error_rate:
+        return None
+    test = SPRT(policy.error_budget, policy.bad_error_rate, policy.alpha, policy.beta)
+    errors = round(requests * (1 - success_rate))
+    state = test.update(requests, errors)
+    _, per_success = test.step_weights()  # negative: each success moves toward ruling the bad rate out
+    needed = math.ceil(requests + max(0.0, (test.lower - test.llr) / per_success))
+    bounds = (f"SPRT {100 * policy.error_budget:g} % vs {100 * policy.bad_error_rate:g} % errors, "
+              f"α = β = {100 * policy.alpha:g} %")
+    n = int(requests)
+    if state == "good":
+        text = f"strong: {n} requests rule out {100 * policy.bad_error_rate:g} % errors ({bounds})"
+    elif state == "bad":
+        text = f"bad: {n} requests with {errors} errors show {100 * policy.bad_error_rate:g} % errors or worse ({bounds})"
+    else:
+        text = (f"weak: {n} requests cannot rule out {100 * policy.bad_error_rate:g} % errors; "
+                f"~{needed} without a further error would ({bounds})")
+    return Evidence(state, needed, text)
 
 
 def _observe_from_now(metrics: "Metrics", service: str, version: str, selector: str, pods: int, observe_s: float,

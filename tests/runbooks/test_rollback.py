@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from runbooks_lib.judgement import evidence
+
 from .conftest import Sandbox
 from .test_deploy import image, resource_versions
 
@@ -37,6 +39,11 @@ def test_rollback_to_the_previous_revision_is_fast_and_linked(sandbox: Sandbox) 
     verdicts = {(v["version"], v["verdict"]) for v in summary["verdicts"]}
     assert ("v1.6.0", "bad") in verdicts and ("v1.5.0", "good") in verdicts, summary["verdicts"]
     assert summary["figures"]["success_rate"] >= 0.99
+    # Beside the verdict, what the judged requests could rule out, by the canary judge's test.
+    figures = summary["figures"]
+    weight = evidence(0.99, figures["judged_requests"], figures["success_rate"])
+    assert weight is not None and figures["judged_requests_needed"] == weight.needed
+    assert weight.text in run.record.with_suffix(".html").read_text()  # in the Verify table a person reads
 
 
 def test_rolling_back_onto_a_known_bad_version_is_refused_then_overridden(sandbox: Sandbox) -> None:

@@ -191,6 +191,9 @@ def test_the_traffic_served_since_the_first_target_pod_was_ready_is_judged(platf
     assert row["window"].startswith(_utc(run.changed_at + 3).replace("Z", ".000Z") + " → ")
     assert "since the first pod of v1.5.0 was ready" in row["window"]
     assert 26 < run.ctx.figures["judged_window_s"] < 29 and run.ctx.figures["judged_requests"] == 240
+    # 239 good answers of 240 meet the 99 % SLO and also rule out a 5 % error rate (Wald's SPRT).
+    assert row["evidence"].startswith("strong: 240 requests rule out 5 % errors")
+    assert run.ctx.figures["judged_requests_needed"] <= 240
 
 
 def test_too_many_errors_in_the_served_traffic_fail_the_rollback(platform: Platform) -> None:
