@@ -31,8 +31,11 @@ ENGINE = "runbook"
 # Deployment and ReplicaSet calls): importing it while the runner still validates overlaps the
 # two. Only the client's core (ApiClient, kubeconfig): the runbooks call the API by path
 # (kube.call), never through the typed APIs, whose modules build some 250 pydantic models.
+# psycopg too: a deploy's or a rollback's plan reads the applied migrations before it changes
+# anything (a tenth of a second of imports, which was on the rollback's path to its undo).
 # (pandas is not here: it is for tables, which can come after the change.)
-WARM_UP = "import runbooks_lib.context, runbooks_lib.guard, runbooks_lib.cluster, requests\nimport kubernetes.client.api_client, kubernetes.config"
+WARM_UP = ("import runbooks_lib.context, runbooks_lib.guard, runbooks_lib.cluster, requests\n"
+           "import kubernetes.client.api_client, kubernetes.config\nimport psycopg")
 
 
 # ipykernel_launcher's few lines, without the debugger: nobody attaches one to a headless run, and
