@@ -36,12 +36,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,archive]'
 	@touch $@
 
-# Three workers (pytest-xdist) on two cores: the runbook scenarios wait on rollouts and analysis
-# windows most of the time (a two-worker run kept the cores 40 % busy), so each scenario group has
-# a worker of its own and the other tests run on the third; each shared sandbox stays on one
-# worker (tests/conftest.py). Measured on 2 cores: 536 s of pytest with three, 635 s with two.
+# Two workers (pytest-xdist): the runbook scenarios wait on rollouts and analysis windows most of
+# the time, so the other tests run beside them; each shared sandbox stays on one worker (tests/conftest.py).
+# (Three were 100 s faster on 2 cores, but the sandbox server tests then ran beside both scenario
+# groups, and two of their timings failed in four runs: a green CI is worth more.)
 test: bootstrap $(MOTO_SERVER)
-	$(BIN)/python -m pytest -n 3 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The main job: a short game day on a fresh sandbox (one already running is restarted, so the
 # drill always starts from the same state). The sandbox stays up afterwards for a look around

@@ -60,7 +60,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-# -- workers (pytest-xdist; `make test` runs -n 3) ---------------------------------------------
+# -- two workers (pytest-xdist; `make test` runs -n 2) -----------------------------------------
 # The runbook scenarios run in two groups, each on one sandbox in a set order (tests/runbooks/
 # groups.py): each group is one unit of work on one worker; the sandbox server tests share
 # session-scoped servers, so they are another.

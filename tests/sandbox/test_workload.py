@@ -299,15 +299,15 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(run_workload: Callable[
     time.sleep(0.2)  # all 20 are now inside their 400 ms
     workload.process.send_signal(signal.SIGTERM)
     # No longer accepting: the listener closes as the signal is handled, which a loaded machine
-    # (two test workers) may take longer than a fixed 50 ms to do; the log line below proves it
-    # happened while all 20 requests were still in flight.
-    deadline = time.monotonic() + 2
+    # (test workers beside two sandboxes) once took more than 2 s to do; the log line below
+    # proves it happened while all 20 requests were still in flight.
+    deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection((host, int(port)), timeout=2).close()
         except (ConnectionRefusedError, ConnectionResetError):  # reset: taken into the backlog as it closed
             break
-        assert time.monotonic() < deadline, "still accepting connections 2 s after SIGTERM"
+        assert time.monotonic() < deadline, "still accepting connections 10 s after SIGTERM"
         time.sleep(0.02)
     for thread in threads:
         thread.join(5)
