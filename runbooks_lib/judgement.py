@@ -73,21 +73,24 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
               "do not hold just the traffic since the change")
     if since is None:
         signals = _observe_from_now(metrics, service, version, selector, len(pods), observe_s, what)
+        # The rates' window: its requests are the rate times its length, as Prometheus' increase() reads them.
+        judged = None if signals.requests_per_s is None else signals.requests_per_s * _rate_window_s(observe_s)
     else:
         signals, seconds = _judge_served(metrics, service, version, selector, len(pods), since, observe_s, what)
         ctx.figure("judged_window_s", round(seconds, 2))
         ctx.figure("judged_requests", signals.requests)
+        judged = signals.requests
     row = {"version": version, "pods": len(pods), "window": signals.window, "requests/s": signals.requests_per_s,
            "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
            "SLO success %": 100 * slo.success_rate_min,
            "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
     if signals.requests is not None:
         row["requests"] = int(signals.requests)
-        if signals.success_rate is not None and (weight := evidence(slo.success_rate_min, signals.requests,
-                                                                    signals.success_rate)) is not None:
-            row["evidence"] = weight.text
-            if weight.state != "bad":
-                ctx.figure("judged_requests_needed", weight.needed)
+    if judged is not None and signals.success_rate is not None and (
+            weight := evidence(slo.success_rate_min, judged, signals.success_rate)) is not None:
+        row["evidence"] = weight.text
+        if weight.state != "bad":
+            ctx.figure("judged_requests_needed", weight.needed)
     ctx.figure("success_rate", signals.success_rate)
     ctx.figure("p99_ms", signals.p99_ms)
     table = pd.DataFrame([row]).set_index("version")
@@ -155,7 +158,12 @@ def _observe_from_now(metrics: "Metrics", service: str, version: str, selector: 
     metrics.wait_for_targets(selector, pods, timeout_s=30, what=what)
     for _ in progress_bar(range(int(observe_s)), desc=f"observing {version}", unit="s"):
         time.sleep(1)
-    return golden_signals(metrics, service, f"{max(int(observe_s), 5)}s", selector)
+    return golden_signals(metrics, service, f"{_rate_window_s(observe_s)}s", selector)
+
+
+def _rate_window_s(observe_s: float) -> int:
+    """The rates' window for ``observe_s`` observed: at least 5 s, so that it spans a few scrapes."""
+    return max(int(observe_s), 5)
 
 
 def _judge_served(metrics: "Metrics", service: str, version: str, selector: str, pods: int, since: float,

@@ -179,6 +179,19 @@ def test_verify_checks_pods_smoke_and_signals_and_says_good(platform: Platform) 
     assert any('pod=~"veza-backend-api-h4-0|veza-backend-api-h4-1"' in q for q in platform.prom.queries())
 
 
+def test_the_analysis_says_what_its_requests_could_rule_out(platform: Platform) -> None:
+    """The requests of the rates' window (5 s at least) are the rate times its length, as
+    Prometheus' increase() reads them: 20/s for 5 s cannot rule out a 5 % error rate, 40/s can."""
+    platform.roll_forward("v1.7.0")
+    run = deploy(platform)
+    table = run.judge_metrics()
+    assert table.loc["v1.7.0", "evidence"].startswith("weak: 100 requests cannot rule out 5 % errors; ~112 ")
+    assert run.ctx.figures["judged_requests_needed"] == 112
+    platform.prom.answer(r"^sum ?\(rate\(http_requests_total", 40.0)
+    table = deploy(platform).judge_metrics()
+    assert table.loc["v1.7.0", "evidence"].startswith("strong: 200 requests rule out 5 % errors")
+
+
 def test_missed_slos_fail_with_the_numbers(platform: Platform) -> None:
     platform.roll_forward("v1.7.0")
     platform.prom.answer(r"^1 - ", 0.9)
