@@ -35,6 +35,7 @@ __all__ = [
     "children_of",
     "terminate",
     "require_executable",
+    "log_tail",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -293,3 +294,12 @@ def require_executable(path_or_name: str, package: str) -> str:
     if found is None:
         raise PackageMissing(path_or_name, package)
     return found
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """A server log's last ``lines``, joined on one line: its own words on why it did not start,
+    for the error a person reads first. Empty when there is no log (yet)."""
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""

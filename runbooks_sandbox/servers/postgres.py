@@ -29,6 +29,7 @@ from .ports import (
     ServerStartFailed,
     StaleState,
     claim_port,
+    log_tail,
     process_alive,
     wait_port_closed,
 )
@@ -253,19 +254,11 @@ class PostgresCluster:
             self._run([self._binary("pg_ctl"), "start", "-D", str(data), "-l", str(self.log_path(role)),
                        "-w", "-t", str(int(self.start_timeout))])
         except ServerStartFailed as e:
-            raise ServerStartFailed(f"{e}; its log ends: {self._log_tail(role)}; see {self.log_path(role)}") from e
+            raise ServerStartFailed(f"{e}; its log ends: {log_tail(self.log_path(role)) or '(no log)'}; see {self.log_path(role)}") from e
         pid = self._postmaster_pid(role)
         if pid is None:
             raise ServerStartFailed(f"postgres {role} did not stay up; see {self.log_path(role)}")
         self._pidfiles[role].write(pid)
-
-    def _log_tail(self, role: str, lines: int = 3) -> str:
-        """The server's own last words (why it did not start), for the error a person reads first."""
-        try:
-            tail = self.log_path(role).read_text(errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            return "(no log)"
-        return " | ".join(tail) or "(empty)"
 
     def _start_standby(self) -> None:
         standby = self.data_dir("standby")

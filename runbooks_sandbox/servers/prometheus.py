@@ -30,6 +30,7 @@ from .ports import (
     ServerStartFailed,
     StaleState,
     claim_port,
+    log_tail,
     require_executable,
     wait_port_closed,
 )
@@ -239,7 +240,7 @@ class PrometheusServer:
             if self._process is not None and self._process.poll() is not None:
                 raise ServerStartFailed(
                     f"prometheus exited with code {self._process.returncode} at start: "
-                    f"{self._log_tail()}; see {self.log_path}"
+                    f"{log_tail(self.log_path, 2)}; see {self.log_path}"
                 )
             try:
                 if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200 and self.rule_groups():
@@ -248,13 +249,6 @@ class PrometheusServer:
                 pass
             time.sleep(0.05)
         raise ServerStartFailed(f"prometheus not ready after {self.start_timeout:.0f} s; see {self.log_path}")
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(lines[-2:])
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop the server we started (by its recorded PID) and wait until its port is free."""

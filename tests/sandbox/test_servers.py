@@ -448,3 +448,13 @@ def test_a_port_held_by_a_listener_is_never_chosen(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(ports, "_listen_range", lambda: range(taken, taken + 1))
         port = free_port()
         assert port != taken and is_port_free(port)
+
+
+def test_a_server_log_tail_is_its_last_lines_on_one_line(tmp_path: Path) -> None:
+    from runbooks_sandbox.servers.ports import log_tail
+
+    log = tmp_path / "server.log"
+    log.write_text("starting\nFATAL:  could not bind IPv4 address\nHINT:  Is another postmaster running?\n\n")
+    assert log_tail(log) == "starting | FATAL:  could not bind IPv4 address | HINT:  Is another postmaster running?"
+    assert log_tail(log, 1) == "HINT:  Is another postmaster running?"
+    assert log_tail(tmp_path / "none.log") == ""
