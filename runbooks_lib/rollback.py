@@ -97,6 +97,8 @@ class RollbackRun:
         from .cluster import Cluster
         from .schema_change import SchemaChange
 
+        if not verify_s >= 0:  # NaN too: a window of "nan" seconds would judge nothing
+            raise ParameterError(f"verify_s must be 0 or more seconds of the target's traffic to judge, not {verify_s!r}")
         self.ctx = ctx
         self.service = service
         self.to_revision = to_revision

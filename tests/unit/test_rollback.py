@@ -46,6 +46,14 @@ def test_impossible_targets_are_refused_before_any_change(platform: Platform, to
     assert platform.kube.writes == []
 
 
+@pytest.mark.parametrize("verify_s", [-2.0, float("nan")])
+def test_a_verification_window_below_zero_is_refused_before_anything_is_read(platform: Platform,
+                                                                              verify_s: float) -> None:
+    with pytest.raises(ParameterError, match="verify_s must be 0 or more seconds"):
+        RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE, verify_s=verify_s)
+    assert platform.kube.requests == [] and platform.kube.writes == []
+
+
 def test_no_history_is_refused(platform: Platform) -> None:
     for number in (1, 2):
         del platform.kube.objects[("replicasets", "veza", f"{SERVICE}-h{number}")]
