@@ -35,6 +35,20 @@ def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, os.environ.get(var) or str(tmp_path / var.lower()))
 
 
+# -- a shell that sourced a sandbox's env is not the tests' sandbox --------------------------------
+# The README has people run `. .sandbox/env` for kubectl. Its variables (stack.py writes them) would
+# reach every process the tests start: sandbox pods then look for a Redis or a database of a sandbox
+# that may be stopped (answering 503), kubectl for another cluster. The tests start their own.
+_SANDBOX_SHELL_VARIABLES = ("KUBECONFIG", "CLUSTER_UID", "NAMESPACE", "VAULT_ADDR", "VAULT_TOKEN", "PROMETHEUS_URL",
+                            "REDIS_URL", "DATABASE_URL", "TRAFFIC_URL", "NOTIFY_URL", "PG_PRIMARY_DSN",
+                            "PG_STANDBY_DSN", "BACKUP_URL", "WAL_ARCHIVE_URL", "STATE_DIR")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in _SANDBOX_SHELL_VARIABLES:
+        os.environ.pop(name, None)
+
+
 # -- tests leave the checkout's outputs/ alone (issue 10) -------------------------------------
 # Every test writes its records, journals and fingerprints under a temporary folder
 # (RUNBOOKS_RECORDS_URL, RUNBOOKS_HOME or RUNBOOKS_FINGERPRINTS); a test that forgets fails the
