@@ -40,6 +40,7 @@ from .servers.openbao import find_bao
 from .servers.ports import (
     PackageMissing, ServerError, process_alive, process_cmdline, terminate, wait_port_closed,
 )
+from .servers.datadir import remove_server_data_dir, server_data_dir
 from .servers.postgres import PG_BIN_DIR
 from .supervisor import STATUS_FILE, write_json_atomically
 
@@ -205,7 +206,6 @@ class Sandbox:
             say(f"the sandbox already runs ({self.state_dir}); `runbook sandbox status` says where")
             return self.env()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.chmod(0o755)  # user postgres traverses it to its data directories
         write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
                                                 "started_at": time.time()})
         started = time.monotonic()
@@ -311,6 +311,8 @@ class Sandbox:
             # and its archived WAL. Everything else of the primary is lost in a region failure.
             "OFFSITE_BACKUP_URL": source.get("BACKUP_URL", ""),
             "OFFSITE_WAL_ARCHIVE_URL": source.get("WAL_ARCHIVE_URL", ""),
+            # Where the drill recovers the region's database server: user postgres must reach it.
+            "RESTORE_DIR": str(server_data_dir(self.state_dir, create=True) / "restored"),
         }
         self._write_env(values)
         return values
@@ -408,6 +410,8 @@ class Sandbox:
                 stopped.append(name)
         RedisServer(self.state_dir).forget()
         stopped += self._kill_strays()
+        if remove_server_data_dir(self.state_dir):
+            say(f"removed {server_data_dir(self.state_dir)}")
         say(f"waiting for {len(ports)} ports to be free")
         for host, port in ports:
             if not wait_port_closed(port, host, timeout=10.0):
@@ -420,11 +424,11 @@ class Sandbox:
     def _kill_strays(self) -> list[str]:
         """Processes still naming a file of this state directory (pods of a killed supervisor).
 
-        Only processes whose command line holds a path under ``state_dir`` qualify: nothing
-        another sandbox or another user started can match.
+        Only processes whose command line holds a path under ``state_dir`` (or its server data
+        folder, :mod:`.servers.datadir`) qualify: nothing another sandbox or another user started can match.
         """
-        mark = str(self.state_dir) + os.sep
-        strays = [pid for pid in _pids_with_arg_under(mark) if pid != os.getpid()]
+        marks = {str(self.state_dir) + os.sep, str(server_data_dir(self.state_dir)) + os.sep}
+        strays = sorted({pid for mark in marks for pid in _pids_with_arg_under(mark) if pid != os.getpid()})
         for pid in strays:
             terminate(pid, grace=3.0)
         return [f"stray pid {pid}" for pid in strays]

@@ -15,6 +15,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -151,6 +152,14 @@ def _unpack(base: BaseBackup, key: bytes, into: Path) -> None:
         tar.extractall(into, filter="fully_trusted")
 
 
+def _blocked_for_server_user(folder: Path) -> Path | None:
+    """As root the server runs as user postgres: the first folder above ``folder`` it cannot
+    traverse (a checkout in root's 0700 home), else None."""
+    if os.geteuid() != 0:
+        return None
+    return next((p for p in reversed(folder.resolve().parents) if not p.stat().st_mode & stat.S_IXOTH), None)
+
+
 def scratch_folder(settings: "BackupSettings", prefix: str) -> Path:
     """A new folder under ``backups.restore_dir`` (else the temporary folder) that user postgres
     can traverse: where a drill recovers a server or keeps the WAL it replays."""
@@ -158,6 +167,11 @@ def scratch_folder(settings: "BackupSettings", prefix: str) -> Path:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
         parent.chmod(0o755)
+    blocked = _blocked_for_server_user(parent or Path(tempfile.gettempdir()))
+    if blocked is not None:
+        raise ParameterError(
+            f"the database server runs as user {OS_USER}, who cannot traverse {blocked} "
+            f"(mode {oct(blocked.stat().st_mode & 0o777)}): set backups.restore_dir to a folder it can reach")
     home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     home.chmod(0o755)
     return home

@@ -2,8 +2,8 @@
 
 Debian's server binaries live in /usr/lib/postgresql/15/bin. initdb refuses to run as
 root, so when we are root every server command runs as user ``postgres`` through
-``runuser``, and the data directories are chowned to it: the state directory must then be
-one that user can traverse. Each start makes a fresh cluster (initdb takes ~0.4 s): the
+``runuser``, and the data directories are chowned to it: they then live where that user can
+reach them, whatever the checkout's permissions (:mod:`.datadir`). Each start makes a fresh cluster (initdb takes ~0.4 s): the
 sandbox is disposable, and a drill that breaks the database must not break the next one.
 
 Authentication is ``trust`` on loopback and the private socket directory only; the
@@ -11,10 +11,10 @@ DSNs carry no password.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from .ports import (
     process_alive,
     wait_port_closed,
 )
+from .datadir import server_data_dir
 from .veza_schema import SEED_SQL
 
 __all__ = ["PostgresCluster", "ReplicationLag", "PG_BIN_DIR", "DATABASE"]
@@ -89,8 +90,10 @@ class ReplicationLag:
 class PostgresCluster:
     """A PostgreSQL 15 primary and (optionally) a streaming standby on loopback ports.
 
-    Files live under ``state_dir/postgres``: ``primary/`` and ``standby/`` data directories,
-    ``sockets/``, and one log per server. ``stop()`` from a fresh instance on the same state
+    Files live under ``<server data dir>/postgres`` (the state directory, or as root a folder
+    user postgres can reach: :func:`.datadir.server_data_dir`): ``primary/`` and ``standby/``
+    data directories, ``sockets/``, and one log per server; the WAL archive is
+    ``<server data dir>/offsite/wal``. ``stop()`` from a fresh instance on the same state
     directory stops servers an earlier process started.
     """
 
@@ -105,9 +108,10 @@ class PostgresCluster:
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
-        self.home = self.state_dir / "postgres"
+        self.data_root = server_data_dir(self.state_dir)
+        self.home = self.data_root / "postgres"
         self.sockets = self.home / "sockets"
-        self.wal_archive = self.state_dir / "offsite" / "wal"
+        self.wal_archive = self.data_root / "offsite" / "wal"
         # Which data directory plays which role: swapped when a failover promotes the standby
         # and the old primary is rebuilt as the new standby.
         self.dirs = {"primary": "primary", "standby": "standby"}
@@ -189,8 +193,11 @@ class PostgresCluster:
                     f"PostgresCluster(state_dir).stop())"
                 )
             pidfile.remove()
-        # Nothing runs: whatever data an earlier (maybe crashed) run left is discarded.
+        # Nothing runs: whatever data an earlier (maybe crashed) run left is discarded, its WAL
+        # archive too (a new cluster's segments have the same names, and the archiver refuses
+        # to overwrite a segment with other bytes: it would stall for good).
         shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.wal_archive, ignore_errors=True)
 
     def _postmaster_pid(self, role: str) -> int | None:
         try:
@@ -200,6 +207,7 @@ class PostgresCluster:
         return pid if process_alive(pid, "postgres") else None
 
     def _prepare_home(self) -> None:
+        server_data_dir(self.state_dir, create=True)  # as root: made where user postgres can reach it
         self.sockets.mkdir(parents=True, exist_ok=True)
         self.wal_archive.mkdir(parents=True, exist_ok=True)
         socket_path = self.sockets / f".s.PGSQL.{self.primary_port}"
@@ -207,16 +215,7 @@ class PostgresCluster:
             raise ServerError(f"postgres: state directory path too long for a unix socket: {self.sockets}")
         if os.geteuid() != 0:
             return
-        blocked = [p for p in self.home.parents if p.exists() and not os.stat(p).st_mode & stat.S_IXOTH]
-        if blocked:
-            raise ServerError(
-                f"postgres runs as user {OS_USER}, who cannot traverse {blocked[0]} "
-                f"(mode {oct(os.stat(blocked[0]).st_mode & 0o777)}); use a state directory under "
-                f"a world-traversable path, or `chmod o+x {blocked[0]}`"
-            )
-        shutil.chown(self.home, OS_USER, OS_USER)
-        shutil.chown(self.sockets, OS_USER, OS_USER)
-        for folder in (self.wal_archive.parent, self.wal_archive):
+        for folder in (self.home, self.sockets, self.wal_archive.parent, self.wal_archive):
             shutil.chown(folder, OS_USER, OS_USER)
 
     def _state_path(self) -> Path:
@@ -303,6 +302,17 @@ class PostgresCluster:
             if port is not None:
                 wait_port_closed(port, self.host)
         self._state_path().unlink(missing_ok=True)
+        self._discard_files()
+
+    def _discard_files(self) -> None:
+        """A stopped cluster's files go (the next start makes a fresh one anyway); a server data
+        folder outside the state directory goes too once nothing else is in it."""
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.wal_archive, ignore_errors=True)
+        if self.data_root != self.state_dir.resolve():
+            for folder in (self.wal_archive.parent, self.data_root):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
 
     def status(self) -> dict[str, Any]:
         """What runs where: per role running/pid/port/dsn, and replication lag."""

@@ -95,9 +95,9 @@ class Run:
 
 
 def _start_sandbox() -> Sandbox:
-    # Not pytest's tmp_path: user postgres must traverse the state dir (mode 0755).
+    # Private (mode 0700), as a checkout in root's home is: the sandbox keeps what user postgres
+    # must reach elsewhere (runbooks_sandbox.servers.datadir), and the drills must not mind.
     state_dir = Path(tempfile.mkdtemp(prefix="veza-runbooks-"))
-    state_dir.chmod(0o755)
     records = Path(tempfile.mkdtemp(prefix="veza-records-"))
     box = Sandbox(state_dir, records, {})
     up = box.runbook("sandbox", "up", "--state-dir", str(state_dir))

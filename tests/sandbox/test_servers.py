@@ -32,6 +32,7 @@ from runbooks_sandbox.servers import (
     ServerError,
     StaleState,
 )
+from runbooks_sandbox.servers.datadir import SERVER_ROOT_VARIABLE, remove_server_data_dir, server_data_dir
 from runbooks_sandbox.servers.openbao import SECRET_KEYS
 from runbooks_sandbox.servers.ports import children_of, free_port, is_port_free, process_alive
 from runbooks_sandbox.servers.veza_schema import SEED_COUNTS
@@ -363,12 +364,33 @@ def test_a_server_left_running_is_reported_not_started_twice() -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the traversal check applies when postgres runs via runuser")
-def test_a_state_dir_postgres_cannot_reach_is_explained() -> None:
-    private = Path(tempfile.mkdtemp(prefix="veza-private-"))  # mode 0700
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, postgres runs as user postgres (runuser)")
+def test_postgres_runs_from_a_state_dir_its_user_cannot_reach() -> None:
+    """A checkout in root's home (mode 0700): the data lives where user postgres can reach it,
+    and goes when the sandbox is removed."""
+    private = Path(tempfile.mkdtemp(prefix="veza-private-"))  # mode 0700, like /root
     try:
-        with pytest.raises(ServerError, match="cannot traverse"):
-            PostgresCluster(private / "sandbox").start()
+        cluster = PostgresCluster(private / "sandbox", with_standby=False, seed=False).start()
+        try:
+            assert not cluster.home.is_relative_to(private)
+            assert cluster.home.parent == server_data_dir(private / "sandbox")
+            with psycopg.connect(cluster.dsn("primary", "postgres"), connect_timeout=5) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            cluster.stop()
+        assert not server_data_dir(private / "sandbox").exists()
+        assert not remove_server_data_dir(private / "sandbox")  # nothing left to remove
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, postgres runs as user postgres (runuser)")
+def test_a_server_folder_postgres_cannot_reach_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    private = Path(tempfile.mkdtemp(prefix="veza-private-"))  # mode 0700
+    monkeypatch.setenv(SERVER_ROOT_VARIABLE, str(private / "servers"))
+    try:
+        with pytest.raises(ServerError, match=rf"cannot traverse {private}.*{SERVER_ROOT_VARIABLE}"):
+            PostgresCluster(_state_dir() / "sandbox").start()
     finally:
         shutil.rmtree(private, ignore_errors=True)
 

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 import requests
 
+from runbooks_sandbox.servers.datadir import server_data_dir
 from runbooks_sandbox.servers.ports import is_port_free, process_alive
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -43,10 +44,9 @@ def runbook(*args: str, check: bool = True, timeout: float = 240) -> subprocess.
 
 
 def _state_dir(prefix: str) -> Path:
-    # Not pytest's tmp_path: its root is mode 0700, which user postgres cannot traverse.
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
+    # Private (mode 0700), as a checkout in root's home is: user postgres cannot traverse it, so
+    # the sandbox keeps the database's files elsewhere (runbooks_sandbox.servers.datadir).
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 @pytest.fixture(scope="module")
@@ -308,10 +308,13 @@ def test_down_leaves_no_process_and_no_port(state_dir: Path, kubectl) -> None:
         for key in ("port",):
             if part.get(key):
                 addresses.append(("127.0.0.1", part[key]))
+    server_files = server_data_dir(state_dir)
+    assert server_files.is_dir() or os.geteuid() != 0  # as root: the database's files, outside the state dir
     runbook("sandbox", "down", "--state-dir", str(state_dir))
     assert [pid for pid in pids if process_alive(pid)] == []
     assert [a for a in addresses if not is_port_free(a[1], a[0])] == []
     assert not (state_dir / "env").exists()
+    assert server_files == state_dir or not server_files.exists()
     assert "nothing was running" in runbook("sandbox", "down", "--state-dir", str(state_dir)).stdout
 
 
