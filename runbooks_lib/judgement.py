@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .signals import GoldenSignals
 
-__all__ = ["Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "show"]
+__all__ = ["Before", "Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "show", "signals_before"]
 
 
 def show(figure: Any) -> None:
@@ -105,6 +105,49 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
             f"over {signals.window}"
         )
     return table
+
+
+@dataclass(frozen=True)
+class Before:
+    """A version's own signals over the minutes before it was replaced: ``failed`` True when they
+    missed an SLO, False when they met both, None when Prometheus had nothing to say."""
+
+    failed: bool | None
+    text: str
+
+
+def signals_before(metrics: "Metrics", service: str, replica_set: str, until: float, *, success_rate_min: float,
+                   p99_max_ms: float, window_s: int = 300) -> Before:
+    """The success rate and p99 of the pods of ``replica_set`` over the ``window_s`` before ``until``
+    (Unix seconds: a rollback's undo), read after the fact (Prometheus keeps the series of pods
+    that are gone), so that a rollback spends no time on it before its undo."""
+    from .errors import BackendUnavailable, RunbookError
+    from .signals import error_count, latency_quantile, request_count
+
+    # A Deployment's pods are named after their ReplicaSet: <replica set>-<5 characters>.
+    sel = f'job="{service}",pod=~"{replica_set}-[a-z0-9]+"'
+    window = f"{window_s}s"
+
+    def value(promql: str) -> float | None:
+        try:
+            return metrics.query(promql, at=until)
+        except NoData:
+            return None
+
+    try:
+        requests, errors = value(request_count(sel, window)), value(error_count(sel, window))
+        p99 = value(latency_quantile(0.99, sel, window))
+    except (BackendUnavailable, RunbookError) as e:
+        return Before(None, f"its signals before the rollback could not be read ({e})")
+    if not requests:
+        return Before(None, f"no request was served by {replica_set} in the {window_s} s before the rollback")
+    success = 1 - (errors or 0.0) / requests
+    p99 = None if p99 is None or math.isinf(p99) else p99
+    missed = success < success_rate_min or (p99 is not None and p99 > p99_max_ms)
+    text = (f"success {100 * success:.2f} % of {requests:.0f} requests (SLO ≥ {100 * success_rate_min:g} %), "
+            + (f"p99 {p99:.0f} ms" if p99 is not None else "p99 unknown") + f" (SLO ≤ {p99_max_ms:g} ms) "
+            f"over the {window_s} s before the rollback")
+    return Before(missed, text)
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,13 @@ class Metrics:
         # timeout: the client's own default is none, and a hung Prometheus would hang the run.
         return PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, at: float | None = None, **kwargs: Any) -> Any:
         import requests
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
+        params = {"timeout": f"{self.timeout_s}s", **({"time": f"{at:.3f}"} if at is not None else {})}
         try:
-            return fn(*args, **kwargs, params={"timeout": f"{self.timeout_s}s"})
+            return fn(*args, **kwargs, params=params)
         except PrometheusApiClientException as e:
             raise RunbookError(f"Prometheus rejected {what}: {e}") from e
         except requests.RequestException as e:
@@ -53,9 +54,10 @@ class Metrics:
         except requests.RequestException:
             return False
 
-    def query(self, promql: str) -> float:
-        """The single value of an instant query. NoData when there is no sample or it is NaN."""
-        result = self._call(f"query {promql}", self._client.custom_query, promql)
+    def query(self, promql: str, at: float | None = None) -> float:
+        """The single value of an instant query (evaluated now, or at Unix time ``at``). NoData when
+        there is no sample or it is NaN."""
+        result = self._call(f"query {promql}", self._client.custom_query, promql, at=at)
         values = [float(r["value"][1]) for r in result or []]
         values = [v for v in values if not math.isnan(v)]
         if not values:

@@ -11,7 +11,13 @@ target version up in two memories:
 
 The newest verdict wins, so a version redeployed successfully (with the explicit override) is
 good again. Records count only for the same environment and the same cluster (the identity the
-guard checked): a fresh sandbox is a new cluster and starts with a clean slate.
+guard checked; a lookup without one reads the cluster's annotations alone): a fresh sandbox is a
+new cluster and starts with a clean slate.
+
+A verdict comes from evidence: the version's own signals or checks (a failed deploy, an aborted
+canary, a rollback target that did not recover, a version whose signals failed the SLOs before it
+was rolled back), or an operator who declares it defective. Being rolled back is not evidence: a
+drill, a freeze or an unwanted feature rolls back healthy versions.
 """
 from __future__ import annotations
 
@@ -74,9 +80,10 @@ def _from_records(env: str, service: str, identity: str | None) -> Iterable[Verd
         return []
     found = []
     for row in rows:
-        theirs = row.get("cluster_identity")
-        if identity and theirs and theirs != identity:
-            continue  # another cluster's history (a previous sandbox) says nothing about this one
+        if not identity or row.get("cluster_identity") != identity:
+            # Another cluster's history (a previous sandbox), or a record that cannot say which
+            # cluster it judged, says nothing about this one: it never refuses a target here.
+            continue
         for entry in row.get("verdicts") or []:
             if entry.get("service") == service and entry.get("version") and entry.get("verdict") in ("good", "bad"):
                 found.append(Verdict(service, entry["version"], entry["verdict"], str(entry.get("why") or ""),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from runbooks_lib.incident.correlation import Change, breach_start, rank_changes, suggest
+from runbooks_lib.incident.correlation import Change, breach_start, incident_breach, rank_changes, suggest
 from runbooks_lib.incident.params import IncidentParams
 from runbooks_lib.incident.postmortem import FOR_PEOPLE, PostMortem, render_html, render_markdown
 from runbooks_lib.incident.timeline import Timeline
@@ -40,9 +41,14 @@ def test_breach_start_is_the_start_of_the_breach_before_the_trigger() -> None:
     assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=450)) == T0 + timedelta(seconds=400)
     # A page set at the fault, shortly before the signals moved: the breach that follows, not the ended one.
     assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200)) == T0 + timedelta(seconds=400)
-    # A breach long after the page is another story: the last one before it.
-    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200), follow_s=60) == T0 + timedelta(seconds=50)
+    # A breach long after the page is another story, and one that ended before it another incident:
+    # neither dates this one (its changes are then ranked against the trigger).
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=200), follow_s=60) is None
+    # One that ended just before the page (within the slack of clocks and scrapes) is this one.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=110)) == T0 + timedelta(seconds=50)
     assert breach_start(two, 0.99, reference=T0 - timedelta(seconds=10)) == T0 + timedelta(seconds=50)
+    # A short recovery inside the rate window is noise: with gap_s the two stretches are one.
+    assert breach_start(two, 0.99, reference=T0 + timedelta(seconds=450), gap_s=310) == T0 + timedelta(seconds=50)
     assert breach_start(success_series(100), 0.99) is None  # never breached
     assert breach_start(success_series(30), 500, below=False) is None
 
@@ -80,7 +86,89 @@ def test_the_failing_version_doubles_a_changes_score() -> None:
     plain = rank_changes([change], breach)[0].score
     matched = rank_changes([change], breach, failing_versions={"v1.5.4-crash"})[0]
     assert matched.score == pytest.approx(min(1.0, 2 * plain), abs=1e-3)
-    assert "the failing pods run v1.5.4-crash" in matched.evidence
+    assert "the failing pods run the image it introduced (v1.5.4-crash)" in matched.evidence
+
+
+# -- the game day's failure: an old dip and a kubectl push seconds before the trigger ---------------
+
+TRIGGER = T0 + timedelta(minutes=10)
+
+
+def fine_frame(columns: dict[str, tuple[int, int | None, int | None]], seconds: int = 600) -> pd.DataFrame:
+    """One point a second up to 20 s after the trigger, one column per series: (first second with
+    data, first bad second, last bad second), counted from T0; NaN outside the series' life."""
+    index = pd.DatetimeIndex([T0 + timedelta(seconds=i) for i in range(seconds + 21)])
+    data = {}
+    for name, (alive_from, bad_from, bad_to) in columns.items():
+        values = []
+        for i in range(len(index)):
+            if i < alive_from:
+                values.append(math.nan)
+            elif bad_from is not None and bad_from <= i <= (bad_to if bad_to is not None else len(index)):
+                values.append(0.92)
+            else:
+                values.append(0.999)
+        data[name] = values
+    return pd.DataFrame(data, index=index)
+
+
+def kubectl_push(at_s: int, revision: int, version: str, previous: int, previous_version: str) -> Change:
+    """A ReplicaSet's activation as the snapshot reads it: `kubectl set image`, no change-cause."""
+    return Change(at=T0 + timedelta(seconds=at_s), kind="deploy", service="veza-backend-api",
+                  description=f"veza-backend-api revision {revision}: image {version} (no change-cause)",
+                  revision=revision, version=version, previous_revision=previous, previous_version=previous_version)
+
+
+def test_an_old_dip_inside_the_rate_window_does_not_date_a_push_seconds_before_the_trigger() -> None:
+    """As in the failed game day: v1.8.0 was deployed minutes before (its release dipped), v1.7.0
+    replaced it, then the bad release was pushed with `kubectl set image` 10 s before the trigger.
+    The service's series, on a long rate window, never left the breach in between."""
+    failing_from = 592  # 8 s before the trigger, 2 s after the push
+    frame = fine_frame({
+        "all": (0, 400, None),  # the overall rate window blurs the old dip into this breach
+        "v1.8.0": (380, 400, 430),  # gone by 470: its pods were replaced
+        "v1.7.0": (470, None, None),
+        "v1.5.1-errors": (590, failing_from, None),
+    })
+    frame.loc[frame.index > T0 + timedelta(seconds=470), "v1.8.0"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=598), "v1.7.0"] = math.nan
+    breach = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER, gap_s=15)
+    assert breach.at == T0 + timedelta(seconds=failing_from)
+    assert breach.failing_versions == {"v1.5.1-errors"}  # v1.8.0's old dip is another story
+    assert breach_start(frame["all"], 0.99, reference=TRIGGER) == T0 + timedelta(seconds=400)  # what misled it
+
+    changes = [kubectl_push(375, 4, "v1.8.0", 3, "v1.5.1-errors"), kubectl_push(460, 6, "v1.7.0", 4, "v1.8.0"),
+               kubectl_push(590, 7, "v1.5.1-errors", 6, "v1.7.0")]
+    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_versions=breach.failing_versions,
+                          reference=TRIGGER)
+    assert ranked[0].change.version == "v1.5.1-errors"
+    assert "the failing pods run the image it introduced (v1.5.1-errors)" in ranked[0].evidence
+    advice = suggest(ranked, breach.at)
+    assert (advice.action, advice.to_revision) == ("rollback", 6)
+    assert "roll back veza-backend-api to revision 6 (v1.7.0)" in advice.reason
+
+
+def test_a_bad_push_seconds_after_a_good_release_is_the_one_rolled_back() -> None:
+    """Two kubectl pushes 10 s apart: the same kind of change at nearly the same time. The breach is
+    dated by the failing version's own series, and the failing pods run the second push's image."""
+    frame = fine_frame({"all": (0, 592, None), "v1.7.0": (0, None, None), "v1.6.0": (582, None, None),
+                        "v1.5.1-errors": (590, 592, None)})
+    frame.loc[frame.index > T0 + timedelta(seconds=590), "v1.7.0"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=598), "v1.6.0"] = math.nan
+    breach = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER, gap_s=15)
+    changes = [kubectl_push(580, 8, "v1.6.0", 7, "v1.7.0"), kubectl_push(590, 9, "v1.5.1-errors", 8, "v1.6.0")]
+    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_versions=breach.failing_versions,
+                          reference=TRIGGER)
+    assert [r.change.revision for r in ranked] == [9, 8]
+    assert suggest(ranked, breach.at).to_revision == 8
+
+
+def test_a_slow_version_dates_the_breach_by_its_p99() -> None:
+    p99 = fine_frame({"all": (0, None, None), "v1.5.2-slow": (580, 585, None)}).map(lambda v: v if v != v else
+                                                                                    (900.0 if v < 0.95 else 40.0))
+    breach = incident_breach(None, p99, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER)
+    assert breach.at == T0 + timedelta(seconds=585) and breach.failing_versions == {"v1.5.2-slow"}
+    assert incident_breach(None, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER).at is None
 
 
 def test_without_signal_data_changes_rank_against_the_trigger_and_say_so() -> None:

@@ -97,6 +97,7 @@ def test_the_newest_verdict_of_this_cluster_wins(tmp_path: Path, monkeypatch: py
     known = known_verdicts("sandbox", "x", "uid-1")
     assert known["v2"].verdict == "good" and known["v2"].record.endswith("b.ipynb")  # redeployed since
     assert "v3" not in known  # another cluster (an earlier sandbox) says nothing about this one
+    assert known_verdicts("sandbox", "x", None) == {}  # a lookup that cannot name its cluster trusts no record
     # The cluster's own memory counts too, and a newer annotation beats an older record.
     annotated = revision(5, "v2", verdict={"verdict": "bad", "why": "rolled back", "run": "z", "at": "2026-12-01T13:00:00Z"})
     known = known_verdicts("sandbox", "x", "uid-1", [annotated])

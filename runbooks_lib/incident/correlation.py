@@ -1,9 +1,10 @@
 """Which change most likely caused the incident, and what to do about it.
 
 Pure logic over plain data, so it is tested on synthetic timelines: ``breach_start`` finds
-when a signal left its SLO; ``rank_changes`` scores each change (deploy, rollback, config or
+when a signal left its SLO, ``incident_breach`` dates this incident's breach from the series of
+the versions failing now; ``rank_changes`` scores each change (deploy, rollback, config or
 secret change, scaling) by how shortly it came before that moment, whether it touched the
-failing service, and whether the failing pods run the version it introduced; ``suggest``
+failing service, and whether the failing pods run the image it introduced; ``suggest``
 turns the top change into a mitigation with its reason in words and numbers.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from .timeline import iso
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Change", "RankedChange", "Suggestion", "breach_start", "rank_changes", "suggest", "KIND_WEIGHT"]
+__all__ = ["Change", "RankedChange", "Suggestion", "Breach", "breach_start", "incident_breach", "rank_changes", "suggest",
+           "KIND_WEIGHT"]
 
 ChangeKind = Literal["deploy", "rollback", "config", "secret", "scale", "restart"]
 
@@ -64,43 +66,88 @@ class Suggestion:
     cites: list[str] = field(default_factory=list)
 
 
-def breach_start(series: "pd.Series", threshold: float, *, below: bool = True,
-                 reference: datetime | None = None, follow_s: float = 300.0) -> datetime | None:
-    """When the signal left its bound for the breach that ``reference`` (the trigger) is about.
-
-    ``below=True``: a breach is a value under ``threshold`` (success rate); False: above (p99).
-    The breach in progress at ``reference``; else one beginning within ``follow_s`` after it (a
-    page set at the fault, before the signals moved); else the last one before it; else the
-    first after. None when the signal never breached.
-    """
+def _breaches(series: "pd.Series", threshold: float, below: bool, gap_s: float) -> list[list[datetime]]:
+    """[start, last bad point] of each stretch out of bounds; stretches apart by at most ``gap_s``
+    of good points are one (a short recovery inside a rate window is noise, not the end)."""
     clean = series.dropna()
-    if clean.empty:
-        return None
     bad = clean < threshold if below else clean > threshold
-    runs: list[list[datetime]] = []  # [start, last bad point]
+    runs: list[list[datetime]] = []
     previous = False
     for at, is_bad in bad.items():
         moment = at.to_pydatetime() if hasattr(at, "to_pydatetime") else at
         if is_bad:
-            if previous:
+            if runs and (previous or (moment - runs[-1][1]).total_seconds() <= gap_s):
                 runs[-1][1] = moment
             else:
                 runs.append([moment, moment])
         previous = bool(is_bad)
+    return runs
+
+
+def breach_start(series: "pd.Series", threshold: float, *, below: bool = True,
+                 reference: datetime | None = None, follow_s: float = 300.0, ended_s: float = SLACK_S,
+                 gap_s: float = 0.0) -> datetime | None:
+    """When the signal left its bound for the breach that ``reference`` (the trigger) is about.
+
+    ``below=True``: a breach is a value under ``threshold`` (success rate); False: above (p99).
+    The breach in progress at ``reference`` (or ended at most ``ended_s`` before it, or still
+    going at the series' end); else one beginning within ``follow_s`` after it (a page set at
+    the fault, before the signals moved). None otherwise: a breach that ended before the page is
+    another incident, and taking its start for this one's would blame the changes before it.
+    Without ``reference``, the start of the last breach; None when the signal never breached.
+    """
+    runs = _breaches(series, threshold, below, gap_s)
     if not runs:
         return None
     if reference is None:
         return runs[-1][0]
-    last_point = clean.index[-1]
+    end = series.index[-1]  # the window's end, NaN or not: a version whose pods went stopped before it
+    end = end.to_pydatetime() if hasattr(end, "to_pydatetime") else end
     for start, last in runs:
-        ongoing = last == last_point
-        if start <= reference and (reference <= last or ongoing):
+        in_progress = (reference - last).total_seconds() <= ended_s or last == end
+        if start <= reference and in_progress:
             return start
     after = [start for start, _ in runs if start > reference]
     if after and (after[0] - reference).total_seconds() <= follow_s:
         return after[0]
-    before = [start for start, _ in runs if start <= reference]
-    return before[-1] if before else after[0]
+    return None
+
+
+@dataclass(frozen=True)
+class Breach:
+    """The breach an incident is about: when it began, and which versions were out of bounds."""
+
+    at: datetime | None
+    versions: dict[str, datetime] = field(default_factory=dict)  # version -> its own breach's start
+
+    @property
+    def failing_versions(self) -> set[str]:
+        return set(self.versions)
+
+
+def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", *, success_rate_min: float,
+                    p99_max_ms: float, reference: datetime, gap_s: float = 0.0) -> Breach:
+    """The onset of this incident's breach, from fine series (one column per version, plus "all").
+
+    Each version is judged on its own series: a version whose pods fail now dates the breach from
+    when *it* left its bounds, so an earlier dip of another version, still inside the overall
+    series' rate window, is not taken for this incident's start. The earliest onset of a version
+    in breach at ``reference`` wins; without one, the overall series' breach (or None)."""
+    versions: dict[str, datetime] = {}
+    overall: list[datetime] = []
+    for frame, threshold, below in ((success, success_rate_min, True), (p99, p99_max_ms, False)):
+        if frame is None:
+            continue
+        for column in frame:
+            start = breach_start(frame[column], threshold, below=below, reference=reference, gap_s=gap_s)
+            if start is None:
+                continue
+            if column == "all":
+                overall.append(start)
+            else:
+                versions[column] = min(start, versions.get(column, start))
+    at = min(versions.values()) if versions else (min(overall) if overall else None)
+    return Breach(at, versions)
 
 
 def _time_score(seconds_before: float) -> float:
@@ -132,7 +179,7 @@ def rank_changes(changes: Iterable[Change], breach_at: datetime | None, *, servi
             words.append("another service")
         if change.version and change.version in failing:
             score = min(1.0, score * 2)
-            words.append(f"the failing pods run {change.version}")
+            words.append(f"the failing pods run the image it introduced ({change.version})")
         if change.completed_at and breach_at:
             after_complete = (breach_at - change.completed_at).total_seconds()
             words.append(f"{change.version or 'it'} reached 100 % {after_complete:.0f} s before the breach"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import BackendUnavailable, NoData, RunbookError
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..signals import GoldenSignals
 
-__all__ = ["SignalFrames", "signal_frames", "current_signals", "versions_seen", "usable_window", "SIGNALS", "WINDOWS"]
+__all__ = ["SignalFrames", "signal_frames", "onset_frames", "failing_pods", "current_signals", "versions_seen",
+           "usable_window", "window_seconds", "SIGNALS", "WINDOWS"]
 
 SIGNALS = ("requests_per_s", "success_rate", "p99_ms")
 # Rate windows from short to long; the first with data is used (see usable_window).
@@ -42,6 +43,7 @@ class SignalFrames:
     frames: dict[str, "pd.DataFrame"] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     window: str | None = None  # the rate window the series were read with
+    step_s: float | None = None  # seconds between points
 
     def overall(self, signal: str) -> "pd.Series | None":
         frame = self.frames.get(signal)
@@ -74,7 +76,7 @@ def signal_frames(metrics: "Metrics", service: str, start: datetime, end: dateti
     end = end or datetime.now(timezone.utc)
     minutes = max((end - start).total_seconds() / 60, 1.0)
     step = max(1.0, minutes * 60 / max_points)
-    result = SignalFrames(service)
+    result = SignalFrames(service, step_s=step)
     try:
         window = result.window = window or usable_window(metrics, service, ("30s", *WINDOWS[1:]))
         selectors = {"all": f'job="{service}"'}
@@ -99,6 +101,59 @@ def signal_frames(metrics: "Metrics", service: str, start: datetime, end: dateti
     if not result.frames:
         result.missing.append(f"golden signals of {service}: no samples between {start:%H:%M:%S} and {end:%H:%M:%S} UTC")
     return result
+
+
+def window_seconds(window: str) -> float:
+    """A PromQL duration of one unit ("15s", "1m", "2h") in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(window[:-1]) * units[window[-1]]
+
+
+def onset_frames(metrics: "Metrics", service: str, reference: datetime, minutes: float = 10) -> SignalFrames:
+    """The signals around the trigger at their finest: the shortest rate window with data and a
+    step of a second or so, from ``minutes`` before the trigger until now. Dating a breach needs
+    both: on the hour's overview (steps of 15 s, 30 s windows) a breach that began seconds after a
+    change is indistinguishable from the change, and a dip minutes earlier blurs into it."""
+    start = reference - timedelta(minutes=minutes)
+    end = datetime.now(timezone.utc)
+    points = int(max((end - start).total_seconds(), 60))
+    try:
+        window = usable_window(metrics, service)
+    except (BackendUnavailable, RunbookError) as e:
+        return SignalFrames(service, missing=[f"the breach's onset of {service}: {e}"])
+    return signal_frames(metrics, service, start, end, window=window, max_points=points)
+
+
+def failing_pods(metrics: "Metrics", service: str, window: str, success_rate_min: float,
+                 p99_max_ms: float) -> dict[str, str]:
+    """Pods whose own requests over ``window`` miss the SLOs, each with the numbers in words: an
+    error rate the canary judge's sequential test calls bad (one error in a handful of requests
+    blames nobody), or a p99 above its bound. Empty when Prometheus cannot tell."""
+    from ..judgement import evidence
+    from ..signals import error_count, latency_quantile, request_count, selector
+
+    sel = selector(service)
+    try:
+        requests = {labels.get("pod", ""): value for labels, value in metrics.vector(request_count(sel, window, "pod"))}
+        errors = {labels.get("pod", ""): value for labels, value in metrics.vector(error_count(sel, window, "pod"))}
+        p99 = {labels.get("pod", ""): value for labels, value in metrics.vector(latency_quantile(0.99, sel, window, "pod"))}
+    except (BackendUnavailable, RunbookError):
+        return {}
+    failing: dict[str, str] = {}
+    for pod, served in requests.items():
+        if not pod or served <= 0:
+            continue
+        success = 1 - errors.get(pod, 0.0) / served
+        weight = evidence(success_rate_min, served, success)
+        latency = p99.get(pod)
+        why = []
+        if weight is not None and weight.state == "bad":
+            why.append(f"{100 * success:.1f} % success of {served:.0f} requests over {window}")
+        if latency is not None and math.isfinite(latency) and latency > p99_max_ms:
+            why.append(f"p99 {latency:.0f} ms over {window} (SLO ≤ {p99_max_ms:g} ms)")
+        if why:
+            failing[pod] = "; ".join(why)
+    return failing
 
 
 def current_signals(metrics: "Metrics", services: Sequence[str], window: str) -> dict[str, "GoldenSignals | None"]:

@@ -9,18 +9,19 @@ plan went through the run's approval gate (``RunContext.gate``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AwaitingApproval, ParameterError
 from ..rollout import wait_for_rollout
+from .snapshot import image_tag
 
 if TYPE_CHECKING:
     from ..cluster import Cluster
     from ..profiles import Profile
 
-__all__ = ["MitigationPlan", "MitigationResult", "plan_mitigation", "execute_mitigation"]
+__all__ = ["MitigationPlan", "MitigationResult", "plan_mitigation", "safe_rollback_target", "execute_mitigation"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class MitigationResult:
     started: datetime | None
     finished: datetime | None
     detail: str
+    from_version: str | None = None  # a rollback's: the image version it undid
+    to_revision: int | None = None  # a rollback's target
+    to_version: str | None = None
 
 
 def plan_mitigation(action: str, service: str | None, deployment: str | None, *, to_revision: int | None = None,
@@ -65,27 +69,41 @@ def plan_mitigation(action: str, service: str | None, deployment: str | None, *,
     return MitigationPlan(action, service, deployment, to_revision or None, replicas, reason)
 
 
-def _refuse_known_bad_target(cluster: "Cluster", profile: "Profile", plan: MitigationPlan) -> None:
-    """A rollback must never make things worse: a target the records or the cluster know as bad
-    is refused before anything changes (runbooks_lib.verdicts), naming the evidence."""
+def safe_rollback_target(cluster: "Cluster", profile: "Profile", plan: MitigationPlan,
+                         identity: str | None) -> tuple[MitigationPlan, str | None]:
+    """A rollback must restore service, never make things worse: when the target the correlation
+    (or the operator) chose is known bad in this cluster (runbooks_lib.verdicts), the plan goes to
+    the newest known-good revision instead, and the second value says which and why. Raises
+    ParameterError (nothing changed) only when no revision is free of a bad verdict."""
     from ..rollout import choose_revision, history
     from ..verdicts import known_verdicts, newest_known_good, refuse_known_bad
 
+    if plan.action != "rollback":
+        return plan, None
     assert plan.service and plan.deployment
     revisions = history(cluster, plan.deployment)
     current = int(cluster.deployment_state(plan.deployment).revision or 0)
     target = choose_revision(revisions, current, plan.to_revision)
-    verdicts = known_verdicts(profile.name, plan.service, None, revisions)
+    verdicts = known_verdicts(profile.name, plan.service, identity, revisions)
+    bad = verdicts.get(target.version or "")
+    if bad is None or not bad.bad:
+        return plan, None
     current_version = next((r.version for r in revisions if r.number == current), None)
     good = newest_known_good(revisions, current, verdicts, current_version)
-    proposal = (f"The newest revision not known bad is {good.number} ({good.version}): -p to_revision {good.number}."
-                if good else "No revision is free of a bad verdict: mitigate by scaling or a fixed version.")
-    refuse_known_bad(verdicts.get(target.version or ""), what=f"to roll {plan.deployment} back to revision {target.number}",
-                     allow_known_bad=False, reason="", reason_parameter="reason", proposal=proposal)
+    if good is None:
+        refuse_known_bad(bad, what=f"to roll {plan.deployment} back to revision {target.number}", allow_known_bad=False,
+                         reason="", reason_parameter="reason",
+                         proposal="No revision is free of a bad verdict: mitigate by scaling or a fixed version.")
+    assert good is not None
+    known = verdicts.get(good.version or "")
+    why = (f"revision {target.number} ({target.version}) is known bad: {bad.evidence()}; rolling back to revision "
+           f"{good.number} ({good.version}) instead, the newest "
+           + ("known good: " + known.evidence() if known is not None else "revision with no bad verdict"))
+    return replace(plan, to_revision=good.number, reason=f"{plan.reason}; {why}" if plan.reason else why), why
 
 
 def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationPlan, *, run_id: str,
-                       execute: bool, approved: bool = False) -> MitigationResult:
+                       execute: bool, approved: bool = False, identity: str | None = None) -> MitigationResult:
     """Carry the plan out under the service's deploy lock, or only describe it. Where the profile
     requires approvals, only an ``approved`` plan (passed through ``ctx.gate``) is carried out."""
     from ..lock import DeployLock
@@ -100,14 +118,19 @@ def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationP
                                "nothing was changed")
     assert plan.service and plan.deployment
     if plan.action == "rollback":
-        _refuse_known_bad_target(cluster, profile, plan)
+        _, moved = safe_rollback_target(cluster, profile, plan, identity)
+        if moved:  # the caller resolves the target before its approval; a verdict since then refuses
+            raise ParameterError(f"the approved plan ({plan.describe()}) is no longer safe: {moved}; nothing was changed")
     started = datetime.now(timezone.utc)
     began = time.monotonic()
+    rolled: dict[str, Any] = {}
     with DeployLock(cluster, plan.service, run_id):
         if plan.action == "rollback":
+            undone = image_tag(cluster.deployment_state(plan.deployment).image)
             result = roll_back(cluster, plan.service, plan.deployment, to_revision=plan.to_revision,
                                timeout_s=profile.timeouts.rollback_s)
-            detail = (f"rolled back {plan.deployment} to revision {result.to_revision} ({result.to_version}); "
+            rolled = {"from_version": undone, "to_revision": result.to_revision, "to_version": result.to_version}
+            detail = (f"rolled back {plan.deployment} from {undone} to revision {result.to_revision} ({result.to_version}); "
                       f"it serves 100 % ({result.versions_seen}) after {result.time_to_rollback_s:.1f} s")
         elif plan.action == "scale":
             assert plan.replicas is not None
@@ -121,4 +144,4 @@ def execute_mitigation(cluster: "Cluster", profile: "Profile", plan: MitigationP
         else:
             raise ParameterError(f"unknown mitigation {plan.action!r}")
     finished = datetime.now(timezone.utc)
-    return MitigationResult(plan, True, started, finished, f"{detail} in {time.monotonic() - began:.1f} s")
+    return MitigationResult(plan, True, started, finished, f"{detail} in {time.monotonic() - began:.1f} s", **rolled)

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..cluster import Cluster
 from ..errors import BackendUnavailable, RunbookError
-from .correlation import RankedChange, Suggestion, breach_start, rank_changes, ranked_table, suggest
-from .evidence import SignalFrames, current_signals, signal_frames, usable_window
-from .mitigation import MitigationResult, execute_mitigation, plan_mitigation
+from .correlation import Breach, RankedChange, Suggestion, incident_breach, rank_changes, ranked_table, suggest
+from .evidence import (
+    SignalFrames, current_signals, failing_pods, onset_frames, signal_frames, usable_window, window_seconds,
+)
+from .mitigation import MitigationResult, execute_mitigation, plan_mitigation, safe_rollback_target
 from .params import ALL_SERVICES, SEVERITIES, IncidentParams
 from .postmortem import PostMortem, render_html, render_markdown
-from .snapshot import Snapshot, take_snapshot
+from .snapshot import Snapshot, image_tag, take_snapshot
 from .timeline import Timeline, iso
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class IncidentResponse:
         self.snapshot_: Snapshot | None = None
         self.signals: dict[str, SignalFrames] = {}
         self.breach_at: datetime | None = None
+        self.failing_versions: set[str] = set()  # versions in breach now, by their own series
+        self.failing_pods: dict[str, dict[str, str]] = {}  # service -> pod -> why, from the pod's own series
         self.ranked: list[RankedChange] = []
         self.suggestion: Suggestion | None = None
         self.mitigation: MitigationResult | None = None
@@ -182,12 +186,14 @@ class IncidentResponse:
             for item in frames.missing:
                 self._missing(item)
             success = frames.overall("success_rate")
-            breach = breach_start(success, slo.success_rate_min, reference=self.triggered) if success is not None else None
-            if breach is not None and (self.breach_at is None or breach < self.breach_at):
-                self.breach_at = breach
+            breach, dated_by = self._breach_of(service)
+            if breach.at is not None and (self.breach_at is None or breach.at < self.breach_at):
+                self.breach_at = breach.at
             rows.append({"service": service,
                          "lowest success %": None if success is None or success.dropna().empty else round(100 * success.min(), 2),
-                         "breach began (UTC)": iso(breach) if breach else "no breach seen",
+                         "breach began (UTC)": iso(breach.at) if breach.at else "no breach seen",
+                         "failing now": ", ".join(sorted(breach.failing_versions | self._failing_images(service))) or "none",
+                         "dated by": dated_by,
                          "versions": ", ".join(c for c in frames.frames.get("requests_per_s", pd.DataFrame()).columns if c != "all")})
         if self.breach_at is not None:
             self.timeline.add(self.breach_at, "signals degraded", "evidence", f"success rate below {100 * slo.success_rate_min:g} %")
@@ -195,6 +201,33 @@ class IncidentResponse:
             # A page set before the breach (a drill's fault time) has no detection delay to report.
             self.ctx.figure("time_to_detect_s", round(detect, 1) if detect >= 0 else None)
         return pd.DataFrame(rows).set_index("service")
+
+    def _breach_of(self, service: str) -> tuple[Breach, str]:
+        """This incident's breach of ``service``, dated on the finest series (per version, a second
+        a step, the shortest rate window), and the versions and pods failing now. Returns the breach
+        and, in words, what dated it."""
+        slo = self.profile.slo
+        fine = onset_frames(self.metrics, service, self.triggered)
+        for item in fine.missing:
+            self._missing(item)
+        window = fine.window or "1m"
+        breach = incident_breach(fine.frames.get("success_rate"), fine.frames.get("p99_ms"),
+                                 success_rate_min=slo.success_rate_min, p99_max_ms=slo.p99_latency_max_ms,
+                                 reference=self.triggered, gap_s=window_seconds(window))
+        self.failing_versions |= breach.failing_versions
+        pods = failing_pods(self.metrics, service, window if window_seconds(window) >= 60 else "1m",
+                            slo.success_rate_min, slo.p99_latency_max_ms)
+        self.failing_pods[service] = pods
+        if breach.at is None:
+            return breach, "no breach in progress at the trigger" if fine.frames else "no signal data"
+        first = min(breach.versions, key=breach.versions.get) if breach.versions else None  # type: ignore[arg-type]
+        what = f"{first}'s own series" if first else "the service's series"
+        return breach, f"{what} ({window} rate window, {fine.step_s:g} s steps)"
+
+    def _failing_images(self, service: str) -> set[str]:
+        """The image versions of ``service``'s pods whose own series miss the SLOs."""
+        images = self.snapshot_.pod_images if self.snapshot_ else {}
+        return {tag for pod in self.failing_pods.get(service, {}) if (tag := image_tag(images.get(pod)))}
 
     def _missing(self, what: str) -> None:
         self.timeline.note_missing(what)
@@ -236,8 +269,12 @@ class IncidentResponse:
     def correlate(self) -> "pd.DataFrame":
         """Changes ranked against the moment the signals degraded, and the suggested mitigation."""
         snap = self.snapshot_ or self.snapshot()
+        # The images the failing pods run: the unhealthy ones, those whose own series miss the SLOs
+        # (whatever their version label says), and the versions in breach by their own series.
+        failing = set(snap.failing_versions) | self.failing_versions
+        failing |= {tag for service in self.services for tag in self._failing_images(service)}
         self.ranked = rank_changes(snap.changes, self.breach_at, services=self.services,
-                                   failing_versions=snap.failing_versions, reference=self.triggered)
+                                   failing_versions=failing, reference=self.triggered)
         self.suggestion = suggest(self.ranked, self.breach_at, unhealthy_services=snap.unhealthy_services,
                                   prior_incidents=self.prior)
         return ranked_table(self.ranked)
@@ -269,6 +306,12 @@ class IncidentResponse:
         current = self.cluster.deployment_state(deployment).desired if deployment else 1
         plan = plan_mitigation(action, service, deployment, to_revision=to_revision, replicas=self.params.scale_replicas or None,
                                current_replicas=current, reason=s.reason if s else "")
+        # Before anyone approves it: a known-bad target is replaced by the newest known-good revision.
+        plan, moved = safe_rollback_target(self.cluster, self.profile, plan, self._identity())
+        if moved:
+            print(f"⚠ {moved}")
+            self.ctx.note("mitigation target", moved)
+            self.timeline.add(datetime.now(timezone.utc), "mitigation retargeted", detail=moved)
         approved = False
         if plan.action != "none" and self.params.execute_mitigation:
             # Where the profile requires it, someone else consents first (headless: exit 3, resumable);
@@ -277,14 +320,36 @@ class IncidentResponse:
             self.timeline.add(datetime.now(timezone.utc), "mitigation started", detail=plan.describe())
             self._notify("mitigating", plan.describe())
         self.mitigation = execute_mitigation(self.cluster, self.profile, plan, run_id=self.ctx.run_id,
-                                             execute=self.params.execute_mitigation, approved=approved)
+                                             execute=self.params.execute_mitigation, approved=approved,
+                                             identity=self._identity())
         if self.mitigation.executed and self.mitigation.finished:
             ttm = round((self.mitigation.finished - self.triggered).total_seconds(), 1)
             self.ctx.figure("time_to_mitigate_s", ttm)
+            self._judge_undone(service)
             self.timeline.add(self.mitigation.finished, "mitigation finished", detail=self.mitigation.detail)
             return f"{self.mitigation.detail}\ntime to mitigate: {ttm:.1f} s after the trigger"
         self.ctx.figure("time_to_mitigate_s", None)
         return self.mitigation.detail + (f"\n(the correlation suggests: {s.action} — {s.reason})" if s and s.action != "none" else "")
+
+    def _judge_undone(self, service: str | None) -> None:
+        """After a rollback: the figures say where it went, and the version it undid is known bad
+        only on this incident's evidence (its own series or pods failed the SLOs), never for
+        having been rolled back."""
+        m = self.mitigation
+        if m is None or m.to_revision is None or not service:
+            return
+        self.ctx.figure("mitigated_to_revision", m.to_revision)
+        if m.from_version and m.from_version != m.to_version:
+            if m.from_version in self.failing_versions | self._failing_images(service):
+                self.ctx.verdict(service, m.from_version, "bad",
+                                 f"incident {self.ctx.run_id}: its pods failed the SLOs ({self.params.summary})")
+            else:
+                self.ctx.note("not blamed", f"{m.from_version} rolled back by the mitigation, not blamed: "
+                                            "its own signals did not show it failing")
+
+    def _identity(self) -> str | None:
+        """The cluster identity the guard checked: verdicts count only from this cluster's history."""
+        return (self.ctx.cluster or {}).get("identity")
 
     def _mitigation_facts(self, plan: Any) -> dict[str, Any]:
         """What an approved mitigation rests on: the plan in words and its Deployment as it runs."""

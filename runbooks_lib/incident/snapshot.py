@@ -57,6 +57,7 @@ class Snapshot:
     failing_versions: set[str] = field(default_factory=set)
     unhealthy_services: list[str] = field(default_factory=list)
     first_warning: dict[str, Any] | None = None
+    pod_images: dict[str, str] = field(default_factory=dict)  # pod name -> its (first) container's image
 
     def changes_table(self) -> "pd.DataFrame":
         import pandas as pd
@@ -302,5 +303,7 @@ def take_snapshot(cluster: "Cluster", services: Sequence[str], since: datetime, 
     unhealthy_services = sorted(set(unhealthy["service"])) if not unhealthy.empty else []
     warnings = [e for e in events if e.get("type") == "Warning"]
     first_warning = min(warnings, key=lambda e: str(e.get("firstTimestamp") or e.get("lastTimestamp") or "")) if warnings else None
+    images = {p["metadata"]["name"]: ((p.get("spec") or {}).get("containers") or [{}])[0].get("image") or ""
+              for p in pods}
     return Snapshot(now, deployments, unhealthy, _events_table(events), logs, changes, missing, findings,
-                    failing, unhealthy_services, first_warning)
+                    failing, unhealthy_services, first_warning, images)
