@@ -93,7 +93,7 @@ class RollbackRun:
 
     def __init__(self, ctx: "RunContext", service: str, *, to_revision: int | None = None,
                  allow_known_bad: bool = False, reason: str = "", verify_s: float = 5.0,
-                 run_down_migrations: bool = False) -> None:
+                 run_down_migrations: bool = False, defective: bool = False) -> None:
         from .cluster import Cluster
         from .schema_change import SchemaChange
 
@@ -106,6 +106,7 @@ class RollbackRun:
         self.reason = reason
         self.verify_s = verify_s
         self.run_down_migrations = run_down_migrations
+        self.defective = defective  # the operator's word that the version rolled back from is bad
         self.schema_change = SchemaChange(ctx, service, dry_run=ctx.dry_run)
         self.cluster = Cluster(ctx.profile, dry_run=ctx.dry_run)
         self.spec = ctx.profile.services.get(service)
@@ -269,6 +270,32 @@ class RollbackRun:
                        "rollback target passed pod, smoke and SLO checks")
         undone = self.undone
         if undone is not None and undone.version != version:
-            why = f"rolled back by run {self.ctx.run_id}" + (f": {self.reason}" if self.reason else "")
-            record_verdict(self.ctx, self.cluster, self.service, undone, undone.version, "bad", why)
+            self._judge_undone(undone)
         return tables
+
+    def _judge_undone(self, undone: Revision) -> None:
+        """The version rolled back from is known bad only on evidence: its own signals over the
+        minutes before the rollback missed the SLOs, or the operator says so (``defective``).
+        Otherwise the record says it was rolled back, not blamed, with its numbers: a drill, a
+        freeze or an unwanted feature rolls back healthy versions, which must stay deployable."""
+        from .judgement import signals_before
+        from .metrics import Metrics
+        from .verdicts import record_verdict
+
+        reason = f": {self.reason}" if self.reason else ""
+        if self.defective:
+            why = f"declared defective by {self.ctx.operator or 'the operator'} when rolled back (run {self.ctx.run_id}){reason}"
+            record_verdict(self.ctx, self.cluster, self.service, undone, undone.version, "bad", why)
+            return
+        slo = self.ctx.profile.slo
+        before = signals_before(Metrics(self.ctx.profile.prometheus.url, timeout_s=5), self.service, undone.replica_set,
+                                self.changed_at or time.time(), success_rate_min=slo.success_rate_min,
+                                p99_max_ms=slo.p99_latency_max_ms)
+        if before.failed:
+            record_verdict(self.ctx, self.cluster, self.service, undone, undone.version, "bad",
+                           f"its own signals failed the SLOs before run {self.ctx.run_id} rolled it back: {before.text}")
+            print(f"{undone.version} is marked known bad: {before.text}")
+            return
+        note = f"{undone.version} rolled back, not blamed: {before.text}{reason}"
+        self.ctx.note("not blamed", note)
+        print(note)

@@ -35,9 +35,12 @@ def test_rollback_to_the_previous_revision_is_fast_and_linked(sandbox: Sandbox) 
     assert any(l["relation"] == "undoes" and deploy.summary["run_id"] in l["record"] for l in summary["links"])
     history = sandbox.kubectl("rollout", "history", f"deployment/{STREAM}")
     assert "\n2 " in history and "\n3 " in history and "\n1 " not in history  # revision 1 was reused as 3
-    # What the run learned: the undone release is bad, the target recovered the service.
+    # What the run learned: the target recovered the service; the undone release served well
+    # before the rollback (a drill), so it is rolled back, not blamed, and stays deployable.
     verdicts = {(v["version"], v["verdict"]) for v in summary["verdicts"]}
-    assert ("v1.6.0", "bad") in verdicts and ("v1.5.0", "good") in verdicts, summary["verdicts"]
+    assert verdicts == {("v1.5.0", "good")}, summary["verdicts"]
+    assert summary["notes"]["not blamed"].startswith("v1.6.0 rolled back, not blamed: success 100.00 % of ")
+    assert summary["notes"]["not blamed"].endswith(": drill")
     assert summary["figures"]["success_rate"] >= 0.99
     # Beside the verdict, what the judged requests could rule out, by the canary judge's test.
     figures = summary["figures"]
@@ -47,23 +50,41 @@ def test_rollback_to_the_previous_revision_is_fast_and_linked(sandbox: Sandbox) 
 
 
 def test_rolling_back_onto_a_known_bad_version_is_refused_then_overridden(sandbox: Sandbox) -> None:
+    # v1.6.0 again, declared defective by the operator as it is rolled back (its signals were fine).
+    deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.6.0"), QUICK)
+    assert deploy.exit_code == 0, deploy.output
+    declared = sandbox.run("rollback", ("service", STREAM), ("reason", "drill: v1.6.0 corrupts uploads"),
+                           ("defective", True))
+    assert declared.exit_code == 0, declared.output
+    assert ("v1.6.0", "bad") in {(v["version"], v["verdict"]) for v in declared.summary["verdicts"]}
     deploy = sandbox.run("deploy", ("service", STREAM), ("version", "v1.4.0"), QUICK)
     assert deploy.exit_code == 0, deploy.output
     before = resource_versions(sandbox)
-    refused = sandbox.run("rollback", ("service", STREAM), ("to_revision", 2))  # v1.6.0, rolled back above
+    v160 = _revision_of(sandbox, STREAM, "v1.6.0")
+    refused = sandbox.run("rollback", ("service", STREAM), ("to_revision", v160))
     assert refused.exit_code == 2, refused.output
     error = refused.summary["error"]
-    assert "v1.6.0 is known bad: rolled back by run" in error and "record sandbox/" in error, error
-    assert "-p to_revision 3" in error and "(v1.5.0," in error, error  # the newest good revision, proposed
+    assert "v1.6.0 is known bad: declared defective by" in error and "drill: v1.6.0 corrupts uploads" in error, error
+    assert "record sandbox/" in error, error
+    v150 = _revision_of(sandbox, STREAM, "v1.5.0")
+    assert f"-p to_revision {v150}" in error and "(v1.5.0," in error, error  # the newest good revision, proposed
     assert refused.summary["failed_step"] == "Plan the rollback"
     assert resource_versions(sandbox) == before  # nothing changed
 
-    run = sandbox.run("rollback", ("service", STREAM), ("to_revision", 2), ("allow_known_bad", True),
+    run = sandbox.run("rollback", ("service", STREAM), ("to_revision", v160), ("allow_known_bad", True),
                       ("reason", "drill: v1.6.0 is fixed by a config change"))
     assert run.exit_code == 0, run.output
     assert image(sandbox, STREAM).endswith(":v1.6.0")
     override = run.summary["notes"]["override"]
     assert "v1.6.0 is known bad" in override and "drill: v1.6.0 is fixed by a config change" in override
+
+
+def _revision_of(sandbox: Sandbox, deployment: str, version: str) -> int:
+    """The revision whose ReplicaSet runs ``version`` (its number changes as revisions are reused)."""
+    replica_sets = json.loads(sandbox.kubectl("get", "replicasets", "-l", f"app={deployment}", "-o", "json"))["items"]
+    found = next(rs for rs in replica_sets if rs["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{version}")
+                 and rs["metadata"]["labels"].get("version") == version)
+    return int(found["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
 
 
 def test_kubectl_set_image_and_undo_mixed_with_the_runbook(sandbox: Sandbox) -> None:

@@ -141,14 +141,61 @@ def _rolled_back(platform: Platform) -> RollbackRun:
     return run
 
 
-def test_verify_means_recovered_and_says_which_version_was_bad(platform: Platform) -> None:
+def _served_before(platform: Platform, requests: float, errors: float) -> None:
+    """What Prometheus kept of the undone revision's pods (veza-backend-api-h3-*) before the rollback."""
+    pods = rf'job="{SERVICE}",pod=~"{SERVICE}-h3-'
+    platform.prom.answer(rf"^sum \(increase\(http_requests_total\{{{pods}", requests)
+    platform.prom.answer(rf"^\(sum \(increase\(http_requests_total\{{{pods}", errors)
+
+
+def test_verify_means_recovered_and_a_rollback_without_failing_evidence_blames_nobody(platform: Platform) -> None:
     run = _rolled_back(platform)
+    _served_before(platform, requests=300, errors=0)
     tables = run.verify()
     assert set(tables) == {"pods", "signals", "smoke"} and list(tables["pods"].index) == [f"{SERVICE}-h2-0", f"{SERVICE}-h2-1"]
+    assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "good")]
+    assert run.ctx.notes["not blamed"].startswith("v1.6.0 rolled back, not blamed: success 100.00 % of 300 requests")
+    assert run.ctx.notes["not blamed"].endswith(": bad release")  # the operator's reason, in words
+    undone = platform.kube.get("replicasets", f"{SERVICE}-h3")["metadata"]["annotations"]
+    assert VERDICT_ANNOTATION not in undone
+    # Its signals were read as they were when the undo was applied, after the fact.
+    asked = [r for r in platform.prom.requests if f"{SERVICE}-h3-" in r.query.get("query", "")]
+    assert asked and all(abs(float(r.query["time"]) - (run.changed_at or 0)) < 0.01 for r in asked)
+
+
+def test_a_version_whose_own_signals_failed_before_the_rollback_is_marked_bad(platform: Platform) -> None:
+    run = _rolled_back(platform)
+    _served_before(platform, requests=300, errors=24)
+    run.verify()
     assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "good"), ("v1.6.0", "bad")]
-    assert "rolled back by run run-unit: bad release" in run.ctx.verdicts[1]["why"]
+    assert "its own signals failed the SLOs before run run-unit rolled it back: success 92.00 % of 300 requests" \
+        in run.ctx.verdicts[1]["why"]
     undone = json.loads(platform.kube.get("replicasets", f"{SERVICE}-h3")["metadata"]["annotations"][VERDICT_ANNOTATION])
     assert undone["verdict"] == "bad"
+
+
+def test_an_operator_may_declare_the_version_defective(platform: Platform) -> None:
+    platform.instant_controller()
+    run = rollback(platform, reason="corrupts uploads", defective=True)
+    run.plan()
+    run.run()
+    platform.app.serving = lambda: "v1.5.0"
+    from ..kube_stub import pod
+
+    for i in range(2):
+        platform.kube.add("pods", pod(f"{SERVICE}-h2-{i}", image("v1.5.0"),
+                                      labels={"app": SERVICE, "version": "v1.5.0", "pod-template-hash": "h2"}))
+    _served_before(platform, requests=300, errors=0)  # healthy numbers: the operator knows better
+    run.verify()
+    assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "good"), ("v1.6.0", "bad")]
+    assert "declared defective" in run.ctx.verdicts[1]["why"] and "corrupts uploads" in run.ctx.verdicts[1]["why"]
+
+
+def test_without_data_before_the_rollback_the_version_is_not_blamed(platform: Platform) -> None:
+    run = _rolled_back(platform)
+    run.verify()
+    assert [(v["version"], v["verdict"]) for v in run.ctx.verdicts] == [("v1.5.0", "good")]
+    assert "no request was served by veza-backend-api-h3" in run.ctx.notes["not blamed"]
 
 
 def test_a_target_missing_its_slos_fails_the_rollback_and_is_marked_bad(platform: Platform) -> None:
