@@ -52,6 +52,9 @@ class Scenario(BaseModel):
     expect: str = "succeeded"
     figure: str | None = None
     healthy_after: bool = True  # the platform must be healthy once the run has ended
+    # The version each named service must serve once the run has ended (its live Deployment's
+    # image): where the outcome alone cannot tell a right mitigation from a wrong one.
+    expect_versions: dict[str, str] = {}
     # Commands (argv lists, no shell) run first: what an on-call engineer or a fault did before
     # the runbook was opened, e.g. a bad release pushed with plain kubectl. They see the
     # profile's kubeconfig as KUBECONFIG; a failing one stops the game day.
@@ -100,9 +103,11 @@ class ScenarioResult:
         return "NO (platform unhealthy after)"
 
 
-def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
-    """Every Deployment rolled out, and no failed request seen by the load generator over ``settle_s``."""
+def platform_health(env: str, settle_s: float = 3.0, expect_versions: dict[str, str] | None = None) -> PlatformHealth:
+    """Every Deployment rolled out, each service of ``expect_versions`` serving its version, and no
+    failed request seen by the load generator over ``settle_s``."""
     from .cluster import Cluster, deployment_state
+    from .incident.snapshot import image_tag
     from .profiles import load_profile
     from .traffic import load_report
 
@@ -111,10 +116,15 @@ def platform_health(env: str, settle_s: float = 3.0) -> PlatformHealth:
     time.sleep(settle_s)
     problems = []
     try:
-        for dep in Cluster(profile).deployments():
+        cluster = Cluster(profile)
+        for dep in cluster.deployments():
             state = deployment_state(dep)
             if not state.rolled_out:
                 problems.append(f"{state.name}: {state.ready}/{state.desired} ready, {state.updated} updated")
+        for service, version in (expect_versions or {}).items():
+            serving = image_tag(cluster.deployment_state(cluster.live_deployment(service)).image)
+            if serving != version:
+                problems.append(f"{service} runs {serving}, expected {version}")
         report = load_report(profile.load_report_url, since) or {}
     except RunbookError as e:
         return PlatformHealth(False, f"cannot tell: {e}")
@@ -246,7 +256,7 @@ def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -
             for command in scenario.after:
                 run_before(env, command)
         figure = (summary.get("figures") or {}).get(scenario.figure) if scenario.figure else None
-        health = platform_health(env) if scenario.healthy_after else None
+        health = platform_health(env, expect_versions=scenario.expect_versions) if scenario.healthy_after else None
         if health is not None:
             print(f"platform after: {'healthy' if health.healthy else 'NOT HEALTHY'} ({health.detail})", flush=True)
         results.append(ScenarioResult(scenario, summary.get("outcome", "no summary"), figure, record,
