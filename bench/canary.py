@@ -72,8 +72,8 @@ class Sandbox:
 
 
 def new_run(profile: Any, home: Path, version: str, max_hold_s: float) -> Any:
-    from runbooks_lib.canary import CanaryParams, CanaryRun
-    from runbooks_lib.context import RunContext
+    from runbooks_lib.procedures.canary import CanaryParams, CanaryRun
+    from runbooks_lib.run.context import RunContext
 
     params = CanaryParams(service=SERVICE, version=version, interval_s=INTERVAL_S, max_hold_s=max_hold_s)
     ctx = RunContext("canary_bench", "sandbox", profile, params.model_dump(), home=home)
@@ -93,7 +93,7 @@ def regression(profile: Any, home: Path, version: str) -> Any:
 
 
 def floor_s(true_rate: float | None, canary_rps: float) -> tuple[float | None, float | None]:
-    from runbooks_lib.canary import expected_requests
+    from runbooks_lib.procedures.canary import expected_requests
 
     if true_rate is None:
         return None, None
@@ -162,7 +162,7 @@ def run_regressions(box: Sandbox, profile: Any, loads: tuple[float, ...]) -> lis
 
 def record_good(profile: Any, home: Path, looks: int) -> list[Any]:
     """A good canary held at 5 % for ``looks`` looks, each measured as the judge would see it."""
-    from runbooks_lib.canary.judge import Window
+    from runbooks_lib.procedures.canary.judge import Window
 
     run = new_run(profile, home, "v1.6.0", max_hold_s=600)
     recorded = []
@@ -185,7 +185,7 @@ def record_good(profile: Any, home: Path, looks: int) -> list[Any]:
 
 def replay_good(recorded: list[Any], canaries: int, looks: int, seed: int = 1) -> tuple[int, int, int]:
     """(our false aborts, undecided, fixed rule's false aborts) over bootstrapped good canaries."""
-    from runbooks_lib.canary import Judge, Policy
+    from runbooks_lib.procedures.canary import Judge, Policy
 
     steps = (5, 25, 50, 100)
     rng = random.Random(seed)
@@ -221,7 +221,7 @@ def main() -> int:
         box.runbook("sandbox", "up")
         print(f"sandbox up in {time.monotonic() - started:.0f} s", flush=True)
         time.sleep(20)  # some baseline history for the preflight's healthy-baseline check
-        from runbooks_lib.profiles import load_profile
+        from runbooks_lib.config.profiles import load_profile
 
         profile = load_profile("sandbox")
         rows = run_regressions(box, profile, tuple(float(x) for x in args.loads.split(",")))

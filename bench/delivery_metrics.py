@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from runbooks_lib.delivery import delivery_report, plots
-from runbooks_lib.delivery.synthetic import generate_history
+from runbooks_lib.procedures.delivery import delivery_report, plots
+from runbooks_lib.procedures.delivery.synthetic import generate_history
 from runbooks_lib.records.catalog import Catalog
 
 GOAL_S = 5.0

@@ -26,15 +26,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runbooks_lib.database import connect
-from runbooks_lib.dr.backups import take_backup
-from runbooks_lib.dr.failover import promote
-from runbooks_lib.dr.heartbeat import HeartbeatWriter, failover_gap
-from runbooks_lib.dr.postgres import libpq_env, tool, with_database
-from runbooks_lib.dr.restore import fetch_verified, restore_into, verify_restored
-from runbooks_lib.dr.store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore
-from runbooks_lib.profiles import BackupSettings, VaultSettings, VaultAuth
-from runbooks_lib.vault import Vault
+from runbooks_lib.platform.database import connect
+from runbooks_lib.procedures.dr.backups import take_backup
+from runbooks_lib.procedures.dr.failover import promote
+from runbooks_lib.procedures.dr.heartbeat import HeartbeatWriter, failover_gap
+from runbooks_lib.procedures.dr.postgres import libpq_env, tool, with_database
+from runbooks_lib.procedures.dr.restore import fetch_verified, restore_into, verify_restored
+from runbooks_lib.procedures.dr.store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore
+from runbooks_lib.config.profiles import BackupSettings, VaultSettings, VaultAuth
+from runbooks_lib.platform.vault import Vault
 from runbooks_sandbox.servers import OpenBaoServer, PostgresCluster
 
 

@@ -44,7 +44,7 @@ class Bench:
                               capture_output=True, text=True, timeout=300)
 
     def drill(self) -> dict:
-        from runbooks_lib.runner import read_summary
+        from runbooks_lib.run.runner import read_summary
 
         fault = datetime.now(timezone.utc)
         self.kubectl("set", "image", f"deployment/{SERVICE}", f"{SERVICE}=registry.veza.app/{SERVICE}:v1.5.1-errors")

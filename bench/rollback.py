@@ -108,7 +108,7 @@ class Bench:
         return json.loads(out.stdout)[service]["failed"]
 
     def summary(self, stdout: str) -> dict:
-        from runbooks_lib.runner import read_summary
+        from runbooks_lib.run.runner import read_summary
 
         record = next(l[8:] for l in stdout.splitlines() if l.startswith("record: "))
         return read_summary(Path(record))

@@ -24,17 +24,17 @@ from .errors import (
     RunbookTimeout,
 )
 
-__version__ = "0.1.0"
+from .config.version import __version__
 
 # name -> module that defines it, imported lazily on first attribute access.
 _LAZY = {
-    "start": "context",
-    "RunContext": "context",
+    "start": "run.context",
+    "RunContext": "run.context",
     "SUMMARY_MIME": "records.summary",
-    "Profile": "profiles",
-    "load_profile": "profiles",
-    "check_cluster_identity": "guard",
-    "run_notebook": "runner",
+    "Profile": "config.profiles",
+    "load_profile": "config.profiles",
+    "check_cluster_identity": "run.cluster_identity",
+    "run_notebook": "run.runner",
     "read_summary": "records.summary",
     "SecretValue": "records.secret",
     "register_secret": "records.redaction",
@@ -58,14 +58,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .context import RunContext, start
-    from .guard import check_cluster_identity
-    from .profiles import Profile, load_profile
+    from .run.context import RunContext, start
+    from .run.cluster_identity import check_cluster_identity
+    from .config.profiles import Profile, load_profile
     from .records.catalog import summaries
     from .records.redaction import register_secret
     from .records.secret import SecretValue
     from .records.summary import SUMMARY_MIME, read_summary
-    from .runner import run_notebook
+    from .run.runner import run_notebook
 
 
 def __getattr__(name: str) -> Any:

@@ -67,7 +67,7 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     Exit codes: 0 done, 1 the runbook failed (record written), 2 bad parameters (nothing
     changed), 3 awaiting approval, 4 refused by a guard (wrong cluster, lock held).
     """
-    from .runner import run_notebook
+    from .run.runner import run_notebook
 
     result = run_notebook(notebook, env, list(parameters), param_file, dry_run=dry_run)
     outcome = (result.summary or {}).get("outcome", "no summary")
@@ -112,8 +112,8 @@ def approve_command(run_id: str, approver: str | None, reason: str) -> None:
     The approval is journaled and chained into the ledger; it expires after the profile's
     approvals.expires_after_s.
     """
-    from .approvals import approve, what_changes
-    from .journal import find_journal
+    from .run.approvals import approve, what_changes
+    from .run.journal import find_journal
 
     approval = approve(run_id, approver, reason)
     change = what_changes(find_journal(run_id).entries(), approval.gate)
@@ -131,7 +131,7 @@ def resume_command(run_id: str) -> None:
     Steps the run completed are replayed from its journal, not repeated, each after checking
     the cluster still matches what the step left; drift stops the resume (exit 4).
     """
-    from .resume import resume_run
+    from .run.resume import resume_run
 
     _report(resume_run(run_id))
 
@@ -142,9 +142,9 @@ def resume_command(run_id: str) -> None:
               help="Scenario file (default parameters/gameday.yaml).")
 def gameday_command(env: str, scenarios_file: Path | None) -> None:
     """Run the game day's scenarios and print one table; exit 1 if any ended unexpectedly."""
-    from .gameday import failed_since, format_table, load_scenarios, run_gameday
+    from .procedures.gameday.gameday import failed_since, format_table, load_scenarios, run_gameday
 
-    from .gameday_page import write_index
+    from .procedures.gameday.page import write_index
 
     results = run_gameday(env, load_scenarios(scenarios_file))
     click.echo("\n" + format_table(results))
@@ -178,7 +178,7 @@ def schedule_command(notebook: Path, env: str, cron: str, parameters: tuple, tim
     """
     import yaml
 
-    from .schedule import apply_cronjob, runbook_cronjob
+    from .run.schedule import apply_cronjob, runbook_cronjob
 
     if dry_run and not apply_it:
         raise click.UsageError("--dry-run goes with --apply")

@@ -119,7 +119,7 @@ class BackendUnavailable(RunbookError):
 class MaybeApplied(BackendUnavailable):
     """A write whose answer was an error that may come after the change landed (500, 502, 504, a
     dropped connection, a timeout): it may or may not have been applied. Read the object back
-    before deciding anything (runbooks_lib.rollout.confirmed_write)."""
+    before deciding anything (runbooks_lib.platform.rollout.confirmed_write)."""
 
 
 class RunbookTimeout(RunbookError, TimeoutError):

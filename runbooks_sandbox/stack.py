@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from runbooks_lib.home import project_home
+from runbooks_lib.config.paths import project_home
 
 from .manifests import NAMESPACE, expected_pods
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer, RedisServer

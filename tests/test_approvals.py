@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runbooks_lib.approvals import Approval, approve, check_approver, gate_status, pending_gate, what_changes
+from runbooks_lib.run.approvals import Approval, approve, check_approver, gate_status, pending_gate, what_changes
 from runbooks_lib.errors import AwaitingApproval, GuardRefused, ParameterError
-from runbooks_lib.journal import Journal, find_journal, iso, utcnow
-from runbooks_lib.profiles import Approvals
+from runbooks_lib.run.journal import Journal, find_journal, iso, utcnow
+from runbooks_lib.config.profiles import Approvals
 from runbooks_lib.records.ledger import Ledger
 from runbooks_lib.records.summary import masked_parameters
-from runbooks_lib.replay import Replay, decode_result, describe_drift, encode_result
-from runbooks_lib.resume import resumable
+from runbooks_lib.run.replay import Replay, decode_result, describe_drift, encode_result
+from runbooks_lib.run.resume import resumable
 
 
 @pytest.fixture
@@ -217,8 +217,8 @@ def test_replay_compares_with_the_last_state_the_run_saw(records: Path) -> None:
 # -- the gate itself, in a run started by `runbook resume` (a real RunContext, no cluster) -------
 
 def resumed_context(records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, original: Journal) -> "object":
-    from runbooks_lib.context import RunContext
-    from runbooks_lib.profiles import load_profile
+    from runbooks_lib.run.context import RunContext
+    from runbooks_lib.config.profiles import load_profile
 
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:9")  # the operator lookup fails fast, offline
     monkeypatch.setenv("RUNBOOK_OPERATOR", "alice")

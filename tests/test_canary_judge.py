@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from runbooks_lib.canary.judge import SPRT, Judge, Policy, Window, compare, expected_requests, replay
-from runbooks_lib.canary.provider import Reading, Series
+from runbooks_lib.procedures.canary.judge import SPRT, Judge, Policy, Window, compare, expected_requests, replay
+from runbooks_lib.procedures.canary.provider import Reading, Series
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 BASELINE_P99 = [9.0, 9.4, 8.8, 9.9, 9.2, 9.6, 9.1, 9.3]
@@ -224,7 +224,7 @@ def test_sprt_catches_bad_canaries_near_the_floor() -> None:
 def test_steps_must_increase_to_100(steps: tuple[int, ...]) -> None:
     import pydantic
 
-    from runbooks_lib.canary import CanaryParams
+    from runbooks_lib.procedures.canary import CanaryParams
 
     with pytest.raises(pydantic.ValidationError, match="steps must increase strictly"):
         CanaryParams(service="s", version="v1.6.0", steps=steps)

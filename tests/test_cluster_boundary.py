@@ -1,4 +1,4 @@
-"""Only runbooks_lib.cluster talks to the Kubernetes client: runbook modules use its named operations."""
+"""Only runbooks_lib.platform.cluster talks to the Kubernetes client: runbook modules use its named operations."""
 from __future__ import annotations
 
 import re

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from runbooks_lib.delivery import commit_times, delivery_report, rollback_status
-from runbooks_lib.delivery.bands import failure_rate_band, frequency_band, lead_time_band, recovery_band
-from runbooks_lib.delivery.synthetic import generate_history
+from runbooks_lib.procedures.delivery import commit_times, delivery_report, rollback_status
+from runbooks_lib.procedures.delivery.bands import failure_rate_band, frequency_band, lead_time_band, recovery_band
+from runbooks_lib.procedures.delivery.synthetic import generate_history
 from runbooks_lib.errors import ParameterError
 from runbooks_lib.records.generate import write_summary_record
 
@@ -179,7 +179,7 @@ def test_a_generated_catalog_agrees_with_a_hand_count(tmp_path: Path) -> None:
 
 
 def test_every_table_and_plot_renders_on_an_empty_and_a_full_catalog(tmp_path: Path) -> None:
-    from runbooks_lib.delivery import plots
+    from runbooks_lib.procedures.delivery import plots
 
     history = generate_history(tmp_path / "full", 120, seed=5)
     (tmp_path / "empty").mkdir()

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks_lib.delivery import DeliveryParams, commit_times, delivery_report
-from runbooks_lib.delivery.synthetic import generate_history
-from runbooks_lib.runner import read_summary
+from runbooks_lib.procedures.delivery import DeliveryParams, commit_times, delivery_report
+from runbooks_lib.procedures.delivery.synthetic import generate_history
+from runbooks_lib.run.runner import read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from runbooks_lib.dr.drill import DrillParams, Measurement
-from runbooks_lib.dr.heartbeat import Beat, failover_gap
-from runbooks_lib.dr.restore import _check_counts
+from runbooks_lib.procedures.dr.drill import DrillParams, Measurement
+from runbooks_lib.procedures.dr.heartbeat import Beat, failover_gap
+from runbooks_lib.procedures.dr.restore import _check_counts
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -63,7 +63,7 @@ def test_drill_parameters_refuse_unknown_scenarios_and_fields() -> None:
 
 
 def test_an_object_kept_off_site_carries_nothing_the_api_server_set() -> None:
-    from runbooks_lib.dr.region import portable
+    from runbooks_lib.procedures.dr.region import portable
 
     service = {"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}},
                "metadata": {"name": "veza-frontend", "namespace": "veza-sandbox", "uid": "u-1", "resourceVersion": "42",

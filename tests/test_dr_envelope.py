@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from runbooks_lib.dr.envelope import MAGIC, EnvelopeError, decrypt_stream, encrypt_stream
+from runbooks_lib.procedures.dr.envelope import MAGIC, EnvelopeError, decrypt_stream, encrypt_stream
 
 KEY = bytes(range(32))
 SEGMENT = 64

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from runbooks_lib.dr.retention import plan_retention, prune_backups
+from runbooks_lib.procedures.dr.retention import plan_retention, prune_backups
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -57,7 +57,7 @@ def test_future_backups_are_kept_and_said_so() -> None:
 def test_prune_shows_first_and_deletes_only_when_applied(tmp_path) -> None:
     import json
 
-    from runbooks_lib.dr.store import BackupStore, Manifest
+    from runbooks_lib.procedures.dr.store import BackupStore, Manifest
 
     store = BackupStore(str(tmp_path))
     names = []

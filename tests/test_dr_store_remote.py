@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from runbooks_lib.dr.envelope import Encryptor, decrypt_stream
-from runbooks_lib.dr.restore import fetch_verified
-from runbooks_lib.dr.store import DUMP_SUFFIX, KEY_SUFFIX, MANIFEST_SUFFIX, BackupStore, Manifest
+from runbooks_lib.procedures.dr.envelope import Encryptor, decrypt_stream
+from runbooks_lib.procedures.dr.restore import fetch_verified
+from runbooks_lib.procedures.dr.store import DUMP_SUFFIX, KEY_SUFFIX, MANIFEST_SUFFIX, BackupStore, Manifest
 from runbooks_lib.errors import CheckFailed
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runbooks_lib.gameday import PlatformHealth, Scenario, ScenarioResult, format_table, load_scenarios
+from runbooks_lib.procedures.gameday.gameday import PlatformHealth, Scenario, ScenarioResult, format_table, load_scenarios
 
 
 def result(outcome: str, healthy: bool | None, expect: str = "succeeded") -> ScenarioResult:
@@ -72,7 +72,7 @@ def test_the_index_page_links_every_record_shows_the_plots_and_the_ledger(tmp_pa
     import re
     from datetime import datetime, timedelta, timezone
 
-    from runbooks_lib.gameday_page import write_index
+    from runbooks_lib.procedures.gameday.page import write_index
 
     monkeypatch.setenv("RUNBOOKS_FINGERPRINTS", str(tmp_path / "fp"))
     root = tmp_path / "records"

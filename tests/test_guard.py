@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.errors import GuardRefused
-from runbooks_lib.guard import check_cluster_identity
-from runbooks_lib.profiles import load_profile
+from runbooks_lib.run.cluster_identity import check_cluster_identity
+from runbooks_lib.config.profiles import load_profile
 
 from .kube_stub import KubeSystemStub
 

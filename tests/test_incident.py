@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from runbooks_lib.incident.correlation import Change, breach_start, incident_breach, rank_changes, suggest
-from runbooks_lib.incident.params import IncidentParams
-from runbooks_lib.incident.postmortem import FOR_PEOPLE, PostMortem, render_html, render_markdown
-from runbooks_lib.incident.timeline import Timeline
+from runbooks_lib.procedures.incident.correlation import Change, breach_start, incident_breach, rank_changes, suggest
+from runbooks_lib.procedures.incident.params import IncidentParams
+from runbooks_lib.procedures.incident.postmortem import FOR_PEOPLE, PostMortem, render_html, render_markdown
+from runbooks_lib.procedures.incident.timeline import Timeline
 
 T0 = datetime(2026, 12, 1, 14, 0, tzinfo=timezone.utc)
 
@@ -276,7 +276,7 @@ class _Sink(BaseHTTPRequestHandler):
 
 
 def test_webhook_notice_is_short_slack_shaped_and_redacted() -> None:
-    from runbooks_lib.notify import Notice, WebhookNotifier
+    from runbooks_lib.platform.notify import Notice, WebhookNotifier
     from runbooks_lib.records.redaction import register_secret
 
     register_secret("hvs.notify-test-secret-0123456789", persist=False)
@@ -300,7 +300,7 @@ def test_webhook_notice_is_short_slack_shaped_and_redacted() -> None:
 
 
 def test_replica_set_history_becomes_deploys_with_the_revision_they_replaced() -> None:
-    from runbooks_lib.incident.snapshot import replica_set_changes
+    from runbooks_lib.procedures.incident.snapshot import replica_set_changes
 
     def rs(name: str, revision: int, version: str, created: str, **annotations: str) -> dict:
         return {"metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created,
@@ -329,8 +329,8 @@ def test_a_plain_papermill_runs_postmortem_lands_where_the_seal_puts_its_record(
     `runbook records seal` will copy the record, so the two are sealed together."""
     import nbformat
 
-    from runbooks_lib.context import SUMMARY_MIME, RunContext
-    from runbooks_lib.incident.response import postmortem_paths
+    from runbooks_lib.run.context import SUMMARY_MIME, RunContext
+    from runbooks_lib.procedures.incident.response import postmortem_paths
     from runbooks_lib.records.ledger import attachments_of
     from runbooks_lib.records.seal import _canonical_place
 
@@ -357,7 +357,7 @@ def test_the_notice_target_comes_from_the_parameter_or_the_profile() -> None:
 
     from pydantic import SecretStr
 
-    from runbooks_lib.notify import NoNotifier, WebhookNotifier, notifier_for
+    from runbooks_lib.platform.notify import NoNotifier, WebhookNotifier, notifier_for
 
     with_hook = SimpleNamespace(notify=SimpleNamespace(webhook_url=SecretStr("http://127.0.0.1:9/hooks/incidents")))
     without = SimpleNamespace(notify=SimpleNamespace(webhook_url=None))

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from runbooks_lib.canary.judge import SPRT, Policy
-from runbooks_lib.judgement import evidence
+from runbooks_lib.procedures.canary.judge import SPRT, Policy
+from runbooks_lib.procedures.judging.judgement import evidence
 
 
 def _needed_without_errors(success_rate_min: float) -> int:

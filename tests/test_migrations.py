@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from runbooks_lib.delivery.events import rollback_status
+from runbooks_lib.procedures.delivery.events import rollback_status
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.migrations import (Applied, Expectation, blocking_contracts, parse_migrations, pending_for,
+from runbooks_lib.platform.migrations import (Applied, Expectation, blocking_contracts, parse_migrations, pending_for,
                                      schema_for, split_statements, to_revert_for)
 from runbooks_sandbox.workload.schema import schema_problem
 
@@ -108,7 +108,7 @@ def schema_change(applied_rows: dict[int, Applied], dry_run: bool = False) -> tu
     """A SchemaChange for veza-backend-api on the shipped migrations, with veza_db's rows given."""
     from pydantic import SecretStr
 
-    from runbooks_lib.schema_change import SchemaChange
+    from runbooks_lib.procedures.schema_change import SchemaChange
 
     figures: dict[str, Any] = {}
     profile = SimpleNamespace(

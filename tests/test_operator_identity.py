@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runbooks_lib.profiles import load_profile
+from runbooks_lib.config.profiles import load_profile
 from runbooks_lib.records.identity import operator_identity, operator_name, operator_source
 
 

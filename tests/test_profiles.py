@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from runbooks_lib.errors import ParameterError, ProfileError
-from runbooks_lib.profiles import available_envs, load_catalog, load_profile
+from runbooks_lib.config.profiles import available_envs, load_catalog, load_profile
 
 
 def _edit(home: Path, env: str, change) -> None:

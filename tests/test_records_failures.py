@@ -10,7 +10,7 @@ import pytest
 
 from runbooks_lib.records.catalog import Catalog
 from runbooks_lib.records.ledger import Ledger
-from runbooks_lib.runner import read_summary
+from runbooks_lib.run.runner import read_summary
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 

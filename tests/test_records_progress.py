@@ -66,7 +66,7 @@ def test_runbook_records_seal_settles_the_bars_of_a_notebook_run_by_hand(tmp_pat
 
 def test_every_wait_draws_its_bar_on_stdout(capsys) -> None:
     # stderr would be a red box in JupyterLab, live; stdout is redrawn in place
-    from runbooks_lib.bars import progress_bar
+    from runbooks_lib.display import progress_bar
 
     for _ in progress_bar(range(3), desc="waiting", mininterval=0):
         pass

@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runbooks_lib.runner import read_summary
+from runbooks_lib.run.runner import read_summary
 
 LEAKS = Path(__file__).parent / "fixtures" / "records" / "secret_leaks.ipynb"
 

@@ -10,7 +10,7 @@ import papermill
 import pytest
 
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.parameters import required_parameters, resolve_parameters
+from runbooks_lib.config.parameters import required_parameters, resolve_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 REQUIRED = {
@@ -51,7 +51,7 @@ def test_start_refuses_a_required_parameter_left_at_none(project_copy: Path, tmp
     with pytest.raises(ParameterError, match=r"missing required parameter\(s\) version"):
         runbooks_lib.start("deploy", "sandbox", required=("service", "version"), check_cluster=False,
                            service="veza-backend-api", version=None)
-    refused = runbooks_lib.context.current()
+    refused = runbooks_lib.run.context.current()
     assert refused is not None and refused.outcome == "rejected" and refused.steps == []
 
 

@@ -9,8 +9,8 @@ import pydantic
 import pytest
 
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.profiles import Routing
-from runbooks_lib.routing import IstioRouter, ReplicaRouter, SelectorRouter, Target, check_weights, make_router, replica_split
+from runbooks_lib.config.profiles import Routing
+from runbooks_lib.platform.routing import IstioRouter, ReplicaRouter, SelectorRouter, Target, check_weights, make_router, replica_split
 
 TARGET = Target("veza-backend-api", "veza-backend-api", "veza-backend-api-canary", {"version": "v1.5.0"}, {"version": "v1.6.0"})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib.runner import read_summary
+from runbooks_lib.run.runner import read_summary
 
 from .kube_stub import KubeSystemStub
 
@@ -116,7 +116,7 @@ def test_dry_run_flag_sets_the_parameter(project_copy: Path, sandbox_stub, jupyt
 
 def test_the_runner_tells_the_kernel_by_a_run_file_and_leaves_its_environment_alone(
         project_copy: Path, sandbox_stub, jupyter_dirs: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runbooks_lib.runner import run_notebook
+    from runbooks_lib.run.runner import run_notebook
 
     monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(project_copy / "outputs"))
     before = dict(os.environ)
@@ -136,7 +136,7 @@ def test_the_export_warm_up_waits_for_a_cell_that_waits() -> None:
     import threading
     import time as clock
 
-    from runbooks_lib.runner import WhenKernelWaits
+    from runbooks_lib.run.runner import WhenKernelWaits
 
     ran = threading.Event()
     calls: list[int] = []

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.schedule import cronjob_name, runbook_cronjob
+from runbooks_lib.run.schedule import cronjob_name, runbook_cronjob
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTH = REPO / "notebooks" / "health_check.ipynb"

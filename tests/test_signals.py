@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runbooks_lib import signals
+from runbooks_lib.platform import signals
 
 
 def test_selector_names_a_service_and_one_or_several_versions() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runbooks_lib.context import SUMMARY_MIME
+from runbooks_lib.run.context import SUMMARY_MIME
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.images import version_of_image
-from runbooks_lib.rollout import Revision, history_table
-from runbooks_lib.verdicts import VERDICT_ANNOTATION, Verdict, known_verdicts, newest_known_good, refuse_known_bad
+from runbooks_lib.platform.images import version_of_image
+from runbooks_lib.platform.rollout import Revision, history_table
+from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION, Verdict, known_verdicts, newest_known_good, refuse_known_bad
 
 
 @pytest.mark.parametrize("image, version", [

@@ -29,7 +29,7 @@ def archive_url(env: str | None = None) -> str | None:
     """The remote archive the records of ``env`` are published to, or None when they stay local."""
     url = os.environ.get("RUNBOOKS_RECORDS_URL")
     if not url and env:
-        from ..profiles import load_profile
+        from ..config.profiles import load_profile
 
         url = load_profile(env).records.url
     return url if is_remote(url) else None

@@ -62,7 +62,7 @@ def _row(rel: str, summary: dict[str, Any] | None) -> dict[str, Any]:
     row["figures"] = summary.get("figures") or {}
     row["links"] = summary.get("links") or []
     row["verdicts"] = summary.get("verdicts") or []
-    row["notes"] = summary.get("notes") or {}  # e.g. why a rollback was blocked (runbooks_lib.delivery)
+    row["notes"] = summary.get("notes") or {}  # e.g. why a rollback was blocked (runbooks_lib.procedures.delivery)
     row["cluster_identity"] = (summary.get("cluster") or {}).get("identity")
     return row
 

@@ -153,7 +153,7 @@ def publish_command(root: str | None, url: str | None, env: str | None) -> None:
         raise click.UsageError("no archive URL: pass --url s3://... or set records.url in the profile")
     options = {}
     if env:
-        from ..profiles import load_profile
+        from ..config.profiles import load_profile
 
         options = load_profile(env).records.storage_options
     copied = publish_ledger(_root(root), target, options)

@@ -61,7 +61,7 @@ def runner_summary(*, runbook: str, env: str, run_id: str, parameters: dict[str,
         parameters=masked_parameters(parameters), notebook_sha256=notebook_sha256, record=record, finished=now,
         failed_step=unfinished[1] if unfinished else "(kernel)", error=redact_object(error),
         written_by=f"runbook run (the {who} ended without writing a summary)" if who == "kernel"
-        else "runbooks_lib.dead_runs (the run's watcher)", notes=dict(notes or {}),
+        else "runbooks_lib.run.dead_runs (the run's watcher)", notes=dict(notes or {}),
     )
 
 

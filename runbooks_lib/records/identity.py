@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..profiles import Profile
+    from ..config.profiles import Profile
 
 __all__ = ["operator_identity", "operator_name", "operator_source", "GENERIC_USERS"]
 

@@ -31,7 +31,7 @@ LEDGER_NAME = "ledger.jsonl"
 
 def records_root(env: str | None = None) -> Path:
     """The records folder: ``RUNBOOKS_RECORDS_URL``, else the profile's ``records.url``, else outputs/."""
-    from ..profiles import load_profile, project_home
+    from ..config.profiles import load_profile, project_home
 
     url = os.environ.get("RUNBOOKS_RECORDS_URL")
     if not url and env:

@@ -48,7 +48,7 @@ class Summary:
     figures: dict[str, float | int | None] = field(default_factory=dict)
     links: list[dict[str, str]] = field(default_factory=list)
     # What the run learned about versions (service, version, verdict good/bad, why, at): deploys and
-    # rollbacks read them back before choosing a target (runbooks_lib.verdicts).
+    # rollbacks read them back before choosing a target (runbooks_lib.procedures.judging.verdicts).
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts in words, e.g. an operator's override
     written_by: str | None = None  # set when the runner, not the kernel, wrote it

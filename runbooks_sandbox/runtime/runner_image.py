@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runbooks_lib.home import project_home
+from runbooks_lib.config.paths import project_home
 
 from ..workload import ImagePullError
 from ..workload.catalog import parse_image

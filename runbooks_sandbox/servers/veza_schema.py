@@ -53,7 +53,7 @@ CREATE TABLE playlist_tracks (
 CREATE INDEX playlist_tracks_track_id_idx ON playlist_tracks (track_id);
 
 -- As migration tools keep it (golang-migrate's table, with what the runbooks record beside it):
--- the seed above is the baseline, migration 1; runbooks_lib.migrations applies the rest.
+-- the seed above is the baseline, migration 1; runbooks_lib.platform.migrations applies the rest.
 CREATE TABLE schema_migrations (
     version       bigint PRIMARY KEY,
     name          text NOT NULL,

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runbooks_lib.home import project_home
+from runbooks_lib.config.paths import project_home
 
 __all__ = [
     "DEFAULT_REPOSITORY",
@@ -65,7 +65,7 @@ class ImageBehaviour(BaseModel):
         None, alias="schema", ge=1,
         description="The newest veza_db migration the version ships and needs applied (checked by the backend at start)")
     commit_time: str | None = Field(
-        None, description="UTC time of the version's commit (read by runbooks_lib.delivery for lead time)"
+        None, description="UTC time of the version's commit (read by runbooks_lib.procedures.delivery for lead time)"
     )
 
 

@@ -87,7 +87,7 @@ class Run:
 
     @property
     def summary(self) -> dict[str, Any]:
-        from runbooks_lib.runner import read_summary
+        from runbooks_lib.run.runner import read_summary
 
         summary = read_summary(self.record)
         assert summary is not None, self.output

@@ -195,7 +195,7 @@ def test_blue_green_flips_back_when_green_degrades_under_traffic(sandbox: Sandbo
     finally:
         deploy.kill() if deploy.poll() is None else None
     assert deploy.returncode == 1, out + err
-    from runbooks_lib.runner import read_summary
+    from runbooks_lib.run.runner import read_summary
 
     summary = read_summary(next(l[8:] for l in out.splitlines() if l.startswith("record: ")))
     assert summary["failed_step"] == "Monitor"

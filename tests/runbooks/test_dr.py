@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 @pytest.fixture
 def live(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The sandbox profile, read in this process."""
-    from runbooks_lib.profiles import load_profile
+    from runbooks_lib.config.profiles import load_profile
 
     monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
     yield load_profile("sandbox")
@@ -32,7 +32,7 @@ def live(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
-    from runbooks_lib.dr.store import BackupStore
+    from runbooks_lib.procedures.dr.store import BackupStore
 
     return BackupStore(str(tmp_path / "offsite"))
 
@@ -42,9 +42,9 @@ def _primary(profile: Any) -> str:
 
 
 def test_backup_is_encrypted_and_restores_with_every_check(live: Any, store: Any) -> None:
-    from runbooks_lib.dr.backups import take_backup
-    from runbooks_lib.dr.restore import restore_and_verify
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.procedures.dr.backups import take_backup
+    from runbooks_lib.procedures.dr.restore import restore_and_verify
+    from runbooks_lib.platform.vault import Vault
     from runbooks_sandbox.servers.veza_schema import SEED_COUNTS
 
     vault = Vault(live.vault)
@@ -61,7 +61,7 @@ def test_backup_is_encrypted_and_restores_with_every_check(live: Any, store: Any
     assert report.passed, report.checks
     assert {c.name for c in report.checks} == {"row counts per table", "marker row", "pg_amcheck"}
     assert report.row_counts == manifest.row_counts
-    from runbooks_lib.database import connect
+    from runbooks_lib.platform.database import connect
 
     with connect(_primary(live).replace("/veza_db", "/postgres"), autocommit=True) as conn:
         left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'veza_dr_scratch_%'").fetchone()[0]
@@ -71,9 +71,9 @@ def test_backup_is_encrypted_and_restores_with_every_check(live: Any, store: Any
 def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: Any) -> None:
     from dataclasses import replace
 
-    from runbooks_lib.dr.backups import take_backup
-    from runbooks_lib.dr.restore import restore_and_verify
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.procedures.dr.backups import take_backup
+    from runbooks_lib.procedures.dr.restore import restore_and_verify
+    from runbooks_lib.platform.vault import Vault
 
     vault = Vault(live.vault)
     manifest = take_backup(_primary(live), vault, live.backups, store=store)
@@ -98,8 +98,8 @@ def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: A
 
 
 def test_vault_unreachable_fails_the_backup_and_leaves_nothing(live: Any, store: Any) -> None:
-    from runbooks_lib.dr.backups import take_backup
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.procedures.dr.backups import take_backup
+    from runbooks_lib.platform.vault import Vault
 
     down = Vault(live.vault.model_copy(update={"address": "http://127.0.0.1:9"}))
     tmp_before = set(os.listdir(tempfile.gettempdir()))
@@ -113,9 +113,9 @@ def test_vault_unreachable_fails_the_backup_and_leaves_nothing(live: Any, store:
 def test_point_in_time_recovery_keeps_rows_before_the_target_only(live: Any) -> None:
     import time
 
-    from runbooks_lib.database import connect
-    from runbooks_lib.dr.pitr import archived_up_to, force_wal_switch, recover_to_time, take_base_backup
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.platform.database import connect
+    from runbooks_lib.procedures.dr.pitr import archived_up_to, force_wal_switch, recover_to_time, take_base_backup
+    from runbooks_lib.platform.vault import Vault
 
     vault, dsn = Vault(live.vault), _primary(live)
     base = take_base_backup(dsn, vault, live.backups)
@@ -165,9 +165,9 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
         sandbox: Any, dr_region: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
-    from runbooks_lib.database import connect
-    from runbooks_lib.profiles import load_profile
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.platform.database import connect
+    from runbooks_lib.config.profiles import load_profile
+    from runbooks_lib.platform.vault import Vault
 
     monkeypatch.setenv("RUNBOOKS_DR_SANDBOX_ENV", str(dr_region / "env"))
     monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
@@ -238,8 +238,8 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
         assert value.reveal() not in record
 
     # What was kept off-site is checked before use: a damaged export is refused, naming the file.
-    from runbooks_lib.dr.region import latest_manifests
-    from runbooks_lib.dr.store import BackupStore
+    from runbooks_lib.procedures.dr.region import latest_manifests
+    from runbooks_lib.procedures.dr.store import BackupStore
     from runbooks_lib.errors import CheckFailed
 
     offsite = BackupStore(dr_profile.backups.url)

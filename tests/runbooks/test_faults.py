@@ -20,7 +20,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from runbooks_lib.runner import read_summary
+from runbooks_lib.run.runner import read_summary
 
 from .conftest import REPO, Run, Sandbox
 

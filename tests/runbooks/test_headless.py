@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib.runner import read_summary
+from runbooks_lib.run.runner import read_summary
 
 from .conftest import REPO, Sandbox
 

@@ -31,8 +31,8 @@ def wait_for_the_breach(sandbox: Sandbox, service: str, timeout_s: float = 90) -
     """Until Prometheus sees the service's success rate under its SLO: an alert fires on what
     Prometheus saw, so a page comes after that (on a loaded machine, scrapes come late)."""
     from runbooks_lib.errors import NoData
-    from runbooks_lib.metrics import Metrics
-    from runbooks_lib.signals import selector, success_rate
+    from runbooks_lib.platform.metrics import Metrics
+    from runbooks_lib.platform.signals import selector, success_rate
 
     metrics, deadline = Metrics(sandbox.env["PROMETHEUS_URL"]), time.monotonic() + timeout_s
     while True:
@@ -175,9 +175,9 @@ def test_crash_loop_while_prometheus_is_down(sandbox: Sandbox) -> None:
 
 def test_restart_and_scale_mitigations_go_through_the_library(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """The two mitigations the drill does not use, called as the runbook calls them (no kernel: faster)."""
-    from runbooks_lib.cluster import Cluster
-    from runbooks_lib.incident.mitigation import execute_mitigation, plan_mitigation
-    from runbooks_lib.profiles import load_profile
+    from runbooks_lib.platform.cluster import Cluster
+    from runbooks_lib.procedures.incident.mitigation import execute_mitigation, plan_mitigation
+    from runbooks_lib.config.profiles import load_profile
 
     for key in ("RUNBOOKS_HOME", "RUNBOOKS_SANDBOX_ENV", "RUNBOOKS_RECORDS_URL"):
         monkeypatch.setenv(key, sandbox.environ()[key])

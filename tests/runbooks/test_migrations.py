@@ -44,13 +44,13 @@ def columns(sandbox: Sandbox, table: str) -> set[str]:
 
 
 def backup_names(sandbox: Sandbox) -> set[str]:
-    from runbooks_lib.dr.store import BackupStore
+    from runbooks_lib.procedures.dr.store import BackupStore
 
     return {m.name for m in BackupStore(sandbox.env["BACKUP_URL"]).list()}
 
 
 def test_a_dry_run_shows_the_sql_and_changes_nothing(sandbox: Sandbox) -> None:
-    from runbooks_lib.migrations import Migrator, parse_migrations
+    from runbooks_lib.platform.migrations import Migrator, parse_migrations
 
     folder = REPO / "parameters" / "migrations" / BACKEND
     migrations = parse_migrations({p.name: p.read_text() for p in folder.glob("*.sql")})

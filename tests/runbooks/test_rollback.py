@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from runbooks_lib.judgement import evidence
+from runbooks_lib.procedures.judging.judgement import evidence
 
 from .conftest import Sandbox
 from .test_deploy import image, resource_versions

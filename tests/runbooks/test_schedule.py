@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from runbooks_lib.runner import read_summary
-from runbooks_lib.schedule import apply_cronjob, runbook_cronjob
+from runbooks_lib.run.runner import read_summary
+from runbooks_lib.run.schedule import apply_cronjob, runbook_cronjob
 
 from .conftest import REPO, Sandbox
 

@@ -23,8 +23,8 @@ READERS = ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-f
 
 @pytest.fixture
 def vault(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from runbooks_lib.profiles import load_profile
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.config.profiles import load_profile
+    from runbooks_lib.platform.vault import Vault
 
     monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
     profile = load_profile("sandbox")
@@ -67,7 +67,7 @@ def _pods_hashes(sandbox: Sandbox) -> set[str]:
 def _secret_hash(sandbox: Sandbox) -> str:
     import json
 
-    from runbooks_lib.rotation import secret_data_hash
+    from runbooks_lib.procedures.rotation import secret_data_hash
 
     return secret_data_hash(json.loads(sandbox.kubectl("get", "secret", "veza-secrets", "-o", "json"))["data"])
 

@@ -93,7 +93,7 @@ def test_env_file_is_private_and_feeds_the_sandbox_profile(state_dir: Path, env:
     assert set(ENV_NAMES) <= set(env)
     assert env["NAMESPACE"] == "veza-sandbox"
     # Every ${sandbox:NAME} of parameters/sandbox.yaml resolves from it.
-    code = ("from runbooks_lib.profiles import load_profile; p = load_profile('sandbox'); "
+    code = ("from runbooks_lib.config.profiles import load_profile; p = load_profile('sandbox'); "
             "print(p.cluster.namespace, p.prometheus.url)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "RUNBOOKS_HOME": str(REPO),
@@ -251,7 +251,7 @@ def test_redis_backs_the_backend_and_an_outage_shows_everywhere(state_dir: Path,
                                                                    kubectl) -> None:
     import redis
 
-    from runbooks_lib.cache import ping_redis
+    from runbooks_lib.platform.redis import ping_redis
 
     # The real redis-server holds the backend's sessions (the load generator signs "users" in).
     client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=2)

@@ -13,11 +13,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from runbooks_lib.cluster import Cluster
-from runbooks_lib.context import RunContext
-from runbooks_lib.images import version_of_image
-from runbooks_lib.profiles import Profile
-from runbooks_lib.verdicts import VERDICT_ANNOTATION
+from runbooks_lib.platform.cluster import Cluster
+from runbooks_lib.run.context import RunContext
+from runbooks_lib.platform.images import version_of_image
+from runbooks_lib.config.profiles import Profile
+from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION
 
 from ..kube_stub import KubeStub, Request, deployment, pod, replica_set, service
 from .backends import AppStub, PrometheusStub, VaultStub

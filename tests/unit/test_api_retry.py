@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from runbooks_lib.api_retry import RetryPolicy, retries_made
+from runbooks_lib.platform.api_retry import RetryPolicy, retries_made
 from runbooks_lib.errors import BackendUnavailable
 
 from .conftest import SERVICE, Platform

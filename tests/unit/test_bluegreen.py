@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from runbooks_lib.bluegreen import BlueGreen
-from runbooks_lib.deploy import DeployParams, DeployRun
+from runbooks_lib.procedures.deploy.bluegreen import BlueGreen
+from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun
 from runbooks_lib.errors import CheckFailed
 
 from ..kube_stub import pod

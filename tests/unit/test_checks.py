@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from runbooks_lib.checks import error_budget_check, pod_checks, service_url, serving_versions, smoke_checks
+from runbooks_lib.platform.checks import error_budget_check, pod_checks, service_url, serving_versions, smoke_checks
 from runbooks_lib.errors import CheckFailed, NotFound
 
 from ..kube_stub import HTTPStub, pod

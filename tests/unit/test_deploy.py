@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from runbooks_lib.context import _validate
-from runbooks_lib.deploy import DeployParams, DeployRun, diff_objects, vault_key_to_secret_key
+from runbooks_lib.run.context import _validate
+from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun, diff_objects, vault_key_to_secret_key
 from runbooks_lib.errors import (BackendUnavailable, CheckFailed, LockHeld, NoData, ParameterError, ProfileError,
                                  RunbookTimeout)
-from runbooks_lib.verdicts import VERDICT_ANNOTATION
+from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION
 
 from ..kube_stub import pod
 from .conftest import SERVICE, Platform, image
@@ -76,7 +76,7 @@ def test_a_failing_item_stops_the_deploy_naming_it(platform: Platform, change, f
 
 
 def test_a_live_lock_of_another_run_is_a_refusal_not_a_checklist_failure(platform: Platform) -> None:
-    from runbooks_lib.lock import DeployLock
+    from runbooks_lib.run.lock import DeployLock
 
     other = DeployLock(platform.cluster(), SERVICE, "run-other")
     other.acquire()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from runbooks_lib.errors import CheckFailed
-from runbooks_lib.health import HealthCheck
+from runbooks_lib.procedures.health import HealthCheck
 
 from ..kube_stub import HTTPStub, deployment, event, pod
 from .conftest import SERVICE, Platform, image, profile_for

@@ -1,8 +1,8 @@
 """incident.evidence: which pods fail now, read from Prometheus through the real client."""
 from __future__ import annotations
 
-from runbooks_lib.incident.evidence import failing_pods, window_seconds
-from runbooks_lib.metrics import Metrics
+from runbooks_lib.procedures.incident.evidence import failing_pods, window_seconds
+from runbooks_lib.platform.metrics import Metrics
 
 from .backends import PrometheusStub
 

@@ -1,8 +1,8 @@
 """A resumed incident run (after an approval or a failure) does not page people a second time."""
 from __future__ import annotations
 
-from runbooks_lib.incident import IncidentParams, IncidentResponse
-from runbooks_lib.replay import Replay
+from runbooks_lib.procedures.incident import IncidentParams, IncidentResponse
+from runbooks_lib.run.replay import Replay
 
 from ..kube_stub import HTTPStub, Reply
 from .conftest import SERVICE, Platform

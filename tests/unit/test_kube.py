@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runbooks_lib.cluster import Cluster
+from runbooks_lib.platform.cluster import Cluster
 from runbooks_lib.errors import BackendUnavailable, Conflict, GuardRefused, NotFound, ParameterError
-from runbooks_lib.kube import translate
+from runbooks_lib.platform.kube import translate
 
 from ..kube_stub import KubeStub, deployment, event, service, write_kubeconfig
 from .conftest import SERVICE, Platform, image, profile_for

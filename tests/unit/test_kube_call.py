@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.errors import BackendUnavailable, NotFound, ParameterError
-from runbooks_lib.kube import resource_path
+from runbooks_lib.platform.kube import resource_path
 
 from .conftest import SERVICE, Platform
 
@@ -64,9 +64,9 @@ def test_the_typed_apis_are_never_imported(platform: Platform, tmp_path: Path) -
     a list, a patch, a lease and a log, and not one module of kubernetes.client.api."""
     script = f"""
 import json, sys
-from runbooks_lib.cluster import Cluster
-from runbooks_lib.guard import check_cluster_identity
-from runbooks_lib.profiles import Profile
+from runbooks_lib.platform.cluster import Cluster
+from runbooks_lib.run.cluster_identity import check_cluster_identity
+from runbooks_lib.config.profiles import Profile
 profile = Profile.model_validate_json({platform.profile.model_dump_json()!r})
 check_cluster_identity(profile)
 cluster = Cluster(profile, dry_run=True)

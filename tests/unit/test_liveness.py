@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 
-from runbooks_lib.liveness import find_dead, runner_alive
-from runbooks_lib.journal import Journal
+from runbooks_lib.run.liveness import find_dead, runner_alive
+from runbooks_lib.run.journal import Journal
 
 
 def identity(pid: int, **extra: object) -> dict[str, object]:
@@ -50,7 +50,7 @@ def test_only_an_unended_run_with_a_gone_runner_is_dead(tmp_path: Path) -> None:
 
 
 def test_a_kernel_that_outlived_its_runner_is_stopped_when_the_run_is_ended(tmp_path: Path) -> None:
-    from runbooks_lib.dead_runs import close_dead_run
+    from runbooks_lib.run.dead_runs import close_dead_run
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

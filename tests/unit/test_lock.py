@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from runbooks_lib.errors import LockHeld
-from runbooks_lib.lock import DeployLock
+from runbooks_lib.run.lock import DeployLock
 
 from ..kube_stub import wait_until
 from .conftest import SERVICE, Platform
@@ -61,7 +61,7 @@ def test_a_lock_freshly_renewed_by_a_run_whose_runner_is_gone_is_taken_over_at_o
 
     import psutil
 
-    from runbooks_lib.journal import Journal, journal_path
+    from runbooks_lib.run.journal import Journal, journal_path
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -119,7 +119,7 @@ def test_the_lease_is_renewed_while_held(platform: Platform) -> None:
 
 
 def test_a_dead_runs_lease_is_found_in_its_journal_and_released_only_while_it_holds_it(platform: Platform) -> None:
-    from runbooks_lib.lock import held_leases, release_orphaned
+    from runbooks_lib.run.lock import held_leases, release_orphaned
 
     cluster = platform.cluster()
     DeployLock(cluster, SERVICE, "run-dead").acquire()  # never released: its kernel died
@@ -140,10 +140,10 @@ def test_a_dead_runs_lease_is_found_in_its_journal_and_released_only_while_it_ho
 
 
 def test_a_lease_is_journaled_in_the_run_that_holds_it(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    import runbooks_lib.context
+    import runbooks_lib.run.context
 
     ctx = platform.ctx()
-    monkeypatch.setattr(runbooks_lib.context, "_current", ctx)  # as start() makes it in a kernel
+    monkeypatch.setattr(runbooks_lib.run.context, "_current", ctx)  # as start() makes it in a kernel
     with DeployLock(platform.cluster(), SERVICE, ctx.run_id):
         pass
     events = [(e["event"], e.get("lease")) for e in ctx.journal.entries() if e["event"].startswith("lease-")]

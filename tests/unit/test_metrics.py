@@ -6,8 +6,8 @@ import math
 import pytest
 
 from runbooks_lib.errors import BackendUnavailable, NoData, ParameterError, RunbookError
-from runbooks_lib.metrics import Metrics
-from runbooks_lib.signals import golden_signals, signal_queries
+from runbooks_lib.platform.metrics import Metrics
+from runbooks_lib.platform.signals import golden_signals, signal_queries
 
 from ..kube_stub import HTTPStub
 from .backends import PrometheusStub

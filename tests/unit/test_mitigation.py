@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.incident.mitigation import execute_mitigation, plan_mitigation, safe_rollback_target
+from runbooks_lib.procedures.incident.mitigation import execute_mitigation, plan_mitigation, safe_rollback_target
 
 from ..test_verdicts import summary, write_record
 from .conftest import SERVICE, Platform

@@ -91,12 +91,13 @@ def assert_only_runbook_errors(call: Callable[[], Any], failure: str) -> None:
 # -- Kubernetes ---------------------------------------------------------------------------------
 
 def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
-    from runbooks_lib import checks, rollout, verdicts
-    from runbooks_lib.deploy import DeployParams, DeployRun
-    from runbooks_lib.guard import check_cluster_identity
-    from runbooks_lib.health import HealthCheck
-    from runbooks_lib.lock import DeployLock
-    from runbooks_lib.rollback import RollbackRun, roll_back
+    from runbooks_lib.platform import checks, rollout
+    from runbooks_lib.procedures.judging import verdicts
+    from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun
+    from runbooks_lib.run.cluster_identity import check_cluster_identity
+    from runbooks_lib.procedures.health import HealthCheck
+    from runbooks_lib.run.lock import DeployLock
+    from runbooks_lib.procedures.rollback import RollbackRun, roll_back
 
     params = DeployParams(service=SERVICE, version="v1.7.0")
     return {
@@ -160,10 +161,10 @@ def test_a_failing_api_server(platform: Platform, tmp_path: Path, monkeypatch: p
 # -- Prometheus ---------------------------------------------------------------------------------
 
 def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
-    from runbooks_lib.health import HealthCheck
-    from runbooks_lib.judgement import judge_version
-    from runbooks_lib.metrics import Metrics
-    from runbooks_lib.signals import golden_signals, served_signals
+    from runbooks_lib.procedures.health import HealthCheck
+    from runbooks_lib.procedures.judging.judgement import judge_version
+    from runbooks_lib.platform.metrics import Metrics
+    from runbooks_lib.platform.signals import golden_signals, served_signals
 
     def health(p: Platform, url: str) -> HealthCheck:
         return HealthCheck(p.ctx("health_check"))
@@ -188,7 +189,7 @@ def _prometheus_calls() -> dict[str, Callable[[Platform, str], Any]]:
 @pytest.mark.parametrize("failure", FAILURES)
 @pytest.mark.parametrize("name", list(_prometheus_calls()))
 def test_a_failing_prometheus(platform: Platform, monkeypatch: pytest.MonkeyPatch, name: str, failure: str) -> None:
-    from runbooks_lib.profiles import PrometheusSettings
+    from runbooks_lib.config.profiles import PrometheusSettings
 
     url = break_backend(platform.prom, failure, monkeypatch) or platform.prom.url
     platform.profile = platform.profile.model_copy(update={"prometheus": PrometheusSettings(url=url)})
@@ -198,9 +199,9 @@ def test_a_failing_prometheus(platform: Platform, monkeypatch: pytest.MonkeyPatc
 # -- Vault --------------------------------------------------------------------------------------
 
 def _vault_calls() -> dict[str, Callable[[Platform], Any]]:
-    from runbooks_lib.deploy import DeployParams, DeployRun
-    from runbooks_lib.health import HealthCheck
-    from runbooks_lib.vault import Vault
+    from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun
+    from runbooks_lib.procedures.health import HealthCheck
+    from runbooks_lib.platform.vault import Vault
 
     params = DeployParams(service=SERVICE, version="v1.7.0")
     return {
@@ -226,8 +227,9 @@ def test_a_failing_vault(platform: Platform, monkeypatch: pytest.MonkeyPatch, na
 # -- the services' own HTTP endpoints and the load generator ------------------------------------
 
 def _http_calls() -> dict[str, Callable[[Platform, str], Any]]:
-    from runbooks_lib import checks, traffic
-    from runbooks_lib.rollback import wait_until_serving
+    from runbooks_lib.platform import checks
+    from runbooks_lib.platform import load_report as traffic
+    from runbooks_lib.procedures.rollback import wait_until_serving
 
     def pointed(p: Platform, url: str) -> Platform:
         port = int(url.rsplit(":", 1)[1])
@@ -283,7 +285,7 @@ def not_postgres() -> Iterator[str]:
 
 @pytest.mark.parametrize("failure", ["refused", "garbage"])
 def test_a_failing_database(not_postgres: str, failure: str) -> None:
-    from runbooks_lib.database import connect, replication_status
+    from runbooks_lib.platform.database import connect, replication_status
 
     dsn = not_postgres if failure == "garbage" else f"postgresql://u:pw-not-shown@{_closed_port()[7:]}/veza"
     status = replication_status(dsn, dsn)

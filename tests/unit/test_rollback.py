@@ -6,8 +6,8 @@ import json
 import pytest
 
 from runbooks_lib.errors import CheckFailed, LockHeld, ParameterError
-from runbooks_lib.rollback import RollbackRun
-from runbooks_lib.verdicts import VERDICT_ANNOTATION
+from runbooks_lib.procedures.rollback import RollbackRun
+from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION
 
 from .conftest import SERVICE, Platform, image
 
@@ -113,7 +113,7 @@ def test_a_dry_run_is_checked_by_the_server_and_changes_nothing(platform: Platfo
 
 
 def test_a_held_lock_refuses_the_rollback(platform: Platform) -> None:
-    from runbooks_lib.lock import DeployLock
+    from runbooks_lib.run.lock import DeployLock
 
     run = rollback(platform)
     run.plan()
@@ -280,7 +280,7 @@ def test_pods_older_than_the_rollback_or_restarted_are_observed_from_now(
 
 
 def test_serving_since_keeps_the_window_honest() -> None:
-    from runbooks_lib.judgement import serving_since
+    from runbooks_lib.procedures.judging.judgement import serving_since
 
     def pod(ready: str, started: str, restarts: int = 0) -> dict:
         return {"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready}],

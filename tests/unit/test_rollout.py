@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from runbooks_lib.errors import CheckFailed, NotFound, ParameterError, RunbookTimeout
-from runbooks_lib.rollout import CHANGE_CAUSE, choose_revision, history, set_image, undo, wait_for_rollout
+from runbooks_lib.platform.rollout import CHANGE_CAUSE, choose_revision, history, set_image, undo, wait_for_rollout
 
 from ..kube_stub import Request, deployment, replica_set
 from .conftest import SERVICE, Platform, image

@@ -1,7 +1,7 @@
 """rotation: which Deployments read a rotated key, and which service's lock each one takes."""
 from __future__ import annotations
 
-from runbooks_lib.rotation import readers_of
+from runbooks_lib.procedures.rotation import readers_of
 
 from ..kube_stub import deployment
 from .conftest import Platform, image

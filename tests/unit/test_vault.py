@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from runbooks_lib.errors import BackendUnavailable, GuardRefused, NotFound, ParameterError
-from runbooks_lib.profiles import VaultSettings
+from runbooks_lib.config.profiles import VaultSettings
 from runbooks_lib.records.secret import SecretValue
-from runbooks_lib.vault import Vault, fingerprint
+from runbooks_lib.platform.vault import Vault, fingerprint
 
 from ..kube_stub import HTTPStub
 from .backends import VaultStub

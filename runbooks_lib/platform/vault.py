@@ -1,0 +1,165 @@
+"""Vault (or OpenBao, which speaks the same API) through hvac, KV version 2.
+
+Every value read is wrapped in ``SecretValue`` (masked wherever it is shown) and registered
+for redaction, so it cannot reach a record in clear even when revealed for an API call.
+What a runbook may show is which keys exist and a short hash of each value, to tell that a
+value changed without telling what it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import BackendUnavailable, CheckFailed, GuardRefused, NotFound, ParameterError, RunbookError
+from ..records.secret import SecretValue
+
+if TYPE_CHECKING:
+    from ..config.profiles import VaultSettings
+
+__all__ = ["Vault", "VaultHealth", "fingerprint"]
+
+
+def fingerprint(value: str | SecretValue) -> str:
+    """A short hash to compare values in a record without showing them."""
+    clear = value.reveal() if isinstance(value, SecretValue) else value
+    return hashlib.sha256(clear.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class VaultHealth:
+    address: str
+    reachable: bool
+    initialized: bool | None
+    sealed: bool | None
+    version: str | None
+
+
+class Vault:
+    """The Vault a profile names."""
+
+    def __init__(self, settings: "VaultSettings") -> None:
+        self.settings = settings
+
+    @cached_property
+    def _client(self) -> Any:
+        import hvac
+
+        auth = self.settings.auth
+        if auth.method != "token":
+            raise ParameterError(f"Vault auth method {auth.method!r} is not supported yet; use a token")
+        token = auth.token.get_secret_value() if auth.token else None
+        return hvac.Client(url=self.settings.address, token=token or None, timeout=10)
+
+    def _translate(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import hvac.exceptions as hv
+        import requests
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                reply = fn(*args, **kwargs)
+            if isinstance(reply, requests.Response):  # hvac hands back a 2xx body it could not parse as JSON
+                raise BackendUnavailable(f"Vault: {what}: the answer is not JSON (HTTP {reply.status_code})")
+            return reply
+        except RunbookError:
+            raise
+        except hv.InvalidPath as e:
+            raise NotFound(f"Vault: {what}: no such path") from e
+        except (hv.Forbidden, hv.Unauthorized) as e:
+            raise GuardRefused(f"Vault: {what}: permission denied (check your token)") from e
+        except hv.InvalidRequest as e:  # e.g. a check-and-set write that lost the race
+            from ..records.redaction import redact
+
+            reason = redact(str(e).splitlines()[0] if str(e) else "invalid request")
+            raise CheckFailed(f"Vault: {what}: refused: {reason}") from e
+        except hv.VaultDown as e:  # HTTP 503: hvac says "Vault is sealed" when it is
+            if "sealed" in str(e).lower():
+                raise BackendUnavailable(f"Vault: {what}: Vault is sealed; once it is unsealed, "
+                                         "`runbook resume` continues the run") from e
+            raise BackendUnavailable(f"Vault: {what}: Vault is down (HTTP 503)") from e
+        except hv.VaultError as e:
+            raise BackendUnavailable(f"Vault: {what}: {type(e).__name__}") from e
+        except requests.RequestException as e:
+            raise BackendUnavailable(f"Vault at {self.settings.address} unreachable ({type(e).__name__})") from e
+
+    def _split(self, path: str | None) -> tuple[str, str]:
+        full = path or self.settings.path
+        mount, _, rest = full.partition("/")
+        if not rest:
+            raise ParameterError(f"Vault path {full!r} must be <mount>/<path>, e.g. secret/veza/production")
+        return mount, rest
+
+    def read(self, path: str | None = None, *, version: int | None = None) -> dict[str, SecretValue]:
+        """The secrets at ``path`` (default: the profile's ``secret/veza/<env>``), each masked;
+        ``version`` reads an earlier KV version (the latest by default)."""
+        mount, rest = self._split(path)
+        reply = self._translate(
+            f"read {mount}/{rest}" + (f" version {version}" if version else ""),
+            self._client.secrets.kv.v2.read_secret_version,
+            path=rest, mount_point=mount, version=version, raise_on_deleted_version=True,
+        )
+        data = reply["data"]["data"] or {}
+        return {key: SecretValue(str(value), name=key) for key, value in data.items()}
+
+    def current_version(self, path: str | None = None) -> int:
+        """The KV version number the latest read returns (from the secret's metadata)."""
+        mount, rest = self._split(path)
+        reply = self._translate(f"read the metadata of {mount}/{rest}", self._client.secrets.kv.v2.read_secret_metadata,
+                                path=rest, mount_point=mount)
+        return int(reply["data"]["current_version"])
+
+    def write(self, data: Mapping[str, str | SecretValue], path: str | None = None, *, cas: int | None = None) -> int:
+        """Write a new version of the secret at ``path``; returns the version number. With ``cas``
+        (check-and-set), Vault refuses the write unless the current version is still ``cas``."""
+        mount, rest = self._split(path)
+        clear = {k: v.reveal() if isinstance(v, SecretValue) else SecretValue(str(v)).reveal() for k, v in data.items()}
+        reply = self._translate(
+            f"write {mount}/{rest}", self._client.secrets.kv.v2.create_or_update_secret,
+            path=rest, secret=clear, mount_point=mount, cas=cas,
+        )
+        return int(reply["data"]["version"])
+
+    def health(self) -> VaultHealth:
+        """Reachability and seal state; never raises for a down Vault, it reports it."""
+        try:
+            status = self._translate("read seal status", self._client.sys.read_seal_status)
+        except BackendUnavailable:
+            return VaultHealth(self.settings.address, False, None, None, None)
+        return VaultHealth(
+            self.settings.address, True, bool(status.get("initialized")), bool(status.get("sealed")), status.get("version")
+        )
+
+    def data_key(self, key_name: str, mount: str = "transit") -> tuple[bytes, str]:
+        """A fresh 256-bit data key from the transit engine: (plaintext bytes, wrapped key).
+
+        Only the wrapped form (``vault:v1:...``) may be stored; the plaintext is used in memory
+        and dropped. Envelope encryption: Vault never sees the data, the data never holds a
+        usable key.
+        """
+        import base64
+
+        reply = self._translate(
+            f"generate a data key with {mount}/keys/{key_name}", self._client.secrets.transit.generate_data_key,
+            name=key_name, key_type="plaintext", bits=256, mount_point=mount,
+        )
+        data = reply["data"]
+        return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
+
+    def unwrap_data_key(self, wrapped: str, key_name: str, mount: str = "transit") -> bytes:
+        """The plaintext of a data key wrapped by :meth:`data_key`."""
+        import base64
+
+        reply = self._translate(
+            f"unwrap a data key with {mount}/keys/{key_name}", self._client.secrets.transit.decrypt_data,
+            name=key_name, ciphertext=wrapped, mount_point=mount,
+        )
+        return base64.b64decode(reply["data"]["plaintext"])
+
+    def token_identity(self) -> dict[str, str]:
+        """Who the token belongs to (display name, accessor): an operator identity, never the token."""
+        reply = self._translate("look up the token", self._client.auth.token.lookup_self)
+        data = reply.get("data", {})
+        return {"display_name": str(data.get("display_name", "")), "accessor": str(data.get("accessor", ""))}

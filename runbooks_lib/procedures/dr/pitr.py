@@ -1,0 +1,249 @@
+"""Point-in-time recovery: a base backup plus the archived WAL, replayed to a chosen time.
+
+The base backup (``pg_basebackup -Ft -X fetch`` to stdout) is sealed like a dump
+(:mod:`.envelope`) and stored beside the WAL archive. A restore makes a scratch instance: the
+tar is decrypted and unpacked into a new data directory, ``recovery.signal`` and
+``recovery_target_time`` are set, the server replays archived WAL up to that time and promotes,
+and the drill checks what it holds. The scratch instance is stopped and removed afterwards.
+
+The WAL archive must be a folder this machine reads (``restore_command`` copies from it); for
+an s3:// archive, the restore needs the archive's own fetch tool (wal-g, pgbackrest) instead.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ...errors import CheckFailed, ParameterError, RunbookTimeout
+from ...records.secret import SecretValue
+from .envelope import Encryptor, decrypt_stream
+from .postgres import libpq_env, last_lines, tool, sql_errors
+
+if TYPE_CHECKING:
+    from ...config.profiles import BackupSettings
+    from ...platform.vault import Vault
+
+__all__ = ["BaseBackup", "take_base_backup", "latest_base_backup", "archived_up_to", "force_wal_switch",
+           "RecoveredInstance", "recover_to_time", "scratch_folder"]
+
+OS_USER = "postgres"  # the server refuses to run as root
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    path: Path  # the encrypted tar
+    wrapped_key: str
+    taken_at: datetime
+    start_lsn: str
+    size: int
+
+
+def _base_folder(settings: "BackupSettings") -> Path:
+    if not settings.wal_archive_url or "://" in settings.wal_archive_url.replace("file://", ""):
+        raise ParameterError("point-in-time recovery needs backups.wal_archive_url to be a local folder "
+                             f"(got {settings.wal_archive_url!r})")
+    return Path(settings.wal_archive_url.removeprefix("file://")).parent / "base"
+
+
+@sql_errors("take a base backup")
+def take_base_backup(dsn: str | SecretValue, vault: "Vault", settings: "BackupSettings") -> BaseBackup:
+    """pg_basebackup of the whole cluster, encrypted on the fly, beside the WAL archive."""
+    from ...platform.database import connect
+
+    key, wrapped = vault.data_key(settings.transit_key, settings.transit_mount)
+    with connect(dsn, autocommit=True) as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    taken = datetime.now(timezone.utc)
+    folder = _base_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"base-{taken:%Y%m%dT%H%M%S%fZ}.tar.enc"
+    proc = subprocess.Popen([tool("pg_basebackup", settings.pg_bin_dir), "-D", "-", "-Ft", "-X", "fetch",
+                             "-c", "fast", "--no-sync"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=libpq_env(dsn))
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        with path.open("wb") as out:
+            enc = Encryptor(key, write=out.write)
+            while chunk := proc.stdout.read(1 << 20):
+                enc.update(chunk)
+            enc.close()
+        errors = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise CheckFailed(f"pg_basebackup failed (exit {proc.returncode}): {last_lines(errors)}")
+    except BaseException:
+        proc.kill()
+        path.unlink(missing_ok=True)
+        raise
+    path.with_suffix(".key").write_text(wrapped)
+    return BaseBackup(path, wrapped, taken, str(lsn), enc.size)
+
+
+@sql_errors("switch WAL")
+def force_wal_switch(dsn: str | SecretValue) -> str:
+    """Close the current WAL segment so it is archived now (not at archive_timeout)."""
+    from ...platform.database import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_logical_emit_message(false, 'veza-dr', 'switch')")  # never an empty segment
+        return str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])
+
+
+@sql_errors("read the archiver's progress")
+def archived_up_to(dsn: str | SecretValue, segment: str, timeout_s: float = 30) -> None:
+    """Wait until ``segment`` (or a later one) is archived; raises naming the archiver's last failure."""
+    from ...platform.database import connect
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with connect(dsn, autocommit=True) as conn:
+            last, failed = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+        if last and last[8:] >= segment[8:]:  # timeline-independent order of segment numbers
+            return
+        if time.monotonic() > deadline:
+            raise RunbookTimeout(f"WAL segment {segment} not archived after {timeout_s:.0f} s "
+                                 f"(last archived {last}, last failed {failed})")
+        time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", OS_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+@dataclass
+class RecoveredInstance:
+    """A scratch server recovered to a time; ``dsn`` reaches it until ``stop()``."""
+
+    data_dir: Path
+    port: int
+    bin_dir: str | None
+    replay_s: float = 0.0
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/veza_db"
+
+    def stop(self) -> None:
+        subprocess.run(_as_server_user([tool("pg_ctl", self.bin_dir), "stop", "-D", str(self.data_dir), "-m",
+                                        "immediate", "-w"]), capture_output=True, timeout=60)
+        shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+def _unpack(base: BaseBackup, key: bytes, into: Path) -> None:
+    with base.path.open("rb") as source:
+        plain = io.BytesIO(b"".join(decrypt_stream(source, key)))
+    with tarfile.open(fileobj=plain, mode="r:") as tar:
+        tar.extractall(into, filter="fully_trusted")
+
+
+def _blocked_for_server_user(folder: Path) -> Path | None:
+    """As root the server runs as user postgres: the first folder above ``folder`` it cannot
+    traverse (a checkout in root's 0700 home), else None."""
+    if os.geteuid() != 0:
+        return None
+    return next((p for p in reversed(folder.resolve().parents) if not p.stat().st_mode & stat.S_IXOTH), None)
+
+
+def scratch_folder(settings: "BackupSettings", prefix: str) -> Path:
+    """A new folder under ``backups.restore_dir`` (else the temporary folder) that user postgres
+    can traverse: where a drill recovers a server or keeps the WAL it replays."""
+    parent = Path(settings.restore_dir) if settings.restore_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+        parent.chmod(0o755)
+    blocked = _blocked_for_server_user(parent or Path(tempfile.gettempdir()))
+    if blocked is not None:
+        raise ParameterError(
+            f"the database server runs as user {OS_USER}, who cannot traverse {blocked} "
+            f"(mode {oct(blocked.stat().st_mode & 0o777)}): set backups.restore_dir to a folder it can reach")
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    home.chmod(0o755)
+    return home
+
+
+def recover_to_time(base: BaseBackup, target: datetime | None, vault: "Vault", settings: "BackupSettings",
+                    timeout_s: float = 300, *, wal_dir: Path | None = None) -> RecoveredInstance:
+    """Restore ``base`` into a scratch instance and replay archived WAL up to ``target``
+    (``None``: every segment there is, as a region's recovery does), from ``wal_dir`` or the
+    profile's archive. The instance lives under ``backups.restore_dir`` (else a temporary folder)."""
+    wal = wal_dir or Path(str(settings.wal_archive_url).removeprefix("file://"))
+    if target is not None and target < base.taken_at:
+        raise ParameterError(f"target time {target.isoformat()} is before the base backup ({base.taken_at.isoformat()})")
+    key = vault.unwrap_data_key(base.wrapped_key, settings.transit_key, settings.transit_mount)
+    home = scratch_folder(settings, "veza-pitr-")
+    data = home / "data"
+    data.mkdir(mode=0o700)
+    _unpack(base, key, data)
+    del key
+    port = _free_port()
+    for stale in ("postmaster.pid", "standby.signal"):
+        (data / stale).unlink(missing_ok=True)
+    (data / "recovery.signal").write_text("")
+    with (data / "postgresql.auto.conf").open("a") as conf:
+        conf.write(f"\n# point-in-time recovery drill\nport = {port}\nlisten_addresses = '127.0.0.1'\n"
+                   f"unix_socket_directories = '{home}'\narchive_mode = off\nprimary_conninfo = ''\n"
+                   f"restore_command = 'cp {wal}/%f %p'\n"
+                   + (f"recovery_target_time = '{target.isoformat()}'\n" if target is not None else "")
+                   + "recovery_target_action = 'promote'\ncluster_name = 'veza-pitr'\n")
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", f"{OS_USER}:{OS_USER}", str(home)], check=True)
+    instance = RecoveredInstance(data, port, settings.pg_bin_dir)
+    began = time.monotonic()
+    result = subprocess.run(_as_server_user([tool("pg_ctl", settings.pg_bin_dir), "start", "-D", str(data), "-l",
+                                             str(home / "server.log"), "-w", "-t", str(int(timeout_s))]),
+                            capture_output=True, text=True, timeout=timeout_s + 10, cwd=home)
+    if result.returncode != 0:
+        log = (home / "server.log").read_text() if (home / "server.log").exists() else ""
+        instance.stop()
+        raise CheckFailed(f"point-in-time recovery did not start: {last_lines(log or result.stderr)}")
+    try:
+        _wait_promoted(instance, timeout_s)
+    except BaseException:
+        instance.stop()
+        raise
+    instance.replay_s = round(time.monotonic() - began, 3)
+    return instance
+
+
+def latest_base_backup(settings: "BackupSettings") -> BaseBackup:
+    """The newest base backup beside the WAL archive (the region drill's starting point)."""
+    folder = _base_folder(settings)
+    found = sorted(folder.glob("base-*.tar.enc")) if folder.is_dir() else []
+    usable = [p for p in found if p.with_suffix(".key").is_file()]
+    if not usable:
+        raise CheckFailed(f"no base backup with its wrapped key in {folder}: nothing to recover a database from")
+    path = usable[-1]
+    taken = datetime.strptime(path.name.removeprefix("base-").removesuffix(".tar.enc"), "%Y%m%dT%H%M%S%fZ")
+    return BaseBackup(path, path.with_suffix(".key").read_text(), taken.replace(tzinfo=timezone.utc), "",
+                      path.stat().st_size)
+
+
+def _wait_promoted(instance: RecoveredInstance, timeout_s: float) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(instance.dsn, connect_timeout=2, autocommit=True) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    return
+        except psycopg.Error:
+            pass
+        time.sleep(0.1)
+    raise RunbookTimeout(f"recovery did not reach its target and promote in {timeout_s:.0f} s")

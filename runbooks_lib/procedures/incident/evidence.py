@@ -1,0 +1,178 @@
+"""The golden signals as the incident needs them: series over the window, and "now".
+
+``signal_queries`` (runbooks_lib.platform.signals) is the one place the PromQL lives; this module
+asks it for every query through ``_queries`` alone, so switching to the team's shared signal
+definitions later is a one-line change. Prometheus being down is an outcome, not a crash: the
+functions say which evidence is missing and the run goes on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Sequence
+
+from ...errors import BackendUnavailable, NoData, RunbookError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ...platform.metrics import Metrics
+    from ...platform.signals import GoldenSignals
+
+__all__ = ["SignalFrames", "signal_frames", "onset_frames", "failing_pods", "current_signals", "versions_seen",
+           "usable_window", "window_seconds", "SIGNALS", "WINDOWS"]
+
+SIGNALS = ("requests_per_s", "success_rate", "p99_ms")
+# Rate windows from short to long; the first with data is used (see usable_window).
+WINDOWS = ("15s", "1m", "2m")
+
+
+def _queries(selector: str, window: str) -> dict[str, str]:
+    """The golden-signal PromQL for the pods ``selector`` matches (the one switch point)."""
+    from ...platform.signals import signal_queries
+
+    return signal_queries(selector, window)
+
+
+@dataclass
+class SignalFrames:
+    """Per signal, a frame indexed by time with one column per series ("all", then versions)."""
+
+    service: str
+    frames: dict[str, "pd.DataFrame"] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    window: str | None = None  # the rate window the series were read with
+    step_s: float | None = None  # seconds between points
+
+    def overall(self, signal: str) -> "pd.Series | None":
+        frame = self.frames.get(signal)
+        return None if frame is None or "all" not in frame else frame["all"]
+
+
+def versions_seen(metrics: "Metrics", service: str, minutes: float) -> list[str]:
+    """The version labels that served ``service`` within the last ``minutes``."""
+    found = metrics.vector(f'count by (version) (count_over_time(http_requests_total{{job="{service}"}}[{max(1, int(minutes))}m]))')
+    return sorted({labels.get("version", "") for labels, _ in found if labels.get("version")})
+
+
+def usable_window(metrics: "Metrics", service: str, windows: Sequence[str] = WINDOWS) -> str:
+    """The shortest rate window with data: a few seconds where scrapes are frequent (the sandbox
+    scrapes every second), a minute or two where they are not (production's 15–30 s)."""
+    for window in windows:
+        try:
+            metrics.query(_queries(f'job="{service}"', window)["requests_per_s"])
+            return window
+        except NoData:
+            continue
+    return windows[-1]
+
+
+def signal_frames(metrics: "Metrics", service: str, start: datetime, end: datetime | None = None,
+                  window: str | None = None, max_points: int = 240) -> SignalFrames:
+    """Request rate, success rate and p99 for the service and per version, from ``start`` to ``end``."""
+    import pandas as pd
+
+    end = end or datetime.now(timezone.utc)
+    minutes = max((end - start).total_seconds() / 60, 1.0)
+    step = max(1.0, minutes * 60 / max_points)
+    result = SignalFrames(service, step_s=step)
+    try:
+        window = result.window = window or usable_window(metrics, service, ("30s", *WINDOWS[1:]))
+        selectors = {"all": f'job="{service}"'}
+        selectors.update({v: f'job="{service}",version="{v}"' for v in versions_seen(metrics, service, minutes)})
+    except (BackendUnavailable, RunbookError) as e:
+        result.missing.append(f"golden signals of {service}: {e}")
+        return result
+    columns: dict[str, dict[str, pd.Series]] = {s: {} for s in SIGNALS}
+    for name, selector in selectors.items():
+        for signal, promql in _queries(selector, window).items():
+            try:
+                frame = metrics.range(promql, minutes=minutes, step_s=step, end=end)
+            except NoData:
+                continue
+            except (BackendUnavailable, RunbookError) as e:
+                result.missing.append(f"golden signals of {service}: {e}")
+                return result
+            columns[signal][name] = frame.iloc[:, 0].replace([math.inf, -math.inf], math.nan)
+    for signal, series in columns.items():
+        if series:
+            result.frames[signal] = pd.DataFrame(series).sort_index()
+    if not result.frames:
+        result.missing.append(f"golden signals of {service}: no samples between {start:%H:%M:%S} and {end:%H:%M:%S} UTC")
+    return result
+
+
+def window_seconds(window: str) -> float:
+    """A PromQL duration of one unit ("15s", "1m", "2h") in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(window[:-1]) * units[window[-1]]
+
+
+def onset_frames(metrics: "Metrics", service: str, reference: datetime, minutes: float = 10) -> SignalFrames:
+    """The signals around the trigger at their finest: the shortest rate window with data and a
+    step of a second or so, from ``minutes`` before the trigger until now. Dating a breach needs
+    both: on the hour's overview (steps of 15 s, 30 s windows) a breach that began seconds after a
+    change is indistinguishable from the change, and a dip minutes earlier blurs into it."""
+    start = reference - timedelta(minutes=minutes)
+    end = datetime.now(timezone.utc)
+    points = int(max((end - start).total_seconds(), 60))
+    try:
+        window = usable_window(metrics, service)
+    except (BackendUnavailable, RunbookError) as e:
+        return SignalFrames(service, missing=[f"the breach's onset of {service}: {e}"])
+    return signal_frames(metrics, service, start, end, window=window, max_points=points)
+
+
+def failing_pods(metrics: "Metrics", service: str, window: str, success_rate_min: float,
+                 p99_max_ms: float) -> dict[str, str]:
+    """Pods whose own requests over ``window`` miss the SLOs, each with the numbers in words: an
+    error rate the canary judge's sequential test calls bad (one error in a handful of requests
+    blames nobody), or a p99 above its bound. Empty when Prometheus cannot tell."""
+    from ..judging.judgement import evidence
+    from ...platform.signals import error_count, latency_quantile, request_count, selector
+
+    sel = selector(service)
+    try:
+        requests = {labels.get("pod", ""): value for labels, value in metrics.vector(request_count(sel, window, "pod"))}
+        errors = {labels.get("pod", ""): value for labels, value in metrics.vector(error_count(sel, window, "pod"))}
+        p99 = {labels.get("pod", ""): value for labels, value in metrics.vector(latency_quantile(0.99, sel, window, "pod"))}
+    except (BackendUnavailable, RunbookError):
+        return {}
+    failing: dict[str, str] = {}
+    for pod, served in requests.items():
+        if not pod or served <= 0:
+            continue
+        success = 1 - errors.get(pod, 0.0) / served
+        weight = evidence(success_rate_min, served, success)
+        latency = p99.get(pod)
+        why = []
+        if weight is not None and weight.state == "bad":
+            why.append(f"{100 * success:.1f} % success of {served:.0f} requests over {window}")
+        if latency is not None and math.isfinite(latency) and latency > p99_max_ms:
+            why.append(f"p99 {latency:.0f} ms over {window} (SLO ≤ {p99_max_ms:g} ms)")
+        if why:
+            failing[pod] = "; ".join(why)
+    return failing
+
+
+def current_signals(metrics: "Metrics", services: Sequence[str], window: str) -> dict[str, "GoldenSignals | None"]:
+    """Each service's signals over the last ``window``; None for a service Prometheus cannot answer."""
+    from ...platform.signals import GoldenSignals
+
+    found: dict[str, GoldenSignals | None] = {}
+    for service in services:
+        values: dict[str, float | None] = {}
+        try:
+            for name, promql in _queries(f'job="{service}"', window).items():
+                try:
+                    values[name] = metrics.query(promql)
+                except NoData:
+                    values[name] = None
+        except (BackendUnavailable, RunbookError):
+            found[service] = None
+            continue
+        if values.get("p99_ms") is not None and math.isinf(values["p99_ms"] or 0):
+            values["p99_ms"] = None
+        found[service] = GoldenSignals(service, window, **values)  # type: ignore[arg-type]
+    return found
