@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from runbooks_lib.procedures.delivery import delivery_report, plots
-from runbooks_lib.procedures.delivery.synthetic import generate_history
 from runbooks_lib.records.catalog import Catalog
+
+# The made-up records live with the tests (tests/generators), outside the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.generators.delivery import generate_history  # noqa: E402
 
 GOAL_S = 5.0
 

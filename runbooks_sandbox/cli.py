@@ -201,36 +201,35 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
         raise click.UsageError("--fail-writes, --resource and --no-answer apply to the apiserver target only")
     if (resource or no_answer) and fail_writes is None:
         raise click.UsageError("--resource and --no-answer say which writes fail and how: give --fail-writes N too")
-    if target == "apiserver":
-        asked = error_rate is not None or latency_ms is not None or fail_writes is not None
-        if down or any(pod_flags) or clear == asked:
-            raise click.UsageError("apiserver takes --error-rate, --latency-ms and/or --fail-writes, or --clear")
-        try:
+    try:
+        if target == "apiserver":
+            asked = error_rate is not None or latency_ms is not None or fail_writes is not None
+            if down or any(pod_flags) or clear == asked:
+                raise click.UsageError("apiserver takes --error-rate, --latency-ms and/or --fail-writes, or --clear")
             click.echo(_sandbox(state_dir).api_server_fault(error_rate or 0.0, latency_ms or 0.0, clear=clear,
                                                             fail_writes=fail_writes or 0, resource=resource,
                                                             no_answer=no_answer))
-        except ServerError as e:
-            raise _fail(e) from e
-        return
-    if target == "vault":
-        if seal == clear or down or any(pod_flags) or error_rate is not None or latency_ms is not None:
-            raise click.UsageError("vault takes --seal (seal it) or --clear (unseal it), nothing else")
-        try:
+        elif target == "vault":
+            if seal == clear or down or any(pod_flags) or error_rate is not None or latency_ms is not None:
+                raise click.UsageError("vault takes --seal (seal it) or --clear (unseal it), nothing else")
             click.echo(_sandbox(state_dir).vault_seal(sealed=seal))
-        except ServerError as e:
-            raise _fail(e) from e
-        return
-    if target in ("prometheus", "redis"):
-        if down == clear or any(v not in (None, False) for v in (error_rate, latency_ms, health_fail, ready_fail, crash)):
-            raise click.UsageError(f"{target} takes --down (stop it) or --clear (start it again), nothing else")
-        if target == "redis":
-            try:
+        elif target in ("prometheus", "redis"):
+            if down == clear or any(v not in (None, False) for v in (error_rate, latency_ms, *pod_flags)):
+                raise click.UsageError(f"{target} takes --down (stop it) or --clear (start it again), nothing else")
+            if target == "redis":
                 click.echo(_sandbox(state_dir).cache_outage(down=down))
-            except ServerError as e:
-                raise _fail(e) from e
-            return
-        _server_fault(state_dir, target, down, clear)
-        return
+            else:
+                _server_fault(state_dir, target, down, clear)
+        else:
+            _pod_faults(state_dir, target, namespace, error_rate, latency_ms, health_fail, ready_fail, crash, down, clear)
+    except ServerError as e:
+        raise _fail(e) from e
+
+
+def _pod_faults(state_dir: Path | None, target: str, namespace: str | None, error_rate: float | None,
+                latency_ms: float | None, health_fail: bool, ready_fail: bool, crash: bool, down: bool,
+                clear: bool) -> None:
+    """Faults into the running pods of a service, or into one pod, through the workload's fault file."""
     if down:
         raise click.UsageError("--down applies to a server (prometheus, redis), not to pods")
     faults: dict[str, Any] = {}
@@ -248,7 +247,7 @@ def fault_command(state_dir: Path | None, target: str, namespace: str | None, er
         raise click.UsageError("say which fault: --error-rate, --latency-ms, --health-fail, --ready-fail, --crash or --clear")
     try:
         pods = _sandbox(state_dir).fault(target, faults, clear=clear, namespace=namespace)
-    except (ServerError, LookupError, ValueError) as e:
+    except (LookupError, ValueError) as e:
         raise _fail(e) from e
     what = "cleared faults on" if clear and not faults else f"injected {', '.join(faults)} into"
     click.echo(f"{what} {len(pods)} pod(s): {', '.join(pods)}")

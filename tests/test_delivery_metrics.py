@@ -12,9 +12,9 @@ import yaml
 
 from runbooks_lib.procedures.delivery import commit_times, delivery_report, rollback_status
 from runbooks_lib.procedures.delivery.bands import failure_rate_band, frequency_band, lead_time_band, recovery_band
-from runbooks_lib.procedures.delivery.synthetic import generate_history
+from tests.generators.delivery import generate_history
 from runbooks_lib.errors import ParameterError
-from runbooks_lib.records.generate import write_summary_record
+from tests.generators.records import write_summary_record
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
@@ -144,7 +144,7 @@ def test_without_commit_times_lead_time_is_unknown_and_said_so(hand_written: Any
     report = delivery_report(env="production", root=root, commits=None)
     assert report.figures()["lead_time_median_s"] is None
     assert "UNKNOWN" in report.lead_time_table().attrs["title"]
-    assert "lead time is unknown" in report.verdict()
+    assert "lead time is unknown" in report.assessment()
     assert report.overview().loc["lead time for changes (median)", "meets target"] == "unknown"
 
 
@@ -189,7 +189,7 @@ def test_every_table_and_plot_renders_on_an_empty_and_a_full_catalog(tmp_path: P
         for draw in (plots.plot_frequency, plots.plot_lead_time, plots.plot_change_failure, plots.plot_recovery,
                      plots.plot_success, plots.plot_rollbacks, plots.plot_canary_aborts, plots.plot_drills):
             assert draw(report).axes
-        assert "deployment frequency" in report.verdict()
+        assert "deployment frequency" in report.assessment()
 
 
 def test_rollback_status_has_a_hook_for_migration_blocked_rollbacks() -> None:

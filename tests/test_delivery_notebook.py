@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from runbooks_lib.procedures.delivery import DeliveryParams, commit_times, delivery_report
-from runbooks_lib.procedures.delivery.synthetic import generate_history
+from tests.generators.delivery import generate_history
 from runbooks_lib.run.runner import read_summary
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runbooks_lib.records.catalog import Catalog, RecordFilter, parse_since, summaries
-from runbooks_lib.records.generate import generate_records
+from tests.generators.records import generate_records
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ..config.clock import parse_time
 from .images import version_of_image
 from .kube import api_client, call, resource_path, translate
 
@@ -72,14 +73,14 @@ class DeploymentState:
         return self.progressing_reason == "ProgressDeadlineExceeded"
 
 
-def _condition(obj: Obj, kind: str) -> Obj | None:
+def condition(obj: Obj, kind: str) -> Obj | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
 def deployment_state(dep: Obj) -> DeploymentState:
     spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
-    progressing = _condition(dep, "Progressing")
+    progressing = condition(dep, "Progressing")
     return DeploymentState(
         name=meta.get("name", ""),
         desired=int(spec.get("replicas", 1)),
@@ -111,7 +112,7 @@ def pod_state(pod: Obj) -> PodState:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     containers = status.get("containerStatuses") or []
     waiting = next((c["state"]["waiting"].get("reason") for c in containers if (c.get("state") or {}).get("waiting")), None)
-    ready = _condition(pod, "Ready")
+    ready = condition(pod, "Ready")
     spec_containers = (pod.get("spec") or {}).get("containers") or [{}]
     image = spec_containers[0].get("image")
     return PodState(
@@ -245,11 +246,11 @@ class Cluster:
         recent = []
         for event in found:
             stamp = event.get("lastTimestamp") or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp")
-            when = _parse_time(stamp)
+            when = parse_time(stamp)
             name = (event.get("involvedObject") or {}).get("name", "")
             if (when is None or when >= cutoff) and (involving is None or name.startswith(involving)):
                 recent.append(event)
-        return sorted(recent, key=lambda e: _parse_time(e.get("lastTimestamp") or e.get("eventTime")) or cutoff)
+        return sorted(recent, key=lambda e: parse_time(e.get("lastTimestamp") or e.get("eventTime")) or cutoff)
 
     def pod_log(self, name: str, container: str | None = None, *, tail: int = 20, previous: bool = False) -> str:
         """The last ``tail`` lines of a container's log (``kubectl logs [--previous] --tail``).
@@ -446,12 +447,3 @@ def _check_exported(kind: str) -> None:
         raise ValueError(f"kind {kind} is not one the region drill handles ({', '.join(_EXPORTED)})")
 
 
-def _parse_time(stamp: Any) -> datetime | None:
-    if not stamp:
-        return None
-    if isinstance(stamp, datetime):
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -134,6 +134,7 @@ def notifier_for(target: str | None, profile: "Profile") -> WebhookNotifier | No
     return WebhookNotifier(configured)
 
 
-def _as_dict(delivery: Delivery) -> dict[str, Any]:
+def delivery_row(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as a table row: status, target, delivered, time, error, message."""
     return {"status": delivery.status, "to": delivery.target, "delivered": delivery.delivered,
             "at": delivery.at.isoformat(timespec="seconds"), "error": delivery.error or "", "message": delivery.text}

@@ -19,7 +19,15 @@ from ..records.secret import SecretValue
 if TYPE_CHECKING:
     from ..config.profiles import VaultSettings
 
-__all__ = ["Vault", "VaultHealth", "fingerprint"]
+__all__ = ["Vault", "VaultHealth", "fingerprint", "SECRET_NAME", "vault_key_to_secret_key"]
+
+#: The Kubernetes Secret the platform's pods read, synced from Vault's ``secret/veza/<env>``.
+SECRET_NAME = "veza-secrets"
+
+
+def vault_key_to_secret_key(key: str) -> str:
+    """Vault's jwt_secret is the Secret's jwt-secret (the guide's naming)."""
+    return key.replace("_", "-")
 
 
 def fingerprint(value: str | SecretValue) -> str:

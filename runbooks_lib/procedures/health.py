@@ -223,7 +223,7 @@ class HealthCheck:
 
         return pd.DataFrame([f.__dict__ for f in self.findings], columns=["severity", "part", "message"])
 
-    def verdict(self) -> str:
+    def conclusion(self) -> str:
         """Healthy, or CheckFailed naming every failing part with its numbers."""
         failures = [f for f in self.findings if f.severity == "fail"]
         self.ctx.figure("failed_checks", len(failures))

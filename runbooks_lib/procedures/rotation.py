@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ..errors import CheckFailed, ParameterError
 from ..records.secret import SecretValue
 
@@ -43,17 +44,11 @@ if TYPE_CHECKING:
     from ..run.context import RunContext
     from ..platform.vault import Vault
 
-__all__ = ["SECRET_NAME", "SECRET_HASH_ANNOTATION", "RotationRun", "generate_value", "secret_data_hash",
+__all__ = ["SECRET_HASH_ANNOTATION", "RotationRun", "generate_value", "secret_data_hash",
            "readers_of", "sync_secret"]
 
-SECRET_NAME = "veza-secrets"
 #: On each reader's pod template: the hash of the Secret's data its pods must start with.
 SECRET_HASH_ANNOTATION = "runbooks.veza.app/secret-sha256"
-
-
-def vault_key_to_secret_key(key: str) -> str:
-    """Vault's jwt_secret is the Secret's jwt-secret (the guide's naming)."""
-    return key.replace("_", "-")
 
 
 def generate_value(length: int) -> SecretValue:

@@ -28,7 +28,7 @@ GENERIC_USERS = frozenset({"admin", "default", "user", "root", "token", "kuberne
                            "kube-admin", "kubeadmin", "oidc", "sandbox"})
 
 
-def _local_user() -> str:
+def local_user() -> str:
     """The OS user (not RUNBOOK_OPERATOR: that one is the operator's own statement)."""
     try:
         return getpass.getuser()
@@ -83,7 +83,7 @@ def _is_person(kubernetes: dict[str, Any] | None) -> bool:
 
 def operator_identity(profile: "Profile | None", timeout: float = 2.0) -> dict[str, Any]:
     """``{"user": OS user, "vault": {...} | None, "kubernetes": {...} | None}``."""
-    identity: dict[str, Any] = {"user": _local_user(), "vault": None, "kubernetes": None}
+    identity: dict[str, Any] = {"user": local_user(), "vault": None, "kubernetes": None}
     if profile is not None:
         identity["vault"] = _vault_identity(profile, timeout)
         identity["kubernetes"] = _kubernetes_user(profile)

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import RunbookError
 
 __all__ = ["record_path", "Ledger", "Problem", "records_root", "attachments_of", "GENESIS"]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GuardRefused, ParameterError
-from .journal import Journal, find_journal, iso, utcnow
+from ..config.clock import iso, utcnow
+from .journal import find_journal
 
 if TYPE_CHECKING:
     from ..config.profiles import Approvals
@@ -131,7 +132,7 @@ def run_facts(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def approve(run_id: str, approver: str | None = None, reason: str = "") -> Approval:
     """Approve the gate run ``run_id`` stopped at: rule checked, journaled, chained in the ledger."""
     from ..config.profiles import load_profile
-    from ..records.identity import _local_user, operator_identity, operator_name
+    from ..records.identity import local_user, operator_identity, operator_name
 
     journal = find_journal(run_id)
     entries = journal.entries()
@@ -146,7 +147,7 @@ def approve(run_id: str, approver: str | None = None, reason: str = "") -> Appro
     check_approver(rule, facts.get("operator"), name)
     now = utcnow()
     approval = Approval(run_id, gate, name, now, now + timedelta(seconds=rule.expires_after_s), reason.strip(),
-                        typed_by=_local_user())
+                        typed_by=local_user())
     journal.write(event="approved", **approval.as_entry())
     _chain_in_ledger(facts, approval)
     _tell(profile, facts, approval)

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Mapping
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ParameterError, RunbookError, outcome_of
-from .journal import Journal, env_folder, iso, journal_path, utcnow
+from ..config.clock import iso, utcnow
+from .journal import Journal, env_folder, journal_path
 from .liveness import this_process
 from ..config.parameters import missing_required
 from ..config.profiles import Profile, load_profile, project_home
@@ -39,9 +40,6 @@ _current: "RunContext | None" = None
 def current() -> "RunContext | None":
     """The run started last in this process (the kernel), if any."""
     return _current
-
-
-_iso = iso
 
 
 @dataclass
@@ -184,7 +182,7 @@ class RunContext:
     @contextlib.contextmanager
     def step(self, name: str, key: str | None = None) -> Iterator[StepRecord]:
         """Time, name and journal one step. ``key`` identifies it for a safe resume."""
-        record = StepRecord(name=name, key=key or name, started=_iso(utcnow()) or "")
+        record = StepRecord(name=name, key=key or name, started=iso(utcnow()) or "")
         self.steps.append(record)
         self.journal.write(event="step-started", step=name, key=record.key)
         print(f"▶ {name}", flush=True)
@@ -201,7 +199,7 @@ class RunContext:
             record.outcome = "replayed" if "replayed_from" in record.detail else "succeeded"
         finally:
             record.duration_s = round(time.monotonic() - begun, 3)
-            record.finished = _iso(utcnow())
+            record.finished = iso(utcnow())
             self.journal.write(
                 event="step-finished", step=name, key=record.key, outcome=record.outcome,
                 duration_s=record.duration_s, error=record.error,
@@ -327,7 +325,7 @@ class RunContext:
             service=self.service, parameters=masked_parameters(self.params), operator=self.operator,
             identity=self.identity, record=self._facts.get("record"), git_sha=_git_sha(self.home),
             notebook_sha256=self._facts.get("notebook_sha256"), cluster=self.cluster,
-            started=_iso(self.started), finished=_iso(self.finished),
+            started=iso(self.started), finished=iso(self.finished),
             duration_s=round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
             failed_step=self.failed_step, error=self.error, steps=[asdict(s) for s in self.steps],
             figures=dict(self.figures), links=list(self.links), verdicts=list(self.verdicts), notes=dict(self.notes),

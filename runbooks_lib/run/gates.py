@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .approvals import Approval, check_approver
 from ..errors import AwaitingApproval, GuardRefused
-from .journal import iso, utcnow
+from ..config.clock import iso, utcnow
 from .replay import describe_drift
 
 __all__ = ["pass_gate"]

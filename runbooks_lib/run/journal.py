@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..config.clock import iso, utcnow
 from ..errors import ParameterError, RunbookError
 from ..records.redaction import redact
 
-__all__ = ["Journal", "env_folder", "journal_path", "find_journal", "iso", "utcnow"]
+__all__ = ["Journal", "env_folder", "journal_path", "find_journal"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
 class Journal:

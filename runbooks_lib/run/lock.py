@@ -17,16 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..config.clock import utcnow
 from ..errors import Conflict, LockHeld
 
 if TYPE_CHECKING:
     from ..platform.cluster import Cluster
 
 __all__ = ["DeployLock", "LeaseState", "held_leases", "release_orphaned"]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _micro(moment: datetime) -> str:
@@ -43,7 +40,7 @@ class LeaseState:
     def expired(self, now: datetime | None = None) -> bool:
         if self.renewed is None:
             return True
-        return (now or _now()) > self.renewed + timedelta(seconds=self.duration_s)
+        return (now or utcnow()) > self.renewed + timedelta(seconds=self.duration_s)
 
 
 def _parse(stamp: Any) -> datetime | None:
@@ -75,7 +72,7 @@ class DeployLock:
         return {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
             "spec": {"holderIdentity": self.holder, "leaseDurationSeconds": self.duration_s,
-                     "acquireTime": _micro(acquired), "renewTime": _micro(_now())},
+                     "acquireTime": _micro(acquired), "renewTime": _micro(utcnow())},
         }
 
     def read(self) -> tuple[LeaseState, str] | None:
@@ -96,24 +93,24 @@ class DeployLock:
             if state.holder != self.holder and not state.expired() and not self._holder_died(state.holder):
                 raise LockHeld(
                     f"{self.name} is held by {state.holder} since {state.acquired:%Y-%m-%d %H:%M:%S} UTC "
-                    f"(renewed {(_now() - state.renewed).total_seconds():.0f} s ago); refusing a concurrent change"
+                    f"(renewed {(utcnow() - state.renewed).total_seconds():.0f} s ago); refusing a concurrent change"
                 )
             if state.holder != self.holder:
                 self.stale_taken_over = state
-                renewed = f"{(_now() - state.renewed).total_seconds():.0f} s ago" if state.renewed else "never"
+                renewed = f"{(utcnow() - state.renewed).total_seconds():.0f} s ago" if state.renewed else "never"
                 self.takeover_reason = ("its `runbook run` process is gone" if not state.expired()
                                         else f"last renewed {renewed}, lease of {state.duration_s} s")
             if self.cluster.dry_run:
                 return
             try:
-                self.cluster.replace_lease(self.name, self._body(_now(), version), what="take over stale")
+                self.cluster.replace_lease(self.name, self._body(utcnow(), version), what="take over stale")
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         else:
             if self.cluster.dry_run:
                 return
             try:
-                self.cluster.create_lease(self._body(_now()))
+                self.cluster.create_lease(self._body(utcnow()))
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         self._held = True
@@ -140,7 +137,7 @@ class DeployLock:
                 if current is None or current[0].holder != self.holder:
                     return  # lost it: release() will not delete someone else's lease
                 state, version = current
-                self.cluster.replace_lease(self.name, self._body(state.acquired or _now(), version))
+                self.cluster.replace_lease(self.name, self._body(state.acquired or utcnow(), version))
             except Exception:  # a missed renewal is retried; the lease outlives a few of them
                 continue
 

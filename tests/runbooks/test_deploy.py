@@ -160,7 +160,7 @@ def test_blue_green_bad_version_is_caught_before_any_traffic_reaches_it(sandbox:
                       ("analysis_s", 5), ("monitor_s", 5))
     assert run.exit_code == 1, run.output
     summary = run.summary
-    assert summary["failed_step"] == "Deploy and test green"
+    assert summary["failed_step"] == "Deploy and test the new colour (blue)"  # green is live
     # Whichever pre-flip check caught it names its numbers: the smoke requests, or (when those ten
     # all passed, as they do at 8 % errors 43 % of the time) the error-budget test over 300 requests.
     assert re.search(r"/api/v1/rooms: \d+/10 failed|error budget: \d+/300 requests failed \(\d+\.\d%\); .* p = \S+ < 0\.01",
@@ -198,7 +198,7 @@ def test_blue_green_flips_back_when_green_degrades_under_traffic(sandbox: Sandbo
     from runbooks_lib.run.runner import read_summary
 
     summary = read_summary(next(l[8:] for l in out.splitlines() if l.startswith("record: ")))
-    assert summary["failed_step"] == "Monitor"
+    assert summary["failed_step"] == "Monitor blue"
     assert "flipped back to green" in summary["error"] and "success rate" in summary["error"], summary["error"]
     assert summary["figures"]["flip_back_s"] < 5
     selector = json.loads(sandbox.kubectl("get", "service", CHAT, "-o", "json"))["spec"]["selector"]

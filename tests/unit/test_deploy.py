@@ -7,7 +7,8 @@ import json
 import pytest
 
 from runbooks_lib.run.context import _validate
-from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun, diff_objects, vault_key_to_secret_key
+from runbooks_lib.platform.vault import vault_key_to_secret_key
+from runbooks_lib.procedures.deploy.release import DeployParams, DeployRun, diff_objects
 from runbooks_lib.errors import (BackendUnavailable, CheckFailed, LockHeld, NoData, ParameterError, ProfileError,
                                  RunbookTimeout)
 from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION

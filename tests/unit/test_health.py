@@ -23,7 +23,7 @@ def test_a_healthy_platform_is_healthy(platform: Platform) -> None:
     assert signals.loc[SERVICE, "success rate %"] == 100.0 and signals.loc[SERVICE, "p99 ms"] == 42.0
     assert health.vault().loc[0, "keys at secret/veza/sandbox"] == 2
     health.database()  # the test profile names no database: a warning
-    assert health.verdict() == "healthy, with 1 warning(s)"
+    assert health.conclusion() == "healthy, with 1 warning(s)"
     assert health.ctx.figures["services_ready"] == 1 and health.ctx.figures["failed_checks"] == 0
     assert platform.kube.writes == []
 
@@ -35,7 +35,7 @@ def test_unready_waiting_and_restarting_pods_are_findings(platform: Platform) ->
     health = check(platform)
     health.workloads()
     with pytest.raises(CheckFailed) as failed:
-        health.verdict()
+        health.conclusion()
     assert str(failed.value) == (f"unhealthy: {SERVICE}: 1/2 replicas ready; "
                                  f"{SERVICE}: containers waiting: CrashLoopBackOff")
     assert ("warn", SERVICE, "4 container restart(s)") in [(f.severity, f.part, f.message) for f in health.findings]

@@ -16,11 +16,12 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ...config.clock import utcnow
 from ...platform.cluster import Cluster
 from ...errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError
 from ...platform.images import version_of_image
@@ -61,10 +62,6 @@ class CanaryParams(BaseModel):
         return steps
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass(frozen=True)
 class AbortResult:
     reason: str
@@ -76,7 +73,7 @@ class AbortResult:
 def abort_canary(router: Router, cluster: Cluster, canary: str, reason: str) -> AbortResult:
     """All traffic to the primary at once, the canary scaled to 0, the routing objects removed."""
     routes = router.set_routes(100, 0)
-    zeroed_at = _now()
+    zeroed_at = utcnow()
     try:
         cluster.scale_deployment(canary, 0)
     except NotFound:
@@ -149,7 +146,7 @@ class CanaryRun:
         self.provider = PrometheusProvider(self.metrics)
         self.looker = Looker(self.provider, self.params.service, self.primary_version, self.params.version)
         self.judge = Judge(Policy.from_slo(profile.slo, max_hold_s=self.params.max_hold_s))
-        self.started = _now()
+        self.started = utcnow()
         self.step_changes: list[tuple[datetime, float, Routes]] = []
         self.first_routed_at: datetime | None = None
         self.windows: list[Window] = []  # every look, as judged (the bench replays them)
@@ -297,7 +294,7 @@ class CanaryRun:
         for index, weight in enumerate(self.steps, 1):
             self._capacity_for(weight)
             routes = self.router.set_routes(100 - weight, weight)
-            at = _now()
+            at = utcnow()
             self.step_changes.append((at, weight, routes))
             self.first_routed_at = self.first_routed_at or at
             print(f"→ step {index}/{len(self.steps)}: {routes}", flush=True)
@@ -342,11 +339,11 @@ class CanaryRun:
                 bar.refresh()
 
     def _look(self, index: int, weight: float, step_started: datetime, last_look: datetime) -> Window:
-        now = _now()
+        now = utcnow()
         readings = self.looker.readings((now - last_look).total_seconds())
         online = any(r.ok for r in readings.values()) or self.looker.online()
         series = self.looker.series(max((now - step_started).total_seconds(), self.params.interval_s), online)
-        return Window(_now(), index, weight, index == len(self.steps), readings, series, self._operator())
+        return Window(utcnow(), index, weight, index == len(self.steps), readings, series, self._operator())
 
     def _operator(self) -> str | None:
         try:
@@ -427,7 +424,7 @@ class CanaryRun:
         """Success rate and p99, canary vs baseline, over the run; step changes and decisions marked."""
         from ...platform import signals
 
-        minutes = max((_now() - self.started).total_seconds() / 60 + 0.25, 1.0)
+        minutes = max((utcnow() - self.started).total_seconds() / 60 + 0.25, 1.0)
         sel = signals.selector(self.params.service, [self.primary_version, self.params.version])
         panels = signals.signal_panels(self.metrics, sel, by="version", minutes=minutes, window="5s",
                                        slo=self.ctx.profile.slo, step_s=1)

@@ -8,7 +8,7 @@ The rules that turn records into deployments, failed changes and recoveries are 
 from __future__ import annotations
 
 from .bands import TARGETS
-from .events import Deployment, Events, read_events, rollback_status
+from .events import DeployEvent, Events, read_events, rollback_status
 from .report import DeliveryParams, DeliveryReport, commit_times, delivery_report
 
 __all__ = ["TARGETS", "Deployment", "Events", "read_events", "rollback_status", "DeliveryParams", "DeliveryReport", "commit_times",

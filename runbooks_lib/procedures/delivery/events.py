@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 
 __all__ = [
     "DEPLOY_RUNBOOKS", "ROLLBACK_RUNBOOK", "CANARY_RUNBOOK", "DRILL_RUNBOOK", "NOT_RUN",
-    "Deployment", "Rollback", "CanaryRun", "Drill", "Events", "read_events", "moment", "rollback_status",
+    "DeployEvent", "RollbackEvent", "CanaryEvent", "DrillEvent", "Events", "read_events", "moment", "rollback_status",
 ]
 
 DEPLOY_RUNBOOKS = ("deploy", "canary_promotion")
@@ -57,7 +57,7 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
-class Deployment:
+class DeployEvent:
     record: str
     env: str
     service: str
@@ -81,7 +81,7 @@ class Deployment:
 
 
 @dataclass(frozen=True)
-class Rollback:
+class RollbackEvent:
     """A rollback, by the rollback runbook or automatically inside a deploy."""
 
     record: str
@@ -95,7 +95,7 @@ class Rollback:
 
 
 @dataclass(frozen=True)
-class CanaryRun:
+class CanaryEvent:
     record: str
     env: str
     service: str
@@ -106,7 +106,7 @@ class CanaryRun:
 
 
 @dataclass(frozen=True)
-class Drill:
+class DrillEvent:
     record: str
     env: str
     service: str
@@ -118,10 +118,10 @@ class Drill:
 
 @dataclass(frozen=True)
 class Events:
-    deployments: list[Deployment]
-    rollbacks: list[Rollback]
-    canaries: list[CanaryRun]
-    drills: list[Drill]
+    deployments: list[DeployEvent]
+    rollbacks: list[RollbackEvent]
+    canaries: list[CanaryEvent]
+    drills: list[DrillEvent]
     records_read: int
     unsealed: int  # records counted here that the ledger does not hold
 
@@ -176,7 +176,7 @@ def _is_deployment(row: Mapping[str, Any]) -> bool:
     return row.get("runbook") in DEPLOY_RUNBOOKS and row.get("outcome") not in NOT_RUN
 
 
-def _base_deployment(row: Mapping[str, Any], started: datetime, commits: CommitTimes | None) -> Deployment:
+def _base_deployment(row: Mapping[str, Any], started: datetime, commits: CommitTimes | None) -> DeployEvent:
     params = row.get("parameters") or {}
     status = _deployment_status(row)
     serving = _serving_time(row, started) if status == "serving" else None
@@ -189,7 +189,7 @@ def _base_deployment(row: Mapping[str, Any], started: datetime, commits: CommitT
             lead = (serving - committed).total_seconds()
     strategy = "canary" if row.get("runbook") == CANARY_RUNBOOK else str(params.get("strategy") or "rolling")
     failed = status == "rolled back"
-    return Deployment(
+    return DeployEvent(
         record=str(row.get("record")), env=str(row.get("env")), service=service,
         version=None if version is None else str(version), runbook=str(row.get("runbook")), strategy=strategy,
         outcome=str(row.get("outcome")), started=started, serving=serving, status=status,
@@ -199,8 +199,8 @@ def _base_deployment(row: Mapping[str, Any], started: datetime, commits: CommitT
     )
 
 
-def _undone(deployment: Deployment, undoers: list[tuple[str, datetime, Mapping[str, Any]]],
-            serving_of: Mapping[str, datetime | None]) -> Deployment:
+def _undone(deployment: DeployEvent, undoers: list[tuple[str, datetime, Mapping[str, Any]]],
+            serving_of: Mapping[str, datetime | None]) -> DeployEvent:
     """A serving deployment that a later rollback or hotfix undid: a failed change."""
     from dataclasses import replace
 
@@ -233,10 +233,10 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
     def inside(started: datetime) -> bool:
         return (since is None or started >= since) and (until is None or started < until)
 
-    deployments: list[Deployment] = []
-    rollbacks: list[Rollback] = []
-    canaries: list[CanaryRun] = []
-    drills: list[Drill] = []
+    deployments: list[DeployEvent] = []
+    rollbacks: list[RollbackEvent] = []
+    canaries: list[CanaryEvent] = []
+    drills: list[DrillEvent] = []
     undoers: dict[str, list[tuple[str, datetime, Mapping[str, Any]]]] = {}
     serving_of: dict[str, datetime | None] = {}  # every deployment's, in the window or not (hotfixes)
     read = unsealed = 0
@@ -265,17 +265,17 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
         if deployment:
             deployments.append(_base_deployment(row, started, commits))
             if figures.get("rolled_back") and _number(figures.get("time_to_rollback_s")) is not None:
-                rollbacks.append(Rollback(str(row.get("record")), env, service, started, "automatic (deploy)",
+                rollbacks.append(RollbackEvent(str(row.get("record")), env, service, started, "automatic (deploy)",
                                           "succeeded", _number(figures.get("time_to_rollback_s"))))
         if runbook == ROLLBACK_RUNBOOK:
             links = tuple(str(link.get("record")) for link in row.get("links") or [] if link.get("relation") == "undoes")
-            rollbacks.append(Rollback(str(row.get("record")), env, service, started, "rollback runbook",
+            rollbacks.append(RollbackEvent(str(row.get("record")), env, service, started, "rollback runbook",
                                       rollback_status(row), _number(figures.get("time_to_rollback_s")), links))
         elif runbook == CANARY_RUNBOOK and row.get("outcome") not in NOT_RUN:
-            canaries.append(CanaryRun(str(row.get("record")), env, service, (row.get("parameters") or {}).get("version"),
+            canaries.append(CanaryEvent(str(row.get("record")), env, service, (row.get("parameters") or {}).get("version"),
                                       started, str(row.get("outcome")), _number(figures.get("time_to_abort_s"))))
         elif runbook == DRILL_RUNBOOK and row.get("outcome") not in NOT_RUN:
-            drills.append(Drill(str(row.get("record")), env, service, started, str(row.get("outcome")),
+            drills.append(DrillEvent(str(row.get("record")), env, service, started, str(row.get("outcome")),
                                 _number(figures.get("rto_s")), _number(figures.get("rpo_s"))))
     deployments = [_undone(d, undoers[d.record], serving_of) if d.status == "serving" and d.record in undoers else d
                    for d in deployments]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .bands import (TARGETS, failure_rate_band, frequency_band, lead_time_band, recovery_band)
-from .events import CommitTimes, Deployment, Events, read_events
+from .events import CommitTimes, DeployEvent, Events, read_events
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,11 +154,11 @@ class DeliveryReport:
 
     # -- the four keys ------------------------------------------------------------------------
 
-    def deploys_per_day(self, deployments: Sequence[Deployment] | None = None) -> float:
+    def deploys_per_day(self, deployments: Sequence[DeployEvent] | None = None) -> float:
         chosen = self.events.deployments if deployments is None else deployments
         return sum(1 for d in chosen if d.status == "serving") / self.window_days
 
-    def _frequency_row(self, deployments: list[Deployment]) -> dict[str, Any]:
+    def _frequency_row(self, deployments: list[DeployEvent]) -> dict[str, Any]:
         serving = [d for d in deployments if d.status == "serving"]
         per_day = len(serving) / self.window_days
         days = max(int(round(self.window_days)), 1)
@@ -175,7 +175,7 @@ class DeliveryReport:
         return self._table(self.events.deployments, self._frequency_row,
                            "Deployment frequency (deployments that ended serving, per day of the window)")
 
-    def _lead_row(self, deployments: list[Deployment]) -> dict[str, Any]:
+    def _lead_row(self, deployments: list[DeployEvent]) -> dict[str, Any]:
         serving = [d for d in deployments if d.status == "serving"]
         known = [d.lead_time_s for d in serving if d.lead_time_s is not None]
         median = _median(known)
@@ -190,11 +190,11 @@ class DeliveryReport:
         why = "" if self.lead_times_known else " — UNKNOWN: the profile's image catalog gives no commit times"
         return self._table(self.events.deployments, self._lead_row, "Lead time for changes (commit → serving)" + why)
 
-    def change_failure_rate(self, deployments: Sequence[Deployment] | None = None) -> float | None:
+    def change_failure_rate(self, deployments: Sequence[DeployEvent] | None = None) -> float | None:
         reached = [d for d in (self.events.deployments if deployments is None else deployments) if d.reached_users]
         return sum(1 for d in reached if d.failed_change) / len(reached) if reached else None
 
-    def _failure_row(self, deployments: list[Deployment]) -> dict[str, Any]:
+    def _failure_row(self, deployments: list[DeployEvent]) -> dict[str, Any]:
         reached = [d for d in deployments if d.reached_users]
         failed = [d for d in reached if d.failed_change]
         rate = self.change_failure_rate(deployments)
@@ -209,7 +209,7 @@ class DeliveryReport:
         return self._table(self.events.deployments, self._failure_row,
                            "Change failure rate (deployments needing a rollback or a hotfix)")
 
-    def _recovery_row(self, deployments: list[Deployment]) -> dict[str, Any]:
+    def _recovery_row(self, deployments: list[DeployEvent]) -> dict[str, Any]:
         failed = [d for d in deployments if d.failed_change]
         times = [d.recovery_s for d in failed if d.recovery_s is not None]
         median, mean = _median(times), (statistics.fmean(times) if times else None)
@@ -236,11 +236,11 @@ class DeliveryReport:
 
     # -- the guide's operational figures ------------------------------------------------------
 
-    def success_rate(self, deployments: Sequence[Deployment] | None = None) -> float | None:
+    def success_rate(self, deployments: Sequence[DeployEvent] | None = None) -> float | None:
         chosen = self.events.deployments if deployments is None else deployments
         return sum(1 for d in chosen if d.status == "serving") / len(chosen) if chosen else None
 
-    def _success_row(self, deployments: list[Deployment]) -> dict[str, Any]:
+    def _success_row(self, deployments: list[DeployEvent]) -> dict[str, Any]:
         rate = self.success_rate(deployments)
         return {"attempted": len(deployments), "succeeded": sum(1 for d in deployments if d.status == "serving"),
                 "rolled back": sum(1 for d in deployments if d.status == "rolled back"),
@@ -385,7 +385,7 @@ class DeliveryReport:
         for name, value in self.figures().items():
             ctx.figure(name, value)
 
-    def verdict(self) -> str:
+    def assessment(self) -> str:
         """The figures in words: what meets the guide, what does not, what is unknown and why."""
         table = self.overview()
         lines = [table.attrs["title"]]

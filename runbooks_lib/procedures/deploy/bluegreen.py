@@ -64,16 +64,19 @@ class BlueGreen:
         from ...display import show_tables
 
         ctx = self.deploy.ctx
-        with ctx.step("Prepare blue"):
+        # Step names say the colours as they are this time (they alternate from one deploy to the
+        # next); the keys a resumed run replays by stay the same.
+        with ctx.step(f"Prepare the live colour ({self.live_colour})", key="bluegreen-prepare"):
             print(self.prepare())
-        with ctx.step("Deploy and test green"), self.abandon_new_on_failure():
+        with ctx.step(f"Deploy and test the new colour ({self.new_colour})", key="bluegreen-deploy-new"), \
+                self.abandon_new_on_failure():
             print(self.deploy_new())
             show_tables(self.test_new(), VERIFY_TITLES)
-        with ctx.step("Flip traffic"):
+        with ctx.step(f"Flip traffic to {self.new_colour}", key="bluegreen-flip"):
             print(self.flip_to_new())
-        with ctx.step("Monitor"):
+        with ctx.step(f"Monitor {self.new_colour}", key="bluegreen-monitor"):
             show_tables({"signals": self.monitor()}, VERIFY_TITLES)
-        with ctx.step("Retire the old colour"):
+        with ctx.step(f"Retire the old colour ({self.live_colour})", key="bluegreen-retire"):
             print(self.retire_live())
 
     def _template_colour(self, name: str) -> str | None:
@@ -170,7 +173,7 @@ class BlueGreen:
                 self._delete(self.new)
                 self.deploy.ctx.figure("rolled_back", True)
                 self.deploy.ctx.verdict(self.service, self.deploy.params.version, "bad",
-                                        "blue-green: green failed its checks before the flip")
+                                        f"blue-green: the new colour ({self.new_colour}) failed its checks before the flip")
             raise
 
     def monitor(self) -> "pd.DataFrame":

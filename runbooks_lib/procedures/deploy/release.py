@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...platform.checks import pod_checks, service_url, smoke_checks
-from ..rotation import SECRET_NAME, vault_key_to_secret_key  # noqa: F401 (deploy's public names)
+from ...platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ...platform.cluster import Cluster, secret_hashes
 from ...errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
 from ...run.lock import DeployLock
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ...run.context import RunContext
 
-__all__ = ["DeployParams", "DeployRun", "SECRET_NAME", "vault_key_to_secret_key", "diff_objects"]
+__all__ = ["DeployParams", "DeployRun", "diff_objects"]
 
 VERIFY_TITLES = {"pods": "New pods: health, readiness, version", "smoke": "Smoke requests",
                  "budget": "Requests to the new pods vs the SLO's error budget (binomial test)",

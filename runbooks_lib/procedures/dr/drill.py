@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...config.clock import utcnow
 from ...errors import CheckFailed, ParameterError
 from ...records.secret import SecretValue
 from .postgres import sql_errors, write_and_read
@@ -42,10 +43,6 @@ class DrillParams(BaseModel):
     rto_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 4 h)")
     rpo_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 1 h)")
     dry_run: bool = False
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -93,7 +90,7 @@ class Drill:
         return load_profile(name)
 
     def mark(self, what: str, at: datetime | None = None) -> datetime:
-        moment = at or _now()
+        moment = at or utcnow()
         self.timeline.append((moment, what))
         return moment
 
@@ -224,7 +221,7 @@ class Drill:
             measured["rpo_s"] = round((fault - newest[1]).total_seconds(), 3)
             measured["lost"] = len(lost_rows(scratch_dsn, acked)) if newest[0] else None
             ok = write_and_read(scratch_dsn)
-            measured["verified_at"] = _now()
+            measured["verified_at"] = utcnow()
             return [Check("write and read on the restored database", ok, "a row written and read back")]
 
         scratch = self.profile.backups.scratch_dsn
@@ -232,7 +229,7 @@ class Drill:
         report = restore_and_verify(self.store, self.manifest, self.vault, self.profile.backups,
                                     with_database(server, "postgres"), extra_checks=also)
         self.checks += report.checks
-        verified = measured.get("verified_at") or _now()
+        verified = measured.get("verified_at") or utcnow()
         self.mark("restore verified" if report.passed else "restore checks failed", verified)
         rto = round((verified - fault).total_seconds(), 3)
         self.ctx.figure("restore_s", report.timings.get("total_s"))
@@ -310,7 +307,7 @@ class Drill:
         from .retention import prune_backups
 
         policy = self.profile.backups.retention
-        return prune_backups(self.store, _now(), daily_days=policy.daily_days, weekly_weeks=policy.weekly_weeks,
+        return prune_backups(self.store, utcnow(), daily_days=policy.daily_days, weekly_weeks=policy.weekly_weeks,
                              monthly_months=policy.monthly_months, apply=False)
 
     # -- point in time -----------------------------------------------------------------
@@ -329,7 +326,7 @@ class Drill:
                          "side text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
             conn.execute("INSERT INTO dr_pitr_marker (side) SELECT 'before' FROM generate_series(1, 5)")
             time.sleep(0.2)
-            target = (datetime.fromisoformat(self.params.target_time) if self.params.target_time else _now())
+            target = (datetime.fromisoformat(self.params.target_time) if self.params.target_time else utcnow())
             time.sleep(0.2)
             conn.execute("INSERT INTO dr_pitr_marker (side) SELECT 'after' FROM generate_series(1, 5)")
             expected_before = conn.execute("SELECT count(*) FROM dr_pitr_marker WHERE at <= %s", (target,)).fetchone()[0]
@@ -354,7 +351,7 @@ class Drill:
         return pd.DataFrame([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks[-2:]])
 
     # -- report ------------------------------------------------------------------------
-    def verdict(self) -> Any:
+    def results(self) -> Any:
         """Pass or fail per check and measurement; raises CheckFailed naming every failure."""
         import pandas as pd
 
@@ -369,12 +366,12 @@ class Drill:
     def timeline_table(self) -> Any:
         import pandas as pd
 
-        start = min(t for t, _ in self.timeline) if self.timeline else _now()
+        start = min(t for t, _ in self.timeline) if self.timeline else utcnow()
         return pd.DataFrame([{"UTC": t.strftime("%H:%M:%S.%f")[:-3], "+s": round((t - start).total_seconds(), 3),
                               "event": what} for t, what in sorted(self.timeline, key=lambda x: x[0])])
 
     def raise_on_failure(self) -> str:
-        self.verdict()
+        self.results()
         if self.failed:
             raise CheckFailed(f"drill failed: {'; '.join(self.failed)}")
         return f"drill {self.params.scenario}: every check passed"

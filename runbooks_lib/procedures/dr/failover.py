@@ -16,9 +16,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ...config.clock import utcnow
+from ...platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ...errors import CheckFailed, ParameterError, RunbookTimeout
 from ...records.secret import SecretValue
 from .postgres import sql_errors
@@ -29,16 +31,11 @@ if TYPE_CHECKING:
     from ...config.profiles import Profile
     from ...platform.vault import Vault
 
-__all__ = ["FailoverReport", "DatabaseFailover", "application_dsn", "run_drill_command", "promote", "SECRET_NAME",
-           "SECRET_KEY"]
+__all__ = ["FailoverReport", "DatabaseFailover", "application_dsn", "run_drill_command", "promote", "SECRET_KEY"]
 
-SECRET_NAME = "veza-secrets"
-SECRET_KEY = "database-url"
 VAULT_KEY = "database_url"
+SECRET_KEY = vault_key_to_secret_key(VAULT_KEY)
 
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def run_drill_command(argv: Sequence[str], what: str, timeout_s: float = 120) -> str:
@@ -146,11 +143,11 @@ class DatabaseFailover:
         """Run the fault command while watching the primary as monitoring would (``detected_at``)."""
         import threading
 
-        started = now()
+        started = utcnow()
         watching = threading.Thread(target=self._watch_primary, args=(poll_s, 120.0), daemon=True)
         watching.start()
         out = run_drill_command(self.profile.drill.kill_primary, "kill the primary")
-        finished = now()
+        finished = utcnow()
         watching.join(timeout=30)
         failed = [at for at, _ in self.probe.failures + self.heartbeat.failures if at >= started]
         evidence = failed + ([self.report.detected_at] if self.report.detected_at else [])
@@ -167,7 +164,7 @@ class DatabaseFailover:
                 with psycopg.connect(self.old_primary.reveal(), autocommit=True, connect_timeout=1) as conn:
                     conn.execute("SELECT 1")
             except psycopg.Error:
-                self.report.detected_at = now()
+                self.report.detected_at = utcnow()
                 return
             time.sleep(poll_s)
 
@@ -179,7 +176,7 @@ class DatabaseFailover:
 
     def promote(self) -> float:
         took = promote(self.standby)
-        self.report.promoted_at = now()
+        self.report.promoted_at = utcnow()
         return took
 
     def repoint(self, timeout_s: float | None = None) -> list[str]:
@@ -199,7 +196,7 @@ class DatabaseFailover:
             for name in users:
                 wait_for_rollout(self.cluster, name, timeout_s or self.profile.timeouts.rollout_s)
             self._running_dsn = self.application_dsn()  # the restarted pods run with it now
-        self.report.repointed_at = now()
+        self.report.repointed_at = utcnow()
         return users
 
     def wait_recovered(self, timeout_s: float = 60) -> float:

@@ -21,11 +21,12 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from ...config.clock import utcnow
 from ...errors import CheckFailed, ParameterError, RunbookError
 from ...records.secret import SecretValue
 from .postgres import write_and_read
@@ -56,10 +57,6 @@ MANIFESTS_FOLDER = "manifests"
 # Secret keys each region holds its own value of (never replicated): the cache's address.
 REGIONAL_KEYS = frozenset({"redis_url"})
 VAULT_DSN_KEY = "database_url"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def portable(obj: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +102,7 @@ def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster:
     secrets = {s["metadata"]["name"]: sorted((s.get("data") or {}))
                for s in cluster.namespaced_objects(("Secret",))}
     text = yaml.safe_dump_all(objects, sort_keys=True)
-    taken = _now()
+    taken = utcnow()
     exported = OffsiteManifests(f"manifests-{taken:%Y%m%dT%H%M%S%fZ}", taken.isoformat(), source_cluster,
                                 cluster.namespace, objects, secrets, hashlib.sha256(text.encode()).hexdigest())
     store = backups.folder(MANIFESTS_FOLDER)
@@ -371,7 +368,7 @@ class RegionFailover:
         command = self.dr.drill.switch_entry_point
         if command:
             out = run_drill_command(command, "switch the entry point")
-            self.switched_at = _now()
+            self.switched_at = utcnow()
             self.drill.ctx.on_finish(self._switch_back)
         else:
             out = "no drill.switch_entry_point in the DR profile: the switch (DNS) is a step done by hand"
@@ -383,36 +380,55 @@ class RegionFailover:
 
     def verify(self) -> "pd.DataFrame":
         """End to end in the DR region: every pod answers, smoke requests through each Service pass,
-        and a row is written and read through the DSN the application's pods read."""
+        and a row is written and read through the DSN the application's pods read. Then the region's
+        RTO and RPO, from the fault to that write and to the newest heartbeat the DR database holds."""
         import pandas as pd
 
-        from ...platform.checks import pod_checks, service_url, smoke_checks
-        from .failover import SECRET_NAME, application_dsn
-        from .heartbeat import lost_rows, newest_beat
+        from ...platform.vault import SECRET_NAME
+        from .failover import application_dsn
+        from .restore import Check
 
         assert self.manifests is not None and self.instance is not None and self.fault_at is not None
         began = time.monotonic()
         services = sorted({o["metadata"]["name"] for o in self.manifests.objects if o["kind"] == "Deployment"}
                           & set(self.dr.services.services))
-        rows = []
-        for service in services:
-            spec = self.dr.services.get(service)
-            checks = (("pods", lambda: pod_checks(self.cluster, service, spec),
-                       lambda t: f"{len(t)} pods answered health, ready and version"),
-                      ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec),
-                       lambda t: f"{int(t['requests'].sum())} requests over {len(t)} routes, all 2xx"))
-            for what, check, said in checks:
-                try:
-                    rows.append({"check": f"{service} {what}", "passed": True, "detail": said(check())})
-                except CheckFailed as e:
-                    rows.append({"check": f"{service} {what}", "passed": False, "detail": str(e)})
+        rows = [row for service in services for row in self._service_checks(service)]
         rows += self._users_served(services)
         dsn = application_dsn(self.cluster)
         wrote = write_and_read(dsn)
-        verified = _now()
+        verified = utcnow()
         rows.append({"check": "write and read through the application's DSN", "passed": wrote,
                      "detail": f"Secret {SECRET_NAME} → the DR database"})
         self.parts["validation"] = round(time.monotonic() - began, 3)
+        self.drill.mark("DR region verified: writes and reads through the application"
+                        if all(r["passed"] for r in rows) else "DR region verification FAILED", verified)
+        self._measure(dsn, verified)
+        self.drill.checks += [Check(r["check"], r["passed"], r["detail"]) for r in rows]
+        return pd.DataFrame(rows).set_index("check")
+
+    def _service_checks(self, service: str) -> list[dict[str, Any]]:
+        """A service's pods (health, readiness, version) and smoke requests through its Service, each a row."""
+        from ...platform.checks import pod_checks, service_url, smoke_checks
+
+        spec = self.dr.services.get(service)
+        checks = (("pods", lambda: pod_checks(self.cluster, service, spec),
+                   lambda t: f"{len(t)} pods answered health, ready and version"),
+                  ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec),
+                   lambda t: f"{int(t['requests'].sum())} requests over {len(t)} routes, all 2xx"))
+        rows = []
+        for what, check, said in checks:
+            try:
+                rows.append({"check": f"{service} {what}", "passed": True, "detail": said(check())})
+            except CheckFailed as e:
+                rows.append({"check": f"{service} {what}", "passed": False, "detail": str(e)})
+        return rows
+
+    def _measure(self, dsn: Any, verified: datetime) -> None:
+        """RTO (fault -> the verified write), RPO (fault -> the newest heartbeat there) and the
+        acknowledged rows lost, as figures and measurements with their parts."""
+        from .heartbeat import lost_rows, newest_beat
+
+        assert self.fault_at is not None
         acked = self.drill.acked_beats(self.fault_at)
         newest = newest_beat(dsn, before=self.fault_at)
         rpo = round((self.fault_at - newest[1]).total_seconds(), 3) if newest else None
@@ -420,8 +436,6 @@ class RegionFailover:
         lost = len(missing)
         self.beats = [(b.at, b.seq in missing) for b in acked]  # for the plot: each acknowledged row, lost or kept
         rto = round((verified - self.fault_at).total_seconds(), 3)
-        self.drill.mark("DR region verified: writes and reads through the application"
-                        if all(r["passed"] for r in rows) else "DR region verification FAILED", verified)
         ctx = self.drill.ctx
         ctx.figure("rto_s", rto)
         ctx.figure("rpo_s", rpo)
@@ -439,10 +453,6 @@ class RegionFailover:
         if lost:
             self.drill.findings.append(f"{lost} acknowledged heartbeat rows were lost with the region: WAL not yet "
                                        "archived off-site dies with it (archive_timeout bounds the RPO)")
-        from .restore import Check
-
-        self.drill.checks += [Check(r["check"], r["passed"], r["detail"]) for r in rows]
-        return pd.DataFrame(rows).set_index("check")
 
     def plot(self) -> Any:
         """The region's recovery at a glance: each heartbeat row the primary acknowledged before the

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ...errors import ParameterError, RunbookError
 from ...config.profiles import project_home
 
-__all__ = ["Scenario", "Approval", "ScenarioResult", "PlatformHealth", "platform_health", "load_scenarios", "run_gameday",
+__all__ = ["Scenario", "ScenarioApproval", "ScenarioResult", "PlatformHealth", "platform_health", "load_scenarios", "run_gameday",
            "format_table", "failed_since"]
 
 
-class Approval(BaseModel):
+class ScenarioApproval(BaseModel):
     """A gated scenario's second half. Run by ``operator`` under a profile that requires approval,
     the run must stop awaiting approval; the operator's own approval must be refused (four eyes);
     ``approver`` approves with ``reason``; the operator resumes the run. The scenario's outcome,
@@ -47,7 +47,7 @@ class Scenario(BaseModel):
     name: str
     notebook: str
     env: str | None = None  # another profile than the game day's (e.g. sandbox-gated)
-    approval: Approval | None = None
+    approval: ScenarioApproval | None = None
     parameters: dict[str, Any] = {}
     expect: str = "succeeded"
     figure: str | None = None
@@ -221,7 +221,7 @@ def run_scenario(env: str, scenario: Scenario, home: Path) -> tuple[dict[str, An
     return _approve_and_resume(approval, summary, record, home)
 
 
-def _approve_and_resume(approval: Approval, summary: dict[str, Any], record: Path | None,
+def _approve_and_resume(approval: ScenarioApproval, summary: dict[str, Any], record: Path | None,
                         home: Path) -> tuple[dict[str, Any], Path | None]:
     """The gate's second half, each step checked: a step that goes otherwise ends the scenario
     with an outcome saying so (never the expected one)."""

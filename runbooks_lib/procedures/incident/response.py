@@ -470,9 +470,9 @@ class IncidentResponse:
     def notifications(self) -> "pd.DataFrame":
         import pandas as pd
 
-        from ...platform.notify import _as_dict
+        from ...platform.notify import delivery_row
 
-        return pd.DataFrame([_as_dict(d) for d in self.notifier.sent],
+        return pd.DataFrame([delivery_row(d) for d in self.notifier.sent],
                             columns=["status", "to", "delivered", "at", "error", "message"])
 
     def _notify(self, status: str, detail: str = "") -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ...platform.cluster import _condition, _parse_time, deployment_state, pod_state
+from ...config.clock import parse_time
+from ...platform.cluster import condition, deployment_state, pod_state
 from ...errors import RunbookError
 from ...records.redaction import redact
 from ...platform.rollout import CHANGE_CAUSE, REVISION
@@ -195,11 +196,11 @@ def _logs(cluster: "Cluster", pods: list[dict[str, Any]], missing: list[str]) ->
 def _activated(rs: dict[str, Any], pods: list[dict[str, Any]]) -> datetime | None:
     """When a ReplicaSet's revision went live: its creation, or for a reused one (a rollback, a
     redeploy of an old template) the creation of its oldest current pod."""
-    created = _parse_time(rs["metadata"].get("creationTimestamp"))
+    created = parse_time(rs["metadata"].get("creationTimestamp"))
     if not (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision-history"):
         return created
     uid = rs["metadata"].get("uid")
-    mine = [_parse_time(p["metadata"].get("creationTimestamp")) for p in pods
+    mine = [parse_time(p["metadata"].get("creationTimestamp")) for p in pods
             if any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
     mine = [m for m in mine if m is not None]
     return min(mine) if mine else created
@@ -215,7 +216,7 @@ def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str,
                 if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
         revisions = sorted(((int((rs["metadata"].get("annotations") or {}).get(REVISION, 0)), rs) for rs in mine),
                            key=lambda pair: pair[0])
-        progressing = _condition(dep, "Progressing") or {}
+        progressing = condition(dep, "Progressing") or {}
         current = int((dep["metadata"].get("annotations") or {}).get(REVISION, 0))
         for index, (number, rs) in enumerate(revisions):
             created = _activated(rs, list(pods))
@@ -224,7 +225,7 @@ def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str,
             image = ((rs["spec"]["template"].get("spec") or {}).get("containers") or [{}])[0].get("image")
             before = revisions[index - 1] if index else None
             before_image = ((before[1]["spec"]["template"].get("spec") or {}).get("containers") or [{}])[0].get("image") if before else None
-            completed = (_parse_time(progressing.get("lastUpdateTime") or progressing.get("lastTransitionTime"))
+            completed = (parse_time(progressing.get("lastUpdateTime") or progressing.get("lastTransitionTime"))
                          if number == current and progressing.get("reason") == "NewReplicaSetAvailable" else None)
             cause = (rs["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
             changes.append(Change(
@@ -244,7 +245,7 @@ def catalog_changes(records: Any, since: datetime, services: Sequence[str]) -> l
     if records is None or getattr(records, "empty", True):
         return changes
     for _, row in records.iterrows():
-        started = _parse_time(str(row.get("started"))) if row.get("started") is not None else None
+        started = parse_time(str(row.get("started"))) if row.get("started") is not None else None
         if row.get("runbook") not in ("deploy", "rollback") or row.get("service") not in services or started is None or started < since:
             continue
         params = row.get("parameters") or {}
@@ -266,7 +267,7 @@ def config_changes(objects: list[dict[str, Any]], since: datetime, services: Seq
     changes = []
     for obj in objects:
         meta = obj["metadata"]
-        created = _parse_time(meta.get("creationTimestamp"))
+        created = parse_time(meta.get("creationTimestamp"))
         if created is None or created < since or meta.get("name", "").startswith("kube-"):
             continue
         service = (meta.get("labels") or {}).get("app") or "all"

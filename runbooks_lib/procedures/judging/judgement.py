@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ...platform.cluster import _parse_time, pod_state
+from ...config.clock import parse_time
+from ...platform.cluster import pod_state
 from ...errors import CheckFailed, NoData
 
 if TYPE_CHECKING:
@@ -80,10 +81,22 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
         ctx.figure("judged_window_s", round(seconds, 2))
         ctx.figure("judged_requests", signals.requests)
         judged = signals.requests
-    row = {"version": version, "pods": len(pods), "window": signals.window, "requests/s": signals.requests_per_s,
-           "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
-           "SLO success %": 100 * slo.success_rate_min,
-           "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
+    table = pd.DataFrame([_signals_row(ctx, version, len(pods), signals, judged)]).set_index("version")
+    # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
+    show(plot_versions(ctx, service, minutes=max(2.0, observe_s / 60 + 1)))
+    _decide(version, signals, slo)
+    return table
+
+
+def _signals_row(ctx: "RunContext", version: str, pods: int, signals: "GoldenSignals", judged: float | None) -> dict[str, Any]:
+    """The judged window as the record's table shows it, with how much its requests show (evidence);
+    its figures go to the record too."""
+    slo = ctx.profile.slo
+    row: dict[str, Any] = {
+        "version": version, "pods": pods, "window": signals.window, "requests/s": signals.requests_per_s,
+        "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
+        "SLO success %": 100 * slo.success_rate_min,
+        "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
     if signals.requests is not None:
         row["requests"] = int(signals.requests)
     if judged is not None and signals.success_rate is not None and (
@@ -93,9 +106,11 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
             ctx.figure("judged_requests_needed", weight.needed)
     ctx.figure("success_rate", signals.success_rate)
     ctx.figure("p99_ms", signals.p99_ms)
-    table = pd.DataFrame([row]).set_index("version")
-    # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
-    show(plot_versions(ctx, service, minutes=max(2.0, observe_s / 60 + 1)))
+    return row
+
+
+def _decide(version: str, signals: "GoldenSignals", slo: Any) -> None:
+    """NoData without traffic to judge; CheckFailed with the numbers when an SLO is missed."""
     if signals.success_rate is None or signals.p99_ms is None:
         raise NoData(f"no traffic data for {version} over {signals.window}: cannot judge it")
     if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
@@ -104,7 +119,6 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
             f"(SLO ≥ {100 * slo.success_rate_min:g} %), p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms) "
             f"over {signals.window}"
         )
-    return table
 
 
 @dataclass(frozen=True)
@@ -261,7 +275,7 @@ def serving_since(pods: list[dict[str, Any]], created_after: float) -> float | N
 def _epoch(value: Any, *, at_the_latest: bool) -> float | None:
     """A Kubernetes time (string or datetime) as Unix seconds; ``at_the_latest``: one second later
     when it is a whole second (the moment was somewhere in that second)."""
-    moment = _parse_time(value)
+    moment = parse_time(value)
     if moment is None:
         return None
     return moment.timestamp() + (1.0 if at_the_latest and moment.microsecond == 0 else 0.0)

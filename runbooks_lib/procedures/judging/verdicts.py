@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Literal
 
+from ...config.clock import iso, utcnow
 from ...errors import ParameterError, RunbookError
 
 if TYPE_CHECKING:
@@ -65,10 +65,6 @@ class Verdict:
 
     def short(self) -> str:
         return f"{self.verdict}: {self.why}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _from_records(env: str, service: str, identity: str | None) -> Iterable[Verdict]:
@@ -153,7 +149,7 @@ def refuse_known_bad(verdict: Verdict | None, *, what: str, allow_known_bad: boo
 
 def annotate_replica_set(cluster: "Cluster", replica_set: str, verdict: Kind, why: str, run_id: str) -> None:
     """Leave the verdict on the ReplicaSet, where the cluster's history keeps it (honours dry run)."""
-    value = json.dumps({"verdict": verdict, "why": why[:300], "run": run_id, "at": _now()}, separators=(",", ":"))
+    value = json.dumps({"verdict": verdict, "why": why[:300], "run": run_id, "at": iso(utcnow(), "seconds")}, separators=(",", ":"))
     patch = {"metadata": {"annotations": {VERDICT_ANNOTATION: value}}}
     cluster.patch_replica_set(replica_set, patch, what=f"record the verdict {verdict}")
 

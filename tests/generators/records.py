@@ -6,8 +6,8 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .ledger import record_path
-from .summary import SUMMARY_MIME
+from runbooks_lib.records.ledger import record_path
+from runbooks_lib.records.summary import SUMMARY_MIME
 
 __all__ = ["generate_records", "write_summary_record"]
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from ...records.generate import write_summary_record
+from .records import write_summary_record
 
 __all__ = ["SyntheticHistory", "generate_history", "SERVICES"]
 
