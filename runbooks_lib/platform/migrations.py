@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-from ..errors import BackendUnavailable, CheckFailed, ParameterError
+from .database import connect, sql_errors, translate
+from ..errors import CheckFailed, ParameterError
 
 if TYPE_CHECKING:
     from ..config.profiles import Profile
@@ -260,22 +261,18 @@ class Migrator:
         self.dry_run = dry_run
 
     def _connect(self) -> Any:
-        from .database import connect
-
         return connect(self.dsn)
 
     def applied(self) -> dict[int, Applied]:
         """The rows of ``schema_migrations`` (empty when the table does not exist yet)."""
         import psycopg
 
-        with self._connect() as conn:
+        with sql_errors("read schema_migrations"), self._connect() as conn:
             try:
                 rows = conn.execute("SELECT version, name, kind, applied_at, applied_by, backup "
                                     "FROM schema_migrations ORDER BY version").fetchall()
             except psycopg.errors.UndefinedTable:
                 return {}
-            except psycopg.Error as e:
-                raise BackendUnavailable(f"cannot read schema_migrations: {_message(e)}") from e
         return {int(r[0]): Applied(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def apply(self, migration: Migration, *, backup: str | None = None) -> Outcome:
@@ -326,16 +323,10 @@ class Migrator:
                 conn.execute(*bookkeeping)
         except psycopg.Error as e:
             where = f"statement {statements.index(current) + 1} of {len(statements)}" if current in statements else current
-            raise CheckFailed(f"migration {migration.label} ({direction}) failed at {where}: {_shorten(current)} — "
-                              f"{_message(e)}; its transaction was rolled back, the schema is as before") from e
+            raise translate(e, f"migration {migration.label} ({direction}) failed at {where}: {_shorten(current)} — its "
+                               "transaction was rolled back, the schema is as before") from e
         outcome.seconds = time.monotonic() - began
         return outcome
-
-
-def _message(error: Exception) -> str:
-    diag = getattr(error, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    return f"{type(error).__name__}: {primary}" if primary else type(error).__name__
 
 
 def _shorten(statement: str, limit: int = 300) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ...config.clock import utcnow
 from ...errors import CheckFailed, RunbookError
 from ...records.secret import SecretValue
 from .envelope import Encryptor
@@ -50,9 +51,9 @@ def table_row_counts(conn: Any) -> dict[str, int]:
 
 
 def _write_marker(dsn: str | SecretValue, name: str) -> None:
-    from ...platform.database import connect
+    from ...platform.database import connect, sql_errors
 
-    with connect(dsn, autocommit=True) as conn:
+    with sql_errors(f"backup {name}: write its marker row"), connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} "
                      "(name text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())")
         conn.execute(f"INSERT INTO {MARKER_TABLE} (name) VALUES (%s)", (name,))
@@ -65,68 +66,69 @@ def take_backup(dsn: str | SecretValue, vault: "Vault", settings: "BackupSetting
     On any failure the objects already written are removed and the error says what failed;
     nothing in clear is ever written.
     """
-    import subprocess
-
     import psycopg
 
-    from ...platform.database import connect
+    from ...platform.database import connect, translate
 
     store = store or BackupStore(settings.url, settings.storage_options)
     pg_dump = tool("pg_dump", settings.pg_bin_dir)
     began = time.monotonic()
     # Vault first: without a key there is no backup, and nothing must be written.
     key, wrapped = vault.data_key(settings.transit_key, settings.transit_mount)
-    now = datetime.now(timezone.utc)
-    name = backup_name(database, now)
+    name = backup_name(database, utcnow())
     _write_marker(dsn, name)
-    written: list[str] = []
     try:
         with connect(dsn) as snap:
+            # One snapshot for the row counts and pg_dump: the manifest says what the dump holds.
             snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot, lsn, source_time, server = snap.execute(
                 "SELECT pg_export_snapshot(), pg_current_wal_lsn()::text, now(), current_setting('server_version')"
             ).fetchone()
             counts = table_row_counts(snap)
-            taken_at = datetime.now(timezone.utc)
-            written.append(store.path(name, DUMP_SUFFIX))
+            taken_at = utcnow()
             with store.open_write(name, DUMP_SUFFIX) as out:
-                enc = Encryptor(key, write=out.write)
-                proc = subprocess.Popen([pg_dump, "-Fc", f"--snapshot={snapshot}", "--no-sync"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        env={**libpq_env(dsn), "PGDATABASE": database})
-                assert proc.stdout is not None and proc.stderr is not None
-                while chunk := proc.stdout.read(_READ_SIZE):
-                    enc.update(chunk)
-                    if progress is not None:
-                        progress.update(len(chunk))
-                errors = proc.stderr.read().decode(errors="replace")
-                if proc.wait() != 0:
-                    raise CheckFailed(f"pg_dump failed (exit {proc.returncode}): {errors.strip()[-300:]}")
-                enc.close()
+                enc = _dump_encrypted(pg_dump, dsn, database, snapshot, Encryptor(key, write=out.write), progress)
             snap.execute("COMMIT")
-        written.append(store.path(name, KEY_SUFFIX))
         store.write_text(name, KEY_SUFFIX, wrapped)
         manifest = Manifest(
-            name=name, database=database, taken_at=taken_at.isoformat(),
-            finished_at=datetime.now(timezone.utc).isoformat(), source_lsn=str(lsn),
-            source_time=source_time.isoformat(), size=enc.size, plain_size=enc.plain_size,
+            name=name, database=database, taken_at=taken_at.isoformat(), finished_at=utcnow().isoformat(),
+            source_lsn=str(lsn), source_time=source_time.isoformat(), size=enc.size, plain_size=enc.plain_size,
             sha256=enc.sha256.hexdigest(), row_counts=counts, marker=name,
             transit={"mount": settings.transit_mount, "key": settings.transit_key},
             tool_versions=_versions(pg_dump, str(server)), duration_s=round(time.monotonic() - began, 3),
             files={"dump": name + DUMP_SUFFIX, "key": name + KEY_SUFFIX},
         )
-        written.append(store.path(name, MANIFEST_SUFFIX))
         store.write_text(name, MANIFEST_SUFFIX, manifest.to_json())
         return manifest
     except BaseException as e:
         store.delete(name)
         if isinstance(e, psycopg.Error):
-            raise CheckFailed(f"backup {name}: the database refused ({type(e).__name__})") from e
+            raise translate(e, f"backup {name} failed, nothing kept") from e
         if isinstance(e, RunbookError):
             raise type(e)(f"backup {name} failed, nothing kept: {e}") from e
         raise
     finally:
         del key
+
+
+def _dump_encrypted(pg_dump: str, dsn: str | SecretValue, database: str, snapshot: str, enc: Encryptor,
+                    progress: Any) -> Encryptor:
+    """``pg_dump -Fc`` of ``database`` at the exported ``snapshot``, streamed through ``enc`` (the
+    clear dump never touches a disk); CheckFailed with pg_dump's last words if it fails."""
+    import subprocess
+
+    proc = subprocess.Popen([pg_dump, "-Fc", f"--snapshot={snapshot}", "--no-sync"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**libpq_env(dsn), "PGDATABASE": database})
+    assert proc.stdout is not None and proc.stderr is not None
+    while chunk := proc.stdout.read(_READ_SIZE):
+        enc.update(chunk)
+        if progress is not None:
+            progress.update(len(chunk))
+    errors = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise CheckFailed(f"pg_dump failed (exit {proc.returncode}): {errors.strip()[-300:]}")
+    enc.close()
+    return enc
 
 
 def _versions(pg_dump: str, server: str) -> dict[str, str]:

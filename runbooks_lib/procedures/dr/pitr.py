@@ -23,12 +23,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING
 
 from ...errors import CheckFailed, ParameterError, RunbookTimeout
 from ...records.secret import SecretValue
 from .envelope import Encryptor, decrypt_stream
-from .postgres import libpq_env, last_lines, tool, sql_errors
+from ...platform.database import sql_errors
+from .postgres import libpq_env, last_lines, tool
 
 if TYPE_CHECKING:
     from ...config.profiles import BackupSettings

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BackendUnavailable, CheckFailed
+from ...platform.database import connect, sql_errors
 from ...records.secret import SecretValue
 
 __all__ = ["tool", "tool_version", "libpq_env", "with_database", "run_tool", "sql_errors", "write_and_read",
@@ -83,29 +84,9 @@ def last_lines(text: str, count: int = 3) -> str:
     return " | ".join(re.sub(r"\s+", " ", line) for line in lines[-count:]) or "(no output)"
 
 
-def sql_errors(what: str) -> Any:
-    """Decorator: psycopg errors leave as CheckFailed saying what was being done (never the DSN)."""
-    import functools
-
-    def wrap(fn: Any) -> Any:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            import psycopg
-
-            try:
-                return fn(*args, **kwargs)
-            except psycopg.Error as e:
-                detail = (getattr(e.diag, "message_primary", None) or type(e).__name__) if hasattr(e, "diag") else type(e).__name__
-                raise CheckFailed(f"{what}: {detail}") from e
-        return run
-    return wrap
-
-
 @sql_errors("write and read on the recovered database")
 def write_and_read(dsn: str | SecretValue) -> bool:
     """A row written and read back: the proof a recovered database serves writes."""
-    from ...platform.database import connect
-
     with connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS dr_verify (id bigserial PRIMARY KEY, note text)")
         wrote = conn.execute("INSERT INTO dr_verify (note) VALUES ('drill') RETURNING id").fetchone()[0]

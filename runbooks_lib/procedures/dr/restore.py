@@ -21,7 +21,8 @@ from ...errors import CheckFailed
 from ...records.secret import SecretValue
 from .backups import MARKER_TABLE, table_row_counts
 from .envelope import EnvelopeError, decrypt_stream
-from .postgres import libpq_env, run_tool, tool, with_database, sql_errors
+from ...platform.database import sql_errors
+from .postgres import libpq_env, run_tool, tool, with_database
 from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest
 
 if TYPE_CHECKING:
