@@ -112,11 +112,13 @@ def fine_frame(columns: dict[str, tuple[int, int | None, int | None]], seconds: 
     return pd.DataFrame(data, index=index)
 
 
-def kubectl_push(at_s: int, revision: int, version: str, previous: int, previous_version: str) -> Change:
+def kubectl_push(at_s: int, revision: int, version: str, previous: int, previous_version: str,
+                 replica_set: str | None = None) -> Change:
     """A ReplicaSet's activation as the snapshot reads it: `kubectl set image`, no change-cause."""
     return Change(at=T0 + timedelta(seconds=at_s), kind="deploy", service="veza-backend-api",
                   description=f"veza-backend-api revision {revision}: image {version} (no change-cause)",
-                  revision=revision, version=version, previous_revision=previous, previous_version=previous_version)
+                  revision=revision, version=version, previous_revision=previous, previous_version=previous_version,
+                  replica_set=replica_set or f"rs-{revision}")
 
 
 def test_an_old_dip_inside_the_rate_window_does_not_date_a_push_seconds_before_the_trigger() -> None:
@@ -126,48 +128,74 @@ def test_an_old_dip_inside_the_rate_window_does_not_date_a_push_seconds_before_t
     failing_from = 592  # 8 s before the trigger, 2 s after the push
     frame = fine_frame({
         "all": (0, 400, None),  # the overall rate window blurs the old dip into this breach
-        "v1.8.0": (380, 400, 430),  # gone by 470: its pods were replaced
-        "v1.7.0": (470, None, None),
-        "v1.5.1-errors": (590, failing_from, None),
+        "rs-4-a": (380, 400, 430),  # v1.8.0's pod, gone by 470: replaced
+        "rs-6-a": (470, None, None),  # v1.7.0's, gone by 598
+        "rs-7-a": (590, failing_from, None),  # the pushed release's
     })
-    frame.loc[frame.index > T0 + timedelta(seconds=470), "v1.8.0"] = math.nan
-    frame.loc[frame.index > T0 + timedelta(seconds=598), "v1.7.0"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=470), "rs-4-a"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=598), "rs-6-a"] = math.nan
     breach = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER, gap_s=15)
-    assert breach.at == T0 + timedelta(seconds=failing_from)
-    assert breach.failing_versions == {"v1.5.1-errors"}  # v1.8.0's old dip is another story
+    assert breach.at == T0 + timedelta(seconds=failing_from) and breach.dated_by == "rs-7-a"
+    assert set(breach.series) == {"rs-7-a"}  # v1.8.0's old dip is another story
+    assert breach.versions({"rs-7-a": "v1.5.1-errors", "rs-6-a": "v1.7.0"}) == {"v1.5.1-errors"}
     assert breach_start(frame["all"], 0.99, reference=TRIGGER) == T0 + timedelta(seconds=400)  # what misled it
 
     changes = [kubectl_push(375, 4, "v1.8.0", 3, "v1.5.1-errors"), kubectl_push(460, 6, "v1.7.0", 4, "v1.8.0"),
                kubectl_push(590, 7, "v1.5.1-errors", 6, "v1.7.0")]
-    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_versions=breach.failing_versions,
+    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_replica_sets={"rs-7"},
                           reference=TRIGGER)
     assert ranked[0].change.version == "v1.5.1-errors"
-    assert "the failing pods run the image it introduced (v1.5.1-errors)" in ranked[0].evidence
+    assert "the failing pods are its ReplicaSet's (rs-7, image v1.5.1-errors)" in ranked[0].evidence
     advice = suggest(ranked, breach.at)
     assert (advice.action, advice.to_revision) == ("rollback", 6)
     assert "roll back veza-backend-api to revision 6 (v1.7.0)" in advice.reason
 
 
 def test_a_bad_push_seconds_after_a_good_release_is_the_one_rolled_back() -> None:
-    """Two kubectl pushes 10 s apart: the same kind of change at nearly the same time. The breach is
-    dated by the failing version's own series, and the failing pods run the second push's image."""
-    frame = fine_frame({"all": (0, 592, None), "v1.7.0": (0, None, None), "v1.6.0": (582, None, None),
-                        "v1.5.1-errors": (590, 592, None)})
-    frame.loc[frame.index > T0 + timedelta(seconds=590), "v1.7.0"] = math.nan
-    frame.loc[frame.index > T0 + timedelta(seconds=598), "v1.6.0"] = math.nan
-    breach = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER, gap_s=15)
-    changes = [kubectl_push(580, 8, "v1.6.0", 7, "v1.7.0"), kubectl_push(590, 9, "v1.5.1-errors", 8, "v1.6.0")]
-    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_versions=breach.failing_versions,
-                          reference=TRIGGER)
-    assert [r.change.revision for r in ranked] == [9, 8]
-    assert suggest(ranked, breach.at).to_revision == 8
+    """Two kubectl pushes 10 s apart, the bad one a release that already failed minutes before (the
+    first incident drill pushed it, and it was rolled back). The same kind of change at nearly the
+    same time: the breach is dated by the new pods' own series, and they are the second push's."""
+    frame = fine_frame({"all": (0, 480, None),
+                        "rs-7-old": (470, 480, 560),  # the first push of the bad release, rolled back at 560
+                        "rs-9-a": (560, None, None),  # v1.7.0 again, until 590
+                        "rs-10-a": (582, None, None),  # v1.6.0, pushed at 580, replaced at 598
+                        "rs-7-new": (590, 592, None)})  # the bad release again: its ReplicaSet is reused
+    frame.loc[frame.index > T0 + timedelta(seconds=560), "rs-7-old"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=590), "rs-9-a"] = math.nan
+    frame.loc[frame.index > T0 + timedelta(seconds=598), "rs-10-a"] = math.nan
+    for failing in ({"rs-7-new"}, set()):  # known failing by the pods' own test, or not yet
+        breach = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER, gap_s=15,
+                                 failing=failing)
+        assert breach.at == T0 + timedelta(seconds=592), failing
+    # Its version's series would have joined both failures (gap 32 s) and dated it at 480.
+    by_version = pd.DataFrame({"v1.5.1-errors": frame["rs-7-old"].combine_first(frame["rs-7-new"])})
+    assert incident_breach(by_version, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER,
+                           gap_s=40).at == T0 + timedelta(seconds=480)
+
+    # The cluster keeps one ReplicaSet per template: rs-7, activated again, is revision 11 now.
+    changes = [kubectl_push(560, 9, "v1.7.0", 7, "v1.5.1-errors"), kubectl_push(580, 10, "v1.6.0", 9, "v1.7.0"),
+               kubectl_push(590, 11, "v1.5.1-errors", 10, "v1.6.0", "rs-7"),
+               Change(at=T0 + timedelta(seconds=300), kind="deploy", service="veza-backend-api",
+                      description="run r1 (failed): version v1.5.1-errors", version="v1.5.1-errors",
+                      source="record sandbox/deploy-r1.ipynb")]
+    ranked = rank_changes(changes, breach.at, services=["veza-backend-api"], failing_versions={"v1.5.1-errors"},
+                          failing_replica_sets={"rs-7"}, reference=TRIGGER)
+    assert [r.change.revision for r in ranked] == [11, 10, 9, None]
+    assert ranked[0].score == 1.0 and ranked[1].score > 0.98  # a hair apart in time: the evidence decides
+    assert suggest(ranked, breach.at).to_revision == 10
+    # The old failed deploy's record names its version, not a ReplicaSet: not blamed by the version alone.
+    assert "failing pods" not in ranked[-1].evidence
+    # Without the ReplicaSets' evidence (no snapshot), the image version is what there is.
+    by_image = rank_changes(changes, breach.at, failing_versions={"v1.5.1-errors"}, reference=TRIGGER)
+    assert by_image[0].change.revision == 11
+    assert "the failing pods run the image it introduced (v1.5.1-errors)" in by_image[0].evidence
 
 
 def test_a_slow_version_dates_the_breach_by_its_p99() -> None:
-    p99 = fine_frame({"all": (0, None, None), "v1.5.2-slow": (580, 585, None)}).map(lambda v: v if v != v else
-                                                                                    (900.0 if v < 0.95 else 40.0))
+    p99 = fine_frame({"all": (0, None, None), "slow-a": (580, 585, None)}).map(lambda v: v if v != v else
+                                                                                (900.0 if v < 0.95 else 40.0))
     breach = incident_breach(None, p99, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER)
-    assert breach.at == T0 + timedelta(seconds=585) and breach.failing_versions == {"v1.5.2-slow"}
+    assert breach.at == T0 + timedelta(seconds=585) and set(breach.series) == {"slow-a"}
     assert incident_breach(None, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER).at is None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping, Sequence
 
 from .timeline import iso
 
@@ -46,6 +46,7 @@ class Change:
     previous_version: str | None = None
     completed_at: datetime | None = None  # when the rollout reached 100 %, when known
     source: str = "ReplicaSet history"
+    replica_set: str | None = None  # the ReplicaSet it activated, when it is a revision
 
 
 @dataclass(frozen=True)
@@ -115,25 +116,30 @@ def breach_start(series: "pd.Series", threshold: float, *, below: bool = True,
 
 @dataclass(frozen=True)
 class Breach:
-    """The breach an incident is about: when it began, and which versions were out of bounds."""
+    """The breach an incident is about: when it began, and each series out of bounds with its own start."""
 
     at: datetime | None
-    versions: dict[str, datetime] = field(default_factory=dict)  # version -> its own breach's start
+    series: dict[str, datetime] = field(default_factory=dict)  # pod (or version) -> its own breach's start
+    dated_by: str | None = None  # the series whose onset dated it ("all": the service's)
 
-    @property
-    def failing_versions(self) -> set[str]:
-        return set(self.versions)
+    def versions(self, version_of: Mapping[str, str]) -> set[str]:
+        """The image versions of the series in breach (``version_of``: pod -> its image's version)."""
+        return {version_of[name] for name in self.series if name in version_of}
 
 
 def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", *, success_rate_min: float,
-                    p99_max_ms: float, reference: datetime, gap_s: float = 0.0) -> Breach:
-    """The onset of this incident's breach, from fine series (one column per version, plus "all").
+                    p99_max_ms: float, reference: datetime, gap_s: float = 0.0,
+                    failing: Iterable[str] = ()) -> Breach:
+    """The onset of this incident's breach, from fine series: one column per pod (or version), "all"
+    for the service.
 
-    Each version is judged on its own series: a version whose pods fail now dates the breach from
-    when *it* left its bounds, so an earlier dip of another version, still inside the overall
-    series' rate window, is not taken for this incident's start. The earliest onset of a version
-    in breach at ``reference`` wins; without one, the overall series' breach (or None)."""
-    versions: dict[str, datetime] = {}
+    Each series is judged on its own, so an earlier dip elsewhere, still inside the service's rate
+    window, is not taken for this incident's start; and a release failing again in new pods is
+    dated by those pods, not by its first failure. The pods known to be failing now (``failing``,
+    by a stronger test than one window) date it by the earliest of their onsets; without one of
+    them in breach, the earliest onset of any series in breach at ``reference``; else the
+    service's own breach (or None)."""
+    series: dict[str, datetime] = {}
     overall: list[datetime] = []
     for frame, threshold, below in ((success, success_rate_min, True), (p99, p99_max_ms, False)):
         if frame is None:
@@ -145,9 +151,13 @@ def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", 
             if column == "all":
                 overall.append(start)
             else:
-                versions[column] = min(start, versions.get(column, start))
-    at = min(versions.values()) if versions else (min(overall) if overall else None)
-    return Breach(at, versions)
+                series[column] = min(start, series.get(column, start))
+    known = {name: at for name, at in series.items() if name in set(failing)}
+    for candidates in (known, series):
+        if candidates:
+            first = min(candidates, key=candidates.__getitem__)
+            return Breach(candidates[first], series, first)
+    return Breach(min(overall), series, "all") if overall else Breach(None, series)
 
 
 def _time_score(seconds_before: float) -> float:
@@ -157,14 +167,20 @@ def _time_score(seconds_before: float) -> float:
 
 
 def rank_changes(changes: Iterable[Change], breach_at: datetime | None, *, services: Sequence[str] = (),
-                 failing_versions: Iterable[str] = (), reference: datetime | None = None) -> list[RankedChange]:
+                 failing_versions: Iterable[str] = (), failing_replica_sets: Iterable[str] | None = None,
+                 reference: datetime | None = None) -> list[RankedChange]:
     """Changes scored 0..1, best first, each with the evidence in words.
 
     ``breach_at`` is when the signals degraded (None when no metric could tell: then
-    ``reference``, the trigger time, stands in, and the evidence says so).
+    ``reference``, the trigger time, stands in, and the evidence says so). A change counts twice as
+    likely when the failing pods are its own: those of the ReplicaSet it activated, when the failing
+    pods' ReplicaSets are known (``failing_replica_sets``: a record, which names none, is then not
+    blamed by its version alone); else those running the image version it introduced. The shown score stops at 1; the order uses the whole score,
+    so that two changes at 1 are ranked by their evidence, not by chance.
     """
     anchor = breach_at or reference
     failing = {v for v in failing_versions if v}
+    failing_sets = None if failing_replica_sets is None else set(failing_replica_sets)
     ranked = []
     for change in changes:
         seconds = (anchor - change.at).total_seconds() if anchor else None
@@ -177,15 +193,19 @@ def rank_changes(changes: Iterable[Change], breach_at: datetime | None, *, servi
         if services and change.service not in services:
             score *= 0.3
             words.append("another service")
-        if change.version and change.version in failing:
-            score = min(1.0, score * 2)
+        if failing_sets is not None:
+            if change.replica_set in failing_sets:
+                score *= 2
+                words.append(f"the failing pods are its ReplicaSet's ({change.replica_set}, image {change.version})")
+        elif change.version and change.version in failing:
+            score *= 2
             words.append(f"the failing pods run the image it introduced ({change.version})")
         if change.completed_at and breach_at:
             after_complete = (breach_at - change.completed_at).total_seconds()
             words.append(f"{change.version or 'it'} reached 100 % {after_complete:.0f} s before the breach"
                          if after_complete >= 0 else f"the breach began during its rollout ({-after_complete:.0f} s before 100 %)")
-        ranked.append(RankedChange(change, round(min(score, 1.0), 3), seconds, "; ".join(words)))
-    return sorted(ranked, key=lambda r: r.score, reverse=True)
+        ranked.append((score, RankedChange(change, round(min(score, 1.0), 3), seconds, "; ".join(words))))
+    return [r for _, r in sorted(ranked, key=lambda pair: pair[0], reverse=True)]
 
 
 def suggest(ranked: Sequence[RankedChange], breach_at: datetime | None, *, unhealthy_services: Sequence[str] = (),

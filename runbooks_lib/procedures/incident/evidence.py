@@ -110,18 +110,40 @@ def window_seconds(window: str) -> float:
 
 
 def onset_frames(metrics: "Metrics", service: str, reference: datetime, minutes: float = 10) -> SignalFrames:
-    """The signals around the trigger at their finest: the shortest rate window with data and a
-    step of a second or so, from ``minutes`` before the trigger until now. Dating a breach needs
-    both: on the hour's overview (steps of 15 s, 30 s windows) a breach that began seconds after a
-    change is indistinguishable from the change, and a dip minutes earlier blurs into it."""
+    """Success rate and p99 of each pod of ``service`` (one column a pod) and of the service
+    ("all"), around the trigger at their finest: the shortest rate window with data, a point a
+    second or so, from ``minutes`` before the trigger until now.
+
+    Dating a breach needs both. On the hour's overview (steps of 15 s, 30 s windows) a breach that
+    began seconds after a change cannot be told from the change, and a dip minutes earlier blurs
+    into it. Per pod, a release that fails again in new pods (rolled back, then pushed again) is
+    dated by those pods, where its version's series would join both failures into one."""
+    import pandas as pd
+
+    from ...platform.signals import selector, signal_queries
+
     start = reference - timedelta(minutes=minutes)
     end = datetime.now(timezone.utc)
-    points = int(max((end - start).total_seconds(), 60))
+    span = max((end - start).total_seconds() / 60, 1.0)
+    step = max(1.0, span * 60 / 900)
+    result = SignalFrames(service, step_s=step)
     try:
-        window = usable_window(metrics, service)
+        window = result.window = usable_window(metrics, service)
+        for signal in ("success_rate", "p99_ms"):
+            columns = []
+            for by in ("pod", None):
+                promql = signal_queries(selector(service), window, by=by, signals=(signal,))[signal]
+                try:
+                    frame = metrics.range(promql, minutes=span, step_s=step, end=end)
+                except NoData:
+                    continue
+                frame.columns = [c.removeprefix("pod=") if by else "all" for c in frame.columns]
+                columns.append(frame.replace([math.inf, -math.inf], math.nan))
+            if columns:
+                result.frames[signal] = pd.concat(columns, axis=1).sort_index()
     except (BackendUnavailable, RunbookError) as e:
-        return SignalFrames(service, missing=[f"the breach's onset of {service}: {e}"])
-    return signal_frames(metrics, service, start, end, window=window, max_points=points)
+        result.missing.append(f"the breach's onset of {service}: {e}")
+    return result
 
 
 def failing_pods(metrics: "Metrics", service: str, window: str, success_rate_min: float,

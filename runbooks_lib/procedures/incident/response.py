@@ -71,7 +71,6 @@ class IncidentResponse:
         self.snapshot_: Snapshot | None = None
         self.signals: dict[str, SignalFrames] = {}
         self.breach_at: datetime | None = None
-        self.failing_versions: set[str] = set()  # versions in breach now, by their own series
         self.failing_pods: dict[str, dict[str, str]] = {}  # service -> pod -> why, from the pod's own series
         self.ranked: list[RankedChange] = []
         self.suggestion: Suggestion | None = None
@@ -192,7 +191,7 @@ class IncidentResponse:
             rows.append({"service": service,
                          "lowest success %": None if success is None or success.dropna().empty else round(100 * success.min(), 2),
                          "breach began (UTC)": iso(breach.at) if breach.at else "no breach seen",
-                         "failing now": ", ".join(sorted(breach.failing_versions | self._failing_images(service))) or "none",
+                         "failing now": ", ".join(f"{pod} ({why})" for pod, why in self.failing_pods[service].items()) or "none",
                          "dated by": dated_by,
                          "versions": ", ".join(c for c in frames.frames.get("requests_per_s", pd.DataFrame()).columns if c != "all")})
         if self.breach_at is not None:
@@ -203,31 +202,42 @@ class IncidentResponse:
         return pd.DataFrame(rows).set_index("service")
 
     def _breach_of(self, service: str) -> tuple[Breach, str]:
-        """This incident's breach of ``service``, dated on the finest series (per version, a second
-        a step, the shortest rate window), and the versions and pods failing now. Returns the breach
-        and, in words, what dated it."""
+        """This incident's breach of ``service``, dated on the finest series (per pod, about a second
+        a step, the shortest rate window), and the pods failing now. Returns the breach and, in
+        words, what dated it.
+
+        Failing now: the pods whose own requests over the last minute miss the SLOs by the canary
+        judge's sequential test; where that test cannot tell yet (too few requests), the live pods
+        whose fine series is in breach."""
         slo = self.profile.slo
         fine = onset_frames(self.metrics, service, self.triggered)
         for item in fine.missing:
             self._missing(item)
         window = fine.window or "1m"
-        breach = incident_breach(fine.frames.get("success_rate"), fine.frames.get("p99_ms"),
-                                 success_rate_min=slo.success_rate_min, p99_max_ms=slo.p99_latency_max_ms,
-                                 reference=self.triggered, gap_s=window_seconds(window))
-        self.failing_versions |= breach.failing_versions
         pods = failing_pods(self.metrics, service, window if window_seconds(window) >= 60 else "1m",
                             slo.success_rate_min, slo.p99_latency_max_ms)
-        self.failing_pods[service] = pods
+        breach = incident_breach(fine.frames.get("success_rate"), fine.frames.get("p99_ms"),
+                                 success_rate_min=slo.success_rate_min, p99_max_ms=slo.p99_latency_max_ms,
+                                 reference=self.triggered, gap_s=window_seconds(window), failing=pods)
+        live = self.snapshot_.pod_images if self.snapshot_ else {}
+        self.failing_pods[service] = pods or {pod: f"out of its SLOs since {iso(at)}" for pod, at in breach.series.items()
+                                              if pod in live}
         if breach.at is None:
             return breach, "no breach in progress at the trigger" if fine.frames else "no signal data"
-        first = min(breach.versions, key=breach.versions.get) if breach.versions else None  # type: ignore[arg-type]
-        what = f"{first}'s own series" if first else "the service's series"
+        what = "the service's series" if breach.dated_by == "all" else f"pod {breach.dated_by}'s own series"
         return breach, f"{what} ({window} rate window, {fine.step_s:g} s steps)"
 
     def _failing_images(self, service: str) -> set[str]:
-        """The image versions of ``service``'s pods whose own series miss the SLOs."""
+        """The image versions the failing pods of ``service`` run."""
         images = self.snapshot_.pod_images if self.snapshot_ else {}
         return {tag for pod in self.failing_pods.get(service, {}) if (tag := image_tag(images.get(pod)))}
+
+    def _failing_replica_sets(self) -> set[str] | None:
+        """The ReplicaSets of the failing pods (None without a snapshot to tell)."""
+        if self.snapshot_ is None:
+            return None
+        owners = self.snapshot_.pod_owners
+        return {owners[pod] for pods in self.failing_pods.values() for pod in pods if pod in owners}
 
     def _missing(self, what: str) -> None:
         self.timeline.note_missing(what)
@@ -269,12 +279,15 @@ class IncidentResponse:
     def correlate(self) -> "pd.DataFrame":
         """Changes ranked against the moment the signals degraded, and the suggested mitigation."""
         snap = self.snapshot_ or self.snapshot()
-        # The images the failing pods run: the unhealthy ones, those whose own series miss the SLOs
-        # (whatever their version label says), and the versions in breach by their own series.
-        failing = set(snap.failing_versions) | self.failing_versions
-        failing |= {tag for service in self.services for tag in self._failing_images(service)}
-        self.ranked = rank_changes(snap.changes, self.breach_at, services=self.services,
-                                   failing_versions=failing, reference=self.triggered)
+        # The failing pods: the unhealthy ones and those whose own requests miss the SLOs, whatever
+        # their version label says. A revision is blamed by its ReplicaSet's pods, a record by the
+        # image it deployed.
+        failing = set(snap.failing_versions) | {tag for service in self.services for tag in self._failing_images(service)}
+        replica_sets = self._failing_replica_sets()
+        if replica_sets is not None:
+            replica_sets |= {snap.pod_owners[p] for p in snap.unhealthy_pods.index if p in snap.pod_owners}
+        self.ranked = rank_changes(snap.changes, self.breach_at, services=self.services, failing_versions=failing,
+                                   failing_replica_sets=replica_sets, reference=self.triggered)
         self.suggestion = suggest(self.ranked, self.breach_at, unhealthy_services=snap.unhealthy_services,
                                   prior_incidents=self.prior)
         return ranked_table(self.ranked)
@@ -340,7 +353,7 @@ class IncidentResponse:
             return
         self.ctx.figure("mitigated_to_revision", m.to_revision)
         if m.from_version and m.from_version != m.to_version:
-            if m.from_version in self.failing_versions | self._failing_images(service):
+            if m.from_version in self._failing_images(service):
                 self.ctx.verdict(service, m.from_version, "bad",
                                  f"incident {self.ctx.run_id}: its pods failed the SLOs ({self.params.summary})")
             else:

@@ -59,6 +59,7 @@ class Snapshot:
     unhealthy_services: list[str] = field(default_factory=list)
     first_warning: dict[str, Any] | None = None
     pod_images: dict[str, str] = field(default_factory=dict)  # pod name -> its (first) container's image
+    pod_owners: dict[str, str] = field(default_factory=dict)  # pod name -> the ReplicaSet (controller) that owns it
 
     def changes_table(self) -> "pd.DataFrame":
         import pandas as pd
@@ -234,7 +235,7 @@ def replica_set_changes(deps: list[dict[str, Any]], replica_sets: list[dict[str,
                             + (f" ({cause})" if cause else " (no change-cause)"),
                 revision=number, version=image_tag(image),
                 previous_revision=before[0] if before else None, previous_version=image_tag(before_image),
-                completed_at=completed, source=f"ReplicaSet {rs['metadata']['name']}",
+                completed_at=completed, source=f"ReplicaSet {rs['metadata']['name']}", replica_set=rs["metadata"]["name"],
             ))
     return changes
 
@@ -306,5 +307,7 @@ def take_snapshot(cluster: "Cluster", services: Sequence[str], since: datetime, 
     first_warning = min(warnings, key=lambda e: str(e.get("firstTimestamp") or e.get("lastTimestamp") or "")) if warnings else None
     images = {p["metadata"]["name"]: ((p.get("spec") or {}).get("containers") or [{}])[0].get("image") or ""
               for p in pods}
+    owners = {p["metadata"]["name"]: owner["name"] for p in pods
+              for owner in p["metadata"].get("ownerReferences") or [] if owner.get("controller")}
     return Snapshot(now, deployments, unhealthy, _events_table(events), logs, changes, missing, findings,
-                    failing, unhealthy_services, first_warning, images)
+                    failing, unhealthy_services, first_warning, images, owners)
