@@ -15,7 +15,7 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR := $(CURDIR)/.jupyter/ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lab bootstrap system python clean moto
+.PHONY: demo test lab bootstrap system python clean moto controlplane
 
 bootstrap: system python
 
@@ -67,6 +67,14 @@ moto: $(MOTO_SERVER)
 # (cfn-lint, docker, graphql...) and takes twice as long to install on a fresh machine.
 $(MOTO_SERVER):
 	@test -x $@ || ($(PYTHON) -m venv .venv-moto && .venv-moto/bin/pip install -q 'moto[s3]' flask flask-cors)
+
+# The real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)
+# and the kubectl of the same release, built from the Go module proxy at the versions of
+# controlplane/versions.env. Built once per version into a cache outside the checkout
+# (~/.cache/veza-runbooks/controlplane), since a cold build takes minutes on 2 cores; then instant.
+# Not part of bootstrap yet: the sandbox still runs its own API server.
+controlplane:
+	@bash scripts/build-controlplane.sh
 
 clean:
 	-$(BIN)/runbook sandbox down
