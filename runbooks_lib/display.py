@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["progress_bar", "Titled", "titled", "show_tables", "RowsTable"]
+__all__ = ["progress_bar", "Said", "Titled", "titled", "Tables", "Parts", "MarkdownText", "show", "RowsTable"]
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, **options: Any) -> Any:
@@ -29,12 +29,34 @@ def progress_bar(iterable: Iterable[Any] | None = None, **options: Any) -> Any:
     return tqdm(iterable, **options)
 
 
+class Said(str):
+    """Text a step says: shown as text, not as a quoted string, when it is a cell's last value (a
+    record reads "rolled back to revision 4", not 'rolled back to revision 4')."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
 class Titled:
-    """A DataFrame and its title; renders as a captioned table in JupyterLab and in the HTML export."""
+    """A DataFrame and its title; renders as a captioned table in JupyterLab and in the HTML export.
+
+    The one way a runbook titles a table: the library builds it, the notebook shows it. Reads like
+    the DataFrame it holds (``table.loc[...]``, ``table["column"]``, ``len(table)``)."""
 
     def __init__(self, title: str, frame: "pd.DataFrame") -> None:
         self.title = title
         self.frame = frame
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("title", "frame") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.frame, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.frame[key]
+
+    def __len__(self) -> int:
+        return len(self.frame)
 
     def _repr_html_(self) -> str:
         return f"<h4>{html.escape(self.title)}</h4>\n{self.frame.to_html()}"
@@ -47,21 +69,61 @@ def titled(title: str, frame: "pd.DataFrame") -> Titled:
     return Titled(title, frame)
 
 
-def show_tables(tables: Mapping[str, "pd.DataFrame"], titles: Mapping[str, str] | None = None) -> None:
-    """Display each table under its title (in a kernel), or print it (elsewhere)."""
-    import sys
+class Tables(dict):  # type: ignore[type-arg]
+    """Several titled tables a step returns, by name; shown one under the other, each with its title."""
 
-    titles = titles or {}
+    def __init__(self, tables: Mapping[str, "pd.DataFrame | Titled"], titles: Mapping[str, str] | None = None) -> None:
+        titles = titles or {}
+        super().__init__({name: table if isinstance(table, Titled) else Titled(titles.get(name, name), table)
+                          for name, table in tables.items()})
+
+    def _repr_html_(self) -> str:
+        return "\n".join(table._repr_html_() for table in self.values())
+
+    def __repr__(self) -> str:
+        return "\n\n".join(repr(table) for table in self.values())
+
+
+class Parts:
+    """What one step shows, in order: text (a finding, a verdict), titled tables, a log. One value
+    for the cell to show, so the notebook holds calls, not the assembly of its output."""
+
+    def __init__(self, *parts: Any) -> None:
+        self.parts = [part for part in parts if part is not None]
+
+    def _repr_html_(self) -> str:
+        html_parts = []
+        for part in self.parts:
+            if hasattr(part, "_repr_html_"):
+                html_parts.append(part._repr_html_())
+            else:
+                html_parts.append(f"<pre>{html.escape(str(part))}</pre>")
+        return "\n".join(html_parts)
+
+    def __repr__(self) -> str:
+        return "\n\n".join(str(part) if isinstance(part, str) else repr(part) for part in self.parts)
+
+
+class MarkdownText(str):
+    """Markdown a step wrote (a post-mortem draft), shown rendered."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def show(item: Any) -> None:
+    """Display ``item`` (a table, tables, a figure) in the notebook, or print it outside a kernel:
+    for what a library step shows before it returns (a decision drawn before it is taken)."""
     ipython = sys.modules.get("IPython")
     shell: Any = ipython.get_ipython() if ipython is not None else None
-    for name, frame in tables.items():
-        item = Titled(titles.get(name, name), frame)
-        if shell is not None:
-            from IPython.display import display
+    if shell is not None:
+        from IPython.display import display
 
-            display(item)
-        else:
-            print(repr(item))
+        display(item)
+    elif isinstance(item, str):
+        print(item)
+    elif not hasattr(item, "savefig"):  # a figure outside a kernel has nowhere to go
+        print(repr(item))
 
 
 class RowsTable:

@@ -29,6 +29,7 @@ __all__ = [
     "BackendUnavailable",
     "MaybeApplied",
     "RunbookTimeout",
+    "StepSkipped",
 ]
 
 
@@ -124,3 +125,10 @@ class MaybeApplied(BackendUnavailable):
 
 class RunbookTimeout(RunbookError, TimeoutError):
     """A wait ran past its deadline."""
+
+
+class StepSkipped(Exception):
+    """A step that does not apply to this run (a DR drill's step outside its scenario), and why.
+
+    Raised by a procedure at the start of a step's method; the step is recorded as skipped with
+    the reason, and the run goes on. Not a RunbookError: nothing failed."""

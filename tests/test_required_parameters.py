@@ -22,13 +22,22 @@ REQUIRED = {
 }
 
 
+SCHEMAS = {"deploy": "DeployParams", "rollback": "RollbackParams", "canary_promotion": "CanaryParams",
+           "incident_response": "IncidentParams", "dr_drill": "DrillParams"}
+
+
 @pytest.mark.parametrize("runbook", sorted(REQUIRED))
 def test_the_mutating_runbooks_declare_what_must_be_given(runbook: str) -> None:
+    import runbooks_lib.procedures as procedures
+
     declared = papermill.inspect_notebook(str(NOTEBOOKS / f"{runbook}.ipynb"))
     assert required_parameters(declared) == REQUIRED[runbook]
-    # and the notebook's own start() names the same ones, for runs that bypass `runbook run`
+    # and the schema the notebook's start() validates with requires the same ones, for runs that
+    # bypass `runbook run` (plain papermill)
     source = (NOTEBOOKS / f"{runbook}.ipynb").read_text()
-    assert "required=(" + ", ".join(f'\\"{n}\\"' for n in REQUIRED[runbook]) in source
+    assert f"{SCHEMAS[runbook]}, " in source
+    schema = getattr(procedures, SCHEMAS[runbook])
+    assert sorted(n for n, f in schema.model_fields.items() if f.is_required()) == sorted(REQUIRED[runbook])
 
 
 def test_a_required_parameter_left_out_or_none_is_rejected_naming_it() -> None:
@@ -49,8 +58,10 @@ def test_start_refuses_a_required_parameter_left_at_none(project_copy: Path, tmp
 
     monkeypatch.setenv("RUNBOOKS_RECORDS_URL", str(tmp_path / "records"))
     with pytest.raises(ParameterError, match=r"missing required parameter\(s\) version"):
-        runbooks_lib.start("deploy", "sandbox", required=("service", "version"), check_cluster=False,
-                           service="veza-backend-api", version=None)
+        from runbooks_lib.procedures import DeployParams
+
+        runbooks_lib.start("deploy", "sandbox", DeployParams, check_cluster=False, service="veza-backend-api",
+                           version=None)
     refused = runbooks_lib.run.context.current()
     assert refused is not None and refused.outcome == "rejected" and refused.steps == []
 

@@ -18,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import ParameterError
 
-__all__ = ["notebook_parameters", "declared_type", "required_parameters", "missing_required", "resolve_parameters",
+__all__ = ["RunbookParams", "notebook_parameters", "declared_type", "required_parameters", "missing_required", "resolve_parameters",
            "read_parameter_file"]
 
 _REQUIRED = re.compile(r"^\s*required\b", re.IGNORECASE)
+
+
+class RunbookParams(BaseModel):
+    """The base of every runbook's parameters (one schema a notebook, given to ``start()``).
+
+    An unknown name is refused, a number must be finite (``-p analysis_s inf`` once rolled a
+    release out and never judged it), and the validated parameters cannot be changed afterwards:
+    what the record says ran is what ran. A field without a default is required."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 def notebook_parameters(notebook: Path) -> dict[str, dict[str, Any]]:

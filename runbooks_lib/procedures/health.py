@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..platform.cluster import Cluster, deployment_state, pod_state
+from pydantic import Field, field_validator
+
+from ..config.parameters import RunbookParams
+from ..display import Titled, titled
 from ..errors import BackendUnavailable, CheckFailed, NotFound
+from ..platform.cluster import Cluster, deployment_state, pod_state
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
 
     from ..run.context import RunContext
 
-__all__ = ["HealthCheck", "Finding"]
+__all__ = ["HealthParams", "HealthCheck", "Finding"]
 
 
 @dataclass(frozen=True)
@@ -29,20 +32,34 @@ class Finding:
     message: str
 
 
+class HealthParams(RunbookParams):
+    """The health check's parameters: read-only, but a window of "inf" minutes would never end."""
+
+    service: str | None = Field(None, description="One service of parameters/services.yaml; None or '' for all")
+    window_minutes: float = Field(5, gt=0, le=24 * 60, description="How far back to look at events and metrics")
+    signal_window: str = Field("1m", pattern=r"^[1-9][0-9]{0,3}[smh]$", description="Rate window of the golden signals")
+
+    @field_validator("service")
+    @classmethod
+    def _all_when_empty(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class HealthCheck:
     """One health check of the environment a run targets."""
 
-    def __init__(self, ctx: "RunContext", services: list[str] | None = None) -> None:
+    def __init__(self, ctx: "RunContext", params: HealthParams | None = None) -> None:
         self.ctx = ctx
+        self.params = params or HealthParams()
         self.profile = ctx.profile
-        self.services = services or list(ctx.profile.services.services)
+        self.services = [self.params.service] if self.params.service else list(ctx.profile.services.services)
         self.cluster = Cluster(ctx.profile)
         self.findings: list[Finding] = []
 
     def _find(self, severity: Literal["fail", "warn"], part: str, message: str) -> None:
         self.findings.append(Finding(severity, part, message))
 
-    def workloads(self) -> "pd.DataFrame":
+    def workloads(self) -> Titled:
         """Per service: deployment replicas and readiness, pods, restarts, versions."""
         import pandas as pd
 
@@ -75,7 +92,7 @@ class HealthCheck:
             if restarts:
                 self._find("warn", service, f"{restarts} container restart(s)")
         self.ctx.figure("services_ready", sum(1 for r in rows if r.get("ready") is not None and r["ready"] >= (r["desired"] or 0)))
-        return pd.DataFrame(rows).set_index("service")
+        return titled("Deployments and pods", pd.DataFrame(rows).set_index("service"))
 
     def _live_deployment(self, service: str, deployments: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The Deployment whose pods the Service selects (by colour for blue-green)."""
@@ -88,9 +105,12 @@ class HealthCheck:
         chosen = [d for d in mine if (d["spec"]["template"]["metadata"].get("labels") or {}).get("color") == colour]
         return (chosen or mine)[0]
 
-    def events(self, minutes: float = 15) -> "pd.DataFrame":
-        """Recent Warning events (what a real cluster reports: Unhealthy, BackOff, Failed...)."""
+    def events(self, minutes: float | None = None, newest: int = 20) -> Titled:
+        """Recent events, the ``newest`` of the last ``minutes`` (the parameters' window): a Warning
+        (what a real cluster reports: Unhealthy, BackOff, Failed...) is a finding."""
         import pandas as pd
+
+        minutes = minutes or self.params.window_minutes
 
         rows = [
             {
@@ -107,11 +127,14 @@ class HealthCheck:
         if warnings:
             reasons = sorted({r["reason"] for r in warnings})
             self._find("warn", "events", f"{len(warnings)} warning event(s) in {minutes:g} min: {', '.join(reasons)}")
-        return pd.DataFrame(rows, columns=["last seen", "type", "reason", "object", "count", "message"])
+        frame = pd.DataFrame(rows, columns=["last seen", "type", "reason", "object", "count", "message"])
+        return titled(f"Recent events (the {newest} newest of {minutes:g} min)", frame.tail(newest))
 
-    def golden_signals(self, window: str = "1m") -> "pd.DataFrame":
+    def golden_signals(self, window: str | None = None) -> Titled:
         """Traffic, success rate and p99 per service against the profile's SLOs."""
         import pandas as pd
+
+        window = window or self.params.signal_window
 
         from ..platform.metrics import Metrics
         from ..platform.signals import golden_signals
@@ -137,19 +160,20 @@ class HealthCheck:
                     f"success rate {100 * signals.success_rate:.2f} % (SLO ≥ {100 * slo.success_rate_min:g} %), "
                     f"p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms)",
                 )
-        return pd.DataFrame(rows).set_index("service")
+        return titled(f"Golden signals vs SLOs (over {window})", pd.DataFrame(rows).set_index("service"))
 
-    def plot_golden_signals(self, minutes: float = 10, window: str = "1m") -> "Figure":
+    def plot_golden_signals(self, minutes: float | None = None, window: str | None = None) -> "Figure":
         """Request rate, success rate and p99 per service over the last ``minutes`` (runbooks_lib.platform.signals)."""
         from ..platform.metrics import Metrics
         from ..platform.signals import plot_signal_panels, signal_panels
 
+        minutes, window = minutes or self.params.window_minutes, window or self.params.signal_window
         jobs = "|".join(self.services)
         panels = signal_panels(Metrics(self.profile.prometheus.url), f'job=~"{jobs}"', by="job", minutes=minutes,
                                window=window, signals=("requests_per_s", "success_rate", "p99_ms"), slo=self.profile.slo)
         return plot_signal_panels(panels)
 
-    def vault(self) -> "pd.DataFrame":
+    def vault(self) -> Titled:
         """Vault reachable, initialised and unsealed; the runbooks' secret path readable (keys only)."""
         import pandas as pd
 
@@ -168,9 +192,9 @@ class HealthCheck:
                 row["keys at " + self.profile.vault.path] = len(vault.read())
             except (NotFound, BackendUnavailable) as e:
                 self._find("fail", "vault", str(e))
-        return pd.DataFrame([row])
+        return titled("Vault", pd.DataFrame([row]))
 
-    def database(self, max_lag_s: float = 30) -> "pd.DataFrame":
+    def database(self, max_lag_s: float = 30) -> Titled:
         """Primary reachable, standby streaming, replication lag."""
         import pandas as pd
 
@@ -179,7 +203,7 @@ class HealthCheck:
         db = self.profile.database
         if db.primary_dsn is None or not db.primary_dsn.get_secret_value():
             self._find("warn", "database", "the profile names no database")
-            return pd.DataFrame()
+            return titled("Database replication", pd.DataFrame())
         standby = db.standby_dsn.get_secret_value() if db.standby_dsn else None
         status = replication_status(db.primary_dsn.get_secret_value(), standby or None)
         if not status.primary_reachable:
@@ -189,13 +213,13 @@ class HealthCheck:
         if status.lag_seconds is not None and status.lag_seconds > max_lag_s:
             self._find("warn", "database", f"replication lag {status.lag_seconds:.1f} s > {max_lag_s:g} s")
         self.ctx.figure("replication_lag_bytes", status.lag_bytes)
-        return pd.DataFrame([{
+        return titled("Database replication", pd.DataFrame([{
             "primary reachable": status.primary_reachable, "standby reachable": status.standby_reachable,
             "standby in recovery": status.standby_in_recovery, "streaming standbys": status.streaming_standbys,
             "lag bytes": status.lag_bytes, "lag s": status.lag_seconds,
-        }])
+        }]))
 
-    def redis(self) -> "pd.DataFrame":
+    def redis(self) -> Titled:
         """Redis (sessions and cache) answers PING; its latency, memory and keys."""
         import pandas as pd
 
@@ -207,21 +231,21 @@ class HealthCheck:
         url = self.profile.redis.url.get_secret_value() if self.profile.redis.url else ""
         if not url:
             self._find("warn", "redis", "the profile names no Redis")
-            return pd.DataFrame()
+            return titled("Redis", pd.DataFrame())
         register_secret([url] + [p for p in [urlsplit(url).password] if p])  # never in the record
         health = ping_redis(url)
         if not health.reachable:
             self._find("fail", "redis", f"unreachable at {health.address} ({health.error})")
         self.ctx.figure("redis_ping_ms", health.ping_ms)
-        return pd.DataFrame([{
+        return titled("Redis", pd.DataFrame([{
             "address": health.address, "reachable": health.reachable, "ping ms": health.ping_ms,
             "version": health.version, "used memory MB": health.used_memory_mb, "keys": health.keys,
-        }])
+        }]))
 
-    def findings_table(self) -> "pd.DataFrame":
+    def findings_table(self) -> Titled:
         import pandas as pd
 
-        return pd.DataFrame([f.__dict__ for f in self.findings], columns=["severity", "part", "message"])
+        return titled("Findings", pd.DataFrame([f.__dict__ for f in self.findings], columns=["severity", "part", "message"]))
 
     def conclusion(self) -> str:
         """Healthy, or CheckFailed naming every failing part with its numbers."""

@@ -11,19 +11,21 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
+from ..config.parameters import RunbookParams
+from ..display import Tables
 from ..platform.checks import service_url, serving_versions
 from ..errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError, RunbookTimeout
 from ..platform.rollout import Revision, history, undo, wait_for_rollout
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..platform.cluster import Cluster
     from ..run.context import RunContext
     from ..display import RowsTable
     from .judging.verdicts import Verdict
 
-__all__ = ["RollbackResult", "RollbackRun", "roll_back", "wait_until_serving"]
+__all__ = ["RollbackParams", "RollbackResult", "RollbackRun", "roll_back", "wait_until_serving"]
 
 
 @dataclass(frozen=True)
@@ -87,26 +89,42 @@ def revisions_of(cluster: "Cluster", deployment: str) -> tuple[list[Revision], i
     return history(cluster, deployment), int(state.revision or 0)
 
 
+#: The titles of Verify's tables, as the record shows them.
+VERIFY_TITLES = {"pods": "Pods of the target revision", "signals": "Golden signals vs SLOs",
+                 "smoke": "Smoke requests through the Service"}
+
+
+class RollbackParams(RunbookParams):
+    """The rollback runbook's parameters, validated before anything is read."""
+
+    service: str = Field(min_length=1, description="One service of parameters/services.yaml")
+    to_revision: int = Field(0, ge=0, description="A revision number; 0 = the previous one")
+    reason: str = Field("", max_length=500, description="Why: lands in the record (required with allow_known_bad)")
+    allow_known_bad: bool = Field(False, description="Roll back onto a version known to have failed (needs a reason)")
+    verify_s: float = Field(5.0, ge=0, le=600, description="Seconds of the target's traffic judged against the SLOs")
+    run_down_migrations: bool = Field(False, description="Across a contract migration: back up, run its down file")
+    defective: bool = Field(False, description="The version rolled back from is defective: mark it known bad")
+    dry_run: bool = False
+
+
 class RollbackRun:
     """The rollback runbook's steps: history, plan (known-bad targets refused), roll back under the
     lock, and verify that the service recovered (pods, smoke requests, golden signals vs SLOs)."""
 
-    def __init__(self, ctx: "RunContext", service: str, *, to_revision: int | None = None,
-                 allow_known_bad: bool = False, reason: str = "", verify_s: float = 5.0,
-                 run_down_migrations: bool = False, defective: bool = False) -> None:
+    def __init__(self, ctx: "RunContext", params: RollbackParams) -> None:
         from ..platform.cluster import Cluster
         from .schema_change import SchemaChange
 
-        if not verify_s >= 0:  # NaN too: a window of "nan" seconds would judge nothing
-            raise ParameterError(f"verify_s must be 0 or more seconds of the target's traffic to judge, not {verify_s!r}")
+        service = params.service
         self.ctx = ctx
+        self.params = params
         self.service = service
-        self.to_revision = to_revision
-        self.allow_known_bad = allow_known_bad
-        self.reason = reason
-        self.verify_s = verify_s
-        self.run_down_migrations = run_down_migrations
-        self.defective = defective  # the operator's word that the version rolled back from is bad
+        self.to_revision = params.to_revision or None
+        self.allow_known_bad = params.allow_known_bad
+        self.reason = params.reason
+        self.verify_s = params.verify_s
+        self.run_down_migrations = params.run_down_migrations
+        self.defective = params.defective  # the operator's word that the version rolled back from is bad
         self.schema_change = SchemaChange(ctx, service, dry_run=ctx.dry_run)
         self.cluster = Cluster(ctx.profile, dry_run=ctx.dry_run)
         self.spec = ctx.profile.services.get(service)
@@ -229,7 +247,7 @@ class RollbackRun:
         if mine:
             self.ctx.link("undoes", str(mine[0]["record"]))
 
-    def verify(self) -> dict[str, "pd.DataFrame"]:
+    def verify(self) -> "Tables":
         """Recovered means: every pod of the target answers, smoke requests through the Service pass,
         and the target version's golden signals meet the SLOs. Any miss fails the rollback, with numbers.
 
@@ -243,7 +261,7 @@ class RollbackRun:
         if self.ctx.dry_run or self.result is None or self.target is None:
             import pandas as pd
 
-            return {"dry run": pd.DataFrame([{"dry run": "nothing changed; nothing to verify"}])}
+            return Tables({"dry run": pd.DataFrame([{"dry run": "nothing changed; nothing to verify"}])})
         version = self.result.to_version or "?"
         selector = f"app={self.service}" + (f",pod-template-hash={self.target.pod_template_hash}"
                                            if self.target.pod_template_hash else f",version={version}")
@@ -271,7 +289,7 @@ class RollbackRun:
         undone = self.undone
         if undone is not None and undone.version != version:
             self._judge_undone(undone)
-        return tables
+        return Tables(tables, VERIFY_TITLES)
 
     def _judge_undone(self, undone: Revision) -> None:
         """The version rolled back from is known bad only on evidence: its own signals over the

@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
+from pydantic import Field, field_validator, model_validator
+
+from ..config.parameters import RunbookParams
+from ..display import Tables, Titled, show, titled
 from ..platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ..errors import CheckFailed, ParameterError
 from ..records.secret import SecretValue
@@ -44,9 +48,12 @@ if TYPE_CHECKING:
     from ..run.context import RunContext
     from ..platform.vault import Vault
 
-__all__ = ["SECRET_HASH_ANNOTATION", "RotationRun", "generate_value", "secret_data_hash",
+__all__ = ["SECRET_HASH_ANNOTATION", "RotationParams", "RotationRun", "generate_value", "secret_data_hash",
            "readers_of", "sync_secret"]
 
+SYNC_TITLE = f"{SECRET_NAME} after the sync (hashes only)"
+VERIFY_TITLES = {"agreement": "Vault and the Secret (hashes)", "pods": "Pods of the readers",
+                 "smoke": "Smoke requests through each Service", "served": "Requests served since the change began"}
 #: On each reader's pod template: the hash of the Secret's data its pods must start with.
 SECRET_HASH_ANNOTATION = "runbooks.veza.app/secret-sha256"
 
@@ -118,27 +125,49 @@ class RotationPlan:
     new_values: dict[str, SecretValue] = field(default_factory=dict)
 
 
+class RotationParams(RunbookParams):
+    """The rotation runbook's parameters, validated before Vault is read."""
+
+    keys: str = Field(description="Vault keys to rotate, comma-separated (the profile's rotation.generated_keys)")
+    rollback: bool = Field(False, description="Give the keys back their values of an earlier Vault version")
+    to_version: int = Field(0, ge=0, description="With rollback: the Vault version whose values come back; 0 = previous")
+    reason: str = Field("", max_length=500, description="Why: lands in the record")
+    dry_run: bool = False
+
+    @field_validator("keys")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        # An empty list once meant "every generated key": a rotation must name what it rotates.
+        keys = [k.strip() for k in value.split(",")]
+        if not any(keys) or not all(keys):
+            raise ValueError(f"name the keys to rotate, comma-separated (got {value!r}): an empty name rotates nothing")
+        return ",".join(keys)
+
+    @model_validator(mode="after")
+    def _version_with_rollback(self) -> "RotationParams":
+        if self.to_version and not self.rollback:
+            raise ValueError("to_version is for a rollback: add -p rollback True")
+        return self
+
+
 class RotationRun:
     """One rotation (or its rollback), step by step; each method is one step of the notebook."""
 
-    def __init__(self, ctx: "RunContext", keys: str | tuple[str, ...] = (), *, rollback: bool = False,
-                 to_version: int | None = None) -> None:
+    def __init__(self, ctx: "RunContext", params: RotationParams) -> None:
         from ..platform.cluster import Cluster
         from ..platform.vault import Vault
 
         self.ctx = ctx
+        self.params = params
         self.rules = ctx.profile.rotation
-        given = tuple(k.strip() for k in (keys.split(",") if isinstance(keys, str) else keys) if k.strip())
-        self.keys = given or tuple(self.rules.generated_keys)
+        self.keys = tuple(params.keys.split(","))
         unknown = [k for k in self.keys if k not in self.rules.generated_keys]
         if unknown:
             raise ParameterError(
                 f"{', '.join(unknown)}: not a key this runbook may generate (profile rotation.generated_keys: "
                 f"{', '.join(self.rules.generated_keys) or 'none'}); a database URL or a provider's API key is "
                 "issued by its own system, then written to Vault and synced by a deploy")
-        if to_version is not None and not rollback:
-            raise ParameterError("to_version is for a rollback: add -p rollback True")
-        self.rollback, self.to_version = rollback, to_version
+        self.rollback, self.to_version = params.rollback, params.to_version or None
         self.cluster = Cluster(ctx.profile, dry_run=ctx.dry_run)
         self.vault = Vault(ctx.profile.vault)
         self.path = ctx.profile.vault.path
@@ -149,7 +178,7 @@ class RotationRun:
 
     # -- 1. plan -----------------------------------------------------------------------------
 
-    def plan(self) -> "pd.DataFrame":
+    def plan(self) -> Titled:
         """Which keys change, from which Vault version, and which Deployments must restart."""
         import pandas as pd
 
@@ -181,7 +210,7 @@ class RotationRun:
                  "new value": f"version {restore_from}'s" if restore_from else f"generated, {self.rules.length} chars",
                  "sha256 after": fingerprint(new_values[k]),
                  "restarts": ", ".join(readers) or "(no reader)"} for k in self.keys]
-        return pd.DataFrame(rows).set_index("key")
+        return titled("The keys to rotate, from which Vault version, and the readers that restart", pd.DataFrame(rows).set_index("key"))
 
     def describe_change(self) -> str:
         """What the rotation will change, for its approval gate: never a value, only hashes."""
@@ -221,6 +250,16 @@ class RotationRun:
                 stack.enter_context(DeployLock(self.cluster, service, self.ctx.run_id))
             yield
 
+    def apply(self) -> Titled:
+        """Under every reader's deploy lock, three steps of the record: write the new Vault
+        version, sync the Kubernetes Secret, restart the readers. Returns the synced Secret's table."""
+        ctx = self.ctx
+        with self.locks():
+            show(ctx.run_step("Write the new Vault version", self.rotate, key=f"rotate-{','.join(self.keys)}"))
+            synced = ctx.run_step("Sync the Kubernetes Secret", self.sync)
+            show(ctx.run_step("Restart the readers", self.restart))
+        return synced
+
     def rotate(self) -> str:
         """A new Vault version in which only the planned keys change."""
         plan = self._planned()
@@ -240,15 +279,16 @@ class RotationRun:
 
     # -- 3. sync -----------------------------------------------------------------------------
 
-    def sync(self) -> "pd.DataFrame":
+    def sync(self) -> Titled:
         """The Kubernetes Secret from Vault's new version (hashes only)."""
         if self.ctx.dry_run:  # Vault was not written: the API server checks the Secret the plan would give
-            return sync_secret(self.cluster, self.vault, self.path, planned=self._planned().new_values)
+            return titled(SYNC_TITLE + " (dry run)",
+                          sync_secret(self.cluster, self.vault, self.path, planned=self._planned().new_values))
         table = sync_secret(self.cluster, self.vault, self.path)
         self.synced_at = datetime.now(timezone.utc).replace(microsecond=0)
         live = self.cluster.secret(SECRET_NAME) or {}
         self.expected_hash = secret_data_hash(live.get("data") or {})
-        return table
+        return titled(SYNC_TITLE, table)
 
     # -- 4. restart --------------------------------------------------------------------------
 
@@ -276,7 +316,7 @@ class RotationRun:
 
     # -- 5. verify ---------------------------------------------------------------------------
 
-    def verify(self) -> dict[str, "pd.DataFrame"]:
+    def verify(self) -> Tables:
         """Every reader's pods are ready and carry the new hash; Vault and the Secret agree; smoke
         requests pass through each Service."""
         import pandas as pd
@@ -286,7 +326,7 @@ class RotationRun:
         from ..platform.vault import fingerprint
 
         if self.ctx.dry_run:
-            return {}
+            return Tables({})
         plan = self._planned()
         vault_now = self.vault.read(self.path)
         in_secret = self.cluster.secret_keys(SECRET_NAME)
@@ -326,7 +366,7 @@ class RotationRun:
                               + ", ".join(stale[:6]))
         if served is not None and int(served["failed"].sum()):
             raise CheckFailed(f"{int(served['failed'].sum())} request(s) failed while the readers restarted")
-        return tables
+        return Tables(tables, VERIFY_TITLES)
 
     def _served(self, services: list[str]) -> "pd.DataFrame | None":
         """Requests and failures since the change began, per service, from the profile's load

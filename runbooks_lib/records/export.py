@@ -52,9 +52,9 @@ def summary_html(summary: dict[str, Any]) -> str:
         parts.append("<h2>Steps</h2><table><tr><th>step</th><th>outcome</th><th>duration (s)</th></tr>")
         for step in steps:
             # A step replayed by a resumed run was done by the run it resumes: done, not failed.
-            failed = step.get("outcome") not in ("succeeded", "running", "replayed")
+            failed = step.get("outcome") not in ("succeeded", "running", "replayed", "skipped")
             style = " style='color:#cf222e;font-weight:bold'" if failed else ""
-            mark = "✗ " if failed else "↺ " if step.get("outcome") == "replayed" else ""
+            mark = "✗ " if failed else {"replayed": "↺ ", "skipped": "– "}.get(str(step.get("outcome")), "")
             parts.append(
                 f"<tr{style}><td>{mark}{html.escape(str(step.get('name')))}</td>"
                 f"<td>{html.escape(str(step.get('outcome')))}</td><td>{step.get('duration_s')}</td></tr>"

@@ -22,15 +22,16 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ParameterError, RunbookError, outcome_of
 from ..config.clock import iso, utcnow
-from .journal import Journal, env_folder, journal_path
-from .liveness import this_process
 from ..config.parameters import missing_required
 from ..config.profiles import Profile, load_profile, project_home
+from ..display import Said, Tables, Titled
+from ..errors import ParameterError, RunbookError, StepSkipped, outcome_of
 from ..records.redaction import is_secret_name, redact, register_secret
 from ..records.secret import SecretValue
 from ..records.summary import SUMMARY_MIME, Summary, masked_parameters, summary_bundle
+from .journal import Journal, env_folder, journal_path
+from .liveness import this_process
 
 __all__ = ["RunContext", "StepRecord", "start", "SUMMARY_MIME", "current", "journal_path"]
 
@@ -123,7 +124,8 @@ class RunContext:
         self.runbook = runbook
         self.env = env
         self.profile = profile
-        self.params = params
+        self.params = params  # as the record keeps them (JSON values)
+        self.parameters: Any = None  # the same, validated and typed by the runbook's schema (start())
         self.home = home or project_home()
         self._facts = runner_facts()
         self.run_id = run_id or self._facts.get("run_id") or uuid.uuid4().hex[:12]
@@ -189,6 +191,9 @@ class RunContext:
         begun = time.monotonic()
         try:
             yield record
+        except StepSkipped as skipped:  # the procedure says this step does not apply: not a failure
+            record.outcome = "skipped"
+            record.detail["skipped"] = str(skipped)
         except BaseException as e:
             record.outcome = outcome_of(e)
             record.error = redact(f"{type(e).__name__}: {e}")
@@ -204,8 +209,9 @@ class RunContext:
                 event="step-finished", step=name, key=record.key, outcome=record.outcome,
                 duration_s=record.duration_s, error=record.error,
             )
-            mark = {"succeeded": "✓", "replayed": "↺"}.get(record.outcome, "✗")
-            print(f"{mark} {name}: {record.outcome} in {record.duration_s:.1f} s", flush=True)
+            mark = {"succeeded": "✓", "replayed": "↺", "skipped": "–"}.get(record.outcome, "✗")
+            why = f" ({record.detail['skipped']})" if record.outcome == "skipped" else ""
+            print(f"{mark} {name}: {record.outcome}{why} in {record.duration_s:.1f} s", flush=True)
             self._journal_watched_state()
 
     def checkpoint(self) -> None:
@@ -229,25 +235,33 @@ class RunContext:
         if states:
             self.journal.write(event="state", states=list(states.values()))
 
-    def run_step(self, name: str, action: Callable[[], Any], *, key: str | None = None,
+    def run_step(self, name: str, action: Callable[[], Any], *, key: str | None = None, replay: bool = False,
                  state: Callable[[], dict[str, Any]] | None = None, on_replay: Callable[[], Any] | None = None) -> Any:
-        """Run ``action()`` as a step whose result and resulting ``state()`` are journaled, so a
-        resumed run replays it instead of repeating it: the recorded result comes back, after
-        ``state()`` read again matched the recorded one (else GuardRefused, exit 4: drift).
-        ``on_replay`` is what a replay must still do (e.g. take the lock again); its result is returned."""
+        """Run ``action()`` as a step of the record (timed, journaled, its failure named) and return
+        its result, text shown as text: the one way a notebook makes a step.
+
+        ``replay=True``: its result and resulting ``state()`` are journaled too, so a resumed run
+        replays it instead of repeating it: the recorded result comes back, after ``state()`` read
+        again matched the recorded one (else GuardRefused, exit 4: drift). ``on_replay`` is what a
+        replay must still do (e.g. take the lock again); its result is returned. Without it, a
+        resumed run does the step again (a read, a verification)."""
         from .replay import encode_result
 
         key = key or name
-        done = self.replay.completed(key) if self.replay is not None else None
+        done = self.replay.completed(key) if self.replay is not None and replay else None
         if done is not None:
-            return self._replay_step(name, key, done, state, on_replay)
-        with self.step(name, key=key):
+            return _as_shown(self._replay_step(name, key, done, state, on_replay), name)
+        result: Any = None
+        with self.step(name, key=key) as record:
             result = action()
-            self.journal.write(event="step-result", step=name, key=key, result=encode_result(result),
-                               state=state() if state and not self.dry_run else None)
+            if replay:
+                self.journal.write(event="step-result", step=name, key=key, result=encode_result(result),
+                                   state=state() if state and not self.dry_run else None)
             if state is not None:
                 self._watched[key] = state
-        return result
+        if record.outcome == "skipped":
+            return Said(f"{name}: skipped ({record.detail['skipped']})")
+        return _as_shown(result, name)
 
     def _replay_step(self, name: str, key: str, done: Any, state: Any, on_replay: Any) -> Any:
         from ..errors import GuardRefused
@@ -375,7 +389,7 @@ class RunContext:
     def fail(self, error: BaseException) -> dict[str, Any]:
         """End the run because of ``error``; the summary names the failing step."""
         self.error = redact(f"{type(error).__name__}: {error}")
-        if self.failed_step is None and self.steps and self.steps[-1].outcome != "succeeded":
+        if self.failed_step is None and self.steps and self.steps[-1].outcome not in ("succeeded", "skipped"):
             self.failed_step = self.steps[-1].name
         return self.finish(outcome_of(error))
 
@@ -438,30 +452,33 @@ def _install_failure_hook() -> None:
         ip.events.register("post_run_cell", _on_cell_error)
 
 
-def _validate(schema: type[BaseModel] | None, params: dict[str, Any]) -> dict[str, Any]:
+def _validate(schema: type[BaseModel] | None, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The parameters as the schema types them, and as the record keeps them (JSON values)."""
     if schema is None:
-        return params
+        return None, params
     try:
-        return schema.model_validate(params).model_dump()
+        model = schema.model_validate(params)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(all)'}: {err['msg']}" for err in e.errors())
         raise ParameterError(f"invalid parameters: {problems}") from None
+    return model, model.model_dump(mode="json")
 
 
 def start(
     runbook: str,
     env: str,
-    *,
     schema: type[BaseModel] | None = None,
+    *,
     check_cluster: bool = True,
     home: Path | None = None,
-    required: tuple[str, ...] | list[str] = (),
     **params: Any,
 ) -> RunContext:
     """Begin a run: validate everything, check the cluster, and return the run's context.
 
-    ``required`` names the parameters the notebook declares ``# required``: one left at None is
-    refused here too, for runs that did not come through ``runbook run`` (plain papermill).
+    ``schema`` (the runbook's parameters model) validates and types the parameters: ``ctx.parameters``
+    is the typed model the notebook hands on to its procedure. A field without a default is required:
+    one left at None is refused naming it, also for runs that did not come through ``runbook run``
+    (plain papermill).
 
     Raises ProfileError/ParameterError (exit 2) or GuardRefused (exit 4) before anything changes;
     in a notebook the failure hook still writes a summary saying the run was refused.
@@ -471,17 +488,19 @@ def start(
     _install_failure_hook()
     home = home or project_home()
     try:
+        required = [name for name, f in (schema.model_fields.items() if schema else ()) if f.is_required()]
         missing = missing_required(tuple(required), params)
         if missing is not None:
             raise missing
         profile = load_profile(env, home)
-        values = _validate(schema, dict(params))
+        model, values = _validate(schema, dict(params))
         if values.get("service") not in (None, "all"):  # "all": a run about every service (incident)
             profile.services.get(values["service"])
     except RunbookError as e:
         _refused_before_start(runbook, env, params, home, e)
         raise
     ctx = RunContext(runbook, env, profile, values, home=home)
+    ctx.parameters = model
     _current = ctx
     _show_operator(ctx)
     if check_cluster:
@@ -492,6 +511,19 @@ def start(
             ctx.cluster = {"server": check.server, "context": check.context, "identity": check.found}
             step.note(server=check.server, identity=check.found)
     return ctx
+
+
+def _as_shown(result: Any, name: str) -> Any:
+    """A step's result as the cell shows it: text as text (display.Said); a bare table titled with
+    the step's name, several as titled tables, so every table in a record has its title."""
+    if isinstance(result, str):
+        return result if isinstance(result, Said) else Said(result)
+    if hasattr(result, "to_html") and hasattr(result, "columns") and not isinstance(result, Titled):
+        return Titled(name, result)
+    if isinstance(result, Mapping) and not isinstance(result, Tables) and result \
+            and all(hasattr(v, "to_html") for v in result.values()):
+        return Tables(result)
+    return result
 
 
 def _show_operator(ctx: RunContext) -> None:

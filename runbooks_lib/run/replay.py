@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..display import Titled
 from .approvals import GateStatus, gate_status, run_facts
 from .journal import Journal
 
@@ -28,6 +29,8 @@ def encode_result(value: Any) -> Any:
     """A step's result as JSON: text and numbers as they are, a table as columns and rows."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    if isinstance(value, Titled):
+        return {**encode_result(value.frame), "title": value.title}
     if hasattr(value, "reset_index") and hasattr(value, "columns"):  # a pandas DataFrame
         names = [n for n in value.index.names if n is not None]
         flat = value.reset_index() if names else value
@@ -51,7 +54,8 @@ def decode_result(value: Any) -> Any:
 
         table = value["table"]
         frame = pd.DataFrame(table["rows"], columns=table["columns"])
-        return frame.set_index(table["index"]) if table.get("index") else frame
+        frame = frame.set_index(table["index"]) if table.get("index") else frame
+        return Titled(value["title"], frame) if value.get("title") else frame
     if isinstance(value, dict) and "text" in value:
         return value["text"]
     return value
@@ -120,7 +124,7 @@ class Replay:
                 continue
             if entry.get("event") == "step-result":
                 result_entry = entry
-            elif entry.get("event") == "step-finished" and entry.get("outcome") not in ("succeeded", "replayed"):
+            elif entry.get("event") == "step-finished" and entry.get("outcome") not in ("succeeded", "replayed", "skipped"):
                 result_entry = None  # done again later and failed: not completed
         if result_entry is None:
             return None

@@ -224,13 +224,13 @@ def test_the_game_day_gated_scenario_stops_is_approved_by_a_second_person_and_re
         sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """The game day's own code path, with the shipped profile sandbox-gated (`extends: sandbox`):
     Alice's run stops at its gate, her own approval is refused, Bob's is taken, her resume rolls out."""
-    from runbooks_lib.procedures.gameday.gameday import Approval, Scenario, run_gameday
+    from runbooks_lib.procedures.gameday.gameday import Scenario, ScenarioApproval, run_gameday
 
     monkeypatch.setenv("RUNBOOKS_HOME", str(REPO))
     monkeypatch.setenv("RUNBOOKS_SANDBOX_ENV", str(sandbox.state_dir / "env"))
     target = another_good_version(sandbox)
     scenario = Scenario(name="gated deploy", notebook="notebooks/deploy.ipynb", env="sandbox-gated",
-                        approval=Approval(operator="alice", approver="bob", reason="CHG-9 reviewed"),
+                        approval=ScenarioApproval(operator="alice", approver="bob", reason="CHG-9 reviewed"),
                         parameters={"service": BACKEND, "version": target, "analysis_s": 4}, expect="succeeded")
     [result] = run_gameday("sandbox", [scenario], home=REPO)
 

@@ -68,7 +68,7 @@ def test_warning_events_are_a_warning(platform: Platform) -> None:
     platform.kube.add("events", event("e2", "Scheduled", involved="x", type_="Normal"))
     health = check(platform)
     assert len(health.events()) == 2
-    assert [f.message for f in health.findings] == ["1 warning event(s) in 15 min: BackOff"]
+    assert [f.message for f in health.findings] == ["1 warning event(s) in 5 min: BackOff"]  # the default window
 
 
 def test_golden_signals_below_the_slo_fail_and_silence_warns(platform: Platform) -> None:

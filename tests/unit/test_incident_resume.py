@@ -14,13 +14,13 @@ def test_the_declaration_is_replayed_not_sent_again(platform: Platform) -> None:
         params = dict(service=SERVICE, severity="P2", summary="5xx after a release", notify=f"{webhook.url}/hooks/incident")
         first = platform.ctx("incident_response", **params)
         declared = first.run_step("Declare and acknowledge", IncidentResponse(first, IncidentParams(**params)).declare,
-                                  key="declare")
+                                  key="declare", replay=True)
         assert len(webhook.requests) == 1
 
         resumed = platform.ctx("incident_response", **params)
         resumed.replay = Replay.load(first.journal.path)  # as `runbook resume` sets it up
         incident = IncidentResponse(resumed, IncidentParams(**params))
-        again = resumed.run_step("Declare and acknowledge", incident.declare, key="declare",
+        again = resumed.run_step("Declare and acknowledge", incident.declare, key="declare", replay=True,
                                  on_replay=incident.declare_again)
 
     assert len(webhook.requests) == 1  # paged once

@@ -97,7 +97,7 @@ def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
     from runbooks_lib.run.cluster_identity import check_cluster_identity
     from runbooks_lib.procedures.health import HealthCheck
     from runbooks_lib.run.lock import DeployLock
-    from runbooks_lib.procedures.rollback import RollbackRun, roll_back
+    from runbooks_lib.procedures.rollback import RollbackParams, RollbackRun, roll_back
 
     params = DeployParams(service=SERVICE, version="v1.7.0")
     return {
@@ -133,7 +133,8 @@ def _kube_calls() -> dict[str, Callable[[Platform], Any]]:
         "DeployLock.acquire": lambda p: DeployLock(p.cluster(), SERVICE, "run-a").acquire(),
         "DeployLock.read": lambda p: DeployLock(p.cluster(), SERVICE, "run-a").read(),
         "roll_back": lambda p: roll_back(p.cluster(), SERVICE, timeout_s=0.1),
-        "RollbackRun.history": lambda p: RollbackRun(p.ctx("rollback", service=SERVICE), SERVICE).history(),
+        "RollbackRun.history": lambda p: RollbackRun(p.ctx("rollback", service=SERVICE),
+                                                     RollbackParams(service=SERVICE)).history(),
         "DeployRun.checklist": lambda p: DeployRun(p.ctx(**params.model_dump()), params).checklist(),
         "HealthCheck.workloads": lambda p: HealthCheck(p.ctx("health_check")).workloads(),
         "HealthCheck.events": lambda p: HealthCheck(p.ctx("health_check")).events(),

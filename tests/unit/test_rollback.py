@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from runbooks_lib.errors import CheckFailed, LockHeld, ParameterError
-from runbooks_lib.procedures.rollback import RollbackRun
+from runbooks_lib.procedures.rollback import RollbackParams, RollbackRun
 from runbooks_lib.procedures.judging.verdicts import VERDICT_ANNOTATION
 
 from .conftest import SERVICE, Platform, image
@@ -14,14 +15,14 @@ from .conftest import SERVICE, Platform, image
 
 def rollback(platform: Platform, dry_run: bool = False, **options: object) -> RollbackRun:
     ctx = platform.ctx("rollback", service=SERVICE, dry_run=dry_run)
-    run = RollbackRun(ctx, SERVICE, verify_s=0, **options)  # type: ignore[arg-type]
+    run = RollbackRun(ctx, RollbackParams(service=SERVICE, verify_s=0, dry_run=dry_run, **options))  # type: ignore[arg-type]
     run.history()
     return run
 
 
 def test_history_shows_each_revision_with_what_is_known(platform: Platform) -> None:
     platform.mark_verdict(1, "good", "passed checks")
-    run = RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE)
+    run = RollbackRun(platform.ctx("rollback", service=SERVICE), RollbackParams(service=SERVICE))
     table = run.history()
     rows = {row["revision"]: row for row in table.rows}
     assert list(rows) == [1, 2, 3] and run.current == 3
@@ -46,11 +47,12 @@ def test_impossible_targets_are_refused_before_any_change(platform: Platform, to
     assert platform.kube.writes == []
 
 
-@pytest.mark.parametrize("verify_s", [-2.0, float("nan")])
+@pytest.mark.parametrize("verify_s", [-2.0, float("nan"), float("inf"), 601])
 def test_a_verification_window_below_zero_is_refused_before_anything_is_read(platform: Platform,
                                                                               verify_s: float) -> None:
-    with pytest.raises(ParameterError, match="verify_s must be 0 or more seconds"):
-        RollbackRun(platform.ctx("rollback", service=SERVICE), SERVICE, verify_s=verify_s)
+    # The schema refuses it, in start(), before a profile or the cluster is read (exit 2).
+    with pytest.raises(ValidationError, match="verify_s"):
+        RollbackParams(service=SERVICE, verify_s=verify_s)
     assert platform.kube.requests == [] and platform.kube.writes == []
 
 

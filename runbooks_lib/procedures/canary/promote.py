@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ...config.parameters import RunbookParams
+from ...display import Said, Titled, titled
 from ...config.clock import utcnow
 from ...platform.cluster import Cluster
 from ...errors import CheckFailed, NoData, NotFound, ParameterError, RunbookError
@@ -42,16 +44,14 @@ CONTROL_ANNOTATION = "veza.app/canary-control"  # "hold" or "abort", set by an o
 _HOPELESS = {"ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}
 
 
-class CanaryParams(BaseModel):
+class CanaryParams(RunbookParams):
     """The canary runbook's parameters, validated before anything changes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     service: str
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Image tag of the canary")
     steps: tuple[int, ...] | None = Field(None, description="Canary weights in %; None: the profile's canary_steps")
     interval_s: float = Field(10, ge=2, le=600, description="Seconds between two looks of the judge")
-    max_hold_s: float = Field(60, ge=0, description="Abort after holding this long without data")
+    max_hold_s: float = Field(60, ge=0, le=3600, description="Abort after holding this long without data")
     dry_run: bool = False
 
     @field_validator("steps")
@@ -153,7 +153,7 @@ class CanaryRun:
 
     # -- 1. preflight ------------------------------------------------------------------------
 
-    def preflight(self) -> "pd.DataFrame":
+    def preflight(self) -> Titled:
         """Prometheus online, the baseline healthy, no canary in flight, the router's plan; then the lock."""
         import pandas as pd
 
@@ -188,7 +188,7 @@ class CanaryRun:
         if not failing.empty:
             raise CheckFailed("preflight failed: " + "; ".join(f"{i}: {d}" for i, d in failing["detail"].items()))
         self._lock()
-        return table
+        return titled("Preflight", table)
 
     def _lock(self) -> None:
         from ...run.lock import DeployLock
@@ -276,11 +276,11 @@ class CanaryRun:
 
     # -- 3. the steps ---------------------------------------------------------------------------
 
-    def run_steps(self) -> "pd.DataFrame":
+    def run_steps(self) -> Titled:
         """Each step: set the weight, look every interval_s, advance / hold / abort / promote.
         Anything going wrong on the way (an interrupt included) aborts before it is re-raised."""
         if self.params.dry_run:
-            return self._dry_plan()
+            return titled("The steps it would take (dry run)", self._dry_plan())
         try:
             self._steps()
         except BaseException as e:
@@ -288,7 +288,7 @@ class CanaryRun:
                 why = "interrupted by the operator" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
                 self.abort(why)
             raise
-        return self.decisions_table()
+        return titled("Decisions", self.decisions_table())
 
     def _steps(self) -> None:
         for index, weight in enumerate(self.steps, 1):
@@ -411,14 +411,14 @@ class CanaryRun:
 
         return pd.DataFrame([d.row() for d in self.judge.decisions]).set_index("#") if self.judge.decisions else pd.DataFrame()
 
-    def evidence_table(self) -> "pd.DataFrame":
+    def evidence_table(self) -> Titled:
         """Every check of every decision: the query as sent, the value, the threshold, the verdict and why."""
         import pandas as pd
 
         rows = [{"decision": d.number, "layer": c.layer, "check": c.name, "query": c.query, "value": c.value,
                  "threshold": c.threshold, "verdict": c.verdict, "why": c.why}
                 for d in self.judge.decisions for c in d.checks]
-        return pd.DataFrame(rows)
+        return titled("Evidence: every check of every decision", pd.DataFrame(rows))
 
     def plot(self) -> "Figure":
         """Success rate and p99, canary vs baseline, over the run; step changes and decisions marked."""
@@ -434,6 +434,11 @@ class CanaryRun:
                   if d.action != "advance" or d.number == len(self.judge.decisions)]
         return signals.plot_signal_panels(panels, title=f"{self.params.service} canary",
                                           marks=marks, colours={self.primary_version: "tab:grey", self.params.version: "tab:purple"})
+
+    def describe(self) -> Said:
+        """The canary this run starts: image, beside which version, the steps, the router."""
+        return Said(f"canary {self.image} beside {self.params.service} {self.primary_version}; steps {list(self.steps)} % "
+                    f"via the {self.router.name} router{' (dry run)' if self.params.dry_run else ''}")
 
     def summary(self) -> str:
         """The figures for the record, and the outcome in one sentence with its numbers."""

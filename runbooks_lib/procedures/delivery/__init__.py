@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .bands import TARGETS
 from .events import DeployEvent, Events, read_events, rollback_status
+from .metrics import DeliveryMetrics
 from .report import DeliveryParams, DeliveryReport, commit_times, delivery_report
 
-__all__ = ["TARGETS", "Deployment", "Events", "read_events", "rollback_status", "DeliveryParams", "DeliveryReport", "commit_times",
-           "delivery_report"]
+__all__ = ["TARGETS", "DeployEvent", "Events", "read_events", "rollback_status", "DeliveryMetrics", "DeliveryParams",
+           "DeliveryReport", "commit_times", "delivery_report"]

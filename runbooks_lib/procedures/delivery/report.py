@@ -14,7 +14,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from ...config.parameters import RunbookParams
 
 from .bands import (TARGETS, failure_rate_band, frequency_band, lead_time_band, recovery_band)
 from .events import CommitTimes, DeployEvent, Events, read_events
@@ -63,15 +65,18 @@ def parse_moment(value: str | datetime | None) -> datetime | None:
                              "or an age such as 30d, 12h, 45m)") from None
 
 
-class DeliveryParams(BaseModel):
+class DeliveryParams(RunbookParams):
     """The delivery metrics runbook's parameters, checked before any record is read."""
-
-    model_config = ConfigDict(extra="forbid")
 
     since: str = Field("30d", description="Start of the window: an ISO date/time, or an age (30d, 12h); '' = the first record")
     until: str = Field("", description="End of the window (excluded): an ISO date/time, or '' = now")
     service: str | None = Field(None, description="One service, or None for all")
     all_environments: bool = Field(False, description="Every environment's records, not only the run's env")
+
+    @field_validator("service")
+    @classmethod
+    def _all_when_empty(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("since", "until")
     @classmethod

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
+from ...display import Tables, show
 from ...platform.checks import error_budget_check, pod_checks, smoke_checks
 from .release import DeployRun, diff_objects
 from ...errors import CheckFailed, NoData
@@ -61,7 +62,6 @@ class BlueGreen:
         """The guide's blue-green sequence, one record step each: prepare, deploy and test the new
         colour, flip, monitor (flip back on failure), retire the old colour."""
         from .release import VERIFY_TITLES
-        from ...display import show_tables
 
         ctx = self.deploy.ctx
         # Step names say the colours as they are this time (they alternate from one deploy to the
@@ -71,11 +71,11 @@ class BlueGreen:
         with ctx.step(f"Deploy and test the new colour ({self.new_colour})", key="bluegreen-deploy-new"), \
                 self.abandon_new_on_failure():
             print(self.deploy_new())
-            show_tables(self.test_new(), VERIFY_TITLES)
+            show(Tables(self.test_new(), VERIFY_TITLES))
         with ctx.step(f"Flip traffic to {self.new_colour}", key="bluegreen-flip"):
             print(self.flip_to_new())
         with ctx.step(f"Monitor {self.new_colour}", key="bluegreen-monitor"):
-            show_tables({"signals": self.monitor()}, VERIFY_TITLES)
+            show(Tables({"signals": self.monitor()}, VERIFY_TITLES))
         with ctx.step(f"Retire the old colour ({self.live_colour})", key="bluegreen-retire"):
             print(self.retire_live())
 

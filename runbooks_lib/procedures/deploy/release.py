@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ...config.parameters import RunbookParams
+from ...display import Said, Tables, Titled, show, titled
 from ...platform.checks import pod_checks, service_url, smoke_checks
 from ...platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ...platform.cluster import Cluster, secret_hashes
@@ -36,10 +38,8 @@ VERIFY_TITLES = {"pods": "New pods: health, readiness, version", "smoke": "Smoke
 _HOPELESS = {"ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}
 
 
-class DeployParams(BaseModel):
+class DeployParams(RunbookParams):
     """The deploy runbook's parameters, validated before anything changes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     service: str
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Image tag")
@@ -47,8 +47,9 @@ class DeployParams(BaseModel):
     dry_run: bool = False
     change_cause: str = ""
     ticket: str = ""
-    analysis_s: float = Field(10, ge=0, description="Traffic to observe before judging the new version")
-    monitor_s: float = Field(15, ge=0, description="Blue-green: watch green this long before deleting blue")
+    analysis_s: float = Field(10, ge=0, le=3600, description="Traffic to observe before judging the new version")
+    monitor_s: float = Field(15, ge=0, le=3600, description="Blue-green: watch the new colour this long before "
+                                                              "deleting the old one")
     allow_known_bad: bool = Field(False, description="Deploy a version the records or the cluster know as bad "
                                                      "(needs a change_cause saying why)")
 
@@ -75,6 +76,12 @@ class DeployRun:
         self.deployment_name = self.active_deployment()
         self._schema_change: Any = None
         self._rollout_checkpointed = False
+
+    def describe(self) -> Said:
+        """What this run deploys, where, how, and onto which live Deployment."""
+        p = self.params
+        return Said(f"deploying {self.image} to {self.ctx.env} ({p.strategy}{', dry run' if p.dry_run else ''}); "
+                    f"live deployment: {self.deployment_name}")
 
     @property
     def schema_change(self) -> Any:
@@ -139,7 +146,7 @@ class DeployRun:
 
     # -- 1. checklist ----------------------------------------------------------------------
 
-    def checklist(self) -> "pd.DataFrame":
+    def checklist(self) -> Titled:
         """The guide's pre-deployment checklist, checked; a failing item stops before any change."""
         import pandas as pd
 
@@ -182,7 +189,7 @@ class DeployRun:
         failing = table[table["status"] == "FAIL"]
         if not failing.empty:
             raise CheckFailed("pre-deployment checklist failed: " + "; ".join(f"{i}: {d}" for i, d in failing["detail"].items()))
-        return table
+        return titled("Pre-deployment checklist", table)
 
     def _known_bad_check(self) -> tuple[bool, str]:
         """A version that failed before is refused (exit 2) unless explicitly overridden with a reason."""
@@ -243,22 +250,22 @@ class DeployRun:
 
     # -- 3. secrets ------------------------------------------------------------------------
 
-    def sync_secrets(self) -> "pd.DataFrame":
+    def sync_secrets(self) -> Titled:
         """Vault's secret/veza/<env> → the Kubernetes Secret the pods read; shows keys and hashes only."""
         from ..rotation import sync_secret
         from ...platform.vault import Vault
 
         table = sync_secret(self.cluster, Vault(self.ctx.profile.vault), self.ctx.profile.vault.path, SECRET_NAME)
         self.ctx.figure("secret_keys_changed", int(table["changed"].sum()))
-        return table
+        return titled(f"{SECRET_NAME} after the sync (keys and hashes, never a value)", table)
 
     # -- 4. database migrations, before any pod changes --------------------------------------
 
-    def migrate(self) -> "pd.DataFrame":
+    def migrate(self) -> Titled:
         """A backup, then the release's pending migrations, one verified transaction each. A failing
         migration rolls itself back and stops the deploy here: no pod has changed yet."""
         try:
-            return self.schema_change.apply_for(self.params.version)
+            return titled(f"Database migrations of {self.params.version}", self.schema_change.apply_for(self.params.version))
         except CheckFailed as e:
             if not self.params.dry_run:
                 self._mark_bad(f"deploy stopped before the rollout: {e}")
@@ -322,11 +329,9 @@ class DeployRun:
 
     def rolling_update(self) -> None:
         """The rolling strategy as one record step: set the image, wait, verify; any failure rolls back."""
-        from ...display import show_tables
-
         with self.ctx.step("Rolling update and checks", key=f"rollout-{self.params.version}"), self.rollback_on_failure():
             print(self.roll_out())
-            show_tables(self.verify(), VERIFY_TITLES)
+            show(Tables(self.verify(), VERIFY_TITLES))
 
     # -- 5. automatic rollback ---------------------------------------------------------------
 

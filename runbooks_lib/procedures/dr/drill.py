@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
-from ...config.clock import utcnow
-from ...errors import CheckFailed, ParameterError
+from ...config.parameters import RunbookParams
+
+from ...display import Parts, Said, Titled, titled
+from ...config.clock import parse_time, utcnow
+from ...errors import CheckFailed, ParameterError, StepSkipped
 from ...records.secret import SecretValue
 from .postgres import sql_errors, write_and_read
 from .report import Measurement
@@ -33,16 +36,60 @@ Scenario = Literal["restore", "pitr", "failover", "full", "region"]
 FIGURES = ("rpo_s", "rto_s", "failover_s", "lost_rows", "backup_bytes", "restore_s")
 
 
-class DrillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DrillParams(RunbookParams):
+    """The DR drill's parameters: which scenario, which backup, what it must meet."""
 
-    scenario: Scenario = Field("full", description="restore | pitr | failover | full (= restore + failover) | "
-                                                   "region (the platform rebuilt in the DR region)")
+    scenario: Scenario = Field(description="restore | pitr | failover | full (= restore + failover) | "
+                                           "region (the platform rebuilt in the DR region)")
     backup: str = Field("latest", min_length=1, description="'latest' (taken now when none exists), 'new', or a backup name")
     target_time: str = Field("", description="pitr: ISO time to recover to; empty = a time the drill marks itself")
-    rto_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 4 h)")
-    rpo_target_s: float = Field(0, ge=0, description="0 = the profile's (the guide: 1 h)")
+    rto_target_s: float = Field(0, ge=0, le=7 * 24 * 3600, description="0 = the profile's (the guide: 4 h)")
+    rpo_target_s: float = Field(0, ge=0, le=7 * 24 * 3600, description="0 = the profile's (the guide: 1 h)")
     dry_run: bool = False
+
+    @field_validator("target_time")
+    @classmethod
+    def _a_past_time(cls, value: str) -> str:
+        """An ISO time, UTC when it names no zone (as the page times of an incident), not in the
+        future: checked here, before a backup is taken, not when the recovery reads it."""
+        if not value.strip():
+            return ""
+        moment = parse_time(value.strip())
+        if moment is None:
+            raise ValueError(f"not an ISO 8601 time: {value!r} (e.g. 2026-12-01T14:03:00Z)")
+        if moment > utcnow():
+            raise ValueError(f"{value} is in the future: a database can only be recovered to a time that has passed")
+        return moment.isoformat()
+
+
+#: The parts of the drill each scenario takes. The notebook runs every step; a step whose part is not
+#: in the scenario is recorded as skipped, saying so (no scenario test in the notebook).
+SCENARIO_PARTS: dict[str, frozenset[str]] = {
+    "restore": frozenset({"backup", "restore"}),
+    "pitr": frozenset({"pitr"}),
+    "failover": frozenset({"failover"}),
+    "full": frozenset({"backup", "restore", "failover"}),
+    "region": frozenset({"region"}),
+}
+#: The parts that take the primary down or build in the DR region: they need an approval where
+#: the profile requires one.
+CHANGING_PARTS = frozenset({"failover", "region"})
+
+
+class _NotThisScenario:
+    """The region's steps in a drill of another scenario: each is recorded as skipped."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+
+    def plot(self) -> None:
+        """Nothing to draw: the region was not rebuilt."""
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        def skipped(*_: Any, **__: Any) -> Any:
+            raise StepSkipped(f"not part of scenario {self.scenario}")
+        return skipped
 
 
 @dataclass
@@ -89,6 +136,11 @@ class Drill:
                                  "(the profile of the disaster-recovery region)")
         return load_profile(name)
 
+    def _takes(self, part: str) -> None:
+        """Go on only when this scenario takes ``part`` of the drill; else the step is skipped."""
+        if part not in SCENARIO_PARTS[self.params.scenario]:
+            raise StepSkipped(f"not part of scenario {self.params.scenario}")
+
     def mark(self, what: str, at: datetime | None = None) -> datetime:
         moment = at or utcnow()
         self.timeline.append((moment, what))
@@ -125,19 +177,28 @@ class Drill:
     def describe_plan(self) -> str:
         """What this drill will do to the platform, for its approval gate."""
         scenario = self.params.scenario
+        parts = SCENARIO_PARTS[scenario]
         lines = [f"disaster-recovery drill, scenario {scenario}, on {self.profile.name}:"]
-        if scenario in ("restore", "full"):
+        if "restore" in parts:
             lines.append("- a backup restored into a scratch database, checked, then dropped")
-        if scenario in ("failover", "full"):
+        if "failover" in parts:
             lines += [f"- the primary taken down: {' '.join(self.profile.drill.kill_primary) or '(no command)'}",
                       "- the standby promoted; the application's DSN moved to it in Vault "
                       f"({self.profile.vault.path}) and the Secret, its Deployments restarted",
                       f"- a new standby built: {' '.join(self.profile.drill.rebuild_standby) or '(no command)'}"]
-        if scenario == "region":
+        if "region" in parts:
             lines += [f"- in the DR region ({self.profile.drill.dr_region}): a database recovered from the off-site "
                       "backup, its DSN written to the DR Vault, the platform created from the off-site manifests, "
                       "all removed again at the end; the primary region is only read"]
         return "\n".join(lines)
+
+    def approval(self) -> Any:
+        """Where the profile requires it, someone else approves a drill that takes the primary down
+        or builds in the DR region (``ctx.gate``: headless, the run stops here, exit 3); a drill that
+        only reads and restores into scratch needs none."""
+        if not SCENARIO_PARTS[self.params.scenario] & CHANGING_PARTS:
+            return Said(f"scenario {self.params.scenario} changes nothing in service: no approval needed")
+        return self.ctx.gate("drill", self.describe_plan, state=self.database_facts)
 
     def database_facts(self) -> dict[str, Any]:
         """What an approval of the drill rests on: which node is primary and which standby (a role
@@ -181,7 +242,8 @@ class Drill:
         """The region scenario's steps (runbooks_lib.procedures.dr.region), against the DR region the profile names."""
         from .region import RegionFailover
 
-        assert self.dr_profile is not None
+        if self.dr_profile is None:
+            return _NotThisScenario(self.params.scenario)
         return RegionFailover(self, self.dr_profile)
 
     # -- restore scenario --------------------------------------------------------------
@@ -200,6 +262,18 @@ class Drill:
             self.mark(f"backup {self.manifest.name} picked (taken {self.manifest.taken_at})")
         self.ctx.figure("backup_bytes", self.manifest.size)
         return self.manifest
+
+    def take_or_pick_backup(self) -> Said:
+        """The backup the drill restores: taken now (``new``, or ``latest`` with none stored), or named."""
+        self._takes("backup")
+        manifest = self.pick_backup()
+        return Said(f"{manifest.name}: {manifest.size} bytes, sha256 {manifest.sha256[:16]}..., source LSN "
+                    f"{manifest.source_lsn}, {sum(manifest.row_counts.values())} rows")
+
+    def restore_and_verify(self) -> Any:
+        """The primary declared lost, the backup restored into scratch and checked: the checks."""
+        self._takes("restore")
+        return self.restore().table()
 
     def restore(self) -> "RestoreReport":
         """Declare the primary lost now (the fault), restore the backup into scratch and check it."""
@@ -248,7 +322,12 @@ class Drill:
 
     # -- failover scenario -------------------------------------------------------------
     def fail_over(self) -> Any:
+        """The primary killed under traffic, the standby promoted, the application repointed: the timeline."""
         from .failover import DatabaseFailover
+
+        self._takes("failover")
+        if self.params.dry_run:
+            raise StepSkipped("dry run: the primary is not taken down")
 
         fo = DatabaseFailover(self.profile, self.cluster, self.vault)
         self.failover = fo
@@ -288,10 +367,12 @@ class Drill:
         return report.timeline()
 
     def rebuild_standby(self) -> str:
+        """After a failover: a new standby streaming from the promoted primary."""
         from ...platform.database import replication_status
         from ...config.profiles import load_profile
 
-        assert self.failover is not None
+        if self.failover is None:
+            raise StepSkipped("no failover in this drill: the standby is as it was")
         out = self.failover.rebuild_standby()
         fresh = load_profile(self.profile.name)  # the platform's DSNs follow the new roles
         db = fresh.database
@@ -313,8 +394,11 @@ class Drill:
     # -- point in time -----------------------------------------------------------------
     @sql_errors("point-in-time recovery")
     def point_in_time(self) -> Any:
+        """A base backup, rows written before and after a target time, the WAL archived, and a scratch
+        instance replayed to the target: rows before it present, rows after it absent."""
         import pandas as pd
 
+        self._takes("pitr")
         from ...platform.database import connect
         from .pitr import archived_up_to, force_wal_switch, recover_to_time, take_base_backup
 
@@ -352,7 +436,7 @@ class Drill:
 
     # -- report ------------------------------------------------------------------------
     def results(self) -> Any:
-        """Pass or fail per check and measurement; raises CheckFailed naming every failure."""
+        """Pass or fail per check and measurement, and the findings (raise_on_failure fails the run)."""
         import pandas as pd
 
         rows = [{"check": c.name, "value": c.detail, "target": "", "passed": c.passed} for c in self.checks]
@@ -361,14 +445,27 @@ class Drill:
                  for m in self.measurements]
         table = pd.DataFrame(rows).set_index("check")
         self.failed = [r["check"] for r in rows if r["passed"] is False]
-        return table
+        return Parts(titled("Checks and measurements against their targets", table),
+                     Said("\n".join(f"finding: {f}" for f in self.findings) or "finding: none"))
 
-    def timeline_table(self) -> Any:
+    def timeline_table(self) -> Titled:
         import pandas as pd
 
+        self.stop_heartbeat()  # the drill is over: its heartbeat rows are what they are
         start = min(t for t, _ in self.timeline) if self.timeline else utcnow()
-        return pd.DataFrame([{"UTC": t.strftime("%H:%M:%S.%f")[:-3], "+s": round((t - start).total_seconds(), 3),
-                              "event": what} for t, what in sorted(self.timeline, key=lambda x: x[0])])
+        frame = pd.DataFrame([{"UTC": t.strftime("%H:%M:%S.%f")[:-3], "+s": round((t - start).total_seconds(), 3),
+                               "event": what} for t, what in sorted(self.timeline, key=lambda x: x[0])])
+        return titled(f"Timeline of scenario {self.params.scenario} (RTO target {self.rto_target:g} s, "
+                      f"RPO target {self.rpo_target:g} s)", frame)
+
+    def trend(self) -> Titled:
+        """This drill's figures against earlier drills of this environment (oldest first)."""
+        return titled("This drill against earlier ones", trend(self.ctx.env, {"scenario": self.params.scenario,
+                                                                                **self.ctx.figures}))
+
+    def plot_trend(self) -> Any:
+        """RTO, RPO and failover time of each drill, oldest first."""
+        return plot_trend(self.trend().frame)
 
     def raise_on_failure(self) -> str:
         self.results()

@@ -8,12 +8,12 @@ cannot mislead the query), draw the decision before taking it, and raise with th
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ...display import show
 from ...config.clock import parse_time
 from ...platform.cluster import pod_state
 from ...errors import CheckFailed, NoData
@@ -26,16 +26,7 @@ if TYPE_CHECKING:
     from ...platform.metrics import Metrics
     from ...platform.signals import GoldenSignals
 
-__all__ = ["Before", "Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "show", "signals_before"]
-
-
-def show(figure: Any) -> None:
-    """Display a figure in the notebook (the record); outside a kernel there is nothing to show."""
-    ipython = sys.modules.get("IPython")
-    if ipython is not None and ipython.get_ipython() is not None:
-        from IPython.display import display
-
-        display(figure)
+__all__ = ["Before", "Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "signals_before"]
 
 
 def _pod_selector(service: str, pods: list[str]) -> str:

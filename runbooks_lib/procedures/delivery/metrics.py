@@ -1,0 +1,60 @@
+"""The delivery metrics runbook's steps: read the records once, then each group's table and plot."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...display import Said, Titled
+from .report import DeliveryParams, DeliveryReport, commit_times, delivery_report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ...run.context import RunContext
+
+__all__ = ["DeliveryMetrics"]
+
+# The plot of each group of the notebook, by the name of its table (plots.plot_<name>).
+_PLOTS = {"frequency": "plot_frequency", "lead_time": "plot_lead_time", "change_failure": "plot_change_failure",
+          "recovery": "plot_recovery", "success": "plot_success", "rollbacks": "plot_rollbacks",
+          "canary": "plot_canary_aborts", "drills": "plot_drills"}
+
+
+class DeliveryMetrics:
+    """One delivery metrics run over the records catalog, as its parameters say."""
+
+    def __init__(self, ctx: "RunContext", params: DeliveryParams) -> None:
+        self.ctx = ctx
+        self.params = params
+        self.report: DeliveryReport | None = None
+
+    def read(self) -> Titled:
+        """The records of the window, turned into deployments, failed changes and recoveries; the overview."""
+        p = self.params
+        self.report = delivery_report(env=None if p.all_environments else self.ctx.env, service=p.service,
+                                      since=p.since, until=p.until, commits=commit_times(self.ctx.profile))
+        return self.table("overview")
+
+    def table(self, name: str) -> Titled:
+        """One group's table, titled (``overview``, ``frequency``, ``lead_time``, ``change_failure``,
+        ``failed_changes``, ``recovery``, ``success``, ``rollbacks``, ``canary``, ``drills``)."""
+        return self._report().titled(name)
+
+    def plot(self, name: str) -> "Figure":
+        """One group's plot (the names of ``table`` that have one)."""
+        from . import plots
+
+        if name not in _PLOTS:
+            raise ValueError(f"no plot named {name!r}; there are: {', '.join(_PLOTS)}")
+        drawn: Any = getattr(plots, _PLOTS[name])(self._report())
+        return drawn
+
+    def assessment(self) -> Said:
+        """The figures into the record, and what meets the guide's targets, in words."""
+        report = self._report()
+        report.record_figures(self.ctx)
+        return Said(report.assessment())
+
+    def _report(self) -> DeliveryReport:
+        if self.report is None:
+            raise ValueError("read the records first (read())")
+        return self.report
