@@ -395,3 +395,15 @@ def test_the_notice_target_comes_from_the_parameter_or_the_profile() -> None:
     assert isinstance(notifier_for("https://hooks.example/T/B/X", without), WebhookNotifier)
     with pytest.raises(ValidationError, match="webhook URL"):
         IncidentParams(service="x", severity="P2", summary="abc", notify="slack-channel")
+
+
+def test_a_pod_that_is_gone_dates_nothing() -> None:
+    """Back-to-back incidents: the last one's failing pod was rolled back 20 s before this page,
+    within the slack that lets a breach end just before its page. Only the pods that run now date it."""
+    frame = fine_frame({"all": (0, 560, None), "old-pod": (550, 560, 580), "new-pod": (590, 595, None)})
+    frame.loc[frame.index > T0 + timedelta(seconds=580), "old-pod"] = math.nan
+    anyone = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER)
+    assert anyone.at == T0 + timedelta(seconds=560) and anyone.dated_by == "old-pod"  # what misled it
+    live = incident_breach(frame, None, success_rate_min=0.99, p99_max_ms=500, reference=TRIGGER,
+                           alive={"new-pod"})
+    assert live.at == T0 + timedelta(seconds=595) and live.dated_by == "new-pod" and set(live.series) == {"new-pod"}

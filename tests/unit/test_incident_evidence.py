@@ -1,25 +1,35 @@
-"""incident.evidence: which pods fail now, read from Prometheus through the real client."""
+"""incident.evidence: which ReplicaSets fail now, each on its own pods' requests, read through the real client."""
 from __future__ import annotations
 
-from runbooks_lib.procedures.incident.evidence import failing_pods, window_seconds
 from runbooks_lib.platform.metrics import Metrics
+from runbooks_lib.procedures.incident.evidence import judge_replica_sets, window_seconds
 
 from .backends import PrometheusStub
 
+OWNERS = {"bad-a": "rs-bad", "bad-b": "rs-bad", "slow-a": "rs-slow", "young-a": "rs-young", "fine-a": "rs-fine",
+          "fine-b": "rs-fine"}
 
-def test_failing_pods_are_those_whose_own_requests_miss_the_slos(prom: PrometheusStub) -> None:
+
+def test_each_live_replica_set_is_judged_on_its_own_pods(prom: PrometheusStub) -> None:
     pods = lambda *values: [({"pod": name}, value) for name, value in values]  # noqa: E731
-    prom.answer(r"^sum by \(pod\) \(increase", pods(("erroring", 200), ("slow", 200), ("unlucky", 20), ("fine", 300)))
-    prom.answer(r"^\(sum by \(pod\) \(increase", pods(("erroring", 16), ("unlucky", 1)))
-    prom.answer(r"histogram_quantile", pods(("erroring", 40), ("slow", 900), ("unlucky", 40), ("fine", 40)))
-    failing = failing_pods(Metrics(prom.url), "veza-backend-api", "1m", 0.99, 500)
-    assert failing == {"erroring": "92.0 % success of 200 requests over 1m",
-                       "slow": "p99 900 ms over 1m (SLO ≤ 500 ms)"}
-    # One error in 20 requests misses 99 % but shows nothing: the sequential test does not blame it.
+    prom.answer(r"^sum by \(pod\) \(increase", pods(("bad-a", 60), ("bad-b", 60), ("slow-a", 200), ("young-a", 20),
+                                                      ("fine-a", 150), ("fine-b", 150), ("gone-a", 500)))
+    prom.answer(r"^\(sum by \(pod\) \(increase", pods(("bad-a", 5), ("bad-b", 5), ("young-a", 1), ("gone-a", 400)))
+    prom.answer(r"histogram_quantile", pods(("bad-a", 40), ("bad-b", 40), ("slow-a", 900), ("young-a", 40),
+                                             ("fine-a", 40), ("fine-b", 40)))
+    judged = judge_replica_sets(Metrics(prom.url), "veza-backend-api", "1m", 0.99, 500, OWNERS)
+    assert set(judged) == {"rs-bad", "rs-slow", "rs-young", "rs-fine"}  # a pod that is gone is not judged
+    assert (judged["rs-bad"].state, judged["rs-bad"].pods) == ("bad", ("bad-a", "bad-b"))
+    # 10 errors in 120 requests: one pod alone (5 in 60) would not yet rule either way
+    assert judged["rs-bad"].why == "91.7 % success of 120 requests over 1m"
+    assert judged["rs-slow"].state == "bad" and "slow-a p99 900 ms (SLO ≤ 500 ms)" in judged["rs-slow"].why
+    assert judged["rs-young"].state == "continue" and not judged["rs-young"].decided  # 1 error in 20: too few
+    assert judged["rs-fine"].state == "good" and judged["rs-fine"].decided  # 300 requests rule out 5 % errors
 
 
-def test_failing_pods_is_empty_when_prometheus_cannot_tell(prom: PrometheusStub) -> None:
-    assert failing_pods(Metrics("http://127.0.0.1:9", timeout_s=0.5), "veza-backend-api", "1m", 0.99, 500) == {}
+def test_nothing_is_judged_when_prometheus_cannot_tell() -> None:
+    assert judge_replica_sets(Metrics("http://127.0.0.1:9", timeout_s=0.5), "veza-backend-api", "1m", 0.99, 500,
+                              OWNERS) == {}
 
 
 def test_window_seconds() -> None:

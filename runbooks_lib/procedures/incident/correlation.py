@@ -129,7 +129,7 @@ class Breach:
 
 def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", *, success_rate_min: float,
                     p99_max_ms: float, reference: datetime, gap_s: float = 0.0,
-                    failing: Iterable[str] = ()) -> Breach:
+                    failing: Iterable[str] = (), alive: Iterable[str] | None = None) -> Breach:
     """The onset of this incident's breach, from fine series: one column per pod (or version), "all"
     for the service.
 
@@ -138,7 +138,8 @@ def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", 
     dated by those pods, not by its first failure. The pods known to be failing now (``failing``,
     by a stronger test than one window) date it by the earliest of their onsets; without one of
     them in breach, the earliest onset of any series in breach at ``reference``; else the
-    service's own breach (or None)."""
+    service's own breach (or None). With ``alive`` (the pods that run now), a pod that is gone
+    dates nothing: its breach ended with it (the last incident's pods, rolled back seconds ago)."""
     series: dict[str, datetime] = {}
     overall: list[datetime] = []
     for frame, threshold, below in ((success, success_rate_min, True), (p99, p99_max_ms, False)):
@@ -150,7 +151,7 @@ def incident_breach(success: "pd.DataFrame | None", p99: "pd.DataFrame | None", 
                 continue
             if column == "all":
                 overall.append(start)
-            else:
+            elif alive is None or column in set(alive):
                 series[column] = min(start, series.get(column, start))
     known = {name: at for name, at in series.items() if name in set(failing)}
     for candidates in (known, series):

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ...platform.metrics import Metrics
     from ...platform.signals import GoldenSignals
 
-__all__ = ["SignalFrames", "signal_frames", "onset_frames", "failing_pods", "current_signals", "versions_seen",
+__all__ = ["SignalFrames", "signal_frames", "onset_frames", "ReplicaSetJudgement", "judge_replica_sets", "current_signals", "versions_seen",
            "usable_window", "window_seconds", "SIGNALS", "WINDOWS"]
 
 SIGNALS = ("requests_per_s", "success_rate", "p99_ms")
@@ -146,11 +146,27 @@ def onset_frames(metrics: "Metrics", service: str, reference: datetime, minutes:
     return result
 
 
-def failing_pods(metrics: "Metrics", service: str, window: str, success_rate_min: float,
-                 p99_max_ms: float) -> dict[str, str]:
-    """Pods whose own requests over ``window`` miss the SLOs, each with the numbers in words: an
-    error rate the canary judge's sequential test calls bad (one error in a handful of requests
-    blames nobody), or a p99 above its bound. Empty when Prometheus cannot tell."""
+@dataclass(frozen=True)
+class ReplicaSetJudgement:
+    """What a live ReplicaSet's own requests show: ``state`` is the canary judge's sequential test
+    on its errors ("bad", "good", or "continue": too few requests yet), made "bad" by a pod whose
+    p99 is above its bound; ``why`` says it in numbers."""
+
+    replica_set: str
+    pods: tuple[str, ...]
+    state: str
+    why: str
+
+    @property
+    def decided(self) -> bool:
+        return self.state != "continue"
+
+
+def judge_replica_sets(metrics: "Metrics", service: str, window: str, success_rate_min: float, p99_max_ms: float,
+                       owners: dict[str, str]) -> dict[str, ReplicaSetJudgement]:
+    """Each live ReplicaSet of ``service`` (``owners``: pod -> its ReplicaSet, the pods that run
+    now) judged on its own pods' requests over ``window``. Per ReplicaSet, not per pod: three pods
+    of a release decide three times sooner than one. Empty when Prometheus cannot tell."""
     from ..judging.judgement import evidence
     from ...platform.signals import error_count, latency_quantile, request_count, selector
 
@@ -161,21 +177,22 @@ def failing_pods(metrics: "Metrics", service: str, window: str, success_rate_min
         p99 = {labels.get("pod", ""): value for labels, value in metrics.vector(latency_quantile(0.99, sel, window, "pod"))}
     except (BackendUnavailable, RunbookError):
         return {}
-    failing: dict[str, str] = {}
-    for pod, served in requests.items():
-        if not pod or served <= 0:
-            continue
-        success = 1 - errors.get(pod, 0.0) / served
-        weight = evidence(success_rate_min, served, success)
-        latency = p99.get(pod)
-        why = []
-        if weight is not None and weight.state == "bad":
-            why.append(f"{100 * success:.1f} % success of {served:.0f} requests over {window}")
-        if latency is not None and math.isfinite(latency) and latency > p99_max_ms:
-            why.append(f"p99 {latency:.0f} ms over {window} (SLO ≤ {p99_max_ms:g} ms)")
-        if why:
-            failing[pod] = "; ".join(why)
-    return failing
+    groups: dict[str, list[str]] = {}
+    for pod, owner in owners.items():
+        groups.setdefault(owner, []).append(pod)
+    judged = {}
+    for owner, pods in sorted(groups.items()):
+        served = sum(requests.get(pod, 0.0) for pod in pods)
+        failed = sum(errors.get(pod, 0.0) for pod in pods)
+        slow = [f"{pod} p99 {p99[pod]:.0f} ms" for pod in pods if requests.get(pod, 0.0) >= 20
+                and math.isfinite(p99.get(pod, math.nan)) and p99[pod] > p99_max_ms]
+        weight = evidence(success_rate_min, served, 1 - failed / served) if served > 0 else None
+        state = "bad" if slow else (weight.state if weight is not None else "continue")
+        what = (f"{100 * (1 - failed / served):.1f} % success of {served:.0f} requests over {window}" if served
+                else f"no request counted over {window} yet")
+        why = "; ".join([what, *(f"{s} (SLO ≤ {p99_max_ms:g} ms)" for s in slow)])
+        judged[owner] = ReplicaSetJudgement(owner, tuple(sorted(pods)), state, why)
+    return judged
 
 
 def current_signals(metrics: "Metrics", services: Sequence[str], window: str) -> dict[str, "GoldenSignals | None"]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from ...config.parameters import RunbookParams
 
 __all__ = ["IncidentParams", "SEVERITIES", "ALL_SERVICES"]
 
@@ -24,12 +26,10 @@ SEVERITIES = {
 CLOCK_SKEW = timedelta(seconds=5)
 
 
-class IncidentParams(BaseModel):
+class IncidentParams(RunbookParams):
     """What the on-call engineer says about the incident."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    service: str = Field(min_length=1, description="One service of the catalog, or 'all'")
+    service: str = Field(ALL_SERVICES, min_length=1, description="One service of the catalog, or 'all' (the default)")
     severity: Literal["P0", "P1", "P2", "P3"] = Field(description="The guide's severity levels")
     summary: str = Field(min_length=3, max_length=500, description="What is wrong, in a line")
     triggered_at: str = Field("", validate_default=True, description="When the page fired (ISO 8601, UTC if no offset); empty = now")

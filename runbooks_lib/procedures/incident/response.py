@@ -13,11 +13,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...display import MarkdownText, Parts, Said, Titled, titled
 from ...platform.cluster import Cluster
 from ...errors import BackendUnavailable, RunbookError
 from .correlation import Breach, RankedChange, Suggestion, incident_breach, rank_changes, ranked_table, suggest
 from .evidence import (
-    SignalFrames, current_signals, failing_pods, onset_frames, signal_frames, usable_window, window_seconds,
+    SignalFrames, current_signals, judge_replica_sets, onset_frames, signal_frames, usable_window, window_seconds,
 )
 from .mitigation import MitigationResult, execute_mitigation, plan_mitigation, safe_rollback_target
 from .params import ALL_SERVICES, SEVERITIES, IncidentParams
@@ -36,6 +37,10 @@ __all__ = ["IncidentResponse", "postmortem_paths"]
 # Recovery is judged on the shortest rate window with data (evidence.usable_window): long
 # enough for a few scrapes, short enough that the errors before the mitigation leave it quickly.
 ACK_TARGET_S = 300  # the guide's §12.3: acknowledge within 5 minutes
+# How long the correlation may wait for the live ReplicaSets' own requests to tell which fail (a page
+# seconds after a push). At production rates they decide in about a second; on thin traffic the
+# sequential test's floor is some 10 to 15 s.
+EVIDENCE_WAIT_S = 60
 
 
 def postmortem_paths(ctx: "RunContext") -> tuple[Path, Path]:
@@ -169,14 +174,15 @@ class IncidentResponse:
 
     # -- 3. golden signals ---------------------------------------------------------------------
 
-    def golden_signals(self) -> "pd.DataFrame":
+    def golden_signals(self) -> Titled:
         """Series over the incident window and the hour before; the current values against the SLOs."""
         import pandas as pd
 
         slo = self.profile.slo
         if not self.metrics.is_online():
             self._missing(f"golden signals: Prometheus at {self.metrics.url} unreachable")
-            return pd.DataFrame([{"service": s, "note": "Prometheus unreachable: no signal data"} for s in self.services]).set_index("service")
+            return titled("Golden signals", pd.DataFrame([{"service": s, "note": "Prometheus unreachable: no signal data"}
+                                                          for s in self.services]).set_index("service"))
         start = self.triggered - timedelta(minutes=min(self.params.lookback_minutes, 60))
         rows = []
         for service in self.services:
@@ -199,33 +205,57 @@ class IncidentResponse:
             detect = (self.triggered - self.breach_at).total_seconds()
             # A page set before the breach (a drill's fault time) has no detection delay to report.
             self.ctx.figure("time_to_detect_s", round(detect, 1) if detect >= 0 else None)
-        return pd.DataFrame(rows).set_index("service")
+        return titled("Golden signals: the breach this incident is about, and the pods failing now",
+                      pd.DataFrame(rows).set_index("service"))
 
     def _breach_of(self, service: str) -> tuple[Breach, str]:
         """This incident's breach of ``service``, dated on the finest series (per pod, about a second
         a step, the shortest rate window), and the pods failing now. Returns the breach and, in
         words, what dated it.
 
-        Failing now: the pods whose own requests over the last minute miss the SLOs by the canary
-        judge's sequential test; where that test cannot tell yet (too few requests), the live pods
-        whose fine series is in breach."""
+        Failing now: the pods of each live ReplicaSet whose own requests miss the SLOs by the canary
+        judge's sequential test. A page can come seconds after a push, before the new pods served
+        enough to tell: the judgement waits until every live ReplicaSet is decided (at production
+        rates, about a second), at most EVIDENCE_WAIT_S, showing its progress."""
         slo = self.profile.slo
-        fine = onset_frames(self.metrics, service, self.triggered)
+        live = self.snapshot_.live_pods(service) if self.snapshot_ else {}
+        try:
+            window = usable_window(self.metrics, service)
+        except RunbookError:
+            window = "1m"  # Prometheus unreachable: the judgements below find nothing, and say so
+        judged = self._judge_until_decided(service, live, window if window_seconds(window) >= 60 else "1m")
+        self.failing_pods[service] = {pod: f"ReplicaSet {j.replica_set}: {j.why}" for j in judged.values()
+                                      if j.state == "bad" for pod in j.pods}
+        fine = onset_frames(self.metrics, service, self.triggered)  # read after the wait: the new pods' data is in
         for item in fine.missing:
             self._missing(item)
-        window = fine.window or "1m"
-        pods = failing_pods(self.metrics, service, window if window_seconds(window) >= 60 else "1m",
-                            slo.success_rate_min, slo.p99_latency_max_ms)
         breach = incident_breach(fine.frames.get("success_rate"), fine.frames.get("p99_ms"),
                                  success_rate_min=slo.success_rate_min, p99_max_ms=slo.p99_latency_max_ms,
-                                 reference=self.triggered, gap_s=window_seconds(window), failing=pods)
-        live = self.snapshot_.pod_images if self.snapshot_ else {}
-        self.failing_pods[service] = pods or {pod: f"out of its SLOs since {iso(at)}" for pod, at in breach.series.items()
-                                              if pod in live}
+                                 reference=self.triggered, gap_s=window_seconds(fine.window or window),
+                                 failing=self.failing_pods[service], alive=live if live else None)
         if breach.at is None:
             return breach, "no breach in progress at the trigger" if fine.frames else "no signal data"
         what = "the service's series" if breach.dated_by == "all" else f"pod {breach.dated_by}'s own series"
-        return breach, f"{what} ({window} rate window, {fine.step_s:g} s steps)"
+        return breach, f"{what} ({fine.window} rate window, {fine.step_s:g} s steps)"
+
+    def _judge_until_decided(self, service: str, live: dict[str, str], window: str) -> dict[str, Any]:
+        """Each live ReplicaSet judged on its own requests, again every second until all are
+        decided or EVIDENCE_WAIT_S has passed (a bar shows how many are decided)."""
+        from ...display import progress_bar
+
+        slo = self.profile.slo
+        deadline = time.monotonic() + EVIDENCE_WAIT_S
+        groups = len(set(live.values()))
+        with progress_bar(total=groups, desc=f"{service}: ReplicaSets judged on their own requests",
+                          unit="rs", disable=not groups) as bar:
+            while True:
+                judged = judge_replica_sets(self.metrics, service, window, slo.success_rate_min,
+                                            slo.p99_latency_max_ms, live)
+                bar.n = sum(j.decided for j in judged.values())
+                bar.refresh()
+                if not judged or all(j.decided for j in judged.values()) or time.monotonic() > deadline:
+                    return judged
+                time.sleep(1)
 
     def _failing_images(self, service: str) -> set[str]:
         """The image versions the failing pods of ``service`` run."""
@@ -276,7 +306,7 @@ class IncidentResponse:
 
     # -- 4. correlation ------------------------------------------------------------------------
 
-    def correlate(self) -> "pd.DataFrame":
+    def correlate(self) -> Parts:
         """Changes ranked against the moment the signals degraded, and the suggested mitigation."""
         snap = self.snapshot_ or self.snapshot()
         # The failing pods: the unhealthy ones and those whose own requests miss the SLOs, whatever
@@ -290,7 +320,7 @@ class IncidentResponse:
                                    failing_replica_sets=replica_sets, reference=self.triggered)
         self.suggestion = suggest(self.ranked, self.breach_at, unhealthy_services=snap.unhealthy_services,
                                   prior_incidents=self.prior)
-        return ranked_table(self.ranked)
+        return Parts(Said(self.suggested()), titled("Changes of the window, most likely cause first", ranked_table(self.ranked)))
 
     def suggested(self) -> str:
         s = self.suggestion or suggest([], self.breach_at)
@@ -373,7 +403,7 @@ class IncidentResponse:
 
     # -- 6. recovery ---------------------------------------------------------------------------
 
-    def verify_recovery(self, timeout_s: float | None = None) -> "pd.DataFrame":
+    def verify_recovery(self, timeout_s: float | None = None) -> Parts:
         """Re-measure until every service is within its SLOs (after an executed mitigation), or once."""
         import pandas as pd
         from ...display import progress_bar
@@ -420,7 +450,7 @@ class IncidentResponse:
                  "p99 ms": None if g is None or g.p99_ms is None else round(g.p99_ms, 1),
                  f"SLO ≤ {slo.p99_latency_max_ms:g} ms": None if g is None or g.p99_ms is None else g.p99_ms <= slo.p99_latency_max_ms}
                 for s, g in signals.items()]
-        return pd.DataFrame(rows).set_index("service")
+        return Parts(Said(self.recovery_verdict()), titled(f"Signals now, over {window}", pd.DataFrame(rows).set_index("service")))
 
     def recovery_verdict(self) -> str:
         f = self.ctx.figures
@@ -480,13 +510,14 @@ class IncidentResponse:
 
     # -- 7. timeline and post-mortem ---------------------------------------------------------
 
-    def notifications(self) -> "pd.DataFrame":
+    def notifications(self) -> Titled:
         import pandas as pd
 
         from ...platform.notify import delivery_row
 
-        return pd.DataFrame([delivery_row(d) for d in self.notifier.sent],
-                            columns=["status", "to", "delivered", "at", "error", "message"])
+        return titled("Notices: what was sent, to where (the webhook's host only), delivered or not",
+                      pd.DataFrame([delivery_row(d) for d in self.notifier.sent],
+                                   columns=["status", "to", "delivered", "at", "error", "message"]))
 
     def _notify(self, status: str, detail: str = "") -> None:
         from ...platform.notify import Notice
@@ -536,7 +567,7 @@ class IncidentResponse:
             trigger=trigger, detection=detection, resolution=resolution, impact_notes=notes, supporting=supporting,
         )
 
-    def write_postmortem(self) -> str:
+    def write_postmortem(self) -> Parts:
         """The draft as Markdown and HTML next to the record, linked from the summary."""
         md_path, html_path = postmortem_paths(self.ctx)
         md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -550,7 +581,12 @@ class IncidentResponse:
         relative = md_path.relative_to(root).as_posix() if md_path.is_relative_to(root) else str(md_path)
         self.ctx.link("postmortem", relative)
         self.ctx.link("postmortem-html", relative.removesuffix(".md") + ".html")
-        return f"post-mortem draft: {md_path} (and {html_path.name}); sealed and published with the record"
+        missing = self.timeline.missing
+        return Parts(Said(f"post-mortem draft: {md_path} (and {html_path.name}); sealed and published with the record"),
+                     Said("\n".join(["evidence that could not be read:"] + [f"  - {m}" for m in missing])
+                          if missing else "every source of evidence answered"),
+                     titled("Timeline (UTC)", self.timeline_table()))
 
-    def postmortem_markdown(self) -> str:
-        return render_markdown(self.postmortem())
+    def postmortem_markdown(self) -> MarkdownText:
+        """The draft as written, rendered."""
+        return MarkdownText(render_markdown(self.postmortem()))

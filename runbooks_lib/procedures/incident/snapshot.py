@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ...display import Parts, Said, titled
 from ...config.clock import parse_time
 from ...platform.cluster import condition, deployment_state, pod_state
 from ...errors import RunbookError
@@ -60,6 +61,29 @@ class Snapshot:
     first_warning: dict[str, Any] | None = None
     pod_images: dict[str, str] = field(default_factory=dict)  # pod name -> its (first) container's image
     pod_owners: dict[str, str] = field(default_factory=dict)  # pod name -> the ReplicaSet (controller) that owns it
+    pod_apps: dict[str, str] = field(default_factory=dict)  # pod name -> its app label (the service)
+
+    def live_pods(self, service: str) -> dict[str, str]:
+        """The pods of ``service`` at the snapshot, each with its ReplicaSet."""
+        return {pod: owner for pod, owner in self.pod_owners.items() if self.pod_apps.get(pod) == service}
+
+    def shown(self) -> Parts:
+        """The snapshot as the record shows it: findings and missing evidence in words, then the
+        deployments, the unhealthy pods, the recent events, their logs and the window's changes."""
+        findings = ("\n".join(["findings:"] + [f"  - {f}" for f in self.findings]) if self.findings
+                    else "no inconsistency in the deployments")
+        missing = ("\n".join(["evidence missing:"] + [f"  - {m}" for m in self.missing]) if self.missing
+                   else "every source of evidence answered")
+        return Parts(Said(findings), Said(missing), titled("Deployments", self.deployments),
+                     titled("Pods not ready, restarting or crash-looping", self.unhealthy_pods),
+                     titled("Recent events, warnings first", self.events.head(20)), Said(self.logs_text()),
+                     titled("Changes in the lookback window (newest first)", self.changes_table()))
+
+    def _repr_html_(self) -> str:
+        return self.shown()._repr_html_()
+
+    def __repr__(self) -> str:
+        return repr(self.shown())
 
     def changes_table(self) -> "pd.DataFrame":
         import pandas as pd
@@ -309,5 +333,6 @@ def take_snapshot(cluster: "Cluster", services: Sequence[str], since: datetime, 
               for p in pods}
     owners = {p["metadata"]["name"]: owner["name"] for p in pods
               for owner in p["metadata"].get("ownerReferences") or [] if owner.get("controller")}
+    apps = {p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get("app") or "" for p in pods}
     return Snapshot(now, deployments, unhealthy, _events_table(events), logs, changes, missing, findings,
-                    failing, unhealthy_services, first_warning, images, owners)
+                    failing, unhealthy_services, first_warning, images, owners, apps)
