@@ -103,21 +103,23 @@ def _report(result: "object") -> None:
 @cli.command("approve")
 @click.argument("run_id")
 @click.option("--as", "approver", default=None, metavar="NAME",
-              help="Who approves (default: you, as RUNBOOK_OPERATOR, the kubeconfig user or the OS user name you).")
+              help="Only a check: the name of the person whose Vault login VAULT_TOKEN is (refused if it is not).")
 @click.option("--reason", default="", help="Why, for the record.")
 def approve_command(run_id: str, approver: str | None, reason: str) -> None:
     """Approve the gate run RUN_ID stopped at (exit 3); `runbook resume RUN_ID` then continues it.
 
-    Where the profile requires four eyes, the run's own operator cannot approve (exit 4).
-    The approval is journaled and chained into the ledger; it expires after the profile's
-    approvals.expires_after_s.
+    The approver is whoever the Vault token belongs to (VAULT_TOKEN: your own login; in the
+    sandbox, `runbook sandbox login NAME`), never a typed name. Where the profile requires four
+    eyes, the run's own operator cannot approve (exit 4). The approval signs the change's digest
+    with Vault's approvals key; it is journaled and chained into the ledger, and expires after the
+    profile's approvals.expires_after_s.
     """
     from .run.approvals import approve, what_changes
     from .run.journal import find_journal
 
     approval = approve(run_id, approver, reason)
     change = what_changes(find_journal(run_id).entries(), approval.gate)
-    click.echo(f"run {run_id}, gate {approval.gate}: {approval.describe()}")
+    click.echo(f"run {run_id}, gate {approval.gate}: {approval.describe()}; change {approval.digest}")
     if change:
         click.echo(f"the change approved (as the run showed it when it stopped):\n{change}")
     click.echo(f"next: runbook resume {run_id}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from runbooks_lib.errors import RunbookError
+
 from .servers.ports import ServerError
 
 __all__ = ["sandbox"]
@@ -292,6 +294,27 @@ def notifications_command(state_dir: Path | None, as_json: bool) -> None:
     for m in messages:
         flag = f"  [TOKEN SHAPES: {', '.join(m['secret_shapes'])}]" if m.get("secret_shapes") else ""
         click.echo(f"{m['received_at']}  {m.get('text')}{flag}")
+
+
+@sandbox.command("login")
+@_state_dir_option
+@click.argument("person")
+def login_command(state_dir: Path | None, person: str) -> None:
+    """Log PERSON (alice, bob, carol) into the sandbox's OpenBao; the token goes to a 0600 file.
+
+    Runs, approvals and records then know who acted from the token, not from a typed name:
+    export VAULT_TOKEN=$(cat <the file>)."""
+    from .servers.people import login
+
+    box = _sandbox(state_dir)
+    address = box.env().get("VAULT_ADDR")
+    if not address or not box.is_running():
+        raise _fail(ServerError(f"the sandbox is not running ({box.state_dir}): `runbook sandbox up` starts it"))
+    try:
+        path = login(address, box.state_dir, person)
+    except (LookupError, RunbookError) as e:
+        raise _fail(e) from e
+    click.echo(f"{person} logged in; token in {path} (mode 0600): export VAULT_TOKEN=$(cat {path})")
 
 
 @sandbox.command("load")

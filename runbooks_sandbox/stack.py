@@ -244,6 +244,11 @@ class Sandbox:
                 f"Redis :{redis.port}; OpenBao {openbao.address}")
             openbao.seed(("sandbox", "staging", "production"), database_urls={"sandbox": postgres.primary_dsn},
                          redis_urls={"sandbox": redis.url})
+            from .servers.people import seed_people
+
+            people = seed_people(openbao.client(), self.state_dir)
+            say(f"people in OpenBao (userpass): {'; '.join(f'{n} ({p})' for n, p in people.items())}; "
+                "`runbook sandbox login NAME`")
             from .manifests import apply_veza, wait_available
 
             apply_veza(supervisor["kubeconfig"], self.home, openbao.address, openbao.root_token or "")
@@ -416,8 +421,10 @@ class Sandbox:
         for host, port in ports:
             if not wait_port_closed(port, host, timeout=10.0):
                 say(f"warning: {host}:{port} is still bound")
-        for path in (self.env_path, self.supervisor_status_path, self.state_path, self.state_dir / "kubeconfig"):
+        for path in (self.env_path, self.supervisor_status_path, self.state_path, self.state_dir / "kubeconfig",
+                     self.state_dir / "people.json"):
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.state_dir / "tokens", ignore_errors=True)  # the people's logins end with the sandbox
         say("stopped")
         return stopped
 

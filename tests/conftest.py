@@ -99,3 +99,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return next((group for prefix, group in _GROUPS.items() if nodeid.startswith(prefix)), nodeid)
 
     return SharedSandboxes(config, log)
+
+
+# -- a real OpenBao with the sandbox's people (alice, bob, carol), for approvals and identity --------
+
+@pytest.fixture(scope="module")
+def vault_people(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real OpenBao dev server (0.2 s) seeded as `sandbox up` seeds it: secret/veza/*, the transit
+    keys, and the people with their policies. Yields its address, the root token and each person's
+    login token (userpass)."""
+    from runbooks_lib.platform.vault import login_userpass
+    from runbooks_sandbox.servers import OpenBaoServer
+    from runbooks_sandbox.servers.people import read_passwords, seed_people
+
+    state = tmp_path_factory.mktemp("openbao")
+    server = OpenBaoServer(state).start()
+    try:
+        server.seed(("sandbox", "production"))
+        seed_people(server.client(), state)
+        passwords = read_passwords(state)
+        tokens = {name: login_userpass(server.address, name, password).reveal() for name, password in passwords.items()}
+        yield {"address": server.address, "root": server.root_token, "tokens": tokens, "passwords": passwords}
+    finally:
+        server.stop()

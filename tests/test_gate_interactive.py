@@ -1,8 +1,9 @@
-"""The gate in a live kernel, as in JupyterLab: someone at the keyboard approves or denies.
+"""The gate in a live kernel, as in JupyterLab: someone at the keyboard logs in and approves or denies.
 
-No browser: a jupyter_client drives a real IPython kernel and answers its input() requests on the
-stdin channel, as JupyterLab's prompt would. The profile requires approvals; no cluster is
-needed (``check_cluster=False``), so this runs without the sandbox.
+No browser: a jupyter_client drives a real IPython kernel and answers its input() and getpass()
+requests on the stdin channel, as JupyterLab's prompt would. The profile requires approvals; its
+Vault is a real OpenBao with the sandbox's people, the run is alice's login; no cluster is needed
+(``check_cluster=False``). A typed name approves nothing: the approver logs in at the prompt.
 """
 from __future__ import annotations
 
@@ -15,18 +16,21 @@ import pytest
 
 from .live_kernel import live_kernel
 
-PROFILE = {
-    "name": "gated",
-    "cluster": {"namespace": "veza-gated", "identity": {"expected": "uid-of-nothing"}},
-    "vault": {"address": "http://127.0.0.1:9", "path": "secret/veza/gated"},
-    "prometheus": {"url": "http://127.0.0.1:9"},
-    "approvals": {"required": True, "four_eyes": True, "approvers": ["bob", "carol"]},
-}
+def profile(address: str) -> dict[str, Any]:
+    return {
+        "name": "gated",
+        "cluster": {"namespace": "veza-gated", "identity": {"expected": "uid-of-nothing"}},
+        "vault": {"address": address, "path": "secret/veza/gated"},
+        "prometheus": {"url": "http://127.0.0.1:9"},
+        "approvals": {"required": True, "four_eyes": True, "approvers": ["bob", "carol"]},
+    }
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
-    with live_kernel(tmp_path_factory.mktemp("gated-home"), PROFILE, RUNBOOK_OPERATOR="alice") as started:
+def kernel(tmp_path_factory: pytest.TempPathFactory, vault_people: dict[str, Any]) -> Iterator[tuple[Any, Path]]:
+    # Alice operates (her login in the kernel's VAULT_TOKEN); RUNBOOK_OPERATOR says bob, and is ignored.
+    with live_kernel(tmp_path_factory.mktemp("gated-home"), profile(vault_people["address"]),
+                     VAULT_TOKEN=vault_people["tokens"]["alice"], RUNBOOK_OPERATOR="bob") as started:
         yield started
 
 
@@ -64,27 +68,35 @@ def run_id_of(kc: Any) -> str:
     return reply["content"]["user_expressions"]["run_id"]["data"]["text/plain"].strip("'")
 
 
-def test_a_listed_approver_at_the_keyboard_lets_the_change_through_and_a_denial_stops_it(kernel: Any) -> None:
+def test_a_listed_approver_logs_in_at_the_keyboard_and_a_denial_stops_the_change(
+        kernel: Any, vault_people: dict[str, Any]) -> None:
     kc, records = kernel
+    passwords = vault_people["passwords"]
     start = run_cell(kc, "import runbooks_lib\nctx = runbooks_lib.start('deploy', 'gated', check_cluster=False)", [])
     assert start["status"] == "ok", start
     run_id = run_id_of(kc)
+    assert journal(records, run_id)[0]["operator"] == "alice"  # the login, not RUNBOOK_OPERATOR
 
-    approved = run_cell(kc, "approval = ctx.gate('rollout', '+ image: v2')", ["bob", "yes", "CHG-9 reviewed"])
+    approved = run_cell(kc, "approval = ctx.gate('rollout', '+ image: v2')",
+                        ["bob", passwords["bob"], "yes", "CHG-9 reviewed"])
     assert approved["status"] == "ok", approved
-    assert len(approved["prompts"]) == 3 and "who approves" in approved["prompts"][0]
+    assert len(approved["prompts"]) == 4 and "Vault user name" in approved["prompts"][0]
     entries = journal(records, run_id)
     passed = [e for e in entries if e["event"] == "gate-passed"]
     assert passed and passed[-1]["approver"] == "bob" and passed[-1]["reason"] == "CHG-9 reviewed"
-    assert any(e["event"] == "approved" and e["approver"] == "bob" for e in entries)
+    assert passed[-1]["signature"].startswith("vault:v1:") and passed[-1]["approver_entity"]
+    assert not any(passwords["bob"] in json.dumps(e) for e in entries)  # a password never reaches the journal
 
-    # Alice operates: her own approval is refused (four eyes), and dave is not a listed approver.
-    mine = run_cell(kc, "ctx.gate('flip', '+ color: green')", ["alice"])
+    # Alice operates: her own login is refused (four eyes), and a token belonging to nobody is too.
+    mine = run_cell(kc, "ctx.gate('flip', '+ color: green')", ["alice", passwords["alice"]])
     assert mine["status"] == "error" and mine["ename"] == "GuardRefused" and "cannot approve" in mine["evalue"]
     ctx_reset = run_cell(kc, "ctx = runbooks_lib.start('deploy', 'gated', check_cluster=False)", [])
     assert ctx_reset["status"] == "ok"
+    nobody = run_cell(kc, "ctx.gate('flip', '+ color: green')", ["", vault_people["root"]])
+    assert nobody["status"] == "error" and "belongs to no person" in nobody["evalue"]
+    ctx_reset = run_cell(kc, "ctx = runbooks_lib.start('deploy', 'gated', check_cluster=False)", [])
     run_id = run_id_of(kc)
-    denied = run_cell(kc, "ctx.gate('flip', '+ color: green')", ["carol", "no"])
+    denied = run_cell(kc, "ctx.gate('flip', '+ color: green')", ["carol", passwords["carol"], "no"])
     assert denied["status"] == "error" and denied["ename"] == "GuardRefused" and "carol denied" in denied["evalue"]
     entries = journal(records, run_id)
     assert any(e["event"] == "denied" and e["approver"] == "carol" for e in entries)

@@ -1,7 +1,8 @@
 """Environment profiles: which cluster, Vault, Prometheus, SLOs and services a run targets.
 
 A profile is ``parameters/<env>.yaml``; the service catalog is ``parameters/services.yaml``.
-Values may refer to the process environment, ``${env:NAME}`` or ``${env:NAME:-default}``, or to
+Values may refer to the process environment, ``${env:NAME}`` or ``${env:NAME:-default}`` (the
+default may be a reference itself), or to
 the live sandbox, ``${sandbox:NAME}``, read from ``.sandbox/env`` (written by ``runbook sandbox
 up``), so no tracked file is rewritten when the sandbox starts on new ports; ``${sandbox-dr:NAME}``
 reads the sandbox's disaster-recovery region (``.sandbox-dr/env``, ``runbook sandbox up
@@ -36,7 +37,9 @@ __all__ = [
 # Files in parameters/ that are not environment profiles.
 _NOT_PROFILES = {"services", "gameday"}
 
-_REF = re.compile(r"\$\{(env|sandbox|sandbox-dr):([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${source:NAME} or ${source:NAME:-default}; the default may itself be one reference, resolved
+# only when needed: ${env:VAULT_TOKEN:-${sandbox:VAULT_TOKEN}} (a person's login, else the sandbox's).
+_REF = re.compile(r"\$\{(env|sandbox|sandbox-dr):([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^{}]*\})*))?\}")
 
 
 class _Model(BaseModel):
@@ -181,6 +184,9 @@ class Approvals(_Model):
     four_eyes: bool = Field(True, description="The approver must be another person than the run's operator")
     approvers: tuple[str, ...] = Field((), description="People allowed to approve; empty = anyone but (four eyes) the operator")
     expires_after_s: float = Field(3600, gt=0, description="An approval not acted on within this time must be given again")
+    signing_key: str = Field("veza-approvals", min_length=1, description="Vault transit key an approver signs the "
+                             "change with (only approvers' policies may sign with it; anyone may verify)")
+    signing_mount: str = Field("transit", min_length=1, description="Vault transit mount of signing_key")
 
     @field_validator("approvers")
     @classmethod
@@ -341,7 +347,7 @@ def _interpolate(value: Any, where: str, sandboxes: dict[str, dict[str, str]]) -
         if found is not None:
             return found
         if default is not None:
-            return default
+            return str(_interpolate(default, where, sandboxes))
         if source == "sandbox":
             raise ProfileError(
                 f"{where} needs the sandbox's {name}, but the sandbox is not running "

@@ -14,12 +14,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import BackendUnavailable, CheckFailed, GuardRefused, NotFound, ParameterError, RunbookError
+from ..records.identity import Person
 from ..records.secret import SecretValue
 
 if TYPE_CHECKING:
     from ..config.profiles import VaultSettings
 
-__all__ = ["Vault", "VaultHealth", "fingerprint", "SECRET_NAME", "vault_key_to_secret_key"]
+__all__ = ["Vault", "VaultHealth", "Person", "fingerprint", "login_userpass", "SECRET_NAME", "vault_key_to_secret_key"]
 
 #: The Kubernetes Secret the platform's pods read, synced from Vault's ``secret/veza/<env>``.
 SECRET_NAME = "veza-secrets"
@@ -45,20 +46,43 @@ class VaultHealth:
     version: str | None
 
 
-class Vault:
-    """The Vault a profile names."""
+def login_userpass(address: str, username: str, password: str | SecretValue, timeout: float = 10) -> SecretValue:
+    """A token for ``username`` from Vault's userpass method (the sandbox's people; in production
+    a person logs in with the organisation's method and sets VAULT_TOKEN). Masked and registered."""
+    import requests
 
-    def __init__(self, settings: "VaultSettings") -> None:
+    clear = password.reveal() if isinstance(password, SecretValue) else password
+    try:
+        reply = requests.post(f"{address.rstrip('/')}/v1/auth/userpass/login/{username}", json={"password": clear},
+                              timeout=timeout)
+    except requests.RequestException as e:
+        raise BackendUnavailable(f"Vault at {address} unreachable ({type(e).__name__})") from e
+    if reply.status_code in (400, 401, 403):
+        raise GuardRefused(f"Vault: {username} could not log in (wrong user name or password)")
+    if not reply.ok:
+        raise BackendUnavailable(f"Vault: login of {username}: HTTP {reply.status_code}")
+    return SecretValue(str(reply.json()["auth"]["client_token"]), name="vault_token")
+
+
+class Vault:
+    """The Vault a profile names, with the profile's token, or with ``token`` (a person's own:
+    an approver's, a login in JupyterLab)."""
+
+    def __init__(self, settings: "VaultSettings", token: str | SecretValue | None = None) -> None:
         self.settings = settings
+        self._token = token
 
     @cached_property
     def _client(self) -> Any:
         import hvac
 
         auth = self.settings.auth
-        if auth.method != "token":
+        if self._token is not None:
+            token = self._token.reveal() if isinstance(self._token, SecretValue) else self._token
+        elif auth.method != "token":
             raise ParameterError(f"Vault auth method {auth.method!r} is not supported yet; use a token")
-        token = auth.token.get_secret_value() if auth.token else None
+        else:
+            token = auth.token.get_secret_value() if auth.token else None
         return hvac.Client(url=self.settings.address, token=token or None, timeout=10)
 
     def _translate(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -165,6 +189,32 @@ class Vault:
             name=key_name, ciphertext=wrapped, mount_point=mount,
         )
         return base64.b64decode(reply["data"]["plaintext"])
+
+    def whoami(self) -> Person:
+        """Who this client's token belongs to, as Vault says (``auth/token/lookup-self``)."""
+        reply = self._translate("look up the token", self._client.auth.token.lookup_self)
+        return Person.from_lookup(reply.get("data") or {})
+
+    def sign(self, statement: bytes, key_name: str, mount: str = "transit") -> str:
+        """Vault transit's signature of ``statement`` with ``key_name`` (``vault:v1:...``): only a
+        token whose policy may sign with that key gets one (the approvers' key)."""
+        import base64
+
+        reply = self._translate(f"sign with {mount}/keys/{key_name}", self._client.secrets.transit.sign_data,
+                                name=key_name, hash_input=base64.b64encode(statement).decode(), mount_point=mount)
+        return str(reply["data"]["signature"])
+
+    def verify(self, statement: bytes, signature: str, key_name: str, mount: str = "transit") -> bool:
+        """Whether ``signature`` is ``key_name``'s over ``statement`` (any key version still kept)."""
+        import base64
+
+        try:
+            reply = self._translate(f"verify with {mount}/keys/{key_name}", self._client.secrets.transit.verify_signed_data,
+                                    name=key_name, hash_input=base64.b64encode(statement).decode(), signature=signature,
+                                    mount_point=mount)
+        except CheckFailed:  # a malformed signature: not valid
+            return False
+        return bool((reply.get("data") or {}).get("valid"))
 
     def token_identity(self) -> dict[str, str]:
         """Who the token belongs to (display name, accessor): an operator identity, never the token."""

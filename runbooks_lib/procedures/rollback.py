@@ -196,7 +196,8 @@ class RollbackRun:
         return next((r for r in self.revisions if r.number == number), None)
 
     def preview(self) -> str:
-        """The planned rollback as the API server would make it (``dryRun=All``): a diff, nothing stored."""
+        """The planned rollback as the API server would make it (``dryRun=All``): a diff, nothing
+        stored; and the down migrations that will run before it."""
         from ..platform.cluster import Cluster
         from ..platform.rollout import diff_objects, undo
 
@@ -205,7 +206,8 @@ class RollbackRun:
         dry = Cluster(self.ctx.profile, dry_run=True, client=self.cluster.client)
         before = dry.deployment(self.deployment)
         _, after = undo(dry, self.deployment, self.target.number)
-        return f"deployment/{self.deployment}: revision {self.current} → {self.target.number}\n{diff_objects(before, after)}"
+        return (f"deployment/{self.deployment}: revision {self.current} → {self.target.number}\n{diff_objects(before, after)}"
+                f"\n{self.schema_change.to_run_for_rollback()}")
 
     def deployment_facts(self) -> dict[str, Any]:
         """The Deployment as the approval saw it (a resume refuses if it changed since)."""

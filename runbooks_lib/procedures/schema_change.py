@@ -64,6 +64,27 @@ class SchemaChange:
     def pending(self, version: str) -> list[Migration]:
         return pending_for(self.migrations, self.applied(), self.schema(version)) if self.enabled else []
 
+    def to_run_for_deploy(self, version: str) -> str:
+        """The migrations a deploy of ``version`` will run before its rollout, each with the hash of
+        its SQL: what an approver approves (and a resume must find unchanged)."""
+        pending = self.pending(version)
+        if not pending:
+            return "database migrations: none will run"
+        return "database migrations that will run before the rollout: " + "; ".join(
+            f"{m.label} ({m.kind}) up, sql sha256 {m.checksum[:16]}" for m in pending)
+
+    def to_run_for_rollback(self) -> str:
+        """The down migrations a rollback will run (planned by plan_rollback), each with its SQL's hash."""
+        import hashlib
+
+        reverts = list(self.to_revert or [])
+        if not reverts:
+            return "database migrations: none will run"
+        by_number = self.migrator.by_number
+        return "database migrations that will be reverted before the rollback: " + "; ".join(
+            f"{a.label} down, sql sha256 {hashlib.sha256((by_number[a.number].down or '').encode()).hexdigest()[:16]}"
+            for a in reverts)
+
     def checklist_item(self, version: str) -> tuple[bool | None, str]:
         """The checklist's row: the pending migrations, and for production whether staging ran them."""
         if not self.enabled:

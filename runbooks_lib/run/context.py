@@ -147,16 +147,18 @@ class RunContext:
         from ..platform.api_retry import retries_made
 
         self._api_retries_before = retries_made()  # this kernel may have run others before
-        from ..records.identity import operator_identity, operator_name
+        from ..records.identity import operator_entity, operator_identity, operator_name
 
         # Who ran it: a person (operator), and the Vault and Kubernetes identities used — never a token.
         self.identity = operator_identity(profile)
         self.operator = operator_name(self.identity)
+        self.operator_entity = operator_entity(self.identity)  # the Vault login's entity: what four eyes compares
         self.journal = Journal(journal_path(env, self.run_id))
         # A run started by `runbook resume` replays what the original run completed (runbooks_lib.run.replay).
         self.replay = _load_replay(self._facts)
         self.journal.write(event="run-started", runbook=runbook, env=env, params=masked_parameters(params),
-                           operator=self.operator, record=self.record_name, notebook=self._facts.get("notebook"),
+                           operator=self.operator, operator_entity=self.operator_entity,
+                           record=self.record_name, notebook=self._facts.get("notebook"),
                            notebook_parameters=self._facts.get("parameters"),
                            resume_of=self.replay.run_id if self.replay else None,
                            runner=self._facts.get("runner"),  # who ends the run if `runbook run` dies (dead_runs)

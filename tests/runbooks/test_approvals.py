@@ -38,8 +38,23 @@ def gated_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def runbook(sandbox: Sandbox, home: Path, *args: str, operator: str = "alice") -> Any:
-    return sandbox.runbook(*args, RUNBOOKS_HOME=str(home), RUNBOOK_OPERATOR=operator)
+_TOKENS: dict[str, str] = {}
+
+
+def token_of(sandbox: Sandbox, person: str) -> str:
+    """``runbook sandbox login PERSON``: the person's own Vault token (from its 0600 file)."""
+    if person not in _TOKENS:
+        done = sandbox.runbook("sandbox", "login", person, "--state-dir", str(sandbox.state_dir))
+        assert done.returncode == 0, done.stdout + done.stderr
+        path = done.stdout.split("token in ", 1)[1].split(" (mode 0600)", 1)[0]
+        assert oct(Path(path).stat().st_mode & 0o777) == "0o600"
+        _TOKENS[person] = Path(path).read_text().strip()
+    return _TOKENS[person]
+
+
+def runbook(sandbox: Sandbox, home: Path, *args: str, person: str = "alice") -> Any:
+    """``runbook ARGS`` as ``person``: with their own Vault login, as they would run it."""
+    return sandbox.runbook(*args, RUNBOOKS_HOME=str(home), VAULT_TOKEN=token_of(sandbox, person))
 
 
 def deploy(sandbox: Sandbox, home: Path, version: str) -> Run:
@@ -75,16 +90,6 @@ def steps(run: Run) -> dict[str, str]:
     return {s["name"]: s["outcome"] for s in run.summary["steps"]}
 
 
-def set_vault_address(home: Path, address: str | None) -> str:
-    """Point the gated profile's Vault elsewhere (None: back to the sandbox's); returns the old value."""
-    path = home / "parameters" / f"{ENV}.yaml"
-    profile = yaml.safe_load(path.read_text())
-    old = profile["vault"]["address"]
-    profile["vault"]["address"] = address or "${sandbox:VAULT_ADDR}"
-    path.write_text(yaml.safe_dump(profile))
-    return old
-
-
 def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_resumed(sandbox: Sandbox,
                                                                                     gated_home: Path) -> None:
     target = another_good_version(sandbox)
@@ -100,25 +105,28 @@ def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_re
     assert resource_versions(sandbox) == before
     assert f"+        image: registry.veza.app/{BACKEND}:{target}" in stopped.record.read_text()
 
-    # Four eyes: Alice started it and cannot approve it; Bob can.
-    self_approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "Alice ", "--reason", "mine")
-    assert self_approval.returncode == 4, self_approval.stdout + self_approval.stderr
-    assert "cannot approve" in self_approval.stderr
-    approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "bob", "--reason", "CHG-7 reviewed",
-                       operator="bob")
+    # Four eyes: Alice started it and cannot approve it, whatever name she gives; Bob's login can.
+    for name in ("Alice ", "bob"):
+        self_approval = runbook(sandbox, gated_home, "approve", run_id, "--as", name, "--reason", "mine")
+        assert self_approval.returncode == 4, self_approval.stdout + self_approval.stderr
+        assert "cannot approve" in self_approval.stderr or "belongs to alice" in self_approval.stderr
+    approval = runbook(sandbox, gated_home, "approve", run_id, "--reason", "CHG-7 reviewed", person="bob")
     assert approval.returncode == 0, approval.stdout + approval.stderr
-    assert "approved by bob" in approval.stdout
+    assert "approved by bob" in approval.stdout and "signed" in approval.stdout
     assert f"+        image: registry.veza.app/{BACKEND}:{target}" in approval.stdout  # what Bob approved
     told = [m["text"] for m in notifications(sandbox) if run_id in m.get("text", "")]
     assert len(told) == 2 and "awaits approval at gate rollout" in told[0] and "approved by bob" in told[1], told
 
-    # The resume replays the checklist and the lock (taken again) and passes the gate; Vault is
-    # unreachable, so it fails at the secrets step, before the rollout.
-    set_vault_address(gated_home, "http://127.0.0.1:9")
+    # The resume replays the checklist and the lock (taken again) and passes the gate (the signature
+    # verified by Vault, the change's digest the one signed); the API server drops the connection on
+    # the Secret's write, so it fails at the secrets step, before the rollout.
+    fault = sandbox.runbook("sandbox", "fault", "apiserver", "--fail-writes", "1", "--resource", "secrets",
+                            "--no-answer", "--state-dir", str(sandbox.state_dir))
+    assert fault.returncode == 0, fault.stderr
     try:
         failed = Run(runbook(sandbox, gated_home, "resume", run_id), stopped.began, sandbox)
     finally:
-        set_vault_address(gated_home, None)
+        sandbox.runbook("sandbox", "fault", "apiserver", "--clear", "--state-dir", str(sandbox.state_dir))
     assert failed.exit_code == 1, failed.output
     outcomes = steps(failed)
     assert outcomes["Pre-deployment checklist"] == outcomes["Lock"] == "replayed", outcomes
@@ -149,7 +157,7 @@ def test_a_resume_refuses_when_the_deployment_changed_by_hand_meanwhile(sandbox:
     stopped = deploy(sandbox, gated_home, target)
     assert stopped.exit_code == 3, stopped.output
     run_id = stopped.summary["run_id"]
-    approval = runbook(sandbox, gated_home, "approve", run_id, "--as", "bob")
+    approval = runbook(sandbox, gated_home, "approve", run_id, person="bob")
     assert approval.returncode == 0, approval.stderr
 
     by_hand = another_good_version(sandbox, target)
@@ -197,7 +205,7 @@ def test_a_gated_secret_rotation_stops_before_vault_is_written_then_resumes_once
     assert f"secret/veza/sandbox: version {version} -> {version + 1}, jwt_secret get new generated values" \
         in stopped.record.read_text()
 
-    approval = runbook(sandbox, gated_home, "approve", stopped.summary["run_id"], "--as", "bob", operator="bob")
+    approval = runbook(sandbox, gated_home, "approve", stopped.summary["run_id"], person="bob")
     assert approval.returncode == 0, approval.stdout + approval.stderr
     resumed = Run(runbook(sandbox, gated_home, "resume", stopped.summary["run_id"]), began, sandbox)
     assert resumed.exit_code == 0, resumed.output[-3000:]

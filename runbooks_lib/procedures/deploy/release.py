@@ -19,7 +19,7 @@ from ...display import Said, Tables, Titled, show, titled
 from ...platform.checks import pod_checks, service_url, smoke_checks
 from ...platform.vault import SECRET_NAME, vault_key_to_secret_key
 from ...platform.cluster import Cluster, secret_hashes
-from ...errors import BackendUnavailable, CheckFailed, LockHeld, NoData, RunbookError, RunbookTimeout
+from ...errors import BackendUnavailable, CheckFailed, LockHeld, RunbookError, RunbookTimeout
 from ...run.lock import DeployLock
 from ..rollback import RollbackResult, roll_back
 from ...platform.rollout import diff_objects, set_image, wait_for_rollout
@@ -69,6 +69,7 @@ class DeployRun:
     diffs: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        self.changed = False  # the new version was applied to the cluster (roll_out)
         self.cluster = Cluster(self.ctx.profile, dry_run=self.params.dry_run)
         self.spec = self.ctx.profile.services.get(self.params.service)
         self.image = self.ctx.profile.services.image(self.params.service, self.params.version)
@@ -124,7 +125,8 @@ class DeployRun:
 
     def preview_changes(self) -> str:
         """Everything this deploy will change, for the approval gate: the Secret's keys that Vault
-        would change (names only), then the rollout (the API server's dry-run diff for rolling)."""
+        would change (names only), the rollout (the API server's dry-run diff for rolling), and the
+        database migrations that will run."""
         from ...platform.vault import Vault, fingerprint
 
         try:
@@ -142,6 +144,7 @@ class DeployRun:
                          f"then {self.deployment_name} is deleted")
         else:
             lines.append(f"deployment/{self.deployment_name}:\n{self.preview_rollout()}")
+        lines.append(self.schema_change.to_run_for_deploy(self.params.version))
         return "\n".join(lines)
 
     # -- 1. checklist ----------------------------------------------------------------------
@@ -296,6 +299,7 @@ class DeployRun:
         before = self.cluster.deployment(self.deployment_name)
         after = set_image(self.cluster, self.deployment_name, self.params.service, self.image,
                           version=self.params.version, change_cause=self._change_cause())
+        self.changed = not self.params.dry_run  # from here on, a failure of any kind is undone
         self.diffs[self.deployment_name] = diff_objects(before, after)
         if self.params.dry_run:
             return f"dry run: the API server accepted the change; nothing was applied\n\n{self.diffs[self.deployment_name]}"
@@ -337,20 +341,25 @@ class DeployRun:
 
     @contextlib.contextmanager
     def rollback_on_failure(self) -> Iterator[None]:
-        """Any failed rollout or check inside this block rolls the service back, then re-raises."""
+        """Any failure inside this block, once the new version was applied, rolls the service back,
+        then re-raises: a failed check or rollout (the version is then known bad), and anything else
+        (no metrics, a Vault or API outage, an interrupt, a bug: rolled back without a verdict). A
+        failure before the change landed changes nothing and undoes nothing (the previous release is
+        live and must stay so)."""
         try:
             yield
-        except (CheckFailed, RunbookTimeout, NoData) as failure:
-            if self.params.dry_run:
+        except BaseException as failure:
+            if self.params.dry_run or not self.changed or isinstance(failure, (SystemExit, GeneratorExit)):
                 raise
-            print(f"✗ {failure}\n↩ rolling back automatically")
+            print(f"✗ {type(failure).__name__}: {failure}\n↩ rolling back automatically")
             self.ctx.figure("rolled_back", True)
-            if isinstance(failure, NoData):
-                # Nothing judged the version (no metrics): rolled back to be safe, not remembered as
-                # bad, or a later deploy of it would be refused for the monitoring's fault.
-                self.ctx.note("not judged", f"{self.params.version} rolled back without a verdict: {failure}")
-            else:
+            if isinstance(failure, (CheckFailed, RunbookTimeout)):
                 self._mark_bad(f"deploy failed and rolled back: {failure}")
+            else:
+                # Nothing judged the version (no metrics, an outage, an interrupt): rolled back to be
+                # safe, not remembered as bad, or a later deploy of it would be refused for no evidence.
+                self.ctx.note("not judged", f"{self.params.version} rolled back without a verdict: "
+                                            f"{type(failure).__name__}: {failure}")
             with self.ctx.step("Automatic rollback", key="auto-rollback") as step:
                 self.rollback = roll_back(self.cluster, self.params.service, self.deployment_name,
                                           timeout_s=self.ctx.profile.timeouts.rollback_s)

@@ -29,10 +29,11 @@ __all__ = ["Scenario", "ScenarioApproval", "ScenarioResult", "PlatformHealth", "
 
 
 class ScenarioApproval(BaseModel):
-    """A gated scenario's second half. Run by ``operator`` under a profile that requires approval,
-    the run must stop awaiting approval; the operator's own approval must be refused (four eyes);
-    ``approver`` approves with ``reason``; the operator resumes the run. The scenario's outcome,
-    figure and record are the resumed run's."""
+    """A gated scenario's second half. Run by ``operator`` (a person of the sandbox's Vault, logged
+    in) under a profile that requires approval, the run must stop awaiting approval; the operator's
+    own approval must be refused (four eyes), whatever name it gives; ``approver`` approves with
+    ``reason`` with their own login; the operator resumes the run. The scenario's outcome, figure
+    and record are the resumed run's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -183,17 +184,34 @@ def load_scenarios(path: Path | None = None) -> list[Scenario]:
         raise ParameterError(f"game day scenarios in {path}: {e}") from e
 
 
-def _runbook(args: list[str], home: Path, operator: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``runbook ARGS`` as a command (as ``operator``, when named); its output shown as it ends."""
+def _runbook(args: list[str], home: Path, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``runbook ARGS`` as a command (with a person's Vault login, when given); its output shown as it ends."""
     import os
     import sys
 
-    environ = {**os.environ, "RUNBOOK_OPERATOR": operator} if operator else None
+    environ = {**os.environ, "VAULT_TOKEN": token} if token else None
     done = subprocess.run([sys.executable, "-m", "runbooks_lib.cli", *args], cwd=home, stdout=subprocess.PIPE,
                           stderr=None if args[0] in ("run", "resume") else subprocess.STDOUT, text=True, timeout=1800,
                           env=environ)
     print(done.stdout, end="", flush=True)
     return done
+
+
+def _login(person: str, home: Path) -> str:
+    """``runbook sandbox login PERSON``: the person's own Vault token (read from its 0600 file, never shown)."""
+    import os
+    import re
+
+    argv = ["sandbox", "login", person]
+    sandbox_env = os.environ.get("RUNBOOKS_SANDBOX_ENV")
+    if sandbox_env:
+        argv += ["--state-dir", str(Path(sandbox_env).parent)]
+    print(f"$ runbook {' '.join(argv[:3])}", flush=True)
+    done = _runbook(argv, home)
+    found = re.search(r"token in (\S+) \(mode 0600\)", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise ParameterError(f"game day: {person} could not log in to the sandbox's Vault (exit {done.returncode})")
+    return Path(found.group(1)).read_text().strip()
 
 
 def _summary_of(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any], Path | None]:
@@ -215,31 +233,32 @@ def run_scenario(env: str, scenario: Scenario, home: Path) -> tuple[dict[str, An
     for name, value in scenario.parameters.items():
         argv += ["-p", name, str(value)]
     approval = scenario.approval
-    summary, record = _summary_of(_runbook(argv, home, approval.operator if approval else None))
     if approval is None:
-        return summary, record
-    return _approve_and_resume(approval, summary, record, home)
+        return _summary_of(_runbook(argv, home))
+    tokens = {person: _login(person, home) for person in (approval.operator, approval.approver)}
+    summary, record = _summary_of(_runbook(argv, home, tokens[approval.operator]))
+    return _approve_and_resume(approval, summary, record, home, tokens)
 
 
 def _approve_and_resume(approval: ScenarioApproval, summary: dict[str, Any], record: Path | None,
-                        home: Path) -> tuple[dict[str, Any], Path | None]:
+                        home: Path, tokens: dict[str, str]) -> tuple[dict[str, Any], Path | None]:
     """The gate's second half, each step checked: a step that goes otherwise ends the scenario
-    with an outcome saying so (never the expected one)."""
+    with an outcome saying so (never the expected one). Each person acts with their own Vault login."""
     if summary.get("outcome") != "awaiting approval":
         return {**summary, "outcome": f"not stopped at a gate ({summary.get('outcome')})"}, record
     run_id = str(summary["run_id"])
-    print(f"$ runbook approve {run_id} --as {approval.operator}   # the operator's own approval", flush=True)
-    own = _runbook(["approve", run_id, "--as", approval.operator, "--reason", approval.reason], home,
-                   approval.operator)
-    if own.returncode != 4:
-        return {**summary, "outcome": f"self-approval not refused (exit {own.returncode})"}, record
-    print(f"$ runbook approve {run_id} --as {approval.approver}", flush=True)
-    given = _runbook(["approve", run_id, "--as", approval.approver, "--reason", approval.reason], home,
-                     approval.approver)
+    mine, theirs = tokens[approval.operator], tokens[approval.approver]
+    for name in (approval.operator, approval.approver):  # the operator's own login, whatever name it gives
+        print(f"$ runbook approve {run_id} --as {name}   # with {approval.operator}'s own login", flush=True)
+        own = _runbook(["approve", run_id, "--as", name, "--reason", approval.reason], home, mine)
+        if own.returncode != 4:
+            return {**summary, "outcome": f"self-approval as {name} not refused (exit {own.returncode})"}, record
+    print(f"$ runbook approve {run_id} --reason ...   # with {approval.approver}'s own login", flush=True)
+    given = _runbook(["approve", run_id, "--reason", approval.reason], home, theirs)
     if given.returncode != 0:
         return {**summary, "outcome": f"approval failed (exit {given.returncode})"}, record
     print(f"$ runbook resume {run_id}", flush=True)
-    return _summary_of(_runbook(["resume", run_id], home, approval.operator))
+    return _summary_of(_runbook(["resume", run_id], home, mine))
 
 
 def run_gameday(env: str, scenarios: list[Scenario], home: Path | None = None) -> list[ScenarioResult]:
