@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config.clock import parse_time
 from .images import version_of_image
@@ -137,6 +137,9 @@ class Cluster:
         self.namespace = profile.cluster.namespace
         self.dry_run = dry_run
         self._client = client
+        # Checked before every real change (a run's deploy lock fences it: a run that lost its
+        # lock to another stops before its next change). Each raises to refuse the change.
+        self.fences: list[Callable[[], None]] = []
 
     @cached_property
     def client(self) -> "ApiClient":
@@ -156,6 +159,9 @@ class Cluster:
 
     def _call(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
               text: bool = False) -> Any:
+        if method != "GET" and not (query or {}).get("dryRun") and "/leases" not in path:
+            for fence in list(self.fences):  # the runbooks' own leases are how a lock is held: never fenced
+                fence()
         return call(self.client, method, path, query=query, body=body, text=text)
 
     def _get(self, kind: str, name: str) -> Obj:

@@ -13,12 +13,13 @@ instead of leaving the next run to wait for it to go stale.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..config.clock import utcnow
-from ..errors import Conflict, LockHeld
+from ..errors import Conflict, GuardRefused, LockHeld
 
 if TYPE_CHECKING:
     from ..platform.cluster import Cluster
@@ -64,6 +65,8 @@ class DeployLock:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._held = False
+        self.lost: str | None = None  # why this run no longer holds the lease, once it knows
+        self._confirmed = 0.0  # monotonic time the lease was last seen ours
 
     def _body(self, acquired: datetime, resource_version: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "veza-runbooks"}}
@@ -114,9 +117,31 @@ class DeployLock:
             except Conflict as e:
                 raise LockHeld(f"{self.name} was taken by another run at the same moment") from e
         self._held = True
+        self._confirmed = time.monotonic()
+        self.cluster.fences.append(self.fence)
         self._journal("lease-acquired")
         self._renewer = threading.Thread(target=self._renew_until_released, name=f"renew-{self.name}", daemon=True)
         self._renewer.start()
+
+    def fence(self) -> None:
+        """Before each change of the run (Cluster calls it): refuse when the lease is no longer this
+        run's. Another run may have taken it over (this one stopped renewing for longer than its
+        duration: a paused laptop, a partition) and be changing the same service now; two writers
+        must never interleave. Read again when not confirmed within the last second."""
+        if self.lost is None and time.monotonic() - self._confirmed > 1.0:
+            try:
+                current = self.read()
+            except Exception as e:  # cannot tell: the renewer's last word stands until the lease runs out
+                if time.monotonic() - self._confirmed > self.duration_s:
+                    self.lost = f"not confirmed for {self.duration_s} s ({type(e).__name__})"
+            else:
+                if current is None or current[0].holder != self.holder:
+                    self.lost = f"now held by {current[0].holder}" if current else "it was deleted"
+                else:
+                    self._confirmed = time.monotonic()
+        if self.lost is not None:
+            raise GuardRefused(f"this run ({self.holder}) lost its lock {self.name}: {self.lost}. It stops before "
+                               "its next change; look at what the other run did before going on")
 
     def _holder_died(self, holder: str) -> bool:
         """Whether the holder is a run of this machine whose `runbook run` process is gone (its
@@ -135,10 +160,16 @@ class DeployLock:
             try:
                 current = self.read()
                 if current is None or current[0].holder != self.holder:
-                    return  # lost it: release() will not delete someone else's lease
+                    # Lost it: the next change is refused (fence), and release() will not delete
+                    # someone else's lease.
+                    self.lost = f"now held by {current[0].holder}" if current else "it was deleted"
+                    return
                 state, version = current
                 self.cluster.replace_lease(self.name, self._body(state.acquired or utcnow(), version))
+                self._confirmed = time.monotonic()
             except Exception:  # a missed renewal is retried; the lease outlives a few of them
+                if time.monotonic() - self._confirmed > self.duration_s:
+                    self.lost = f"not renewed for {self.duration_s} s"
                 continue
 
     def release(self) -> None:
@@ -146,6 +177,8 @@ class DeployLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)
+        if self.fence in self.cluster.fences:
+            self.cluster.fences.remove(self.fence)
         if not self._held:
             return
         self._held = False

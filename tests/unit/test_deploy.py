@@ -207,6 +207,7 @@ def test_a_failed_check_rolls_back_marks_the_version_bad_and_says_so(platform: P
     platform.roll_forward("v1.7.0")  # the bad version rolled out: revision 4
     platform.instant_controller()
     run = deploy(platform)
+    run.changed = True  # as roll_out() leaves it once the new image is applied
     with pytest.raises(CheckFailed) as failed:
         with run.rollback_on_failure():
             raise CheckFailed("smoke checks failed: /api/v1/health: 10/10 failed")
@@ -226,6 +227,7 @@ def test_timeouts_and_silence_roll_back_too(platform: Platform, failure: Excepti
     platform.roll_forward("v1.7.0")
     platform.instant_controller()
     run = deploy(platform)
+    run.changed = True
     with pytest.raises(CheckFailed, match="rolled back to revision 3"):
         with run.rollback_on_failure():
             raise failure
@@ -234,12 +236,29 @@ def test_timeouts_and_silence_roll_back_too(platform: Platform, failure: Excepti
     assert ("not judged" in run.ctx.notes) == isinstance(failure, NoData)
 
 
-def test_other_errors_and_dry_runs_do_not_roll_back(platform: Platform) -> None:
+@pytest.mark.parametrize("failure", [BackendUnavailable("Prometheus at x unreachable"), KeyboardInterrupt(),
+                                     RuntimeError("a bug in a check")])
+def test_any_failure_once_the_version_is_applied_rolls_back_without_a_verdict(platform: Platform,
+                                                                              failure: BaseException) -> None:
+    """Issue 25: anything but three named errors used to leave the new version live and unjudged."""
     platform.roll_forward("v1.7.0")
+    platform.instant_controller()
+    run = deploy(platform)
+    run.changed = True
+    with pytest.raises(CheckFailed, match="rolled back to revision 3"):
+        with run.rollback_on_failure():
+            raise failure
+    assert platform.kube.get("deployments", SERVICE)["spec"]["template"]["spec"]["containers"][0]["image"] == image("v1.6.0")
+    assert run.ctx.verdicts == [] and type(failure).__name__ in run.ctx.notes["not judged"]
+
+
+def test_nothing_is_undone_before_the_change_landed_or_in_a_dry_run(platform: Platform) -> None:
+    platform.roll_forward("v1.7.0")
+    writes = len(platform.kube.writes)
     with pytest.raises(BackendUnavailable):
-        with deploy(platform).rollback_on_failure():
-            raise BackendUnavailable("Prometheus at x unreachable")
+        with deploy(platform).rollback_on_failure():  # set_image never landed: the live release stays
+            raise BackendUnavailable("the API server did not answer")
     with pytest.raises(CheckFailed, match="^boom$"):
         with deploy(platform, dry_run=True).rollback_on_failure():
             raise CheckFailed("boom")
-    assert platform.kube.writes == []
+    assert len(platform.kube.writes) == writes

@@ -148,3 +148,28 @@ def test_a_lease_is_journaled_in_the_run_that_holds_it(platform: Platform, monke
         pass
     events = [(e["event"], e.get("lease")) for e in ctx.journal.entries() if e["event"].startswith("lease-")]
     assert events == [("lease-acquired", LEASE), ("lease-released", LEASE)]
+
+
+def test_a_run_that_lost_its_lock_stops_before_its_next_change(platform: Platform) -> None:
+    """Issue 25: a run paused longer than its lease (a laptop asleep) finds, on waking, that another
+    run took the lease over: its next change is refused before it reaches the API server."""
+    import time
+
+    from runbooks_lib.errors import GuardRefused
+
+    cluster = platform.cluster()
+    lock = DeployLock(cluster, SERVICE, "run-a")
+    lock.acquire()
+    try:
+        cluster.scale_deployment(SERVICE, 2)  # held: the change goes through
+        platform.kube.update("leases", LEASE, lambda l: l["spec"].update(holderIdentity="run-b"))  # taken over
+        time.sleep(1.1)  # past the last confirmation: the fence reads the lease again
+        writes = len(platform.kube.writes)
+        with pytest.raises(GuardRefused, match="run-a.* lost its lock .*now held by run-b.* stops before its next change"):
+            cluster.scale_deployment(SERVICE, 3)
+        assert len(platform.kube.writes) == writes  # nothing was sent
+        assert cluster.dry_run is False and cluster.deployment(SERVICE)  # reads still work
+    finally:
+        lock.release()
+    assert platform.kube.get("leases", LEASE)["spec"]["holderIdentity"] == "run-b"  # theirs, left alone
+    cluster.scale_deployment(SERVICE, 3)  # released: no fence left on the cluster
