@@ -62,6 +62,10 @@ class ClusterSettings(_Model):
     context: str | None = Field(None, description="kubeconfig context; None = current context")
     namespace: str = Field(min_length=1)
     identity: ClusterIdentity
+    reach: Literal["apiserver", "direct"] = Field(
+        "apiserver", description="How checks reach pods and Services: through the API server's proxy (from "
+        "wherever kubectl works; needs get on pods/proxy and services/proxy) or directly at pod and cluster IPs "
+        "(a runbook running inside the cluster)")
     retry_for_s: float = Field(20.0, ge=0, description="How long a request the API server refused (429/503), or a "
                                "read it failed, is sent again before the step fails (runbooks_lib.platform.api_retry)")
 

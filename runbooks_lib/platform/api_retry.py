@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-__all__ = ["RetryPolicy", "with_retries", "retries_made"]
+__all__ = ["RetryPolicy", "with_retries", "retries_made", "count_retry", "say_retry"]
 
 REFUSED = frozenset({429, 503})  # not handled: safe to send again whatever the method
 READ_AGAIN = frozenset({500, 502, 504})  # maybe handled: reads only
@@ -31,7 +31,7 @@ _count = 0
 _count_lock = threading.Lock()
 
 
-def _count_one() -> None:
+def count_retry() -> None:
     global _count
     with _count_lock:
         _count += 1
@@ -79,7 +79,7 @@ def _why_again(method: str, outcome: Any) -> tuple[str, float | None] | None:
     return None
 
 
-def _say(line: str) -> None:
+def say_retry(line: str) -> None:
     # tqdm.write keeps a progress bar that is being drawn intact.
     from tqdm import tqdm
 
@@ -95,7 +95,7 @@ def _drain(response: Any) -> None:
 
 
 def with_retries(request: Callable[..., Any], policy: RetryPolicy,
-                 say: Callable[[str], None] = _say) -> Callable[..., Any]:
+                 say: Callable[[str], None] = say_retry) -> Callable[..., Any]:
     """``request`` (the client's ``rest_client.request``) wrapped to send again what may be sent again.
 
     Newer clients return an error response, older ones raise ApiException: both are handled. The
@@ -125,7 +125,7 @@ def with_retries(request: Callable[..., Any], policy: RetryPolicy,
             if not isinstance(outcome, BaseException):
                 _drain(outcome)
             attempt += 1
-            _count_one()
+            count_retry()
             say(f"⟳ API server: {cause} on {method} {urlsplit(url).path}; sending it again in {wait:.1f} s "
                 f"(retry {attempt})")
             time.sleep(wait)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from ..config.profiles import Profile
+    from .reach import Reach
 
 __all__ = ["Cluster", "DeploymentState", "PodState", "secret_hashes"]
 
@@ -144,6 +145,13 @@ class Cluster:
     @cached_property
     def client(self) -> "ApiClient":
         return self._client or api_client(self.profile.cluster)
+
+    @cached_property
+    def reach(self) -> "Reach":
+        """How checks send HTTP requests to this cluster's pods and Services (``cluster.reach``)."""
+        from .reach import reach_of
+
+        return reach_of(self)
 
     @property
     def _dry(self) -> dict[str, str]:

@@ -49,7 +49,7 @@ def wait_until_serving(cluster: "Cluster", service: str, version: str, timeout_s
     deadline = time.monotonic() + timeout_s
     with progress_bar(total=samples, desc=f"{service} serving {version}", unit="req") as bar:
         while True:
-            seen = serving_versions(url, samples=samples)
+            seen = serving_versions(url, samples=samples, reach=cluster.reach)
             bar.n = seen.get(version, 0)
             bar.set_postfix(seen=seen)
             bar.refresh()
@@ -276,7 +276,7 @@ class RollbackRun:
         except (CheckFailed, NoData) as e:
             failures.append(f"golden signals: {e}")
         try:
-            tables["smoke"] = smoke_checks(service_url(self.cluster, self.service), self.spec)
+            tables["smoke"] = smoke_checks(service_url(self.cluster, self.service), self.spec, reach=self.cluster.reach)
         except CheckFailed as e:
             failures.append(str(e))
         if failures:

@@ -351,7 +351,8 @@ class RotationRun:
         smoke = {}
         for service in sorted(set(plan.readers.values())):
             spec = self.ctx.profile.services.get(service)
-            smoke[service] = smoke_checks(service_url(self.cluster, service), spec).reset_index().assign(service=service)
+            smoke[service] = smoke_checks(service_url(self.cluster, service), spec,
+                                          reach=self.cluster.reach).reset_index().assign(service=service)
         self.ctx.figure("pods_restarted", len(pods))
         served = self._served(services=list(smoke))
         tables = {"agreement": pd.DataFrame(agreement).set_index("key"),

@@ -67,7 +67,8 @@ def profile_for(kubeconfig: Path, *, vault_url: str, prometheus_url: str, port: 
         "name": name,
         # Refused requests are sent again for half a second (api_retry), not the 20 s of a profile.
         "cluster": {"kubeconfig": str(kubeconfig), "context": "stub", "namespace": "veza",
-                    "identity": {"expected": "uid-stub"}, "retry_for_s": 0.5},
+                    "identity": {"expected": "uid-stub"}, "retry_for_s": 0.5,
+                    "reach": "direct"},  # the stub pods answer on 127.0.0.1
         "vault": {"address": vault_url, "auth": {"method": "token", "token": TOKEN}, "path": f"secret/veza/{name}"},
         "prometheus": {"url": prometheus_url},
         "timeouts": {"rollout_s": 3, "rollback_s": 3, "health_s": 3},

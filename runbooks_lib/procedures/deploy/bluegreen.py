@@ -136,8 +136,10 @@ class BlueGreen:
         selector = f"app={self.service},color={self.new_colour}"
         port = self.deploy.spec.port
         pods = pod_checks(self.cluster, self.service, self.deploy.spec, label_selector=selector)
-        smoke = smoke_checks(f"http://{pods['ip'].iloc[0]}:{port}", self.deploy.spec)
-        budget = error_budget_check([f"http://{ip}:{port}" for ip in pods["ip"]], self.deploy.spec,
+        reach = self.cluster.reach
+        urls = [url for name, ip in pods["ip"].items() if (url := reach.pod_url(str(name), ip, port))]
+        smoke = smoke_checks(urls[0], self.deploy.spec, reach=reach)
+        budget = error_budget_check(urls, self.deploy.spec, reach=reach,
                                     success_rate_min=self.deploy.ctx.profile.slo.success_rate_min)
         return {"pods": pods, "smoke": smoke, "budget": budget}
 

@@ -316,7 +316,8 @@ class DeployRun:
             return {}
         selector = label_selector or f"app={self.params.service},version={self.params.version}"
         tables = {"pods": pod_checks(self.cluster, self.params.service, self.spec, label_selector=selector)}
-        tables["smoke"] = smoke_checks(base_url or service_url(self.cluster, self.params.service), self.spec)
+        tables["smoke"] = smoke_checks(base_url or service_url(self.cluster, self.params.service), self.spec,
+                                       reach=self.cluster.reach)
         tables["signals"] = self.judge_metrics()
         self.ctx.verdict(self.params.service, self.params.version, "good", "deployed and passed pod, smoke and SLO checks")
         return tables

@@ -413,7 +413,7 @@ class RegionFailover:
         spec = self.dr.services.get(service)
         checks = (("pods", lambda: pod_checks(self.cluster, service, spec),
                    lambda t: f"{len(t)} pods answered health, ready and version"),
-                  ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec),
+                  ("smoke", lambda: smoke_checks(service_url(self.cluster, service), spec, reach=self.cluster.reach),
                    lambda t: f"{int(t['requests'].sum())} requests over {len(t)} routes, all 2xx"))
         rows = []
         for what, check, said in checks:
