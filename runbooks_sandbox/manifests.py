@@ -205,6 +205,25 @@ def read_vault_secret(vault_addr: str, token: str, path: str = VAULT_PATH) -> di
     return dict(reply["data"]["data"])
 
 
+def istio_crds() -> list[dict[str, Any]]:
+    """Istio's VirtualService and DestinationRule as CustomResourceDefinitions: the sandbox's Service
+    proxy honours their routes and weights (a mesh's sidecars would), so the canary runbook's
+    ``routing.router: istio`` works. The schema keeps every field (Istio's own CRDs validate more)."""
+    def crd(kind: str, plural: str, short: str) -> dict[str, Any]:
+        schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+        return {
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.networking.istio.io", "labels": {"app.kubernetes.io/part-of": "veza-sandbox"}},
+            "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "shortNames": [short],
+                               "categories": ["istio-io", "networking-istio-io"]},
+                     "versions": [{"name": version, "served": True, "storage": version == "v1beta1", "schema": schema,
+                                   "subresources": {"status": {}}} for version in ("v1", "v1beta1", "v1alpha3")]},
+        }
+
+    return [crd("VirtualService", "virtualservices", "vs"), crd("DestinationRule", "destinationrules", "dr")]
+
+
 def apply_veza(kubeconfig: str, home: Path, vault_addr: str, vault_token: str, ns: str = NAMESPACE) -> list[str]:
     """Create the namespace, the Secret synced from OpenBao and the services' manifests.
 
@@ -226,7 +245,12 @@ def apply_veza(kubeconfig: str, home: Path, vault_addr: str, vault_token: str, n
     created = []
     try:
         for obj in veza_manifests(home, read_vault_secret(vault_addr, vault_token), ns=ns):
-            creators[obj["kind"]](obj)
+            try:
+                creators[obj["kind"]](obj)
+            except client.ApiException as e:
+                if not (e.status == 409 and obj["kind"] == "Namespace"):  # the control plane made it, with its RBAC
+                    raise
+                continue
             created.append(f"{obj['kind'].lower()}/{obj['metadata']['name']}")
     finally:
         api_client.close()
