@@ -41,7 +41,7 @@ from .servers.ports import (
     PackageMissing, ServerError, process_alive, process_cmdline, terminate, wait_port_closed,
 )
 from .servers.datadir import remove_server_data_dir, server_data_dir
-from .servers.postgres import PG_BIN_DIR
+from .servers.postgres import PG_BIN_DIR, WalArchiver
 from .supervisor import STATUS_FILE, write_json_atomically
 from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, make_tokens, read_token, remove_tokens, token_path
 
@@ -237,8 +237,10 @@ class Sandbox:
             return self._start_dr_region(self.dr_region_of, say)
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
-            postgres_f = pool.submit(self._start_postgres)
             openbao_f = pool.submit(self._start_openbao)
+            # The database archives its WAL sealed from its first segment: it starts once OpenBao
+            # has the transit key and a token for its archiver.
+            postgres_f = pool.submit(lambda: self._start_postgres(openbao_f.result()))
             redis_f = pool.submit(self._start_redis)
             supervisor = supervisor_f.result()
             say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
@@ -355,8 +357,11 @@ class Sandbox:
             time.sleep(0.05)
         raise SandboxError(f"the sandbox supervisor was not ready after {timeout_s:.0f} s; see {self.supervisor_log}")
 
-    def _start_postgres(self) -> PostgresCluster:
-        cluster = PostgresCluster(self.state_dir).start()
+    def _start_postgres(self, openbao: OpenBaoServer) -> PostgresCluster:
+        """The primary and its standby, archiving WAL sealed with the transit key ``veza``."""
+        openbao.enable_transit("veza")
+        archiver = WalArchiver(openbao.address, openbao.wal_archiver_token("veza"), key="veza")
+        cluster = PostgresCluster(self.state_dir, wal_archiver=archiver).start()
         status = cluster.status()
         self._record(postgres_primary={"pid": status["primary"]["pid"], "port": cluster.primary_port},
                      postgres_standby={"pid": status["standby"]["pid"], "port": cluster.standby_port})

@@ -241,10 +241,10 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
 
     # What was kept off-site is checked before use: a damaged export is refused, naming the file.
     from runbooks_lib.procedures.dr.region import latest_manifests
-    from runbooks_lib.procedures.dr.store import BackupStore
+    from runbooks_lib.procedures.dr.store import BackupStore, VaultSeal
     from runbooks_lib.errors import CheckFailed
 
-    offsite = BackupStore(dr_profile.backups.url)
+    offsite = BackupStore(dr_profile.backups.url, seal=VaultSeal(dr_vault, dr_profile.backups))
     exported = latest_manifests(offsite)
     assert {"Deployment", "Service"} <= set(exported.counts()) and "veza-secrets" in exported.secrets
     yaml_file = Path(offsite.url) / "manifests" / f"{exported.name}.yaml"

@@ -5,11 +5,13 @@ the backup storage could edit it (its time, its name, its files) or rename an ol
 newest, and the drill would restore that. Now each manifest carries Vault's HMAC (transit
 ``hmac/veza``) of everything else in it: ``latest`` is the newest *authentic* manifest, and an
 edited, renamed, stripped or key-swapped backup is refused, naming it, before anything is
-restored (no scratch database is even created).
+restored (no scratch database is even created). Base backups (PITR, region) and the manifests
+kept off-site for a region rebuild are vouched for the same way.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -125,3 +127,54 @@ def test_an_authentic_backup_still_restores(backing: Any, two_backups: tuple[Man
     assert newer.authentication.startswith("vault:v")
     report = _restore(backing, _sealed(backing), _sealed(backing).manifest("latest"))
     assert report.passed, report.checks
+
+
+def test_the_newest_authentic_base_backup_is_the_regions_starting_point(backing: Any) -> None:
+    from runbooks_lib.procedures.dr.pitr import latest_base_backup, take_base_backup
+
+    older = take_base_backup(backing.postgres.primary_dsn, backing.vault, backing.settings)
+    newer = take_base_backup(backing.postgres.primary_dsn, backing.vault, backing.settings)
+    assert latest_base_backup(backing.settings, backing.vault).path == newer.path
+    folder = newer.path.parent
+    posing = folder / "base-20991231T235959000000Z"
+    for suffix in (".tar.enc", ".tar.key", ".json"):  # the older one, renamed to look newest
+        shutil.copyfile(folder / (older.path.name.removesuffix(".tar.enc") + suffix), str(posing) + suffix)
+    manifest = Path(str(newer.path).removesuffix(".tar.enc") + ".json")
+    kept = manifest.read_text()
+    try:
+        edited = json.loads(kept)
+        edited["taken_at"] = "2099-01-02T00:00:00+00:00"
+        manifest.write_text(json.dumps(edited))
+        picked = latest_base_backup(backing.settings, backing.vault)
+        assert picked.path == older.path  # the only one left that Vault vouches for
+    finally:
+        manifest.write_text(kept)
+        for suffix in (".tar.enc", ".tar.key", ".json"):
+            Path(str(posing) + suffix).unlink(missing_ok=True)
+
+
+def test_the_manifests_kept_off_site_for_a_region_rebuild_are_vouched_for(backing: Any) -> None:
+    from types import SimpleNamespace
+
+    from runbooks_lib.procedures.dr.region import export_manifests, latest_manifests
+    from runbooks_lib.procedures.dr.store import VaultSeal
+
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "veza-frontend"},
+                  "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.veza.app/veza-frontend:v1.6.0"}]}}}}
+    cluster = SimpleNamespace(namespace="veza-sandbox",
+                              namespaced_objects=lambda kinds: [deployment] if "Deployment" in kinds else [])
+    seal = VaultSeal(backing.vault, backing.settings)
+    store = _sealed(backing)
+    exported = export_manifests(cluster, store, "cluster-uid", seal)
+    assert latest_manifests(store).name == exported.name
+    # The insider's edit: another image for the DR region to run (and the index's sha256 to match).
+    folder = Path(store.url) / "manifests"
+    text = (folder / f"{exported.name}.yaml").read_text().replace("veza-frontend:v1.6.0", "evil/miner:latest")
+    (folder / f"{exported.name}.yaml").write_text(text)
+    index = json.loads((folder / f"{exported.name}.index.json").read_text())
+    import hashlib
+
+    index["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (folder / f"{exported.name}.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckFailed, match=f"no authentic manifests.*{exported.name}"):
+        latest_manifests(store)
