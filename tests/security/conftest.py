@@ -51,8 +51,11 @@ def start_backing(archive_wal: bool) -> Backing:
 
 
 def stop_backing(backing: Backing) -> None:
+    from runbooks_sandbox.servers.datadir import remove_server_data_dir
+
     backing.postgres.stop()
     backing.openbao.stop()
+    remove_server_data_dir(backing.state)  # as root the base backups land there, outside the state dir
     shutil.rmtree(backing.state, ignore_errors=True)
 
 
