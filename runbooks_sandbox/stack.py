@@ -41,8 +41,9 @@ from .servers.ports import (
     PackageMissing, ServerError, process_alive, process_cmdline, terminate, wait_port_closed,
 )
 from .servers.datadir import remove_server_data_dir, server_data_dir
-from .servers.postgres import PG_BIN_DIR
+from .servers.postgres import PG_BIN_DIR, WalArchiver
 from .supervisor import STATUS_FILE, write_json_atomically
+from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, make_tokens, read_token, remove_tokens, token_path
 
 __all__ = ["Sandbox", "SandboxError", "SandboxNotRunning", "StaleSandbox", "check_prerequisites", "main"]
 
@@ -53,8 +54,11 @@ ProgressFactory = Callable[[int, str], Any]
 
 
 def _platform_env(supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus: PrometheusServer,
-                  redis: RedisServer) -> dict[str, str]:
-    """The env values every sandbox writes, a DR region's included: where its cluster and servers are."""
+                  redis: RedisServer, state_dir: Path) -> dict[str, str]:
+    """The env values every sandbox writes, a DR region's included: where its cluster and servers are.
+    NOTIFY_URL holds the sink's token in its path, as a Slack webhook's URL does (the file is 0600)."""
+    from .notify_sink import hook_url
+
     return {
         "KUBECONFIG": supervisor["kubeconfig"],
         "CLUSTER_UID": supervisor["cluster_uid"],
@@ -64,7 +68,7 @@ def _platform_env(supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus
         "PROMETHEUS_URL": prometheus.url,
         "REDIS_URL": redis.url,
         "TRAFFIC_URL": supervisor["traffic_url"],
-        "NOTIFY_URL": supervisor["notify_url"],
+        "NOTIFY_URL": hook_url(supervisor["notify_base_url"], read_token(state_dir, NOTIFY_TOKEN)),
     }
 
 
@@ -233,8 +237,10 @@ class Sandbox:
             return self._start_dr_region(self.dr_region_of, say)
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
-            postgres_f = pool.submit(self._start_postgres)
             openbao_f = pool.submit(self._start_openbao)
+            # The database archives its WAL sealed from its first segment: it starts once OpenBao
+            # has the transit key and a token for its archiver.
+            postgres_f = pool.submit(lambda: self._start_postgres(openbao_f.result()))
             redis_f = pool.submit(self._start_redis)
             supervisor = supervisor_f.result()
             say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
@@ -256,7 +262,7 @@ class Sandbox:
             prometheus = prometheus_f.result()
             say(f"Prometheus {prometheus.url}")
         values = {
-            **_platform_env(supervisor, openbao, prometheus, redis),
+            **_platform_env(supervisor, openbao, prometheus, redis, self.state_dir),
             "PG_PRIMARY_DSN": postgres.primary_dsn,
             "PG_STANDBY_DSN": postgres.standby_dsn,
             # Disaster-recovery drills: folders standing for off-site storage, and the state
@@ -309,7 +315,7 @@ class Sandbox:
             prometheus = prometheus_f.result()
         self._record_meta(dr_region_of=str(primary_dir))
         values = {
-            **_platform_env(supervisor, openbao, prometheus, redis),
+            **_platform_env(supervisor, openbao, prometheus, redis, self.state_dir),
             "STATE_DIR": str(self.state_dir),
             "DR_REGION_OF": str(primary_dir),
             # What the primary region kept off-site: its backups (dumps, base backups, manifests)
@@ -334,6 +340,7 @@ class Sandbox:
 
     def _start_supervisor(self, timeout_s: float = 30.0) -> dict[str, Any]:
         self.supervisor_status_path.unlink(missing_ok=True)
+        make_tokens(self.state_dir)  # new ones each `up`; the supervisor reads them at its start
         with open(self.supervisor_log, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
@@ -355,8 +362,11 @@ class Sandbox:
             time.sleep(0.05)
         raise SandboxError(f"the sandbox supervisor was not ready after {timeout_s:.0f} s; see {self.supervisor_log}")
 
-    def _start_postgres(self) -> PostgresCluster:
-        cluster = PostgresCluster(self.state_dir).start()
+    def _start_postgres(self, openbao: OpenBaoServer) -> PostgresCluster:
+        """The primary and its standby, archiving WAL sealed with the transit key ``veza``."""
+        openbao.enable_transit("veza")
+        archiver = WalArchiver(openbao.address, openbao.wal_archiver_token("veza"), key="veza")
+        cluster = PostgresCluster(self.state_dir, wal_archiver=archiver).start()
         status = cluster.status()
         self._record(postgres_primary={"pid": status["primary"]["pid"], "port": cluster.primary_port},
                      postgres_standby={"pid": status["standby"]["pid"], "port": cluster.standby_port})
@@ -374,10 +384,14 @@ class Sandbox:
         self._record(redis={"pid": server.status()["pid"], "port": server.port})
         return server
 
+    def _prometheus(self, supervisor: dict[str, Any], port: int | None = None) -> PrometheusServer:
+        """Prometheus on the supervisor's pod discovery, scraping its Redis exporter (with the control token)."""
+        return PrometheusServer(self.state_dir, sd_url=supervisor["sd_url"], port=port,
+                                static_jobs={"redis": f"{supervisor['control_url']}/redis/metrics"},
+                                static_jobs_token_file=str(token_path(self.state_dir, CONTROL_TOKEN)))
+
     def _start_prometheus(self, supervisor: dict[str, Any]) -> PrometheusServer:
-        """Prometheus on the supervisor's pod discovery, scraping its Redis exporter too."""
-        server = PrometheusServer(self.state_dir, sd_url=supervisor["sd_url"],
-                                  static_jobs={"redis": f"{supervisor['control_url']}/redis/metrics"}).start()
+        server = self._prometheus(supervisor).start()
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         return server
 
@@ -425,6 +439,7 @@ class Sandbox:
                      self.state_dir / "people.json"):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.state_dir / "tokens", ignore_errors=True)  # the people's logins end with the sandbox
+        remove_tokens(self.state_dir)
         say("stopped")
         return stopped
 
@@ -485,7 +500,8 @@ class Sandbox:
                 "pid": pid,
                 "alive": bool(pid) and process_alive(int(pid)),
                 **({"fault": part["fault"]} if part.get("fault") else {}),
-                **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "notify_url", "log")},
+                **{k: v for k, v in part.items() if k in ("url", "port", "api_url", "sd_url", "traffic_url", "notify_base_url",
+                                                          "log")},
             }
         info: dict[str, Any] = {"state_dir": str(self.state_dir), "running": self.is_running(),
                                 "env_file": str(self.env_path) if self.env_path.is_file() else None,
@@ -582,14 +598,10 @@ class Sandbox:
         (``runtime.fault``), which writes each pod's fault file its workload polls (see
         :mod:`runbooks_sandbox.workload.faults`). Returns the pod names.
         """
-        import requests
-
         namespace = namespace or NAMESPACE
         pods = self._running_pods(target, namespace)
-        control = self._read_json(self.supervisor_status_path).get("control_url")
         for pod in pods:
-            reply = requests.post(f"{control}/fault", timeout=5,
-                                  json={"namespace": namespace, "pod": pod, "faults": faults, "clear": clear})
+            reply = self._control("/fault", {"namespace": namespace, "pod": pod, "faults": faults, "clear": clear})
             if not reply.ok:
                 raise SandboxError(f"fault on {namespace}/{pod}: {reply.json().get('error', reply.status_code)}")
         return sorted(pods)
@@ -597,18 +609,14 @@ class Sandbox:
     def set_load_rate(self, rate: float | None, service: str | None = None) -> dict[str, float]:
         """The load generator's requests per second, for one service or all (``rate`` None with a
         service: back to the common rate). Returns the rate of every service."""
-        import requests
-
-        reply = requests.post(f"{self._control_url()}/load", json={"rate": rate, "service": service}, timeout=5)
+        reply = self._control("/load", {"rate": rate, "service": service})
         if not reply.ok:
             raise SandboxError(f"load rate: {reply.json().get('error', reply.status_code)}")
         return dict(reply.json())
 
     def entry_point(self, serving: bool) -> str:
         """Send the platform's users (the load generator) to this sandbox's Services, or stop."""
-        import requests
-
-        reply = requests.post(f"{self._control_url()}/entry-point", json={"serving": serving}, timeout=5)
+        reply = self._control("/entry-point", {"serving": serving})
         if not reply.ok:
             raise SandboxError(f"entry point: {reply.json().get('error', reply.status_code)}")
         now = reply.json()
@@ -658,12 +666,16 @@ class Sandbox:
         """Every message the webhook sink received, oldest first."""
         import requests
 
-        url = self._read_json(self.supervisor_status_path).get("notify_url")
-        if not url or self.supervisor_pid() is None:
+        from .jsonhttp import bearer
+
+        base = self._read_json(self.supervisor_status_path).get("notify_base_url")
+        if not base or self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        base = str(url).split("/hooks/")[0]
         try:
-            return list(requests.get(f"{base}/notifications", timeout=5).json())
+            reply = requests.get(f"{base}/notifications", timeout=5,
+                                 headers=bearer(read_token(self.state_dir, CONTROL_TOKEN)))
+            reply.raise_for_status()
+            return list(reply.json())
         except (requests.RequestException, ValueError) as e:
             raise SandboxError(f"the webhook sink at {base} did not answer: {e}") from e
 
@@ -674,6 +686,17 @@ class Sandbox:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
         return str(control)
 
+    def _control(self, path: str, body: dict[str, Any] | None = None, timeout: float = 5) -> Any:
+        """A request to the control endpoint with the sandbox's token: POST ``body`` as JSON, or GET."""
+        import requests
+
+        from .jsonhttp import bearer
+
+        url, headers = f"{self._control_url()}{path}", bearer(read_token(self.state_dir, CONTROL_TOKEN))
+        if body is None:
+            return requests.get(url, headers=headers, timeout=timeout)
+        return requests.post(url, json=body, headers=headers, timeout=timeout)
+
     def _mark_server_fault(self, name: str, in_force: bool) -> None:
         """Keep the list of servers a drill has stopped or sealed (state.json's server_faults)."""
         faults = set(self.state().get("server_faults", []))
@@ -683,11 +706,9 @@ class Sandbox:
                          fail_writes: int = 0, resource: str = "", no_answer: bool = False) -> str:
         """The API server refuses a fraction of requests (503) and/or answers late, and/or applies
         the next ``fail_writes`` writes (to ``resource``) but answers them 500; ``clear`` ends it."""
-        import requests
-
         body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms,
                                               "fail_writes": fail_writes, "resource": resource, "no_answer": no_answer}
-        reply = requests.post(f"{self._control_url()}/apiserver-fault", json=body, timeout=5)
+        reply = self._control("/apiserver-fault", body)
         if not reply.ok:
             raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
         now = reply.json()
@@ -733,9 +754,9 @@ class Sandbox:
         server = self._fault_server(name)
         if _server_running(server):
             return f"{name} already runs"
-        sd_url = self._read_json(self.supervisor_status_path).get("sd_url")
         part = self.state().get("components", {}).get(name, {})
-        server = PrometheusServer(self.state_dir, sd_url=sd_url, port=part.get("port"))
+        # The same config as at `up` (the Redis exporter's job and its token included).
+        server = self._prometheus(self._read_json(self.supervisor_status_path), port=part.get("port"))
         server.start(keep_data=True)
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
@@ -753,12 +774,11 @@ class Sandbox:
         """``namespace/pod/container`` -> PID of every running container (from the runtime)."""
         import requests
 
-        control = self._read_json(self.supervisor_status_path).get("control_url")
-        if not control or self.supervisor_pid() is None:
-            return {}
         try:
-            return requests.get(f"{control}/pids", timeout=5).json()
-        except (requests.RequestException, ValueError):
+            reply = self._control("/pids")
+            reply.raise_for_status()
+            return dict(reply.json())
+        except (ServerError, requests.RequestException, ValueError):  # not running, or no token: no PIDs
             return {}
 
 

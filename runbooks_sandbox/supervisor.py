@@ -27,12 +27,13 @@ from typing import Any
 
 from .apiserver import ApiServer, write_kubeconfig
 from .discovery_sd import PodDiscoveryServer
-from .jsonhttp import send_json
+from .jsonhttp import read_json, refused, send_json
 from .manifests import NAMESPACE
 from .models.errors import ApiError
 from .models.resources import DEPLOYMENTS, NAMESPACES, SERVICES
 from .notify_sink import WebhookSink
 from .runtime.load import LoadGenerator
+from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, read_token
 
 __all__ = ["Supervisor", "serve", "write_json_atomically", "STATUS_FILE"]
 
@@ -80,13 +81,17 @@ class Supervisor:
         self.load: LoadGenerator | None = None
         self.control: _ControlServer | None = None
         self.sink: WebhookSink | None = None
+        self.control_token = ""  # read at start from the 0600 file `runbook sandbox up` wrote
         self._stop = threading.Event()
         self._targets: dict[str, str] = {}
         self._targets_lock = threading.Lock()  # the follower thread and the control endpoint both update them
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
-        """Start every part; returns the status written to supervisor.json."""
+        """Start every part; returns the status written to supervisor.json (no token in it: 0644)."""
+        # First: without its tokens the sandbox would serve its endpoints to anyone.
+        self.control_token = read_token(self.state_dir, CONTROL_TOKEN)
+        notify_token = read_token(self.state_dir, NOTIFY_TOKEN)
         self.runtime = self._make_runtime()
         self.api = ApiServer(port=0, runtime=self.runtime).start()
         # The kubeconfig's context namespace is Veza's: `kubectl get pods` shows its pods.
@@ -97,7 +102,7 @@ class Supervisor:
         traffic_host, traffic_port = self.load.serve_report()
         threading.Thread(target=self._follow_services, name="load-targets", daemon=True).start()
         self.control = _ControlServer(self).start()
-        self.sink = WebhookSink().start()
+        self.sink = WebhookSink(notify_token, self.control_token).start()
         kube_system = self.api.store.get(NAMESPACES, None, "kube-system")
         return {
             "pid": os.getpid(),
@@ -112,7 +117,7 @@ class Supervisor:
             "traffic_port": traffic_port,
             "control_url": self.control.url,
             "control_port": self.control.port,
-            "notify_url": self.sink.url,
+            "notify_base_url": self.sink.base_url,
             "notify_port": self.sink.port,
             "runtime": type(self.runtime).__name__,
             "proxy": type(self.proxy).__name__ if self.proxy is not None else None,
@@ -203,7 +208,8 @@ class _ControlServer:
     sets the API server's own (refusals, latency); ``GET /pids`` lists the
     container processes (``namespace/pod/container`` -> PID); ``POST /load`` ``{"rate", "service"}``
     changes the load generator's rate (of one service, or of all); ``GET /redis/metrics`` is the
-    Redis exporter Prometheus scrapes (job ``redis``).
+    Redis exporter Prometheus scrapes (job ``redis``). Every request shows the control token, every
+    body is JSON (:func:`.jsonhttp.refused`: 401, 415).
     """
 
     def __init__(self, supervisor: Supervisor, host: str = "127.0.0.1") -> None:
@@ -236,6 +242,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         supervisor = self.server.supervisor  # type: ignore[attr-defined]
+        if refused(self, supervisor.control_token, body=False):
+            return
         runtime = supervisor.runtime
         if self.path == "/redis/metrics":
             from .servers.redis import redis_metrics
@@ -252,6 +260,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(200, runtime.pids() if hasattr(runtime, "pids") else {})
 
     def do_POST(self) -> None:
+        if refused(self, self.server.supervisor.control_token, body=True):  # type: ignore[attr-defined]
+            return
         runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
         if self.path == "/load":
             self._set_load()
@@ -318,8 +328,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(400, {"error": f"bad API server fault: {e}"})
 
     def _json_body(self) -> Any:
-        """The request's JSON body ({} when empty); ValueError when it is not JSON."""
-        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        """The request's JSON body ({} when empty); ValueError when it is not JSON or too large."""
+        return read_json(self)
 
     def _reply(self, code: int, body: Any) -> None:
         send_json(self, code, body)

@@ -5,6 +5,8 @@
 #   redis-server       Redis 7 (/usr/bin/redis-server), the platform's cache
 #   kubernetes-client  kubectl, only when no kubectl is on PATH
 #   chromium           headless Chromium for the JupyterLab browser test (Playwright drives it)
+#   python3-cryptography  the WAL archiver's crypto for the system Python: PostgreSQL runs its
+#                      archive_command as user postgres, who cannot reach a venv in root's home
 # Idempotent and instant when everything is there. Installs with --no-upgrade so that a
 # preinstalled point release is left alone, and without starting the packages' system
 # services (the sandbox runs its own servers on free loopback ports).
@@ -16,9 +18,11 @@ command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+/usr/bin/python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' >/dev/null 2>&1 \
+    || missing="$missing python3-cryptography"
 
 if [ -z "$missing" ]; then
-    echo "bootstrap-system: prometheus, postgresql-15, redis-server, kubectl and chromium are installed"
+    echo "bootstrap-system: prometheus, postgresql-15, redis-server, kubectl, chromium and python3-cryptography are installed"
     exit 0
 fi
 

@@ -89,3 +89,19 @@ def test_not_an_envelope() -> None:
 def test_the_data_key_never_shows_in_a_repr() -> None:
     enc = encrypt_stream(io.BytesIO(b"x"), io.BytesIO(), KEY, segment_size=SEGMENT)
     assert KEY.hex() not in repr(enc) and repr(KEY) not in repr(enc)
+
+
+def test_a_context_binds_the_stream_to_it() -> None:
+    """A WAL segment is sealed with its name as context: renamed, it no longer opens."""
+    from runbooks_lib.procedures.dr.envelope import Encryptor
+
+    out = io.BytesIO()
+    enc = Encryptor(KEY, SEGMENT, out.write, context=b"000000010000000000000007")
+    enc.update(b"a row of segment seven" * 10)
+    enc.close()
+    data = out.getvalue()
+    assert b"".join(decrypt_stream(io.BytesIO(data), KEY, context=b"000000010000000000000007")).startswith(b"a row")
+    with pytest.raises(EnvelopeError, match="segment 0"):
+        b"".join(decrypt_stream(io.BytesIO(data), KEY, context=b"000000010000000000000009"))
+    with pytest.raises(EnvelopeError):
+        opened(data)  # no context: neither

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from runbooks_lib.procedures.dr.retention import plan_retention, prune_backups
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -54,12 +56,31 @@ def test_future_backups_are_kept_and_said_so() -> None:
     assert decisions[0].reasons == ("dated in the future",)
 
 
-def test_prune_shows_first_and_deletes_only_when_applied(tmp_path) -> None:
-    import json
+class _TestSeal:
+    """A local HMAC standing for Vault's transit HMAC (the protocol the store takes)."""
 
+    key = b"k" * 32
+
+    def sign(self, data: bytes) -> str:
+        import hashlib
+        import hmac
+
+        return "vault:v1:" + hmac.new(self.key, data, hashlib.sha256).hexdigest()
+
+    def verify(self, items: list[tuple[bytes, str]]) -> list[bool]:
+        import hmac
+
+        return [hmac.compare_digest(self.sign(data), mac) for data, mac in items]
+
+
+def test_prune_shows_first_and_deletes_only_when_applied(tmp_path) -> None:
+    from dataclasses import replace
+
+    from runbooks_lib.errors import ParameterError
     from runbooks_lib.procedures.dr.store import BackupStore, Manifest
 
-    store = BackupStore(str(tmp_path))
+    seal = _TestSeal()
+    store = BackupStore(str(tmp_path), seal=seal)
     names = []
     for days in (0, 1, 400, 900):
         taken = NOW - timedelta(days=days)
@@ -68,12 +89,16 @@ def test_prune_shows_first_and_deletes_only_when_applied(tmp_path) -> None:
         fields = dict(name=name, database="veza_db", taken_at=taken.isoformat(), finished_at=taken.isoformat(),
                       source_lsn="0/1", source_time=taken.isoformat(), size=10, plain_size=9, sha256="0" * 64,
                       row_counts={}, marker=name, transit={}, tool_versions={}, duration_s=1.0)
-        store.write_text(name, ".manifest.json", Manifest(**fields).to_json())
+        manifest = Manifest(**fields)
+        store.write_text(name, ".manifest.json", replace(manifest, authentication=seal.sign(manifest.signed_bytes())).to_json())
         store.write_text(name, ".dump.enc", "x")
         store.write_text(name, ".key", "vault:v1:x")
     shown = prune_backups(store, NOW)
     assert list(shown["action"]) == ["keep", "keep", "keep", "would delete"]
     assert len(store.files()) == 12  # nothing deleted by showing
+    with pytest.raises(ParameterError, match="authenticated"):  # dates nobody vouches for delete nothing
+        prune_backups(BackupStore(str(tmp_path)), NOW, apply=True)
+    assert len(store.files()) == 12
     done = prune_backups(store, NOW, apply=True)
     assert list(done["action"]) == ["keep", "keep", "keep", "deleted"]
     assert [m.name for m in store.list()] == names[:3]

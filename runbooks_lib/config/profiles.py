@@ -91,7 +91,26 @@ class VaultSettings(_Model):
 
 
 class PrometheusSettings(_Model):
+    """Where Prometheus answers, and how its certificate is checked (verified unless said otherwise)."""
+
     url: str
+    tls_verify: bool = Field(True, description="Check an https:// Prometheus' certificate (off only for a "
+                                               "server you reach over a network you trust)")
+    ca_bundle: str | None = Field(None, description="CA certificates (PEM file) that sign Prometheus' certificate, "
+                                                    "when it is not a public CA's (an internal CA)")
+
+    @model_validator(mode="after")
+    def _one_way_to_verify(self) -> "PrometheusSettings":
+        if self.ca_bundle is not None and not self.tls_verify:
+            raise ValueError("ca_bundle is for checking the certificate: it means nothing with tls_verify: false")
+        if self.ca_bundle is not None and not Path(self.ca_bundle).expanduser().is_file():
+            raise ValueError(f"ca_bundle {self.ca_bundle}: no such file")
+        return self
+
+    @property
+    def verify(self) -> bool | str:
+        """What ``requests`` takes as ``verify``: the CA bundle's path, or whether to check at all."""
+        return str(Path(self.ca_bundle).expanduser()) if self.ca_bundle else self.tls_verify
 
 
 class DatabaseSettings(_Model):

@@ -17,22 +17,44 @@ from ..errors import BackendUnavailable, NoData, ParameterError, RunbookError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..config.profiles import PrometheusSettings
+
 __all__ = ["Metrics"]
 
 
 class Metrics:
-    """A Prometheus server."""
+    """A Prometheus server.
 
-    def __init__(self, url: str, *, timeout_s: float = 10) -> None:
+    An https:// server's certificate is checked (``verify``: True, or a CA bundle's path): the
+    numbers a rollout is judged on must come from the real Prometheus, not from whoever sits on
+    the path. Only a profile saying ``prometheus.tls_verify: false`` turns that off.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 10, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.verify = verify
+
+    @classmethod
+    def of(cls, settings: "PrometheusSettings", *, timeout_s: float = 10) -> "Metrics":
+        """The Prometheus a profile names, checked as the profile says."""
+        return cls(settings.url, timeout_s=timeout_s, verify=settings.verify)
 
     @cached_property
     def _client(self) -> Any:
+        import requests
         from prometheus_api_client import PrometheusConnect
+        from prometheus_api_client.prometheus_connect import MAX_REQUEST_RETRIES, RETRY_BACKOFF_FACTOR, RETRY_ON_STATUS
+        from urllib3.util.retry import Retry
 
+        session = requests.Session()
+        session.verify = self.verify  # the client's own switch knows no CA bundle
+        # The client's retries, except for errors no retry mends (other=0: a certificate refused
+        # is refused again, and 3 backed-off tries would cost a run 12 s to say so).
+        retry = Retry(total=MAX_REQUEST_RETRIES, backoff_factor=RETRY_BACKOFF_FACTOR, status_forcelist=RETRY_ON_STATUS,
+                      other=0)
         # timeout: the client's own default is none, and a hung Prometheus would hang the run.
-        return PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s)
+        return PrometheusConnect(url=self.url, session=session, retry=retry, timeout=self.timeout_s)
 
     def _call(self, what: str, fn: Any, *args: Any, at: float | None = None, **kwargs: Any) -> Any:
         import requests
@@ -43,6 +65,9 @@ class Metrics:
             return fn(*args, **kwargs, params=params)
         except PrometheusApiClientException as e:
             raise RunbookError(f"Prometheus rejected {what}: {e}") from e
+        except requests.exceptions.SSLError as e:
+            raise BackendUnavailable(f"Prometheus at {self.url}: its TLS certificate is not trusted ({what} not sent); "
+                                     "name the CA that signs it in the profile's prometheus.ca_bundle") from e
         except requests.RequestException as e:
             raise BackendUnavailable(f"Prometheus at {self.url} unreachable during {what} ({type(e).__name__})") from e
 
@@ -50,7 +75,7 @@ class Metrics:
         import requests
 
         try:
-            return requests.get(f"{self.url}/-/healthy", timeout=self.timeout_s).ok
+            return requests.get(f"{self.url}/-/healthy", timeout=self.timeout_s, verify=self.verify).ok
         except requests.RequestException:
             return False
 
@@ -145,7 +170,8 @@ class Metrics:
         import requests
 
         try:
-            reply = requests.get(f"{self.url}/api/v1/rules", params={"type": "alert"}, timeout=self.timeout_s)
+            reply = requests.get(f"{self.url}/api/v1/rules", params={"type": "alert"}, timeout=self.timeout_s,
+                                 verify=self.verify)
             reply.raise_for_status()
             return [r["name"] for g in reply.json()["data"]["groups"] for r in g["rules"]]
         except requests.RequestException as e:

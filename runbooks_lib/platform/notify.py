@@ -128,9 +128,9 @@ def notifier_for(target: str | None, profile: "Profile") -> WebhookNotifier | No
     configured = profile.notify.webhook_url.get_secret_value() if profile.notify.webhook_url else ""
     if not configured:
         return NoNotifier()
-    if not _is_loopback(configured):
-        # A real webhook URL carries its token in the path: mask it in every output.
-        register_secret(configured)
+    # A webhook URL carries its token in the path (Slack's, and the sandbox sink's): mask it in
+    # every output. The sandbox's (loopback) one only in this process: its token ends with the sandbox.
+    register_secret(configured, persist=not _is_loopback(configured))
     return WebhookNotifier(configured)
 
 

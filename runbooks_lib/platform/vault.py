@@ -216,6 +216,47 @@ class Vault:
             return False
         return bool((reply.get("data") or {}).get("valid"))
 
+    def unwrap_data_keys(self, wrapped: list[str], key_name: str, mount: str = "transit") -> list[bytes]:
+        """The plaintexts of many wrapped data keys in one call (a PITR's WAL segments: one each)."""
+        import base64
+
+        if not wrapped:
+            return []
+        reply = self._translate(
+            f"unwrap {len(wrapped)} data keys with {mount}/keys/{key_name}", self._client.secrets.transit.decrypt_data,
+            name=key_name, batch_input=[{"ciphertext": w} for w in wrapped], mount_point=mount,
+        )
+        results = reply["data"]["batch_results"]
+        failed = [i for i, r in enumerate(results) if r.get("error") or "plaintext" not in r]
+        if failed:
+            raise CheckFailed(f"Vault: {len(failed)} of {len(wrapped)} data keys do not unwrap with "
+                              f"{mount}/keys/{key_name} (first: item {failed[0]})")
+        return [base64.b64decode(r["plaintext"]) for r in results]
+
+    def hmac(self, data: bytes, key_name: str, mount: str = "transit") -> str:
+        """Vault's HMAC-SHA256 of ``data`` with the transit key (``vault:v1:...``): proof, to whoever
+        asks this Vault, that someone allowed to use the key vouched for exactly these bytes."""
+        import base64
+
+        reply = self._translate(
+            f"HMAC with {mount}/keys/{key_name}", self._client.secrets.transit.generate_hmac,
+            name=key_name, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256", mount_point=mount,
+        )
+        return str(reply["data"]["hmac"])
+
+    def verify_hmacs(self, items: list[tuple[bytes, str]], key_name: str, mount: str = "transit") -> list[bool]:
+        """For each ``(data, hmac)``, whether the HMAC is the transit key's for that data (one call)."""
+        import base64
+
+        if not items:
+            return []
+        batch = [{"input": base64.b64encode(data).decode(), "hmac": mac} for data, mac in items]
+        reply = self._translate(
+            f"verify {len(items)} HMACs with {mount}/keys/{key_name}",
+            lambda: self._client.adapter.post(f"/v1/{mount}/verify/{key_name}/sha2-256", json={"batch_input": batch}),
+        )
+        return [bool(r.get("valid")) and not r.get("error") for r in reply["data"]["batch_results"]]
+
     def token_identity(self) -> dict[str, str]:
         """Who the token belongs to (display name, accessor): an operator identity, never the token."""
         reply = self._translate("look up the token", self._client.auth.token.lookup_self)

@@ -139,7 +139,7 @@ class HealthCheck:
         from ..platform.metrics import Metrics
         from ..platform.signals import golden_signals
 
-        metrics = Metrics(self.profile.prometheus.url)
+        metrics = Metrics.of(self.profile.prometheus)
         slo = self.profile.slo
         rows = []
         for service in self.services:
@@ -169,7 +169,7 @@ class HealthCheck:
 
         minutes, window = minutes or self.params.window_minutes, window or self.params.signal_window
         jobs = "|".join(self.services)
-        panels = signal_panels(Metrics(self.profile.prometheus.url), f'job=~"{jobs}"', by="job", minutes=minutes,
+        panels = signal_panels(Metrics.of(self.profile.prometheus), f'job=~"{jobs}"', by="job", minutes=minutes,
                                window=window, signals=("requests_per_s", "success_rate", "p99_ms"), slo=self.profile.slo)
         return plot_signal_panels(panels)
 

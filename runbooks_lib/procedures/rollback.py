@@ -308,7 +308,7 @@ class RollbackRun:
             record_verdict(self.ctx, self.cluster, self.service, undone, undone.version, "bad", why)
             return
         slo = self.ctx.profile.slo
-        before = signals_before(Metrics(self.ctx.profile.prometheus.url, timeout_s=5), self.service, undone.replica_set,
+        before = signals_before(Metrics.of(self.ctx.profile.prometheus, timeout_s=5), self.service, undone.replica_set,
                                 self.changed_at or time.time(), success_rate_min=slo.success_rate_min,
                                 p99_max_ms=slo.p99_latency_max_ms)
         if before.failed:

@@ -179,13 +179,16 @@ class SchemaChange:
 
     def _pitr_way_out(self, migration: Applied) -> str:
         """The DR runbook's point-in-time restore to the backup taken just before ``migration``."""
-        from .dr.store import BackupStore
+        from ..platform.vault import Vault
+        from .dr.store import BackupStore, VaultSeal
 
         if not migration.backup:
             return "restore veza_db to a time before it was applied (notebooks/dr_drill.ipynb -p scenario pitr -p target_time <time>)"
         taken = ""
         try:
-            manifest = BackupStore(self.profile.backups.url or "", self.profile.backups.storage_options).manifest(migration.backup)
+            settings = self.profile.backups
+            seal = VaultSeal(Vault(self.profile.vault), settings)  # a time to restore to, from an authentic manifest
+            manifest = BackupStore(settings.url or "", settings.storage_options, seal).manifest(migration.backup)
             taken = manifest.taken.strftime("%Y-%m-%dT%H:%M:%SZ")
         except (RunbookError, OSError, ValueError):
             pass

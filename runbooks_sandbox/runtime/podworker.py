@@ -24,7 +24,7 @@ from .ipam import PoolExhausted, can_bind
 from .host import PodHost
 from .logs import ContainerLog
 from .probes import Probe
-from .runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, runner_process
+from .runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, pull_runner_image, runner_process
 
 __all__ = ["PodWorker"]
 
@@ -208,7 +208,7 @@ class PodWorker:
         try:
             resolved = None if runner else self.runtime.catalog.resolve(image)
             if runner:
-                runner_process(image, c.spec, {})  # an unknown tag fails to pull
+                pull_runner_image(image)  # an unknown tag fails to pull
         except ImagePullError as e:
             self._pull_failed(c, now, image, e)
             return

@@ -272,12 +272,35 @@ class OpenBaoServer:
             values = veza_secret_values(env, (database_urls or {}).get(env), (redis_urls or {}).get(env))
             client.secrets.kv.v2.create_or_update_secret(path=f"veza/{env}", secret=values, mount_point="secret")
             written.append(f"secret/veza/{env}")
-        _enable_transit(client)
-        # Exportable with a plaintext backup: the sandbox's stand-in for Vault's DR replication,
-        # which copies transit keys to the DR region's Vault (see ``replicate_from``). Without its
-        # key, a region's backups cannot be decrypted anywhere else.
-        client.secrets.transit.create_key(name=transit_key, exportable=True, allow_plaintext_backup=True)
+        self.enable_transit(transit_key)
         return written
+
+    def enable_transit(self, transit_key: str = "veza") -> None:
+        """The transit engine and its key (once): what wraps the backups' and the WAL's data keys."""
+        import hvac.exceptions
+
+        client = self.client()
+        _enable_transit(client)
+        try:
+            client.secrets.transit.read_key(name=transit_key)
+        except hvac.exceptions.InvalidPath:
+            # Exportable with a plaintext backup: the sandbox's stand-in for Vault's DR replication,
+            # which copies transit keys to the DR region's Vault (see ``replicate_from``). Without its
+            # key, a region's backups cannot be decrypted anywhere else.
+            client.secrets.transit.create_key(name=transit_key, exportable=True, allow_plaintext_backup=True)
+
+    def wal_archiver_token(self, transit_key: str = "veza", mount: str = "transit") -> str:
+        """A token for the database server's WAL archiver: new data keys, and the HMAC of what it
+        archived made and checked with ``transit_key``; nothing else (it can decrypt nothing, read
+        no secret). Handed to the caller only, for a 0600 file of the server's user."""
+        client = self.client()
+        name = "veza-wal-archiver"
+        rules = "\n".join(f'path "{mount}/{op}/{transit_key}" {{ capabilities = ["update"] }}'
+                          for op in ("datakey/plaintext", "hmac", "verify"))
+        client.sys.create_or_update_policy(name=name, policy=rules)
+        reply = client.auth.token.create(policies=[name], no_default_policy=True, no_parent=True, renewable=False,
+                                         ttl="8760h", display_name="wal-archiver")
+        return str(reply["auth"]["client_token"])
 
     def replicate_from(self, source: Any, envs: Iterable[str], transit_key: str = "veza",
                        own_values: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:

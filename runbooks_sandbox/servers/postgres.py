@@ -8,16 +8,23 @@ sandbox is disposable, and a drill that breaks the database must not break the n
 
 Authentication is ``trust`` on loopback and the private socket directory only; the
 DSNs carry no password.
+
+WAL is archived sealed, never in clear (:mod:`runbooks_lib.procedures.dr.walcrypt`): given a
+:class:`WalArchiver` (the sandbox's OpenBao and a token allowed only new data keys and HMACs),
+``start()`` installs the archiver program where the server's user can run it and sets
+``archive_command`` to it. Without one, WAL is not archived at all.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,7 @@ from .ports import (
 from .datadir import server_data_dir
 from .veza_schema import SEED_SQL
 
-__all__ = ["PostgresCluster", "ReplicationLag", "PG_BIN_DIR", "DATABASE"]
+__all__ = ["PostgresCluster", "ReplicationLag", "WalArchiver", "PG_BIN_DIR", "DATABASE"]
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 DATABASE = "veza_db"
@@ -59,15 +66,20 @@ fsync = off
 shared_buffers = '32MB'
 max_connections = 60
 log_min_messages = warning
+{archiving}
+"""
+
 # WAL archiving to the sandbox's stand-in for off-site storage: base backup + archived WAL is
 # what point-in-time recovery and a region rebuild replay. A segment is switched at least
-# every archive_timeout, which bounds the RPO of a region loss. A file is never overwritten, but
-# one already there with the same bytes counts as archived (PostgreSQL's own advice): a promoted
-# standby offers old segments again, and failing them would stall the archiver for good.
-archive_mode = on
-archive_command = '(test ! -f {wal_archive}/%f && cp %p {wal_archive}/%f) || cmp -s %p {wal_archive}/%f'
-archive_timeout = '30s'
-"""
+# every archive_timeout, which bounds the RPO of a region loss. Each file is sealed (a data key
+# from Vault's transit engine, the name bound in): the archive holds no row in clear. A file is
+# never overwritten, but one already there with the same plaintext counts as archived
+# (PostgreSQL's own advice): a promoted standby offers old segments again, and failing them
+# would stall the archiver for good.
+_ARCHIVING = """archive_mode = on
+archive_command = '{command}'
+archive_timeout = '30s'"""
+_NOT_ARCHIVING = "archive_mode = off  # no WAL archiver given: WAL never leaves this host"
 
 _HBA = """# veza sandbox: trust on loopback and the private socket directory only
 local   all          all                 trust
@@ -75,6 +87,17 @@ local   replication  all                 trust
 host    all          all   127.0.0.1/32  trust
 host    replication  all   127.0.0.1/32  trust
 """
+
+
+@dataclass(frozen=True)
+class WalArchiver:
+    """Where the archive_command gets its data keys: a Vault, a token allowed only
+    ``datakey/plaintext``, ``hmac`` and ``verify`` on ``key``, the transit mount."""
+
+    vault_addr: str
+    token: str = field(repr=False)
+    key: str = "veza"
+    mount: str = "transit"
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,7 @@ class PostgresCluster:
     seed: bool = True
     bin_dir: Path = PG_BIN_DIR
     start_timeout: float = 30.0
+    wal_archiver: WalArchiver | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -160,12 +184,13 @@ class PostgresCluster:
         self._prepare_home()
         self._write_state()
         try:
+            archiving = self._install_archiver() if self.wal_archiver else _NOT_ARCHIVING
             self._run([initdb, "-D", str(self.data_dir("primary")), "-U", SUPERUSER, "-A", "trust",
                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"])
             primary = self.data_dir("primary")
             with (primary / "postgresql.conf").open("a") as conf:
                 conf.write(_PRIMARY_CONF.format(host=self.host, port=self.primary_port, sockets=self.sockets,
-                                                wal_archive=self.wal_archive))
+                                                archiving=archiving))
             (primary / "pg_hba.conf").write_text(_HBA)
             self._pg_ctl_start("primary")
             if self.seed:
@@ -176,6 +201,51 @@ class PostgresCluster:
             self.stop()
             raise
         return self
+
+    @property
+    def archiver_home(self) -> Path:
+        return self.home / "wal-archiver"
+
+    def _install_archiver(self) -> str:
+        """Copy the archiver program (walcrypt.py and the envelope it seals with: standard library
+        and cryptography only) and its 0600 configuration where the server's user reads them, as
+        wal-g is installed on a database host; returns the archiving settings."""
+        from runbooks_lib.procedures.dr import envelope, walcrypt
+
+        assert self.wal_archiver is not None
+        home = self.archiver_home
+        home.mkdir(mode=0o700, exist_ok=True)
+        for module in (envelope, walcrypt):
+            shutil.copyfile(str(module.__file__), home / Path(str(module.__file__)).name)
+        config = home / "config.json"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"vault_addr": self.wal_archiver.vault_addr, "token": self.wal_archiver.token,
+                       "mount": self.wal_archiver.mount, "key": self.wal_archiver.key,
+                       "archive": str(self.wal_archive)}, out)
+        if os.geteuid() == 0:
+            for path in (home, *home.iterdir()):
+                shutil.chown(path, OS_USER, OS_USER)
+        # -E -s: the server's environment (a PYTHONPATH of whoever started it) loads nothing.
+        argv = [self._archiver_python(), "-E", "-s", str(home / "walcrypt.py"), "push", "%p", "%f",
+                "--config", str(config)]
+        command = " ".join(arg if arg in ("%p", "%f") else shlex.quote(arg) for arg in argv)
+        return _ARCHIVING.format(command=command.replace("'", "''"))
+
+    def _archiver_python(self) -> str:
+        """An interpreter with cryptography the server's user can run: this one (a checkout in
+        root's home is out of its reach), else the system's (Debian's python3-cryptography)."""
+        for candidate in dict.fromkeys((sys.executable, "/usr/bin/python3")):
+            argv = [candidate, "-E", "-s", "-c", "import cryptography.hazmat.primitives.ciphers.aead"]
+            if os.geteuid() == 0:
+                argv = ["runuser", "-u", OS_USER, "--", *argv]
+            try:
+                if subprocess.run(argv, capture_output=True, timeout=30, cwd="/").returncode == 0:
+                    return candidate
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+        raise PackageMissing(f"a Python with cryptography that user {OS_USER} can run (for the WAL archiver)",
+                             "python3-cryptography")
 
     def _binary(self, name: str) -> str:
         path = Path(self.bin_dir) / name

@@ -67,10 +67,13 @@ def prometheus_config(
     evaluation_interval: str = "1s",
     metrics_port: int = 8080,
     static_jobs: dict[str, str] | None = None,
+    static_jobs_token_file: str | None = None,
 ) -> dict[str, Any]:
     """prometheus.yml as a dict: one http_sd job over the sandbox's pods, plus the rules.
 
-    ``static_jobs`` adds a job per exporter URL (``{"redis": "http://127.0.0.1:PORT/redis/metrics"}``).
+    ``static_jobs`` adds a job per exporter URL (``{"redis": "http://127.0.0.1:PORT/redis/metrics"}``),
+    scraped with the bearer token in ``static_jobs_token_file`` (the sandbox's control endpoint
+    serves the Redis exporter and answers only its token holders).
     """
     config = {
         "global": {
@@ -91,8 +94,10 @@ def prometheus_config(
     }
     for job, url in (static_jobs or {}).items():
         host_port, _, path = url.removeprefix("http://").partition("/")
-        config["scrape_configs"].append({"job_name": job, "metrics_path": f"/{path}",
-                                         "static_configs": [{"targets": [host_port]}]})
+        scrape: dict[str, Any] = {"job_name": job, "metrics_path": f"/{path}", "static_configs": [{"targets": [host_port]}]}
+        if static_jobs_token_file:
+            scrape["authorization"] = {"type": "Bearer", "credentials_file": static_jobs_token_file}
+        config["scrape_configs"].append(scrape)
     return config
 
 
@@ -139,6 +144,7 @@ class PrometheusServer:
     state_dir: Path
     sd_url: str = ""
     static_jobs: dict[str, str] | None = None  # job -> exporter URL (the sandbox's Redis exporter)
+    static_jobs_token_file: str | None = None  # the bearer token the exporters want (0600 file)
     port: int | None = None
     host: str = LOOPBACK
     scrape_interval: str = "1s"
@@ -187,7 +193,7 @@ class PrometheusServer:
                                                   sort_keys=False))
         config = prometheus_config(self.sd_url, [str(self.rules_path)], scrape_interval=self.scrape_interval,
                                    evaluation_interval=self.evaluation_interval, metrics_port=self.metrics_port,
-                                   static_jobs=self.static_jobs)
+                                   static_jobs=self.static_jobs, static_jobs_token_file=self.static_jobs_token_file)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return self.config_path
 

@@ -90,10 +90,12 @@ def test_corrupted_or_truncated_backup_is_detected_and_named(live: Any, store: A
     with pytest.raises(CheckFailed, match=f"{dump}.*truncated"):
         restore_and_verify(store, manifest, vault, live.backups, _primary(live))
 
-    # A manifest rewritten to match the cut file: the encryption's last-segment flag still tells.
+    # A manifest rewritten to match the cut file: Vault does not vouch for it, and it is refused
+    # by name before anything is fetched (the encryption's last-segment flag would tell too:
+    # tests/test_dr_envelope.py).
     cut = good[:-100]
     forged = replace(manifest, size=len(cut), sha256=hashlib.sha256(cut).hexdigest())
-    with pytest.raises(CheckFailed, match=f"{dump}.*truncated or altered"):
+    with pytest.raises(CheckFailed, match=f"backup {manifest.name}: .*fails authentication.*not restored"):
         restore_and_verify(store, forged, vault, live.backups, _primary(live))
 
 
@@ -239,10 +241,10 @@ def test_region_drill_rebuilds_the_platform_in_the_dr_region_and_leaves_the_prim
 
     # What was kept off-site is checked before use: a damaged export is refused, naming the file.
     from runbooks_lib.procedures.dr.region import latest_manifests
-    from runbooks_lib.procedures.dr.store import BackupStore
+    from runbooks_lib.procedures.dr.store import BackupStore, VaultSeal
     from runbooks_lib.errors import CheckFailed
 
-    offsite = BackupStore(dr_profile.backups.url)
+    offsite = BackupStore(dr_profile.backups.url, seal=VaultSeal(dr_vault, dr_profile.backups))
     exported = latest_manifests(offsite)
     assert {"Deployment", "Service"} <= set(exported.counts()) and "veza-secrets" in exported.secrets
     yaml_file = Path(offsite.url) / "manifests" / f"{exported.name}.yaml"

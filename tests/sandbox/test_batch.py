@@ -1,8 +1,10 @@
 """batch/v1 Jobs and CronJobs: the controllers, pods run to completion as real processes, kubectl.
 
 One API server with the process pod runtime for the module; Jobs run the project's runner image
-(``registry.veza.app/veza-runbooks:<version>``), whose command line runs as a local process.
-Everything is driven through the official client and kubectl, as against a cluster.
+(``registry.veza.app/veza-runbooks:<version>``), whose command line (the runbook runner's, nothing
+else: tests/security/test_runner_image.py) runs as a local process; a Job that must run for a while
+runs a server of the workload catalog, which serves until it is stopped. Everything is driven
+through the official client and kubectl, as against a cluster.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from runbooks_sandbox.runtime.runner_image import runner_tags
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 RUNNER = f"registry.veza.app/veza-runbooks:v{sorted(runner_tags() - {'latest'})[0].lstrip('v')}"
+SERVER = "registry.veza.app/veza-frontend:v1.6.0"  # runs until stopped: the Jobs that must outlast a deadline
+QUICK = ["runbook", "records", "--help"]  # the runner, done in a second
+QUICK_SAYS = "Find, verify, seal and export run records"
 Obj = dict[str, Any]
 
 
@@ -67,11 +72,11 @@ def kubectl(server: ApiServer, ns: str, tmp_path: Path) -> Callable[..., str]:
     return run
 
 
-def job_manifest(name: str, command: list[str], **spec: Any) -> Obj:
+def job_manifest(name: str, command: list[str] | None, **spec: Any) -> Obj:
+    """A Job of the runner image running ``command``, or (None) of a server that runs until stopped."""
+    container = {"name": "task", "image": RUNNER, "command": command} if command else {"name": "task", "image": SERVER}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                           "containers": [{"name": "task", "image": RUNNER, "command": command}]}},
-                     **spec}}
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}, **spec}}
 
 
 def wait_job(batch: k8s.BatchV1Api, ns: str, name: str, condition: str, timeout: float = 30) -> Any:
@@ -91,7 +96,7 @@ def pods_of(server: ApiServer, ns: str, job: str) -> list[Obj]:
 
 
 def test_a_job_runs_its_pods_to_completion(server: ApiServer, batch: k8s.BatchV1Api, ns: str, kubectl) -> None:
-    batch.create_namespaced_job(ns, job_manifest("count", ["python", "-c", "print('counted to 3')"],
+    batch.create_namespaced_job(ns, job_manifest("count", QUICK,
                                                  completions=2, parallelism=1))
     job = wait_job(batch, ns, "count", "Complete")
     assert (job.status.succeeded, job.status.failed or 0, job.status.active or 0) == (2, 0, 0)
@@ -102,22 +107,22 @@ def test_a_job_runs_its_pods_to_completion(server: ApiServer, batch: k8s.BatchV1
     assert len(pods) == 2 and {p["status"]["phase"] for p in pods} == {"Succeeded"}
     table = kubectl("get", "jobs")
     assert "count" in table and "Complete" in table and "2/2" in table
-    assert "counted to 3" in kubectl("logs", "job/count")
+    assert QUICK_SAYS in kubectl("logs", "job/count")
 
 
 def test_backoff_limit_fails_the_job_after_retries(server: ApiServer, batch: k8s.BatchV1Api, ns: str, kubectl) -> None:
-    batch.create_namespaced_job(ns, job_manifest("flaky", ["python", "-c", "raise SystemExit(3)"], backoffLimit=1))
+    batch.create_namespaced_job(ns, job_manifest("flaky", ["runbook", "records", "show"], backoffLimit=1))
     kubectl("wait", "--for=condition=failed", "job/flaky", "--timeout=30s")
     job = batch.read_namespaced_job("flaky", ns)
     assert job.status.failed == 2 and not job.status.succeeded
     failed = next(c for c in job.status.conditions if c.type == "Failed")
     assert failed.reason == "BackoffLimitExceeded"
     codes = {p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods_of(server, ns, "flaky")}
-    assert codes == {3}
+    assert codes == {2}  # click's usage error: `records show` without a RUN_ID
 
 
 def test_active_deadline_stops_a_job_that_runs_too_long(server: ApiServer, batch: k8s.BatchV1Api, ns: str) -> None:
-    batch.create_namespaced_job(ns, job_manifest("slow", ["sleep", "60"], activeDeadlineSeconds=1))
+    batch.create_namespaced_job(ns, job_manifest("slow", None, activeDeadlineSeconds=1))
     job = wait_job(batch, ns, "slow", "Failed", timeout=20)
     assert next(c for c in job.status.conditions if c.type == "Failed").reason == "DeadlineExceeded"
     deadline = time.monotonic() + 10  # its pod is deleted, its process stopped
@@ -128,7 +133,7 @@ def test_active_deadline_stops_a_job_that_runs_too_long(server: ApiServer, batch
 
 
 def test_invalid_jobs_and_cronjobs_are_refused(batch: k8s.BatchV1Api, ns: str) -> None:
-    always = job_manifest("bad", ["true"])
+    always = job_manifest("bad", QUICK)
     always["spec"]["template"]["spec"]["restartPolicy"] = "Always"
     with pytest.raises(ApiException) as refused:
         batch.create_namespaced_job(ns, always)
@@ -146,8 +151,8 @@ def test_schedule_arithmetic() -> None:
     assert next_schedule(monthly, now) == datetime(2027, 1, 1, 3, 0, tzinfo=timezone.utc)
 
 
-def cronjob_manifest(name: str, schedule: str, command: list[str] | None = None, **spec: Any) -> Obj:
-    template = job_manifest("x", command or ["python", "-c", "print('scheduled run')"], backoffLimit=0)["spec"]
+def cronjob_manifest(name: str, schedule: str, command: list[str] | None = QUICK, **spec: Any) -> Obj:
+    template = job_manifest("x", command, backoffLimit=0)["spec"]
     return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
             "spec": {"schedule": schedule, "jobTemplate": {"spec": template}, **spec}}
 
@@ -170,7 +175,7 @@ def _wait(predicate: Callable[[], Any], timeout: float = 15) -> Any:
 
 def test_a_due_schedule_starts_a_job_and_forbid_skips_while_one_runs(server: ApiServer, batch: k8s.BatchV1Api,
                                                                       ns: str, kubectl) -> None:
-    batch.create_namespaced_cron_job(ns, cronjob_manifest("drill", "*/5 * * * *", ["sleep", "30"],
+    batch.create_namespaced_cron_job(ns, cronjob_manifest("drill", "*/5 * * * *", None,
                                                           concurrencyPolicy="Forbid"))
     _pretend_last_run(server, ns, "drill", timedelta(minutes=6))
     first = _wait(lambda: batch.list_namespaced_job(ns).items)
@@ -190,7 +195,7 @@ def test_a_due_schedule_starts_a_job_and_forbid_skips_while_one_runs(server: Api
 
 def test_replace_deletes_the_running_job_for_the_new_one(server: ApiServer, batch: k8s.BatchV1Api, ns: str,
                                                         kubectl) -> None:
-    batch.create_namespaced_cron_job(ns, cronjob_manifest("rotate", "*/5 * * * *", ["sleep", "30"],
+    batch.create_namespaced_cron_job(ns, cronjob_manifest("rotate", "*/5 * * * *", None,
                                                           concurrencyPolicy="Replace"))
     kubectl("create", "job", "by-hand", "--from=cronjob/rotate")  # a run in progress, owned by the CronJob
     _wait(lambda: batch.read_namespaced_cron_job("rotate", ns).status.active)
@@ -210,7 +215,7 @@ def test_kubectl_create_job_from_a_cronjob_runs_it_now_and_history_is_limited(
     job = batch.read_namespaced_job("by-hand-2", ns)
     assert job.metadata.annotations["cronjob.kubernetes.io/instantiate"] == "manual"
     assert job.spec.backoff_limit == 0  # the template's zero survived kubectl's protobuf body
-    assert "scheduled run" in kubectl("logs", "job/by-hand-2")
+    assert QUICK_SAYS in kubectl("logs", "job/by-hand-2")
     # successfulJobsHistoryLimit 1: the older finished Job goes, with its pods.
     _wait(lambda: [j.metadata.name for j in batch.list_namespaced_job(ns).items] == ["by-hand-2"])
     _wait(lambda: not pods_of(server, ns, "by-hand-1"))

@@ -422,32 +422,6 @@ def test_bootstrap_script_is_quick_when_everything_is_installed() -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_the_wal_archive_command_never_overwrites_but_accepts_a_segment_it_already_holds(tmp_path: Path) -> None:
-    """A promoted standby offers segments the old primary archived already: the same bytes count as
-    archived (or the archiver stalls and no later WAL reaches off-site storage); other bytes under
-    that name are refused, and nothing is overwritten."""
-    import re
-
-    from runbooks_sandbox.servers.postgres import _PRIMARY_CONF
-
-    archive, pg_wal = tmp_path / "archive", tmp_path / "pg_wal"
-    archive.mkdir(), pg_wal.mkdir()
-    conf = _PRIMARY_CONF.format(host="127.0.0.1", port=5432, sockets=tmp_path, wal_archive=archive)
-    command = re.search(r"^archive_command = '(.*)'$", conf, re.M).group(1)
-
-    def archive_segment(name: str) -> int:
-        return subprocess.run(["sh", "-c", command.replace("%p", f"pg_wal/{name}").replace("%f", name)],
-                              cwd=tmp_path).returncode
-
-    (pg_wal / "000000010000000000000002").write_bytes(b"segment two")
-    assert archive_segment("000000010000000000000002") == 0
-    assert (archive / "000000010000000000000002").read_bytes() == b"segment two"
-    assert archive_segment("000000010000000000000002") == 0, "offered again, same bytes: archived"
-    (pg_wal / "000000010000000000000002").write_bytes(b"other bytes")
-    assert archive_segment("000000010000000000000002") != 0, "same name, other bytes: refused"
-    assert (archive / "000000010000000000000002").read_bytes() == b"segment two", "never overwritten"
-
-
 def test_free_ports_are_chosen_below_the_range_outgoing_connections_take_theirs_from() -> None:
     """A port from the ephemeral range can be taken by any outgoing connection in the seconds
     before the server binds it; below it, only a listener can hold one."""

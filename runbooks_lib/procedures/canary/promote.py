@@ -142,7 +142,7 @@ class CanaryRun:
                              {"version": primary_label}, {"version": self.params.version})
         self.router = make_router(profile, self.cluster, self.target)
         self.plan = [self.router.achievable(100 - w, w) for w in self.steps]  # an impossible split stops here
-        self.metrics = Metrics(profile.prometheus.url)
+        self.metrics = Metrics.of(profile.prometheus)
         self.provider = PrometheusProvider(self.metrics)
         self.looker = Looker(self.provider, self.params.service, self.primary_version, self.params.version)
         self.judge = Judge(Policy.from_slo(profile.slo, max_hold_s=self.params.max_hold_s))

@@ -180,7 +180,7 @@ class DeployRun:
              f"revision {state.revision} ({current_image}) serves {state.ready} ready replicas")
         item("no other deploy holds the lock", True,
              "free" if held is None else f"stale lease of {held[0].holder}: will be taken over")
-        metrics = Metrics(self.ctx.profile.prometheus.url)
+        metrics = Metrics.of(self.ctx.profile.prometheus)
         try:
             rules = metrics.alert_rules()
             item("Prometheus reachable and alert rules loaded", bool(rules), f"{len(rules)} alert rules: {', '.join(rules[:4])}")

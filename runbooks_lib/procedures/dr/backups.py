@@ -5,12 +5,16 @@ segments (:mod:`.envelope`) with a data key Vault's transit engine just made, an
 straight to the store. The data key is asked for first, so a Vault that cannot be reached
 stops the backup before anything is written. Row counts per table are taken inside the very
 snapshot pg_dump dumps (``pg_export_snapshot`` + ``--snapshot``), so a restore can be checked
-against them exactly while the platform keeps writing.
+against them exactly while the platform keeps writing. The manifest is authenticated by Vault's
+HMAC with the same transit key (.store): editing it, or renaming the backup, is found before a
+restore.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +23,7 @@ from ...errors import CheckFailed, RunbookError
 from ...records.secret import SecretValue
 from .envelope import Encryptor
 from .postgres import libpq_env, tool, tool_version
-from .store import DUMP_SUFFIX, KEY_SUFFIX, MANIFEST_SUFFIX, BackupStore, Manifest
+from .store import DUMP_SUFFIX, KEY_SUFFIX, MANIFEST_SUFFIX, BackupStore, Manifest, VaultSeal
 
 if TYPE_CHECKING:
     from ...config.profiles import BackupSettings
@@ -97,7 +101,9 @@ def take_backup(dsn: str | SecretValue, vault: "Vault", settings: "BackupSetting
             transit={"mount": settings.transit_mount, "key": settings.transit_key},
             tool_versions=_versions(pg_dump, str(server)), duration_s=round(time.monotonic() - began, 3),
             files={"dump": name + DUMP_SUFFIX, "key": name + KEY_SUFFIX},
+            key_sha256=hashlib.sha256(wrapped.encode()).hexdigest(),
         )
+        manifest = replace(manifest, authentication=VaultSeal(vault, settings).sign(manifest.signed_bytes()))
         store.write_text(name, MANIFEST_SUFFIX, manifest.to_json())
         return manifest
     except BaseException as e:

@@ -104,7 +104,7 @@ class Drill:
     def __post_init__(self) -> None:
         from ...platform.cluster import Cluster
         from ...platform.vault import Vault
-        from .store import BackupStore
+        from .store import BackupStore, VaultSeal
 
         profile = self.ctx.profile
         assert profile is not None
@@ -112,7 +112,9 @@ class Drill:
             raise ParameterError(f"profile {profile.name} names no database.primary_dsn")
         self.profile = profile
         self.vault = Vault(profile.vault)
-        self.store = BackupStore(profile.backups.url, profile.backups.storage_options)
+        # Only manifests Vault vouches for are listed, picked as latest and restored.
+        self.store = BackupStore(profile.backups.url, profile.backups.storage_options,
+                                 seal=VaultSeal(self.vault, profile.backups))
         self.cluster = Cluster(profile, dry_run=self.params.dry_run)
         self.primary = SecretValue(profile.database.primary_dsn.get_secret_value(), name="primary_dsn")
         self.rto_target = self.params.rto_target_s or profile.drill.rto_target_s
@@ -167,9 +169,15 @@ class Drill:
             ("standby streaming", rep.healthy, f"lag {rep.lag_bytes} bytes, {rep.lag_seconds} s"),
             ("Vault unsealed", bool(vault.reachable and not vault.sealed), vault.address),
             ("backups stored", len(backups), f"newest {newest:%Y-%m-%d %H:%M} UTC" if newest else "none yet"),
+            ("backups refused (manifest not authentic)", len(self.store.refused),
+             "; ".join(f"{name}: {why}" for name, why in sorted(self.store.refused.items())) or "none"),
             ("WAL archiving", failed is None or (archived is not None and archived > failed_at),
              f"last archived {archived:%H:%M:%S} UTC" if archived else "nothing archived yet"),
         ]
+        if self.store.refused:
+            self.findings.append(f"{len(self.store.refused)} backup(s) in {self.store.url} have a manifest Vault does "
+                                 f"not vouch for ({', '.join(sorted(self.store.refused))}): edited, renamed or "
+                                 "forged; they are never picked or restored")
         self.mark("steady state checked")
         return pd.DataFrame(rows, columns=["check", "value", "detail"]).set_index("check")
 

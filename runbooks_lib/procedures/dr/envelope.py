@@ -9,7 +9,12 @@ age): reordered, dropped or appended segments fail authentication, and a file cu
 segment boundary fails because its last segment does not carry the flag.
 
 File layout: ``MAGIC`` (8 bytes) | nonce prefix (7 bytes) | segment size (4 bytes, big-endian)
-| segments, each ``ciphertext + 16-byte tag``. The header is every segment's associated data.
+| segments, each ``ciphertext + 16-byte tag``. The header, followed by the caller's ``context``
+(e.g. a WAL segment's name: a file renamed to stand for another fails), is every segment's
+associated data.
+
+This module needs nothing but the standard library and ``cryptography``: the WAL archiver runs
+a copy of it on the database host (:mod:`.walcrypt`).
 """
 from __future__ import annotations
 
@@ -55,6 +60,7 @@ class Encryptor:
     key: bytes = field(repr=False)  # the plaintext data key: never in a repr, a log or a record
     segment_size: int = SEGMENT_SIZE
     write: Callable[[bytes], object] | None = field(default=None, repr=False)
+    context: bytes = b""  # authenticated with every segment, not stored: the reader must know it
     sha256: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     size: int = 0
     plain_size: int = 0
@@ -63,6 +69,7 @@ class Encryptor:
         self._aead = _aead(self.key)
         self._prefix = os.urandom(_PREFIX)
         self._header = _HEADER.pack(MAGIC, self._prefix, self.segment_size)
+        self._associated = self._header + self.context
         self._pending = bytearray()
         self._index = 0
         self._emit(self._header)
@@ -76,7 +83,7 @@ class Encryptor:
     def _seal(self, chunk: bytes, last: bool) -> None:
         if self._index >= 2**32 - 1:
             raise EnvelopeError("stream too long for one envelope")
-        self._emit(self._aead.encrypt(_nonce(self._prefix, self._index, last), chunk, self._header))
+        self._emit(self._aead.encrypt(_nonce(self._prefix, self._index, last), chunk, self._associated))
         self._index += 1
 
     def update(self, data: bytes) -> None:
@@ -101,11 +108,12 @@ def encrypt_stream(source: BinaryIO, sink: BinaryIO, key: bytes, segment_size: i
     return enc
 
 
-def decrypt_stream(source: BinaryIO, key: bytes) -> Iterator[bytes]:
-    """Yield the plaintext of ``source`` segment by segment, each authenticated before it is yielded.
+def decrypt_stream(source: BinaryIO, key: bytes, context: bytes = b"") -> Iterator[bytes]:
+    """Yield the plaintext of ``source`` segment by segment, each authenticated before it is yielded
+    (with the ``context`` it was sealed with).
 
-    Raises EnvelopeError naming what is wrong: not an envelope, a segment altered, or the
-    stream cut short (no last segment).
+    Raises EnvelopeError naming what is wrong: not an envelope, a segment altered (or another
+    context), or the stream cut short (no last segment).
     """
     from cryptography.exceptions import InvalidTag
 
@@ -125,7 +133,7 @@ def decrypt_stream(source: BinaryIO, key: bytes) -> Iterator[bytes]:
         if len(current) < _TAG:
             raise EnvelopeError(f"truncated: segment {index} is incomplete")
         try:
-            yield aead.decrypt(_nonce(prefix, index, last), current, header)
+            yield aead.decrypt(_nonce(prefix, index, last), current, header + context)
         except InvalidTag:
             if last:
                 raise EnvelopeError(f"truncated or altered: segment {index} fails authentication "

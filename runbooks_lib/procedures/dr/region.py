@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ...platform.vault import Vault
     from .heartbeat import Beat
     from .pitr import RecoveredInstance
-    from .store import BackupStore
+    from .store import BackupStore, ManifestSeal
 
 __all__ = ["KEPT_KINDS", "OffsiteManifests", "export_manifests", "latest_manifests", "RegionFailover"]
 
@@ -94,8 +94,19 @@ class OffsiteManifests:
         return {(o["kind"], o["metadata"]["name"]) for o in self.objects}
 
 
-def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster: str) -> OffsiteManifests:
-    """Write the namespace's objects (portable) and an index with their sha256 beside the backups."""
+_INDEX_TAG = b"veza-offsite-manifests-v1\n"
+
+
+def _index_bytes(index: dict[str, Any]) -> bytes:
+    """What the index's HMAC covers: all of it but the HMAC (the objects through their sha256)."""
+    fields = {k: v for k, v in index.items() if k != "authentication"}
+    return _INDEX_TAG + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster: str,
+                     seal: "ManifestSeal") -> OffsiteManifests:
+    """Write the namespace's objects (portable) and an index with their sha256 beside the backups;
+    the index is vouched for by ``seal`` (Vault's HMAC): the DR region creates only what it holds."""
     import yaml
 
     objects = tuple(portable(o) for o in cluster.namespaced_objects(KEPT_KINDS))
@@ -110,20 +121,32 @@ def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster:
     index = {"name": exported.name, "taken_at": exported.taken_at, "source_cluster": source_cluster,
              "namespace": cluster.namespace, "secrets": secrets, "sha256": exported.sha256,
              "counts": {kind: exported.counts().get(kind, 0) for kind in KEPT_KINDS}}
+    index["authentication"] = seal.sign(_index_bytes(index))
     store.write_text(exported.name, ".index.json", json.dumps(index, indent=2))  # last: an export without it is incomplete
     return exported
 
 
 def latest_manifests(backups: "BackupStore") -> OffsiteManifests:
-    """The newest complete export, its sha256 checked; a damaged file is named."""
+    """The newest complete export whose index the store's seal vouches for (under its own name),
+    its sha256 checked; a damaged file is named, and so are the exports passed over."""
     import yaml
 
+    if backups.seal is None:
+        raise ParameterError("reading the off-site manifests needs a store with a seal (the DR Vault's transit key)")
     store = backups.folder(MANIFESTS_FOLDER)
-    indexes = sorted(p for p in store.files() if p.endswith(".index.json"))
-    if not indexes:
-        raise CheckFailed(f"no manifests kept off-site in {store.url}: nothing to rebuild the platform from")
-    name = indexes[-1].rsplit("/", 1)[-1].removesuffix(".index.json")
-    index = json.loads(store.read_text(name, ".index.json"))
+    names = sorted((p.rsplit("/", 1)[-1].removesuffix(".index.json") for p in store.files()
+                    if p.endswith(".index.json")), reverse=True)
+    refused = []
+    for name in names:
+        index = json.loads(store.read_text(name, ".index.json"))
+        mac = str(index.get("authentication") or "")
+        if index.get("name") == name and mac and backups.seal.verify([(_index_bytes(index), mac)])[0]:
+            break
+        refused.append(name)
+    else:
+        passed = f" ({len(refused)} not vouched for by Vault: {', '.join(refused)})" if refused else ""
+        raise CheckFailed(f"no authentic manifests kept off-site in {store.url}: nothing to rebuild the platform "
+                          f"from{passed}")
     text = store.read_text(name, ".yaml")
     if hashlib.sha256(text.encode()).hexdigest() != index["sha256"]:
         raise CheckFailed(f"{store.path(name, '.yaml')} does not match the sha256 of its index: damaged or truncated")
@@ -175,7 +198,7 @@ class RegionFailover:
     def __post_init__(self) -> None:
         from ...platform.cluster import Cluster
         from ...platform.vault import Vault
-        from .store import BackupStore
+        from .store import BackupStore, VaultSeal
 
         if not self.dr.backups.url or not self.dr.backups.wal_archive_url:
             raise ParameterError(f"profile {self.dr.name} names no off-site backups.url and wal_archive_url: "
@@ -186,7 +209,9 @@ class RegionFailover:
                                  f"{self.dr.backups.wal_archive_url} is not one")
         self.cluster = Cluster(self.dr, dry_run=self.drill.params.dry_run)
         self.vault = Vault(self.dr.vault)
-        self.offsite = BackupStore(self.dr.backups.url, self.dr.backups.storage_options)
+        # Read in the DR region, vouched for by its Vault (the transit key is replicated).
+        self.offsite = BackupStore(self.dr.backups.url, self.dr.backups.storage_options,
+                                   seal=VaultSeal(self.vault, self.dr.backups))
         self.fault_at: datetime | None = None
         self.wal_at_fault: Path | None = None
         self.instance: "RecoveredInstance | None" = None
@@ -256,9 +281,11 @@ class RegionFailover:
         import pandas as pd
 
         from .pitr import archived_up_to, force_wal_switch, take_base_backup
+        from .store import VaultSeal
 
         primary = self.drill
-        exported = export_manifests(primary.cluster, self.offsite, primary.ctx.cluster.get("identity") or "")
+        exported = export_manifests(primary.cluster, self.offsite, primary.ctx.cluster.get("identity") or "",
+                                    VaultSeal(primary.vault, primary.profile.backups))
         base = take_base_backup(primary.primary, primary.vault, primary.profile.backups)
         archived_up_to(primary.primary, force_wal_switch(primary.primary))
         primary.ctx.figure("backup_bytes", base.size)
@@ -304,14 +331,15 @@ class RegionFailover:
 
         assert self.wal_at_fault is not None, "declare the region lost first"
         began = time.monotonic()
-        base = latest_base_backup(self.dr.backups)
+        base = latest_base_backup(self.dr.backups, self.vault)
         self.instance = recover_to_time(base, None, self.vault, self.dr.backups, wal_dir=self.wal_at_fault)
         self.drill.ctx.on_finish(self._stop_instance)
         self.parts["database"] = round(time.monotonic() - began, 3)
         self.drill.ctx.figure("restore_s", self.parts["database"])
         self.drill.mark(f"database recovered in the DR region (port {self.instance.port})")
-        return (f"{base.path.name} (taken {base.taken_at:%H:%M:%S} UTC) + archived WAL replayed to its end in "
-                f"{self.instance.replay_s:.1f} s; the DR database listens on port {self.instance.port}")
+        return (f"{base.path.name} (taken {base.taken_at:%H:%M:%S} UTC, its manifest authentic) + "
+                f"{self.instance.wal_files} archived WAL files unsealed in {self.instance.unseal_s:.1f} s and replayed "
+                f"to their end in {self.instance.replay_s:.1f} s; the DR database listens on port {self.instance.port}")
 
     def resync_secrets(self) -> "pd.DataFrame":
         """The DR Vault's DSN now names the DR database; the Secret is built from the DR Vault."""

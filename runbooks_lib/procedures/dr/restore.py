@@ -1,7 +1,8 @@
 """Restore a backup into a scratch database and prove it: the only proof a backup is good.
 
-Fetch the encrypted file, check its sha256 against the manifest, unwrap the data key with
-Vault, decrypt segment by segment straight into ``pg_restore --exit-on-error`` (the clear dump
+Check the manifest is authentic (Vault's HMAC with the profile's transit key: an edited or
+renamed backup is refused before anything is created), fetch the encrypted file, check its
+sha256 and its wrapped key's against the manifest, unwrap the data key with Vault, decrypt segment by segment straight into ``pg_restore --exit-on-error`` (the clear dump
 never reaches a disk), then check: row counts per table equal those of the dump's snapshot,
 the marker row written just before the backup is there, and ``pg_amcheck`` finds no corrupt
 index or heap. The scratch database is dropped afterwards, whatever happened.
@@ -23,13 +24,13 @@ from .backups import MARKER_TABLE, table_row_counts
 from .envelope import EnvelopeError, decrypt_stream
 from ...platform.database import sql_errors
 from .postgres import libpq_env, run_tool, tool, with_database
-from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest
+from .store import DUMP_SUFFIX, KEY_SUFFIX, BackupStore, Manifest, VaultSeal, unauthentic
 
 if TYPE_CHECKING:
     from ...config.profiles import BackupSettings
     from ...platform.vault import Vault
 
-__all__ = ["Check", "RestoreReport", "fetch_verified", "restore_and_verify", "restore_into"]
+__all__ = ["Check", "RestoreReport", "authenticate", "fetch_verified", "restore_and_verify", "restore_into"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class RestoreReport:
         import pandas as pd
 
         return pd.DataFrame([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks]).set_index("check")
+
+
+def authenticate(store: BackupStore, manifest: Manifest, vault: "Vault", settings: "BackupSettings") -> str:
+    """CheckFailed naming the backup unless its manifest is authentic (whatever store it came from)
+    and its wrapped key file is the one the manifest names; returns the wrapped key."""
+    why = unauthentic(VaultSeal(vault, settings), [(manifest.name, manifest)]).get(manifest.name)
+    if why:
+        raise CheckFailed(f"backup {manifest.name}: {why}; not restored")
+    wrapped = store.read_text(manifest.name, KEY_SUFFIX).strip()
+    if hashlib.sha256(wrapped.encode()).hexdigest() != manifest.key_sha256:
+        raise CheckFailed(f"backup {manifest.name}: its key file {store.path(manifest.name, KEY_SUFFIX)} is not the "
+                          "one its manifest names (swapped or altered); not restored")
+    return wrapped
 
 
 def fetch_verified(store: BackupStore, manifest: Manifest, into: Path) -> Path:
@@ -159,10 +173,10 @@ def restore_and_verify(store: BackupStore, manifest: Manifest, vault: "Vault", s
     scratch = f"veza_dr_scratch_{uuid.uuid4().hex[:8]}"
     report = RestoreReport(manifest.name, scratch)
     began = time.monotonic()
+    wrapped = authenticate(store, manifest, vault, settings)  # before anything is fetched or created
     with tempfile.TemporaryDirectory(prefix="veza-restore-") as tmp:
         encrypted = fetch_verified(store, manifest, Path(tmp))
         report.timings["fetch_s"] = round(time.monotonic() - began, 3)
-        wrapped = store.read_text(manifest.name, KEY_SUFFIX).strip()
         key = vault.unwrap_data_key(wrapped, manifest.transit["key"], manifest.transit["mount"])
         with connect(with_database(admin_dsn, "postgres"), autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{scratch}"')

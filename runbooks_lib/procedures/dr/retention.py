@@ -73,10 +73,17 @@ def prune_backups(store: "BackupStore", now: datetime, *, daily_days: int = 30, 
     """The retention plan for every stored backup as a table; deletes only with ``apply=True``.
 
     Show it first (``apply=False`` is the default), read it, then apply: the table says for each
-    backup why it is kept or why it may go.
+    backup why it is kept or why it may go. Deleting goes by the manifests' dates, so it needs a
+    store with a seal (only authentic manifests are listed): an edited date must not get the
+    newest backup deleted.
     """
     import pandas as pd
 
+    from ...errors import ParameterError
+
+    if apply and store.seal is None:
+        raise ParameterError("deleting backups by their manifests' dates needs those manifests authenticated: "
+                             "give the store a seal (VaultSeal with the profile's transit key)")
     manifests = {m.name: m for m in store.list()}
     decisions = plan_retention(((n, m.taken) for n, m in manifests.items()), now, daily_days, weekly_weeks,
                                monthly_months)

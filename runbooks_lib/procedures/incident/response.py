@@ -68,7 +68,7 @@ class IncidentResponse:
         self.cluster = Cluster(ctx.profile)
         self.services = (list(self.profile.services.services) if params.service == ALL_SERVICES else [params.service])
         self.triggered = params.triggered
-        self.metrics = Metrics(self.profile.prometheus.url, timeout_s=5)
+        self.metrics = Metrics.of(self.profile.prometheus, timeout_s=5)
         self.notifier = notifier_for(params.notify or None, self.profile)
         self.timeline = Timeline()
         self.timeline.add(self.triggered, "triggered", detail=f"{params.severity}: {params.summary}")

@@ -57,7 +57,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
         raise CheckFailed(f"{service} {version}: no ready pod ({pod_label_selector}) to judge")
     pods = [p for p, _ in judged]
     selector = _pod_selector(service, [state.name for _, state in judged])
-    metrics = Metrics(ctx.profile.prometheus.url)
+    metrics = Metrics.of(ctx.profile.prometheus)
     what = f"{len(pods)} pods of {service} {version}"
     since = serving_since(pods, created_after) if created_after is not None else None
     if created_after is not None and since is None:
@@ -282,6 +282,6 @@ def plot_versions(ctx: "RunContext", service: str, minutes: float = 5) -> Any:
     from ...platform.metrics import Metrics
     from ...platform.signals import plot_signal_panels, selector, signal_panels
 
-    panels = signal_panels(Metrics(ctx.profile.prometheus.url), selector(service), by="version", minutes=minutes,
+    panels = signal_panels(Metrics.of(ctx.profile.prometheus), selector(service), by="version", minutes=minutes,
                            window="15s", slo=ctx.profile.slo, step_s=2)
     return plot_signal_panels(panels, title=f"{service} by version")
