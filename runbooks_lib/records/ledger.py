@@ -129,7 +129,9 @@ class Ledger:
     def append(self, record: Path, html: Path | None = None, **extra: Any) -> dict[str, Any]:
         """Chain ``record`` (and its HTML export) into the ledger; returns the new line."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+") as f:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        os.fchmod(fd, 0o644)  # the team reads the ledger, whatever the umask; nobody else writes it
+        with os.fdopen(fd, "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # concurrent seals must not fork the chain
             try:
                 f.seek(0)

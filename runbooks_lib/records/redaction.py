@@ -212,11 +212,12 @@ def redact_object(value: Any, *, shapes: bool = True, _key: str = "") -> Any:
 
 @dataclass(frozen=True)
 class ShapeHit:
-    """A token shape found in a text: which shape, and where (offset)."""
+    """A token shape found in a text: which shape, and where (offset, length)."""
 
     shape: str
     offset: int
     excerpt: str
+    length: int = 0
 
 
 def find_shapes(text: str) -> list[ShapeHit]:
@@ -226,7 +227,7 @@ def find_shapes(text: str) -> list[ShapeHit]:
         for match in shape.finditer(text):
             start = max(0, match.start() - 20)
             excerpt = redact(text[start : match.end() + 20].replace("\n", " "))
-            hits.append(ShapeHit(name, match.start(), excerpt))
+            hits.append(ShapeHit(name, match.start(), excerpt, match.end() - match.start()))
     return hits
 
 
