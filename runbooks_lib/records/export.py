@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import html
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,11 @@ def _inline_svg_as_image(output: Any) -> None:
         data.pop(mime, None)
 
 
+# nbconvert's exporter (its Jinja environment, its Markdown renderer) is shared by the warm-up
+# thread and the export itself: they take turns.
+_exporting = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def _exporter() -> Any:
     """One exporter per process: its Jinja environment compiles the templates once (seconds)."""
@@ -142,8 +148,9 @@ def prepare_exporter() -> None:
                                              nbformat.v4.new_output("stream", name="stdout", text="\x1b[1mx\x1b[0m\n")])])
     from .inert import inert_page
 
-    page, _ = _exporter().from_notebook_node(_presentable(nb, {"runbook": "warm-up", "outcome": "succeeded"}))
-    inert_page(page, "warm-up")  # bleach and html5lib's imports too
+    with _exporting:
+        page, _ = _exporter().from_notebook_node(_presentable(nb, {"runbook": "warm-up", "outcome": "succeeded"}))
+        inert_page(page, "warm-up")  # bleach and html5lib's imports too
 
 
 def export_html(record: Path, target: Path | None = None) -> Path:
@@ -156,8 +163,9 @@ def export_html(record: Path, target: Path | None = None) -> Path:
     nb = nbformat.read(str(record), as_version=4)
     from .inert import inert_page
 
-    body, _ = _exporter().from_notebook_node(_presentable(nb, read_summary(record)),
-                                          resources={"metadata": {"name": record.stem}})
+    with _exporting:  # the warm-up may still be rendering in its thread: one export at a time
+        body, _ = _exporter().from_notebook_node(_presentable(nb, read_summary(record)),
+                                              resources={"metadata": {"name": record.stem}})
     target = Path(target) if target else record.with_suffix(".html")
     target.write_text(inert_page(body, record.stem))
     return target

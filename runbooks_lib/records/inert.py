@@ -17,9 +17,9 @@ trusted to be:
 """
 from __future__ import annotations
 
-import functools
 import html
 import re
+import threading
 from typing import Any
 
 __all__ = ["CSP", "inert_fragment", "inert_page", "svg_as_image"]
@@ -63,13 +63,21 @@ def _allowed(tag: str, name: str, value: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1)
-def _cleaner() -> Any:
-    import bleach
-    from bleach.css_sanitizer import CSSSanitizer
+_per_thread = threading.local()
 
-    return bleach.Cleaner(tags=TAGS, attributes=_allowed, protocols={"http", "https", "mailto", "data"}, strip=True,
-                          strip_comments=True, css_sanitizer=CSSSanitizer(allowed_css_properties=CSS_PROPERTIES))
+
+def _cleaner() -> Any:
+    """This thread's cleaner: a bleach Cleaner is not thread-safe (``runbook run`` warms the export
+    up in a background thread while the runbook runs, and may export in the main one meanwhile)."""
+    cleaner = getattr(_per_thread, "cleaner", None)
+    if cleaner is None:
+        import bleach
+        from bleach.css_sanitizer import CSSSanitizer
+
+        cleaner = _per_thread.cleaner = bleach.Cleaner(
+            tags=TAGS, attributes=_allowed, protocols={"http", "https", "mailto", "data"}, strip=True,
+            strip_comments=True, css_sanitizer=CSSSanitizer(allowed_css_properties=CSS_PROPERTIES))
+    return cleaner
 
 
 def _drop_active_elements(markup: str) -> str:
