@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 __all__ = ["STAGING", "QUARANTINE", "RECORD_MODE", "PRIVATE_MODE", "private_folder", "workspace", "quarantine",
-           "move_into_place", "write_private"]
+           "quarantine_text", "move_into_place", "write_private"]
 
 STAGING = ".staging"
 QUARANTINE = ".quarantine"
@@ -84,6 +84,14 @@ def quarantine(root: Path, files: Iterable[Path], name: str, note: str) -> Path:
         shutil.move(str(file), str(target))  # a rename on the same filesystem
         os.chmod(target, PRIVATE_MODE)
     write_private(folder / "REFUSED.txt", note.rstrip("\n") + "\n")
+    return folder
+
+
+def quarantine_text(root: Path, name: str, text: str, note: str) -> Path:
+    """Set ``text`` aside (a half-written ledger line) in a new quarantine folder with ``note``."""
+    folder = _unique(Path(root) / QUARANTINE, name)
+    write_private(folder / f"{name}.txt", text)
+    write_private(folder / "NOTE.txt", note.rstrip("\n") + "\n")
     return folder
 
 
