@@ -69,6 +69,7 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     """
     from .run.runner import run_notebook
 
+    _know_profile_secrets(env)
     result = run_notebook(notebook, env, list(parameters), param_file, dry_run=dry_run)
     outcome = (result.summary or {}).get("outcome", "no summary")
     click.echo(f"record: {result.record}")
@@ -82,6 +83,35 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
     if result.summary and result.summary.get("failed_step"):
         click.echo(f"failed step: {result.summary['failed_step']}: {result.summary.get('error')}")
     sys.exit(result.exit_code)
+
+
+def _know_profile_secrets(env: str) -> None:
+    """This process masks the profile's secrets in what it prints, as the run's kernel does, and
+    keys and anchors the ledger as the profile says (records.trust)."""
+    from .config.profiles import load_profile
+    from .records.redaction import register_profile_secrets
+    from .records.trust import configure_for
+
+    try:
+        register_profile_secrets(load_profile(env))
+        configure_for(env)
+    except RunbookError:
+        pass  # an unknown env or a broken profile: run_notebook refuses it and says why
+
+
+def _ledger_trust(env: str) -> None:
+    """The profile's Vault transit key and Vault KV anchor for the ledger, when it names them
+    (records.trust cannot reach Vault itself: platform/ talks to Vault)."""
+    from .config.profiles import load_profile
+    from .platform.vault import TransitLedgerKey, Vault, VaultHeadAnchor
+    from .records.trust import use_anchors, use_ledger_key
+
+    profile = load_profile(env)
+    vault = Vault(profile.vault)
+    if profile.records.ledger_transit_key:
+        use_ledger_key(TransitLedgerKey(vault, profile.records.ledger_transit_key))
+    if profile.records.ledger_head_path:
+        use_anchors([VaultHeadAnchor(vault, profile.records.ledger_head_path)])
 
 
 def _report(result: "object") -> None:
@@ -210,7 +240,13 @@ def _skip_iri_grammar() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: library errors become a one-line message and their exit code."""
+    """Entry point: library errors become a one-line message and their exit code; everything the
+    command prints is masked (records.terminal), as a run's kernel masks its outputs."""
+    from .records.terminal import filter_process_output
+    from .records.trust import set_provider
+
+    filter_process_output()
+    set_provider(_ledger_trust)
     _skip_iri_grammar()
     try:
         cli.main(args=argv, prog_name="runbook", standalone_mode=False)

@@ -47,6 +47,12 @@ _SANDBOX_SHELL_VARIABLES = ("KUBECONFIG", "CLUSTER_UID", "NAMESPACE", "VAULT_ADD
 def pytest_configure(config: pytest.Config) -> None:
     for name in _SANDBOX_SHELL_VARIABLES:
         os.environ.pop(name, None)
+    # The ledger's key file (records.trust.FileKey) lives outside the records folder, by default in
+    # ~/.config: the tests, and the runs they start, use one of their own.
+    if "RUNBOOKS_LEDGER_KEY" not in os.environ:
+        import tempfile
+
+        os.environ["RUNBOOKS_LEDGER_KEY"] = os.path.join(tempfile.mkdtemp(prefix="runbooks-tests-"), "ledger.key")
 
 
 # -- tests leave the checkout's outputs/ alone (issue 10) -------------------------------------

@@ -66,8 +66,12 @@ def test_a_run_is_sealed_locally_then_published_and_verifiable_from_the_archive(
     local = next(Path(l[8:]) for l in result.stdout.splitlines() if l.startswith("record: "))
     assert local.is_relative_to(project_copy / "outputs")  # the spool: sealed before any upload
     relative = local.relative_to(project_copy / "outputs").as_posix()
-    for name in (relative, relative[:-6] + ".html", "ledger.jsonl"):
+    for name in (relative, relative[:-6] + ".html"):
         assert (served / "team" / name).read_bytes() == (project_copy / "outputs" / name).read_bytes(), name
+    # each machine's ledger under its own name (records.trust.writer_id), never one shared file
+    [published] = (served / "team" / "ledgers").glob("*.jsonl")
+    assert published.read_bytes() == (project_copy / "outputs" / "ledger.jsonl").read_bytes()
+    assert published.with_name(published.stem + ".head.json").is_file()
 
     mirror = tmp_path / "mirror"
     pulled = runbook("records", "pull", url, "--to", str(mirror), home=project_copy)
@@ -91,5 +95,5 @@ def test_an_unreachable_archive_keeps_the_sealed_record_and_says_how_to_retry(
     assert (project_copy / "outputs" / "ledger.jsonl").is_file()
     retried = runbook("records", "publish", "--url", url, home=project_copy)
     assert retried.returncode == 0, retried.stdout + retried.stderr
-    assert "published 3 file(s)" in retried.stdout
-    assert (served / "team" / "ledger.jsonl").is_file()
+    assert "published 4 file(s)" in retried.stdout  # the record, its export, this machine's ledger and head
+    assert len(list((served / "team" / "ledgers").glob("*.jsonl"))) == 1

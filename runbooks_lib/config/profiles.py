@@ -233,6 +233,12 @@ class Records(_Model):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for an archive URL, e.g. {endpoint_url: ...}"
     )
+    ledger_transit_key: str | None = Field(
+        None, description="<mount>/<key> of the Vault transit key that MACs the ledger's lines (transit/hmac/<key>), "
+                          "e.g. transit/veza-ledger; None = a key file outside the records folder (records.trust)")
+    ledger_head_path: str | None = Field(
+        None, description="Vault KV path where every seal anchors the ledger's head, one secret per writer below "
+                          "it, e.g. secret/veza/production/ledger-head; None = no Vault anchor")
 
 
 class Notify(_Model):

@@ -262,3 +262,59 @@ class Vault:
         reply = self._translate("look up the token", self._client.auth.token.lookup_self)
         data = reply.get("data", {})
         return {"display_name": str(data.get("display_name", "")), "accessor": str(data.get("accessor", ""))}
+
+
+    def hmac(self, data: bytes, key_name: str, mount: str = "transit") -> str:
+        """Vault's HMAC-SHA256 of ``data`` with a transit key (``vault:v1:...``); the key never leaves Vault."""
+        import base64
+
+        reply = self._translate(f"HMAC with {mount}/hmac/{key_name}", self._client.secrets.transit.generate_hmac,
+                                name=key_name, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256",
+                                mount_point=mount)
+        return str(reply["data"]["hmac"])
+
+    def verify_hmac(self, data: bytes, mac: str, key_name: str, mount: str = "transit") -> bool:
+        """Whether ``mac`` is Vault's HMAC of ``data`` with the transit key (any of its versions)."""
+        import base64
+
+        reply = self._translate(f"verify an HMAC with {mount}/verify/{key_name}",
+                                self._client.secrets.transit.verify_signed_data, name=key_name,
+                                hash_input=base64.b64encode(data).decode(), hmac=mac, hash_algorithm="sha2-256",
+                                mount_point=mount)
+        return bool(reply["data"]["valid"])
+
+
+class TransitLedgerKey:
+    """The ledger's key in Vault's transit engine (``records.trust.LedgerKey``): every line's MAC is
+    ``transit/hmac/<key>``, checkable from any machine with access to the key, held by none."""
+
+    def __init__(self, vault: Vault, transit_key: str) -> None:
+        mount, _, name = transit_key.rpartition("/")
+        self.vault, self.mount, self.name = vault, mount or "transit", name
+        self.key_id = f"vault-transit:{self.mount}/{self.name}"
+
+    def mac(self, data: bytes) -> str:
+        return self.vault.hmac(data, self.name, self.mount)
+
+    def verify(self, data: bytes, mac: str) -> bool:
+        return str(mac).startswith("vault:") and self.vault.verify_hmac(data, mac, self.name, self.mount)
+
+
+class VaultHeadAnchor:
+    """The ledger's head in Vault KV (``records.trust.Anchor``): ``<path>/<writer>``, one per machine."""
+
+    def __init__(self, vault: Vault, path: str) -> None:
+        self.vault, self.path = vault, path.rstrip("/")
+        self.name = f"Vault KV {self.path}"
+
+    def write(self, head: Any) -> None:
+        self.vault.write({k: str(v) for k, v in head.as_dict().items()}, f"{self.path}/{head.writer}")
+
+    def read(self, writer: str) -> Any:
+        from ..records.trust import Head
+
+        try:
+            data = self.vault.read(f"{self.path}/{writer}")
+        except NotFound:
+            return None
+        return Head.from_dict({k: v.reveal() for k, v in data.items()})

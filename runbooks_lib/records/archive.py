@@ -5,6 +5,14 @@ Records are always written, sealed and chained locally first — in the spool fo
 ``records.url`` (or ``RUNBOOKS_RECORDS_URL``) names a remote filesystem, each sealed record, its
 HTML export and the ledger are then published there. ``pull`` mirrors an archive into a
 folder, where ``runbook records list|verify --root`` read it like any other.
+
+Several machines publish to one archive, so each publishes its ledger as its own file,
+``ledgers/<writer>.jsonl`` (``records.trust.writer_id``), with its head beside it,
+``ledgers/<writer>.head.json`` (an anchor off the machine): no machine ever overwrites
+another's chain. One file per writer rather than one shared file appended with a
+compare-and-swap: fsspec's backends have no common conditional write (S3's, GCS's and an FTP
+server's differ, a local folder has none), a writer's chain stays linear and checkable alone,
+and record names never collide (each holds its run id).
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from .ledger import attachments_of
 __all__ = ["is_remote", "archive_url", "publish", "publish_ledger", "pull"]
 
 LEDGER_NAME = "ledger.jsonl"
+LEDGERS = "ledgers"  # in an archive: one ledger per writer
 
 
 def is_remote(url: str | None) -> bool:
@@ -92,8 +101,16 @@ def publish_ledger(root: Path, url: str, storage_options: dict[str, Any] | None 
                 done.append(remote)
     ledger = root / LEDGER_NAME
     if ledger.is_file():
-        _put(fs, ledger, f"{base}/{LEDGER_NAME}")
-        done.append(f"{base}/{LEDGER_NAME}")
+        from .trust import ArchiveAnchor, writer_id
+
+        # This machine's chain under its own name, then its head: an anchor off the machine.
+        writer = writer_id()
+        _put(fs, ledger, f"{base}/{LEDGERS}/{writer}.jsonl")
+        done.append(f"{base}/{LEDGERS}/{writer}.jsonl")
+        last = [e for e in Ledger(root).entries() if "_raw" not in e]
+        if last:
+            ArchiveAnchor(url, storage_options).write(Ledger(root).head_of({**last[-1], "writer": writer}))
+            done.append(f"{base}/{LEDGERS}/{writer}.head.json")
     return done
 
 

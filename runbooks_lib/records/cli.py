@@ -89,18 +89,32 @@ def show_command(root: str | None, run_id: str, as_json: bool) -> None:
 @records.command("verify")
 @_root_option
 @click.option("--expect-head", help="The ledger's last hash as published elsewhere.")
-def verify_command(root: str | None, expect_head: str | None) -> None:
-    """Check the ledger's chain and every sealed record; exit 1 naming each problem."""
-    from .ledger import Ledger
+@click.option("--env", default=None, help="Also compare with this profile's anchors: its archive (records.url) "
+                                           "and, when the profile names them, Vault's key and ledger head.")
+@click.option("--anchor", "anchor_urls", multiple=True, metavar="URL",
+              help="An archive whose ledgers/<writer>.head.json to compare the chain with (repeatable).")
+def verify_command(root: str | None, expect_head: str | None, env: str | None, anchor_urls: tuple[str, ...]) -> None:
+    """Check the ledgers' chains, MACs and anchored heads and every sealed record; exit 1 naming each problem."""
+    from .archive import archive_url
+    from .ledger import check_root, ledgers_of
+    from .trust import ArchiveAnchor, anchors, configure_for
 
-    ledger = Ledger(_root(root))
-    problems = ledger.verify(expect_head)
-    if problems:
-        for problem in problems:
+    configure_for(env)
+    archive = archive_url(env)
+    extra = [ArchiveAnchor(url) for url in (*anchor_urls, *([archive] if archive and not root else []))]
+    folder = _root(root)
+    report = check_root(folder, expect_head, [*anchors(), *extra])
+    for notice in report.notices:
+        click.echo(f"! {notice}")
+    if report.problems:
+        for problem in report.problems:
             click.echo(f"✗ {problem}")
-        click.echo(f"{len(problems)} problem(s) in {ledger.path}", err=True)
+        click.echo(f"{len(report.problems)} problem(s) in {folder}", err=True)
         sys.exit(1)
-    click.echo(f"✓ {len(ledger.entries())} sealed record(s) intact; ledger head {ledger.head}")
+    ledgers = ledgers_of(folder)
+    count = sum(len(ledger.entries()) for ledger in ledgers)
+    heads = "; ".join(f"{ledger.path.name} head {ledger.head}" for ledger in ledgers)
+    click.echo(f"✓ {count} sealed record(s) intact; {heads}")
 
 
 @records.command("seal")

@@ -5,12 +5,17 @@ failing step in red, measured figures, related records); each code cell's source
 into a ``<details>`` element (collapsed, one click to read it), outputs and plots follow
 inline (images are embedded), and the cell where the run failed is preceded by a banner,
 as papermill's own error banner does.
+
+The page is inert (``records.inert``): whatever a cell or an output holds — Markdown a runbook
+printed, HTML a pod's message ended up in — the export keeps no script, event handler,
+``javascript:`` URL, frame, object or form, and forbids them with a Content-Security-Policy.
 """
 from __future__ import annotations
 
 import copy
 import functools
 import html
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +94,35 @@ def _presentable(nb: Any, summary: dict[str, Any] | None) -> Any:
         if index == failing:
             step = (summary or {}).get("failed_step") or "this cell"
             cells.append(nbformat.v4.new_markdown_cell(
-                f"<div style='background:#ffebe9;border-left:4px solid #cf222e;padding:.5em'>"
+                f"<div style='background-color:#ffebe9;border-left:4px solid #cf222e;padding:.5em'>"
                 f"<b>✗ The run failed here</b> (step “{html.escape(str(step))}”)</div>"))
         if cell.cell_type == "code" and cell.source.strip():
             cells.append(nbformat.v4.new_markdown_cell(
                 f"<details><summary>code</summary><pre>{html.escape(cell.source)}</pre></details>"))
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            _inline_svg_as_image(output)
         cells.append(cell)
     nb.cells = cells
     return nb
+
+
+def _inline_svg_as_image(output: Any) -> None:
+    """An SVG figure is shown as an image (nbconvert would put the SVG markup in the page, where
+    it could run); code that only the kernel could run (JavaScript, widgets) is left out."""
+    from .inert import svg_as_image
+
+    data = output.get("data")
+    if not data:
+        return
+    if "image/svg+xml" in data and not any(k in data for k in ("image/png", "image/jpeg")):
+        data["text/html"] = svg_as_image("".join(data["image/svg+xml"]))
+    for mime in ("image/svg+xml", "application/javascript", "application/vnd.jupyter.widget-view+json"):
+        data.pop(mime, None)
+
+
+# nbconvert's exporter (its Jinja environment, its Markdown renderer) is shared by the warm-up
+# thread and the export itself: they take turns.
+_exporting = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -120,7 +146,11 @@ def prepare_exporter() -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm-up"),
                                          nbformat.v4.new_code_cell("1", outputs=[
                                              nbformat.v4.new_output("stream", name="stdout", text="\x1b[1mx\x1b[0m\n")])])
-    _exporter().from_notebook_node(_presentable(nb, {"runbook": "warm-up", "outcome": "succeeded"}))
+    from .inert import inert_page
+
+    with _exporting:
+        page, _ = _exporter().from_notebook_node(_presentable(nb, {"runbook": "warm-up", "outcome": "succeeded"}))
+        inert_page(page, "warm-up")  # bleach and html5lib's imports too
 
 
 def export_html(record: Path, target: Path | None = None) -> Path:
@@ -131,8 +161,11 @@ def export_html(record: Path, target: Path | None = None) -> Path:
 
     record = Path(record)
     nb = nbformat.read(str(record), as_version=4)
-    body, _ = _exporter().from_notebook_node(_presentable(nb, read_summary(record)),
-                                          resources={"metadata": {"name": record.stem}})
+    from .inert import inert_page
+
+    with _exporting:  # the warm-up may still be rendering in its thread: one export at a time
+        body, _ = _exporter().from_notebook_node(_presentable(nb, read_summary(record)),
+                                              resources={"metadata": {"name": record.stem}})
     target = Path(target) if target else record.with_suffix(".html")
-    target.write_text(body)
+    target.write_text(inert_page(body, record.stem))
     return target

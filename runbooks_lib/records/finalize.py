@@ -3,8 +3,10 @@
 The kernel writes its outputs through the redaction filters, but papermill itself writes
 the injected parameters cell (and ``metadata.papermill.parameters``) in clear (papermill
 #271). So the run executes into a private temporary folder; then the secret parameters
-are masked, progress bars are settled to their final state (``progress``), a summary is added if the kernel died without writing one, the notebook is
-written to its record path, and the record is sealed (scanned, exported, chained).
+are masked, progress bars are settled to their final state (``progress``), a summary is added if
+the kernel died without writing one, the notebook is written to a private workspace under the
+records folder, and sealed from there (scanned, exported, moved into place, chained) — or, if the
+seal refuses it, moved to the quarantine (``records.quarantine``): never into the records folder.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .progress import settle_progress
+from .quarantine import workspace, write_private
 from .redaction import redact, redact_object
-from .seal import SealRefused, SealResult, mask_injected_parameters, seal_record
+from .seal import SealRefused, SealResult, mask_injected_parameters, seal_staged
 from .summary import Summary, masked_parameters, read_summary, summary_bundle
 
 __all__ = ["finalize_record", "runner_summary"]
@@ -73,16 +76,16 @@ def finalize_record(executed: Path, record: Path, root: Path, *, secret_names: s
     nb = nbformat.read(str(executed), as_version=4)
     mask_injected_parameters(nb, frozenset(secret_names))
     settle_progress(nb)  # each bar's final state, as stdout: not pages of red redraws
-    record.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(record))
-    if fallback_summary is not None and read_summary(record) is None:
+    staged = workspace(root, record.stem) / record.name
+    write_private(staged, nbformat.writes(nb))
+    if fallback_summary is not None and read_summary(staged) is None:
         cell = nbformat.v4.new_code_cell("# The kernel ended without a summary: `runbook run` wrote this one.")
         cell.outputs = [nbformat.v4.new_output("display_data", data=summary_bundle(fallback_summary))]
         nb.cells.append(cell)
-        nbformat.write(nb, str(record))
+        write_private(staged, nbformat.writes(nb))
     try:
-        return seal_record(record, root, html=html)
-    except SealRefused as refused:
+        return seal_staged(staged, record, root, html=html)
+    except SealRefused as refused:  # already quarantined, with the export that failed
         return refused
-    except Exception as e:  # an export that breaks must not lose the run's exit code
+    except Exception as e:  # a workspace that cannot be written must not lose the run's exit code
         return SealRefused(record, [], reason=redact(f"could not be sealed: {type(e).__name__}: {e}"))

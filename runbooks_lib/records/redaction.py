@@ -1,9 +1,17 @@
 """The registry of secret values, and the functions that mask them in any text or output.
 
 Everything ``runbooks_lib`` reads from Vault or a Kubernetes Secret is registered here
-(``register_secret``), as are parameters with a secret-looking name. ``redact`` replaces every
-registered value (and its JSON-, repr- and HTML-escaped forms) and every common token shape
-(Vault tokens, AWS keys, JWTs, Stripe keys, private keys, passwords in DSNs) with ``********``.
+(``register_secret``), as are parameters with a secret-looking name (a webhook URL given as
+``notify`` among them) and every ``SecretStr`` of the run's profile (``register_profile_secrets``).
+``redact`` replaces every registered value and every common token shape (Vault tokens, AWS keys,
+JWTs, Stripe keys, private keys, passwords in DSNs) with ``********``.
+
+A secret is printed transformed as often as plain, so each registered value is masked in every
+form it commonly takes (``_variants``): JSON-, repr-, HTML-escaped, URL-encoded, base64 (of the
+value, and of anything it ends or starts, such as ``user:value`` in an HTTP Basic header: a base64
+run that encodes the value is masked whole), and libpq-quoted as in a conninfo ``password=...``.
+A DSN also registers its password alone (as written in the URL, and decoded), in each of those
+forms; so does a conninfo string's ``password=``.
 
 Other processes need to know what was registered without being told the values: the seal
 of a record runs in ``runbook run`` or ``runbook records seal``, not in the kernel. So each
@@ -13,6 +21,7 @@ where a window's fingerprint matches, without the clear value ever being written
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
@@ -20,6 +29,7 @@ import os
 import re
 import secrets as _random
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -42,6 +52,7 @@ __all__ = [
     "strip_ansi",
     "forget_secrets",
     "on_register",
+    "register_profile_secrets",
 ]
 
 #: Values shorter than this are not masked in output (masking "abc" everywhere would garble
@@ -51,6 +62,8 @@ MIN_SECRET_LENGTH = 4
 #: A parameter whose name contains one of these is a secret, whatever its value looks like.
 SECRET_NAME_HINTS = (
     "password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key", "dsn",
+    # A webhook URL holds its token in its path (the incident's ``notify`` parameter takes one).
+    "webhook", "notify",
 )
 
 # Common token shapes, named for the seal's message. The regexes match the secret part only
@@ -79,6 +92,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _lock = threading.Lock()
 _values: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_base64_pattern: re.Pattern[str] | None = None  # the base64 cores of registered values (``_base64_cores``)
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+# A shorter core could turn up in unrelated base64 by chance; the whole encodings are kept anyway.
+MIN_BASE64_CORE = 8
 _listeners: list[Callable[[], Any]] = []
 
 
@@ -99,13 +116,76 @@ def is_secret_name(name: str) -> bool:
     return any(hint in lowered for hint in SECRET_NAME_HINTS)
 
 
-def _variants(value: str) -> set[str]:
-    """The forms a value takes once printed, repr'd, JSON-encoded or HTML-escaped."""
+def _escaped_forms(value: str) -> set[str]:
+    """The forms a value takes once printed, repr'd, JSON-encoded, HTML-escaped, URL-encoded or
+    libpq-quoted (``password='it\\'s'`` in a conninfo string)."""
     forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1], html.escape(value), html.escape(value, quote=False)}
     forms.add(json.dumps(html.escape(value))[1:-1])
-    # A multi-line secret (a private key) is also caught line by line.
-    forms.update(line for line in value.splitlines() if len(line) >= 16)
+    for quoted in (urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value)):
+        forms.update({quoted, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)})
+    forms.add(re.sub(r"([\\'])", r"\\\1", value))
+    return forms
+
+
+def _base64_forms(value: str) -> set[str]:
+    """The value base64-encoded whole (standard and URL-safe alphabets, with and without padding)."""
+    raw = value.encode("utf-8", "surrogatepass")
+    forms = set()
+    for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        forms.update({encoded, encoded.rstrip("=")})
+    return forms
+
+
+def _base64_cores(value: str) -> set[str]:
+    """What the base64 of any text holding ``value`` holds wherever the value falls in it: for each of
+    the three alignments, the characters that encode the value's bytes alone (``user:value`` in an
+    HTTP Basic header, a token inside an encoded JSON body)."""
+    raw = value.encode("utf-8", "surrogatepass")
+    cores = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        first = (0, 2, 3)[shift]  # characters before it mix the preceding bytes' bits in
+        last = (8 * (shift + len(raw))) // 6  # characters after it mix the following bytes' bits in
+        core = encoded[first:last]
+        if len(core) >= MIN_BASE64_CORE:
+            cores.update({core, core.replace("+", "-").replace("/", "_")})
+    return cores
+
+
+def _derived(value: str) -> set[str]:
+    """Secrets inside a secret: a DSN's or URL's password (as written and decoded), a conninfo
+    string's ``password=``, and a webhook URL's path (its token) when long enough to be one."""
+    found = set()
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+    except ValueError:
+        parts = None
+    if parts is not None and parts.scheme and parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            written = userinfo.split(":", 1)[1]
+            found.update({written, urllib.parse.unquote(written)})
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if len(path.strip("/")) >= 16:
+            found.add(path)
+    for match in re.finditer(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", value):
+        written = match.group(1)
+        found.add(re.sub(r"\\(.)", r"\1", written[1:-1]) if written.startswith("'") else written)
+    return {item for item in found if len(item) >= MIN_SECRET_LENGTH and item != value}
+
+
+def _variants(value: str) -> set[str]:
+    """Every form in which ``value`` (and what it holds, ``_derived``) is masked."""
+    forms: set[str] = set()
+    for item in {value, *_derived(value)}:
+        forms |= _escaped_forms(item) | _base64_forms(item)
+        # A multi-line secret (a private key) is also caught line by line.
+        forms.update(line for line in item.splitlines() if len(line) >= 16)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _all_cores(value: str) -> set[str]:
+    return {core for item in {value, *_derived(value)} for core in _base64_cores(item)}
 
 
 def register_secret(value: Any, *, persist: bool = True) -> None:
@@ -121,11 +201,13 @@ def register_secret(value: Any, *, persist: bool = True) -> None:
             new.add(item)
     if not new:
         return
-    global _pattern
+    global _pattern, _base64_pattern
     with _lock:
         _values.update(new)
         forms = sorted({form for v in _values for form in _variants(v)}, key=len, reverse=True)
         _pattern = re.compile("|".join(map(re.escape, forms)))
+        cores = sorted({core for v in _values for core in _all_cores(v)}, key=len, reverse=True)
+        _base64_pattern = re.compile("|".join(map(re.escape, cores))) if cores else None
     if persist:
         FingerprintStore.default().add(new)
     # Inside a kernel, the first registered secret turns the output filters on, even when the
@@ -149,16 +231,43 @@ def _leaves(value: Any) -> Iterator[str]:
             yield from _leaves(item)
 
 
+def register_profile_secrets(profile: Any) -> int:
+    """Register every ``SecretStr`` a profile holds (DSNs, the Vault token, the webhook URL...):
+    ``start()`` calls it, so none of them can reach a record even if a runbook prints it.
+    Returns how many values were found."""
+    from pydantic import BaseModel, SecretStr
+
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, SecretStr):
+            found.append(node.get_secret_value())
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name, None))
+        elif isinstance(node, dict):
+            for item in node.values():
+                walk(item)
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            for item in node:
+                walk(item)
+
+    walk(profile)
+    register_secret(found)
+    return len(found)
+
+
 def registered_count() -> int:
     return len(_values)
 
 
 def forget_secrets() -> None:
     """Empty the in-process registry (tests only; fingerprints on disk stay)."""
-    global _pattern
+    global _pattern, _base64_pattern
     with _lock:
         _values.clear()
         _pattern = None
+        _base64_pattern = None
 
 
 def _mask_shapes(text: str) -> str:
@@ -177,6 +286,8 @@ def redact(text: str, *, shapes: bool = True) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
+    if _base64_pattern is not None:
+        text = _mask_base64_runs(text, _base64_pattern)
     if shapes:
         text = _mask_shapes(text)
     if "\x1b[" in text:
@@ -187,6 +298,23 @@ def redact(text: str, *, shapes: bool = True) -> str:
         if cleaned != plain:
             return cleaned
     return text
+
+
+def _mask_base64_runs(text: str, cores: re.Pattern[str]) -> str:
+    """Mask the whole base64 run around each registered value's core: the characters at its edges
+    encode bits of the value too."""
+    pieces, last = [], 0
+    for match in cores.finditer(text):
+        start, end = match.start(), match.end()
+        if start < last:
+            continue
+        while start > last and text[start - 1] in _BASE64_CHARS:
+            start -= 1
+        while end < len(text) and (text[end] in _BASE64_CHARS or text[end] == "="):
+            end += 1
+        pieces += [text[last:start], MASK]
+        last = end
+    return "".join(pieces) + text[last:] if pieces else text
 
 
 def redact_object(value: Any, *, shapes: bool = True, _key: str = "") -> Any:
@@ -212,11 +340,12 @@ def redact_object(value: Any, *, shapes: bool = True, _key: str = "") -> Any:
 
 @dataclass(frozen=True)
 class ShapeHit:
-    """A token shape found in a text: which shape, and where (offset)."""
+    """A token shape found in a text: which shape, and where (offset, length)."""
 
     shape: str
     offset: int
     excerpt: str
+    length: int = 0
 
 
 def find_shapes(text: str) -> list[ShapeHit]:
@@ -226,7 +355,7 @@ def find_shapes(text: str) -> list[ShapeHit]:
         for match in shape.finditer(text):
             start = max(0, match.start() - 20)
             excerpt = redact(text[start : match.end() + 20].replace("\n", " "))
-            hits.append(ShapeHit(name, match.start(), excerpt))
+            hits.append(ShapeHit(name, match.start(), excerpt, match.end() - match.start()))
     return hits
 
 
@@ -291,9 +420,10 @@ class FingerprintStore:
         try:
             salt = self._salt(create=True)
             assert salt is not None
+            forms = {form for value in values for form in _variants(value) | _all_cores(value)}
             lines = sorted(
                 {json.dumps({"length": len(form), "fp": self._digest(salt, form), "pf": self._prefilter(salt, form)})
-                 for value in values for form in _variants(value)}
+                 for form in forms}
             )
             fd = os.open(self.folder / "fingerprints.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a") as f:

@@ -5,8 +5,10 @@ JupyterLab has none: the file on disk holds what was saved, when it was saved, i
 kernel keeps its own. From ``start()`` on, every message the kernel sends to the notebook — each
 executed cell's source, its streams, displays, results and errors, *after* the redaction
 filters — is added to a notebook in memory (``SessionRecorder``). ``ctx.finish()`` (also reached
-from a failing cell) writes it under the records folder, named as ``runbook run`` names a record,
-and seals it: scanned for secrets, exported to HTML, chained in the ledger. Every change leaves
+from a failing cell) writes it in a private workspace under the records folder and seals it into
+place, named as ``runbook run`` names a record: scanned for secrets, exported to HTML, chained in
+the ledger; a record the seal refuses goes to the quarantine (``records.quarantine``), not to the
+records folder. Every change leaves
 the same audit trail however it was run.
 
 "Interactive" is a kernel started by Jupyter Server (JupyterLab, Notebook), which names the
@@ -88,9 +90,9 @@ def write_and_seal(recorder: SessionRecorder, record: Path, root: Path) -> str:
     import nbformat
 
     from ..errors import RunbookError
-    from .seal import SealRefused, seal_record
-
+    from .quarantine import workspace, write_private
     from .redaction import redact, redact_object
+    from .seal import SealRefused, seal_staged
 
     recorder.stop()
     # A message went out before a secret it holds was registered (a cell that registers one and
@@ -99,12 +101,11 @@ def write_and_seal(recorder: SessionRecorder, record: Path, root: Path) -> str:
         cell.source = redact(cell.source)
         if cell.cell_type == "code":
             cell.outputs = [nbformat.from_dict(redact_object(dict(o))) for o in cell.outputs]
-    record.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(recorder.nb, str(record))
     try:
-        sealed = seal_record(record, root)
+        staged = write_private(workspace(root, record.stem) / record.name, nbformat.writes(recorder.nb))
+        sealed = seal_staged(staged, record, root)
     except SealRefused as refused:
         return f"record NOT SEALED: {refused}"
-    except RunbookError as e:
-        return f"record NOT SEALED: {e}"
+    except (RunbookError, OSError) as e:
+        return f"record NOT SEALED: {redact(str(e))}"
     return f"record: {sealed.record} (sealed, in the ledger)" + (f"; html: {sealed.html}" if sealed.html else "")

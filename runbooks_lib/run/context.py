@@ -27,7 +27,7 @@ from ..config.parameters import missing_required
 from ..config.profiles import Profile, load_profile, project_home
 from ..display import Said, Tables, Titled
 from ..errors import ParameterError, RunbookError, StepSkipped, outcome_of
-from ..records.redaction import is_secret_name, redact, register_secret
+from ..records.redaction import is_secret_name, redact, register_profile_secrets, register_secret
 from ..records.secret import SecretValue
 from ..records.summary import SUMMARY_MIME, Summary, masked_parameters, summary_bundle
 from .journal import Journal, env_folder, journal_path
@@ -495,6 +495,7 @@ def start(
         if missing is not None:
             raise missing
         profile = load_profile(env, home)
+        register_profile_secrets(profile)  # its DSNs, tokens and webhook URL never reach the record
         model, values = _validate(schema, dict(params))
         if values.get("service") not in (None, "all"):  # "all": a run about every service (incident)
             profile.services.get(values["service"])

@@ -542,7 +542,8 @@ class IncidentResponse:
     def postmortem(self) -> PostMortem:
         s, m, snap = self.suggestion, self.mitigation, self.snapshot_
         top = self.ranked[0] if self.ranked else None
-        trigger = (f"Most likely: **{top.change.description}** ({top.change.source}), score {top.score:.2f}: "
+        # Plain text: the post-mortem escapes it whole (a change's description comes from the cluster).
+        trigger = (f"Most likely: {top.change.description} ({top.change.source}), score {top.score:.2f}: "
                    f"{top.evidence.split('; ', 1)[-1]}.") if top else ""
         detection = (f"Signals left their SLO at {iso(self.breach_at)}; the incident was triggered at {iso(self.triggered)} "
                      f"and acknowledged at {iso(self.acknowledged)}." if self.breach_at else
