@@ -263,25 +263,9 @@ class Vault:
         data = reply.get("data", {})
         return {"display_name": str(data.get("display_name", "")), "accessor": str(data.get("accessor", ""))}
 
-
-    def hmac(self, data: bytes, key_name: str, mount: str = "transit") -> str:
-        """Vault's HMAC-SHA256 of ``data`` with a transit key (``vault:v1:...``); the key never leaves Vault."""
-        import base64
-
-        reply = self._translate(f"HMAC with {mount}/hmac/{key_name}", self._client.secrets.transit.generate_hmac,
-                                name=key_name, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256",
-                                mount_point=mount)
-        return str(reply["data"]["hmac"])
-
     def verify_hmac(self, data: bytes, mac: str, key_name: str, mount: str = "transit") -> bool:
         """Whether ``mac`` is Vault's HMAC of ``data`` with the transit key (any of its versions)."""
-        import base64
-
-        reply = self._translate(f"verify an HMAC with {mount}/verify/{key_name}",
-                                self._client.secrets.transit.verify_signed_data, name=key_name,
-                                hash_input=base64.b64encode(data).decode(), hmac=mac, hash_algorithm="sha2-256",
-                                mount_point=mount)
-        return bool(reply["data"]["valid"])
+        return self.verify_hmacs([(data, mac)], key_name, mount)[0]
 
 
 class TransitLedgerKey:
