@@ -151,7 +151,7 @@ class Cluster:
         """How checks send HTTP requests to this cluster's pods and Services (``cluster.reach``)."""
         from .reach import reach_of
 
-        return reach_of(self)
+        return reach_of(self.profile.cluster, lambda: self.client)
 
     @property
     def _dry(self) -> dict[str, str]:

@@ -18,15 +18,16 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote
 
 from .api_retry import REFUSED, RetryPolicy, count_retry, say_retry
 
 if TYPE_CHECKING:
     import requests
+    from kubernetes.client import ApiClient
 
-    from .cluster import Cluster
+    from ..config.profiles import ClusterSettings
 
 __all__ = ["Reach", "reach_of"]
 
@@ -152,11 +153,11 @@ def _auth_of(client: Any) -> dict[str, Any]:
     return {"headers": headers, "verify": verify, "cert": cert}
 
 
-def reach_of(cluster: "Cluster") -> Reach:
-    """The Reach the cluster's profile asks for (``cluster.reach``)."""
-    settings = cluster.profile.cluster
+def reach_of(settings: "ClusterSettings", client: "Callable[[], ApiClient]") -> Reach:
+    """The Reach a profile's cluster settings ask for (``cluster.reach``); ``client`` gives the
+    kubernetes client whose server and credentials the API server's proxy is reached with."""
     if settings.reach == "direct":
-        return Reach(cluster.namespace, retry_for_s=settings.retry_for_s)
-    client = cluster.client
-    return Reach(cluster.namespace, api_url=client.configuration.host.rstrip("/"), auth=_auth_of(client),
+        return Reach(settings.namespace, retry_for_s=settings.retry_for_s)
+    api = client()
+    return Reach(settings.namespace, api_url=api.configuration.host.rstrip("/"), auth=_auth_of(api),
                  retry_for_s=settings.retry_for_s)

@@ -21,15 +21,25 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Protocol
 
 import urllib3
 
 from .errors import ApiError, Gone, Unreachable
 from .resources import ResourceType
 
-if TYPE_CHECKING:
-    from .store import ClusterStore
+
+class Lister(Protocol):
+    """What an informer reads: a ClusterStore's list and watch (a Protocol, so that the store,
+    which makes informers, and the informer do not import each other)."""
+
+    def list(self, rt: ResourceType, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> tuple[list[dict[str, Any]], int | str]: ...
+
+    def watch(self, rt: ResourceType, namespace: str | None = None, resource_version: int | str | None = None, *,
+              label_selector: str | None = None, field_selector: str | None = None,
+              timeout_s: float | None = None, bookmarks: bool = True) -> "WatchStream": ...
+
 
 __all__ = ["EventType", "StoreEvent", "WatchStream", "Informer", "Subscription", "parse_resource_version"]
 
@@ -103,7 +113,7 @@ class WatchStream:
 class Informer:
     """One resource type kept in step with the server, changes handed to ``deliver`` (module doc)."""
 
-    def __init__(self, store: ClusterStore, rt: ResourceType, deliver: Callable[[StoreEvent], None], *,
+    def __init__(self, store: Lister, rt: ResourceType, deliver: Callable[[StoreEvent], None], *,
                  namespace: str | None = None, label_selector: str | None = None,
                  field_selector: str | None = None) -> None:
         self.store, self.rt, self._deliver = store, rt, deliver
