@@ -11,7 +11,8 @@ rules.
 - success rate: the share of non-5xx answers; a version that never failed has no 5xx series
   at all, which means no errors, not no data (``or 0 * total`` keeps the labels of ``by``);
 - p50 / p95 / p99 in milliseconds, from the histogram's buckets;
-- request and error counts over a window (``increase``), for tests on counts (the canary's SPRT).
+- request and error counts over a window (``increase``), for tests on counts (the canary's SPRT);
+- request and error counts since a moment, from the raw counters (the sequential verdicts' looks).
 
 ``by`` groups a query (``"version"``, ``"job"``); without it each query is one number.
 """
@@ -37,6 +38,9 @@ __all__ = [
     "request_total",
     "error_total",
     "latency_quantile_total",
+    "request_total_since",
+    "error_total_since",
+    "latency_quantile_since",
     "signal_queries",
     "Panel",
     "signal_panels",
@@ -121,6 +125,31 @@ def latency_quantile_total(quantile: float, sel: str, by: str | None = None) -> 
     started (the raw bucket counters), as ``request_total`` counts them."""
     group = f"{by}, le" if by else "le"
     return f"1000 * histogram_quantile({quantile:g}, sum by ({group}) (http_request_duration_seconds_bucket{{{sel}}}))"
+
+
+def _at(promql_selector: str, start: float) -> str:
+    return f"{promql_selector} @ {start:.3f}"
+
+
+def request_total_since(sel: str, start: float) -> str:
+    """Requests counted between ``start`` (Unix seconds) and each pod's last scrape: the raw counters
+    now minus the same counters at ``start`` (PromQL's ``@``), exact where ``increase`` extrapolates.
+    Pods must have been scraped by ``start`` and not restarted since: the caller checks that."""
+    return f"({request_total(sel)}) - ({_sum(None)} ({_at(f'http_requests_total{{{sel}}}', start)}))"
+
+
+def error_total_since(sel: str, start: float) -> str:
+    """5xx answers counted between ``start`` and each pod's last scrape; no 5xx series means none."""
+    then = _at(f"http_requests_total{{{_with(sel, _ERRORS)}}}", start)
+    every_then = _at(f"http_requests_total{{{sel}}}", start)
+    return f"({error_total(sel)}) - (sum ({then}) or 0 * sum ({every_then}))"
+
+
+def latency_quantile_since(quantile: float, sel: str, start: float) -> str:
+    """The ``quantile`` of latency in milliseconds over the requests counted since ``start``: the
+    histogram's buckets now minus the same buckets at ``start``."""
+    bucket = f"http_request_duration_seconds_bucket{{{sel}}}"
+    return (f"1000 * histogram_quantile({quantile:g}, sum by (le) ({bucket}) - sum by (le) ({_at(bucket, start)}))")
 
 
 def signal_queries(sel: str, window: str, by: str | None = None,

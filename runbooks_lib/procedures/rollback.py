@@ -101,7 +101,8 @@ class RollbackParams(RunbookParams):
     to_revision: int = Field(0, ge=0, description="A revision number; 0 = the previous one")
     reason: str = Field("", max_length=500, description="Why: lands in the record (required with allow_known_bad)")
     allow_known_bad: bool = Field(False, description="Roll back onto a version known to have failed (needs a reason)")
-    verify_s: float = Field(5.0, ge=0, le=600, description="Seconds of the target's traffic judged against the SLOs")
+    verify_s: float = Field(5.0, ge=0, le=600, description="At most this many seconds of the target's traffic judged: the "
+                                                       "verdict ends as soon as the evidence suffices")
     run_down_migrations: bool = Field(False, description="Across a contract migration: back up, run its down file")
     defective: bool = Field(False, description="The version rolled back from is defective: mark it known bad")
     dry_run: bool = False
@@ -272,7 +273,7 @@ class RollbackRun:
         try:
             tables["signals"] = judge_version(self.ctx, self.cluster, self.service, version,
                                               observe_s=self.verify_s, pod_label_selector=selector,
-                                              created_after=self.changed_at)
+                                              created_after=self.changed_at, kind="rollback verify")
         except (CheckFailed, NoData) as e:
             failures.append(f"golden signals: {e}")
         try:

@@ -21,7 +21,7 @@ from .summary import SUMMARY_MIME
 __all__ = ["Catalog", "RecordFilter", "summaries", "parse_since"]
 
 CACHE_NAME = ".catalog.json"
-CACHE_VERSION = 3  # 2: rows carry verdicts and the cluster identity; 3: and notes
+CACHE_VERSION = 4  # 2: rows carry verdicts and the cluster identity; 3: and notes; 4: and judged windows
 _KEY = json.dumps(SUMMARY_MIME).encode()
 _decoder = json.JSONDecoder()
 
@@ -62,6 +62,7 @@ def _row(rel: str, summary: dict[str, Any] | None) -> dict[str, Any]:
     row["figures"] = summary.get("figures") or {}
     row["links"] = summary.get("links") or []
     row["verdicts"] = summary.get("verdicts") or []
+    row["judged"] = summary.get("judged") or []  # windows verdicts judged (runbook judge replay)
     row["notes"] = summary.get("notes") or {}  # e.g. why a rollback was blocked (runbooks_lib.procedures.delivery)
     row["cluster_identity"] = (summary.get("cluster") or {}).get("identity")
     return row

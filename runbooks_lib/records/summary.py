@@ -51,6 +51,9 @@ class Summary:
     # rollbacks read them back before choosing a target (runbooks_lib.procedures.judging.verdicts).
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts in words, e.g. an operator's override
+    # Every window a verdict judged: kind, version, requests, errors, p99, how it ended and its looks
+    # (runbooks_lib.procedures.judging.sequential), so `runbook judge replay` can re-judge it.
+    judged: list[dict[str, Any]] = field(default_factory=list)
     written_by: str | None = None  # set when the runner, not the kernel, wrote it
     version: int = SUMMARY_VERSION
 

@@ -140,6 +140,7 @@ class RunContext:
         self.figures: dict[str, float | int | None] = {}
         self.links: list[dict[str, str]] = []
         self.verdicts: list[dict[str, Any]] = []
+        self.judged: list[dict[str, Any]] = []  # every window a verdict judged (runbook judge replay re-judges them)
         self.notes: dict[str, str] = {}
         self.cluster: dict[str, Any] | None = None
         self._on_finish: list[Any] = []
@@ -323,6 +324,11 @@ class RunContext:
         self.verdicts.append(entry)
         self.journal.write(event="verdict", **entry)
 
+    def judged_window(self, window: dict[str, Any]) -> None:
+        """Keep a judged window (what it counted, look by look, and how it ended) for the record."""
+        self.judged.append(window)
+        self.journal.write(event="judged", **{k: v for k, v in window.items() if k != "looks"})
+
     def steps_table(self) -> Any:
         """The steps so far with their outcome and duration, and the figures measured."""
         import pandas as pd
@@ -345,6 +351,7 @@ class RunContext:
             duration_s=round((self.finished - self.started).total_seconds(), 3) if self.finished else None,
             failed_step=self.failed_step, error=self.error, steps=[asdict(s) for s in self.steps],
             figures=dict(self.figures), links=list(self.links), verdicts=list(self.verdicts), notes=dict(self.notes),
+            judged=list(self.judged),
         )
 
     def finish(self, outcome: str = "succeeded") -> dict[str, Any]:

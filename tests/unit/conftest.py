@@ -46,6 +46,11 @@ def app() -> Iterator[AppStub]:
 @pytest.fixture
 def prom() -> Iterator[PrometheusStub]:
     with PrometheusStub() as stub:
+        # The sequential verdict's looks: requests and 5xx counted since the window's start
+        # (200 clean requests decide at the first look), each pod just scraped.
+        stub.answer(r'code=~"5\.\."', 0)
+        stub.answer(r"^\(sum \(http_requests_total", 200)
+        stub.answer(r"^min\(timestamp\(up", 4_000_000_000)
         stub.answer(r"^count\(up", 2)
         stub.answer(r"^sum ?\(rate\(http_requests_total", 20.0)
         stub.answer(r"^1 - ", 1.0)

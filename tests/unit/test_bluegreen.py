@@ -76,7 +76,7 @@ def test_a_green_missing_its_slos_after_the_flip_is_flipped_back(platform: Platf
     bg.deploy_new()
     green_pods(platform)
     bg.flip_to_new()
-    platform.prom.answer(r"^1 - ", 0.5)
+    platform.prom.answer(r'^\(\(sum \(http_requests_total\{.*code=~"5\.\."', 100)  # 100 of its 200 requests failed
     with pytest.raises(CheckFailed, match=r"success rate 50.00 % .* — flipped back to blue in [\d.]+ s and deleted "
                                           + GREEN):
         bg.monitor()

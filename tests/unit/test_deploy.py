@@ -181,24 +181,33 @@ def test_verify_checks_pods_smoke_and_signals_and_says_good(platform: Platform) 
 
 
 def test_the_analysis_says_what_its_requests_could_rule_out(platform: Platform) -> None:
-    """The requests of the rates' window (5 s at least) are the rate times its length, as
-    Prometheus' increase() reads them: 20/s for 5 s cannot rule out a 5 % error rate, 40/s can."""
+    """Requests counted since the window's start: 100 clean ones cannot rule out a 5 % error rate
+    (Wald's SPRT needs 112), so the window runs to its end (at least 5 s) and says so; 200 decide
+    at the first look."""
     platform.roll_forward("v1.7.0")
+    platform.prom.answer(r"^\(sum \(http_requests_total", 100)
     run = deploy(platform)
     table = run.judge_metrics()
     assert table.loc["v1.7.0", "evidence"].startswith("weak: 100 requests cannot rule out 5 % errors; ~112 ")
-    assert run.ctx.figures["judged_requests_needed"] == 112
-    platform.prom.answer(r"^sum ?\(rate\(http_requests_total", 40.0)
-    table = deploy(platform).judge_metrics()
+    assert table.loc["v1.7.0", "ended by"] == "the window's end (5 s)"
+    assert run.ctx.figures["judged_requests_needed"] == 112 and run.ctx.figures["decided_by_evidence"] is False
+    assert run.ctx.figures["judged_window_s"] >= 5
+    platform.prom.answer(r"^\(sum \(http_requests_total", 200)
+    run = deploy(platform)
+    table = run.judge_metrics()
     assert table.loc["v1.7.0", "evidence"].startswith("strong: 200 requests rule out 5 % errors")
+    assert table.loc["v1.7.0", "ended by"] == "decision" and run.ctx.figures["judged_window_s"] < 3
+    [window] = run.ctx.judged
+    assert window["kind"] == "deploy analysis" and window["verdict"] == "pass" and window["requests"] == 200
+    assert window["looks"][-1][1:] == [200, 0, 42.0]
 
 
 def test_missed_slos_fail_with_the_numbers(platform: Platform) -> None:
     platform.roll_forward("v1.7.0")
-    platform.prom.answer(r"^1 - ", 0.9)
+    platform.prom.answer(r'^\(\(sum \(http_requests_total\{.*code=~"5\.\."', 20)  # 20 of 200 failed
     with pytest.raises(CheckFailed, match=r"v1.7.0: success rate 90.00 % \(SLO ≥ 99 %\), p99 42 ms"):
         deploy(platform).judge_metrics()
-    platform.prom.answer(r"^1 - ", None)
+    platform.prom.answer(r"^\(sum \(http_requests_total", None)
     with pytest.raises(NoData, match="no traffic data for v1.7.0"):
         deploy(platform).judge_metrics()
 

@@ -12,7 +12,7 @@ series and replayed offline by the bench.
    interval. The regression policy tolerates a shift up to ``tolerated_increase_pct`` % of the
    baseline *and* ``tolerated_increase_ms``; the canary fails only when the whole interval lies
    above that — which catches a +400 ms version whose p99 still meets a 500 ms SLO.
-3. **Sequential test** (Wald's SPRT) on the canary's request and error counts: H0 error rate
+3. **Sequential test** (Wald's SPRT, the one every verdict here shares: judging/sequential.py) on the canary's request and error counts: H0 error rate
    p0 (the SLO's error budget, or the baseline's rate when the baseline does worse) against H1
    p1 (``bad_error_rate``), false-alarm ``alpha`` and miss ``beta``. It aborts the moment the
    log-likelihood ratio crosses ln((1-beta)/alpha) — as soon as the traffic carries enough
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Mapping, Sequence
 
+from ..judging.sequential import SPRT, expected_requests
 from .provider import Reading, Series
 
 __all__ = ["Policy", "Window", "Check", "Decision", "SPRT", "Comparison", "compare", "Judge", "expected_requests"]
@@ -132,71 +133,6 @@ class Decision:
 
 def _fmt(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-# -- layer 3: the sequential probability ratio test --------------------------------------------
-
-@dataclass
-class SPRT:
-    """Wald's SPRT on Bernoulli errors, H0 rate p0 vs H1 rate p1 (p1 > p0)."""
-
-    p0: float
-    p1: float
-    alpha: float = 0.01
-    beta: float = 0.01
-    llr: float = 0.0
-    requests: float = 0.0
-    errors: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.p0 < self.p1 < 1:
-            raise ValueError(f"need 0 < p0 < p1 < 1, not p0={self.p0}, p1={self.p1}")
-        if not (0 < self.alpha < 1 and 0 < self.beta < 1):
-            raise ValueError("alpha and beta must be in (0, 1)")
-
-    @property
-    def upper(self) -> float:
-        """Crossing it accepts H1 (the canary is bad): ln((1-beta)/alpha)."""
-        return math.log((1 - self.beta) / self.alpha)
-
-    @property
-    def lower(self) -> float:
-        """Crossing it accepts H0 (the canary is as good as p0): ln(beta/(1-alpha))."""
-        return math.log(self.beta / (1 - self.alpha))
-
-    def step_weights(self, p0: float | None = None, p1: float | None = None) -> tuple[float, float]:
-        p0, p1 = p0 or self.p0, p1 or self.p1
-        return math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
-
-    def update(self, requests: float, errors: float, p0: float | None = None, p1: float | None = None) -> str:
-        """Add a batch of requests; returns "bad", "good" (H0 accepted so far) or "continue"."""
-        requests, errors = max(requests, 0.0), min(max(errors, 0.0), max(requests, 0.0))
-        on_error, on_success = self.step_weights(p0, p1)
-        self.llr += errors * on_error + (requests - errors) * on_success
-        self.requests += requests
-        self.errors += errors
-        return self.state
-
-    @property
-    def state(self) -> str:
-        if self.llr >= self.upper:
-            return "bad"
-        if self.llr <= self.lower:
-            return "good"
-        return "continue"
-
-
-def expected_requests(p0: float, p1: float, alpha: float, beta: float, true_rate: float | None = None) -> float:
-    """Wald's expected number of requests to a decision when errors happen at ``true_rate``
-    (default p1): the statistical floor of any judge with the same bounds (DESIGN.md)."""
-    p = p1 if true_rate is None else true_rate
-    a, b = math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
-    drift = p * math.log(p1 / p0) + (1 - p) * math.log((1 - p1) / (1 - p0))
-    if abs(drift) < 1e-12:
-        return float("inf")
-    # Probability of ending at the upper boundary, ~1 - beta under H1, ~alpha under H0.
-    upper_share = 1 - beta if p >= p1 else (alpha if p <= p0 else 0.5)
-    return (upper_share * a + (1 - upper_share) * b) / drift
 
 
 # -- layer 2: Mann-Whitney / Hodges-Lehmann ------------------------------------------------------

@@ -47,7 +47,8 @@ class DeployParams(RunbookParams):
     dry_run: bool = False
     change_cause: str = ""
     ticket: str = ""
-    analysis_s: float = Field(10, ge=0, le=3600, description="Traffic to observe before judging the new version")
+    analysis_s: float = Field(10, ge=0, le=3600, description="At most this many seconds of the new version's "
+                                                "traffic judged: the verdict ends as soon as the evidence suffices")
     monitor_s: float = Field(15, ge=0, le=3600, description="Blue-green: watch the new colour this long before "
                                                               "deleting the old one")
     allow_known_bad: bool = Field(False, description="Deploy a version the records or the cluster know as bad "

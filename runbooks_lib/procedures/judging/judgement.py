@@ -17,6 +17,8 @@ from ...display import show
 from ...config.clock import parse_time
 from ...platform.cluster import pod_state
 from ...errors import CheckFailed, NoData
+from .sequential import Evidence, Look, SequentialVerdict, Verdict, VerdictPolicy
+from .sequential import evidence as sequential_evidence
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,9 +26,9 @@ if TYPE_CHECKING:
     from ...platform.cluster import Cluster
     from ...run.context import RunContext
     from ...platform.metrics import Metrics
-    from ...platform.signals import GoldenSignals
 
-__all__ = ["Before", "Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "signals_before"]
+__all__ = ["Before", "Evidence", "evidence", "judge_version", "plot_versions", "serving_since", "signals_before",
+           "WindowCounters", "watch"]
 
 
 def _pod_selector(service: str, pods: list[str]) -> str:
@@ -35,23 +37,24 @@ def _pod_selector(service: str, pods: list[str]) -> str:
 
 
 def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: str, *, observe_s: float,
-                  pod_label_selector: str, created_after: float | None = None) -> "pd.DataFrame":
-    """Success rate and p99 of the pods running ``version`` over ``observe_s``, against the SLOs.
+                  pod_label_selector: str, created_after: float | None = None, kind: str = "deploy analysis"
+                  ) -> "pd.DataFrame":
+    """Success rate and p99 of the pods running ``version``, judged by the sequential verdict
+    (judging/sequential.py): it ends the moment the evidence suffices, ``observe_s`` at the most.
 
     ``pod_label_selector`` picks those pods (e.g. their ReplicaSet's pod-template-hash). Raises
-    NoData when Prometheus saw no traffic and CheckFailed, with the numbers, when an SLO is missed.
+    NoData when Prometheus saw no traffic and CheckFailed, with the numbers, when the verdict fails.
 
     ``created_after`` (Unix seconds) is when the change that made these pods was applied (a
     rollback's undo). When every pod judged started after it and never restarted, their counters
-    hold every request they served, so the traffic since the first of them was ready counts toward
-    ``observe_s``: only what is missing is waited for, and the table states the window judged.
-    Otherwise (or without it) the window starts now, as for a deploy.
+    hold every request they served, so the window starts when the first of them was ready and
+    what they already served counts. Otherwise (or without it) the window starts now, and lasts
+    at least ``MIN_WINDOW_S`` at the most (a few scrapes).
     """
     import pandas as pd
 
     from ...platform.metrics import Metrics
 
-    slo = ctx.profile.slo
     judged = [(p, state) for p in cluster.pods(pod_label_selector) if (state := pod_state(p)).ready and not state.deleting]
     if not judged:
         raise CheckFailed(f"{service} {version}: no ready pod ({pod_label_selector}) to judge")
@@ -64,52 +67,126 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
         print(f"observing {version} from now: a pod judged predates the change or restarted, so its counters "
               "do not hold just the traffic since the change")
     if since is None:
-        signals = _observe_from_now(metrics, service, version, selector, len(pods), observe_s, what)
-        # The rates' window: its requests are the rate times its length, as Prometheus' increase() reads them.
-        judged = None if signals.requests_per_s is None else signals.requests_per_s * _rate_window_s(observe_s)
+        metrics.wait_for_targets(selector, len(pods), timeout_s=30, what=what)
+        counters = WindowCounters(metrics, selector, len(pods), time.time(), served=False, what=what)
+        max_s = max(observe_s, MIN_WINDOW_S)
     else:
-        signals, seconds = _judge_served(metrics, service, version, selector, len(pods), since, observe_s, what)
-        ctx.figure("judged_window_s", round(seconds, 2))
-        ctx.figure("judged_requests", signals.requests)
-        judged = signals.requests
-    table = pd.DataFrame([_signals_row(ctx, version, len(pods), signals, judged)]).set_index("version")
+        counters = WindowCounters(metrics, selector, len(pods), since, served=True, what=what)
+        max_s = observe_s
+    verdict = watch(counters, SequentialVerdict(VerdictPolicy.from_slo(ctx.profile.slo), max_s), version)
+    window = _window_text(counters, verdict, version)
+    ctx.judged_window(verdict.record(kind=kind, service=service, version=version, window=window))
+    table = pd.DataFrame([_verdict_row(ctx, version, len(pods), verdict, window)]).set_index("version")
     # The decision, drawn, before it is taken: a failed judgement stops the notebook here.
-    show(plot_versions(ctx, service, minutes=max(2.0, observe_s / 60 + 1)))
-    _decide(version, signals, slo)
+    show(plot_versions(ctx, service, minutes=max(2.0, verdict.decided_after_s / 60 + 1)))
+    _decide(version, verdict, window, ctx.profile.slo)
     return table
 
 
-def _signals_row(ctx: "RunContext", version: str, pods: int, signals: "GoldenSignals", judged: float | None) -> dict[str, Any]:
-    """The judged window as the record's table shows it, with how much its requests show (evidence);
-    its figures go to the record too."""
-    slo = ctx.profile.slo
+MIN_WINDOW_S = 5.0  # a window observed from now spans a few scrapes at the least
+LOOK_S = 1.0  # between looks: the sandbox scrapes every second; a production Prometheus less often
+
+
+@dataclass(frozen=True)
+class WindowCounters:
+    """Where a window's looks come from: the pods' raw counters, from ``start`` (Unix seconds).
+    ``served``: the pods started within the window, so their counters since they started are it;
+    otherwise the counters now minus the same counters at ``start``."""
+
+    metrics: "Metrics"
+    selector: str
+    pods: int
+    start: float
+    served: bool
+    what: str
+
+    def look(self, moment: float) -> Look:
+        from ...platform import signals
+
+        sel = self.selector
+        if self.served:
+            queries = (signals.request_total(sel), signals.error_total(sel), signals.latency_quantile_total(0.99, sel))
+        else:
+            queries = (signals.request_total_since(sel, self.start), signals.error_total_since(sel, self.start),
+                       signals.latency_quantile_since(0.99, sel, self.start))
+        requests, errors, p99 = (self._value(q) for q in queries)
+        requests = max(requests or 0.0, 0.0)  # a pod restarted in the window resets its counters: never below 0
+        errors = min(max(errors or 0.0, 0.0), requests)
+        p99 = None if p99 is None or math.isinf(p99) or math.isnan(p99) or not requests else p99
+        return Look(moment - self.start, requests, errors, p99)
+
+    def _value(self, promql: str) -> float | None:
+        try:
+            return self.metrics.query(promql)
+        except NoData:
+            return None
+
+    def scraped_after(self, moment: float) -> float:
+        """Wait for a scrape of every pod after ``moment``: their counters then hold the whole window."""
+        end = self.metrics.scraped_after(self.selector, self.pods, moment, timeout_s=30, what=self.what)
+        return min(end, time.time())
+
+
+def watch(counters: WindowCounters, verdict: SequentialVerdict, version: str) -> Verdict:
+    """Look every LOOK_S until the verdict decides or the window's maximum passes; then the last look."""
+    from ...display import progress_bar
+
+    deadline = counters.start + verdict.max_s
+    with progress_bar(total=round(verdict.max_s, 1), desc=f"judging {version} (until the evidence suffices)",
+                      unit="s") as bar:
+        while (now := time.time()) < deadline:
+            if (decided := verdict.look(counters.look(now))) is not None:
+                return decided
+            bar.n = round(min(now - counters.start, verdict.max_s), 1)
+            bar.refresh()
+            time.sleep(min(LOOK_S, max(deadline - time.time(), 0.0)))
+        end = counters.scraped_after(deadline)
+        bar.n = round(verdict.max_s, 1)
+        bar.refresh()
+    return verdict.look(counters.look(end)) or verdict.close()
+
+
+def _window_text(counters: WindowCounters, verdict: Verdict, version: str) -> str:
+    end = counters.start + verdict.decided_after_s
+    since = f"since the first pod of {version} was ready" if counters.served else "observed from now"
+    return f"{_utc(counters.start)} → {_utc(end)} ({verdict.decided_after_s:.1f} s {since})"
+
+
+def _verdict_row(ctx: "RunContext", version: str, pods: int, verdict: Verdict, window: str) -> dict[str, Any]:
+    """The judged window as the record's table shows it: what it counted, how it ended and how much
+    its requests show (evidence); its figures go to the record too."""
+    slo, last = ctx.profile.slo, verdict.last
+    seconds = verdict.decided_after_s
+    success = verdict.success_rate
     row: dict[str, Any] = {
-        "version": version, "pods": pods, "window": signals.window, "requests/s": signals.requests_per_s,
-        "success rate %": None if signals.success_rate is None else round(100 * signals.success_rate, 2),
-        "SLO success %": 100 * slo.success_rate_min,
-        "p99 ms": None if signals.p99_ms is None else round(signals.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms}
-    if signals.requests is not None:
-        row["requests"] = int(signals.requests)
-    if judged is not None and signals.success_rate is not None and (
-            weight := evidence(slo.success_rate_min, judged, signals.success_rate)) is not None:
-        row["evidence"] = weight.text
-        if weight.state != "bad":
-            ctx.figure("judged_requests_needed", weight.needed)
-    ctx.figure("success_rate", signals.success_rate)
-    ctx.figure("p99_ms", signals.p99_ms)
+        "version": version, "pods": pods, "window": window,
+        "requests/s": round(last.requests / seconds, 2) if seconds > 0 else None, "requests": int(last.requests),
+        "success rate %": None if success is None else round(100 * success, 2), "SLO success %": 100 * slo.success_rate_min,
+        "p99 ms": None if last.p99_ms is None else round(last.p99_ms, 1), "SLO p99 ms": slo.p99_latency_max_ms,
+        "ended by": "decision" if verdict.ended_by == "decision" else f"the window's end ({verdict.max_s:g} s)",
+        "decided after s": round(seconds, 1)}
+    if verdict.evidence is not None:
+        row["evidence"] = verdict.evidence.text
+        if verdict.evidence.state != "bad":
+            ctx.figure("judged_requests_needed", verdict.evidence.needed)
+    ctx.figure("judged_window_s", round(seconds, 2))
+    ctx.figure("judged_requests", last.requests)
+    ctx.figure("decided_by_evidence", verdict.ended_by == "decision")
+    ctx.figure("success_rate", success)
+    ctx.figure("p99_ms", last.p99_ms)
     return row
 
 
-def _decide(version: str, signals: "GoldenSignals", slo: Any) -> None:
-    """NoData without traffic to judge; CheckFailed with the numbers when an SLO is missed."""
-    if signals.success_rate is None or signals.p99_ms is None:
-        raise NoData(f"no traffic data for {version} over {signals.window}: cannot judge it")
-    if not signals.within(slo.success_rate_min, slo.p99_latency_max_ms):
+def _decide(version: str, verdict: Verdict, window: str, slo: Any) -> None:
+    """NoData without traffic to judge; CheckFailed with the numbers when the verdict fails."""
+    success, last = verdict.success_rate, verdict.last
+    if verdict.passed is None or success is None:
+        raise NoData(f"no traffic data for {version} over {window}: cannot judge it")
+    if not verdict.passed:
+        p99 = "unknown" if last.p99_ms is None else f"{last.p99_ms:.0f} ms"
         raise CheckFailed(
-            f"{version}: success rate {100 * signals.success_rate:.2f} % "
-            f"(SLO ≥ {100 * slo.success_rate_min:g} %), p99 {signals.p99_ms:.0f} ms (SLO ≤ {slo.p99_latency_max_ms:g} ms) "
-            f"over {signals.window}"
-        )
+            f"{version}: success rate {100 * success:.2f} % (SLO ≥ {100 * slo.success_rate_min:g} %), "
+            f"p99 {p99} (SLO ≤ {slo.p99_latency_max_ms:g} ms) over {window}: {verdict.why}")
 
 
 @dataclass(frozen=True)
@@ -155,91 +232,12 @@ def signals_before(metrics: "Metrics", service: str, replica_set: str, until: fl
     return Before(missed, text)
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """How much the judged requests show, beyond meeting the SLO: ``needed`` is how many requests
-    without a further error the sequential test needs to rule out a bad error rate."""
-
-    state: str  # the SPRT's: "good" (bad rate ruled out), "bad" (bad rate shown), "continue" (too few)
-    needed: int
-    text: str
-
-
 def evidence(success_rate_min: float, requests: float, success_rate: float) -> Evidence | None:
-    """The canary judge's sequential test (Wald's SPRT, its default bounds) on the judged requests:
-    the SLO's error budget against the error rate a canary must be caught at.
-
-    Shown beside the verdict, never instead of it: at a sandbox's few requests a second, seconds
-    of traffic meet the SLO (no error seen) long before they could rule out a 5 % error rate, and a
-    reader should see which of the two the window showed. None when the SLO leaves no test to make
-    (an error budget of zero, or one as large as the bad rate)."""
-    from ..canary.judge import SPRT, Policy
-
-    policy = Policy(success_rate_min=success_rate_min)
-    if not 0 < policy.error_budget < policy.bad_error_rate:
-        return None
-    test = SPRT(policy.error_budget, policy.bad_error_rate, policy.alpha, policy.beta)
-    errors = round(requests * (1 - success_rate))
-    state = test.update(requests, errors)
-    _, per_success = test.step_weights()  # negative: each success moves toward ruling the bad rate out
-    needed = math.ceil(requests + max(0.0, (test.lower - test.llr) / per_success))
-    bounds = (f"SPRT {100 * policy.error_budget:g} % vs {100 * policy.bad_error_rate:g} % errors, "
-              f"α = β = {100 * policy.alpha:g} %")
-    n = int(requests)
-    if state == "good":
-        text = f"strong: {n} requests rule out {100 * policy.bad_error_rate:g} % errors ({bounds})"
-    elif state == "bad":
-        text = f"bad: {n} requests with {errors} errors show {100 * policy.bad_error_rate:g} % errors or worse ({bounds})"
-    else:
-        text = (f"weak: {n} requests cannot rule out {100 * policy.bad_error_rate:g} % errors; "
-                f"~{needed} without a further error would ({bounds})")
-    return Evidence(state, needed, text)
-
-
-def _observe_from_now(metrics: "Metrics", service: str, version: str, selector: str, pods: int, observe_s: float,
-                      what: str) -> "GoldenSignals":
-    """Judge only once Prometheus scrapes every pod (a window without them says nothing), then
-    observe ``observe_s`` and read the rates over that window."""
-    from ...display import progress_bar
-    from ...platform.signals import golden_signals
-
-    metrics.wait_for_targets(selector, pods, timeout_s=30, what=what)
-    for _ in progress_bar(range(int(observe_s)), desc=f"observing {version}", unit="s"):
-        time.sleep(1)
-    return golden_signals(metrics, service, f"{_rate_window_s(observe_s)}s", selector)
-
-
-def _rate_window_s(observe_s: float) -> int:
-    """The rates' window for ``observe_s`` observed: at least 5 s, so that it spans a few scrapes."""
-    return max(int(observe_s), 5)
-
-
-def _judge_served(metrics: "Metrics", service: str, version: str, selector: str, pods: int, since: float,
-                  observe_s: float, what: str) -> tuple["GoldenSignals", float]:
-    """Every request the pods served from ``since`` (the first of them ready) until each was last
-    scraped, once that window is ``observe_s`` long: wait for what is missing, then for a scrape
-    of every pod after it."""
-    import matplotlib.pyplot  # noqa: F401  (for the plot drawn after the window: imported while it fills)
-
-    from ...platform.signals import served_signals
-
-    _wait_until(since + observe_s, version, already=time.time() - since, observe_s=observe_s)
-    end = metrics.scraped_after(selector, pods, since + observe_s, timeout_s=30, what=what)
-    window = f"{_utc(since)} → {_utc(end)} ({end - since:.1f} s since the first pod of {version} was ready)"
-    return served_signals(metrics, service, selector, end - since, window), end - since
-
-
-def _wait_until(moment: float, version: str, *, already: float, observe_s: float) -> None:
-    from ...display import progress_bar
-
-    if moment <= time.time():
-        return
-    with progress_bar(total=round(observe_s, 1), initial=round(min(max(already, 0.0), observe_s), 1),
-                      desc=f"observing {version} (served since its first ready pod)", unit="s") as bar:
-        while (left := moment - time.time()) > 0:
-            time.sleep(min(0.25, left))
-            bar.n = round(min(observe_s - max(left - 0.25, 0.0), observe_s), 1)
-            bar.refresh()
+    """The sequential test (Wald's SPRT, its default bounds) on the judged requests, in words: the
+    SLO's error budget against the error rate a release must be caught at. None when the SLO leaves
+    no test to make (an error budget of zero, or one as large as the bad rate)."""
+    return sequential_evidence(VerdictPolicy(success_rate_min=success_rate_min), requests,
+                               requests * (1 - success_rate))
 
 
 def serving_since(pods: list[dict[str, Any]], created_after: float) -> float | None:
