@@ -230,6 +230,10 @@ from .records.cli import records  # noqa: E402  (the records commands are part o
 
 cli.add_command(records)
 
+from .procedures.judging.cli import judge  # noqa: E402  (runbook judge replay: the verdicts measured)
+
+cli.add_command(judge)
+
 
 def _skip_iri_grammar() -> None:
     """Keep jsonschema from building rfc3987-syntax's Lark grammar when nbformat imports it:

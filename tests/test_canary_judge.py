@@ -230,3 +230,18 @@ def test_steps_must_increase_to_100(steps: tuple[int, ...]) -> None:
         CanaryParams(service="s", version="v1.6.0", steps=steps)
     assert CanaryParams(service="s", version="v1.6.0", steps=[5, 100]).steps == (5, 100)
     assert CanaryParams(service="s", version="v1.6.0").steps is None  # the profile's canary_steps
+
+
+def test_the_canarys_looks_add_up_across_steps_for_the_record_and_its_replay() -> None:
+    """What the record keeps of a canary (``judged``): the requests and errors summed look by look,
+    as the canary's own SPRT sums them, so the shared verdict re-judges them to the same end."""
+    from runbooks_lib.procedures.canary.judge import canary_looks
+    from runbooks_lib.procedures.judging.sequential import VerdictPolicy, judge_looks
+
+    erroring = [window(k, sr=0.92, requests=25, errors=2) for k in range(1, 10)]
+    looks = canary_looks(erroring)
+    assert [(look.at_s, look.requests, look.errors) for look in looks[:3]] == [(0, 25, 2), (5, 50, 4), (10, 75, 6)]
+    decisions = replay(Policy(failure_threshold=5), erroring)  # the SLO gates wait: the sequential layer decides
+    replayed = judge_looks(VerdictPolicy(), looks, max_s=looks[-1].at_s)
+    assert decisions[-1].action == "abort" and "sequential test" in decisions[-1].why and replayed.passed is False
+    assert replayed.decided_after_s == (decisions[-1].at - erroring[0].at).total_seconds()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Mapping, Sequence
 
-from ..judging.sequential import SPRT, expected_requests
+from ..judging.sequential import SPRT, Look, expected_requests
 from .provider import Reading, Series
 
 __all__ = ["Policy", "Window", "Check", "Decision", "SPRT", "Comparison", "compare", "Judge", "expected_requests"]
@@ -349,3 +349,21 @@ def replay(policy: Policy, windows: Sequence[Window]) -> list[Decision]:
 
 
 __all__.append("replay")
+
+
+def canary_looks(windows: Sequence[Window]) -> list[Look]:
+    """The canary's looks as the sequential verdict reads them: its requests and errors counted from
+    the first look on (the canary's SPRT adds them up across steps), the interval's p99 beside them
+    (Prometheus gives no p99 of the canary's whole life). Kept in the record so that ``runbook judge
+    replay`` re-judges the canary's traffic under another policy."""
+    looks: list[Look] = []
+    requests = errors = 0.0
+    for w in windows:
+        requests += max(w.value("canary_requests") or 0.0, 0.0)
+        errors += max(w.value("canary_errors") or 0.0, 0.0)
+        at = (w.at - windows[0].at).total_seconds()
+        looks.append(Look(at, requests, min(errors, requests), w.value("canary_p99_ms")))
+    return looks
+
+
+__all__.append("canary_looks")

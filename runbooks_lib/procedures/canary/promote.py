@@ -387,6 +387,22 @@ class CanaryRun:
         print("✓ promoted: " + "; ".join(done), flush=True)
         return done
 
+    def _record_judged(self) -> None:
+        """The canary's looks for the record (``judged``), as a deploy's analysis keeps its window."""
+        from .judge import canary_looks
+
+        if not self.windows:
+            return
+        looks = canary_looks(self.windows)
+        blamed = any(d.blames_the_canary for d in self.judge.decisions)
+        verdict = "pass" if self.outcome == "promoted" else ("fail" if blamed else "no data")
+        last = looks[-1]
+        self.ctx.judged_window({
+            "kind": "canary", "service": self.params.service, "version": self.params.version, "verdict": verdict,
+            "ended_by": "decision", "decided_after_s": round(last.at_s, 2), "max_s": round(last.at_s, 2),
+            "requests": round(last.requests, 1), "errors": round(last.errors, 1), "p99_ms": last.p99_ms,
+            "steps": list(self.steps), "looks": [look.as_list() for look in looks]})
+
     def _time_to_abort(self) -> float | None:
         if self.aborted is None or self.first_routed_at is None:
             return None
@@ -448,6 +464,7 @@ class CanaryRun:
         self.ctx.figure("canary_requests", traffic.get("requests") if traffic else None)
         if self.params.dry_run:
             return "dry run: nothing was routed, nothing promoted"
+        self._record_judged()
         if self.outcome == "promoted":
             return (f"promoted {self.params.version} after {len(self.judge.decisions)} decisions: "
                     f"{self.params.service} serves it with {self.spec.replicas} replicas")
