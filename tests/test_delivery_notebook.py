@@ -52,11 +52,19 @@ def test_the_notebook_runs_headless_and_records_the_report_figures(tmp_path: Pat
     [record] = sorted(records.rglob("delivery_metrics-*.ipynb"))
     summary = read_summary(record)
     assert summary["outcome"] == "succeeded" and summary["runbook"] == "delivery_metrics"
-    assert summary["figures"] == expected
+    # "How good are our judges": the recorded verdicts against what happened next (judging/replay.py).
+    from runbooks_lib.procedures.judging.replay import replay_judges
+    from runbooks_lib.procedures.delivery.report import parse_moment
+    from runbooks_lib.records.catalog import Catalog, RecordFilter
+
+    [judges] = replay_judges(Catalog(records).rows(RecordFilter(env="sandbox")), {"as recorded": None},
+                             since=parse_moment(since), until=parse_moment(until))
+    assert summary["figures"] == {**expected, "judge_false_aborts": judges.false_aborts,
+                                  "judge_escapes": judges.escapes, "judge_median_decision_s": judges.median_decision_s}
     assert [s["name"] for s in summary["steps"]] == ["Read the records", "Verdict"]
     text = record.read_text()
-    assert text.count('"image/png"') == 8  # a plot per figure group
-    for title in ("Deployment frequency", "Lead time for changes", "Change failure rate", "recovery time",
+    assert text.count('"image/png"') == 9  # a plot per figure group, and the judges'
+    for title in ("How good are our judges", "Deployment frequency", "Lead time for changes", "Change failure rate", "recovery time",
                   "Deployment success rate", "Rollback times", "Canary abort times", "DR drills"):
         assert title in text
 

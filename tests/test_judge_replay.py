@@ -115,3 +115,18 @@ def test_since_after_until_is_refused(history: Path) -> None:
     result = CliRunner().invoke(cli, ["judge", "replay", "--root", str(history), "--since", "2026-11-03",
                                       "--until", "2026-11-01"])
     assert result.exit_code == 2 and "is not before --until" in result.output
+
+
+def test_the_delivery_notebooks_judges_table_and_plot(history: Path) -> None:
+    from runbooks_lib.procedures.judging.replay import judges_table, plot_judges
+
+    [recorded] = replay_judges(Catalog(history).rows(), {"as recorded": None})
+    table = judges_table(recorded)
+    row = table.loc[SERVICE]
+    assert (row["windows"], row["judged bad"], row["false aborts"], row["escapes"]) == (4, 1, 1, 2)
+    assert row["median s to decision"] == 12.0 and row["decided by evidence %"] == 100
+    figure = plot_judges(recorded)
+    bars = figure.axes[0].patches
+    assert [bar.get_height() for bar in bars] == [1, 2]  # false aborts, escapes
+    empty = plot_judges(replay_judges([], {"as recorded": None})[0])
+    assert "no judged window" in empty.axes[0].texts[0].get_text()

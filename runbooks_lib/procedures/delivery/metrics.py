@@ -26,6 +26,7 @@ class DeliveryMetrics:
         self.ctx = ctx
         self.params = params
         self.report: DeliveryReport | None = None
+        self.judge_report: Any = None  # judging.replay.JudgeReport, read by judges()
 
     def read(self) -> Titled:
         """The records of the window, turned into deployments, failed changes and recoveries; the overview."""
@@ -47,6 +48,33 @@ class DeliveryMetrics:
             raise ValueError(f"no plot named {name!r}; there are: {', '.join(_PLOTS)}")
         drawn: Any = getattr(plots, _PLOTS[name])(self._report())
         return drawn
+
+    def judges(self) -> Titled:
+        """How good are our judges: every recorded verdict (deploy analyses, rollback verifies,
+        canaries) against what happened next within a day, per service (judging/replay.py)."""
+        from datetime import timedelta
+
+        from ...records.catalog import Catalog, RecordFilter
+        from ..judging.replay import judges_table, replay_judges
+        from .report import parse_moment
+
+        p = self.params
+        rows = Catalog().rows(RecordFilter(env=None if p.all_environments else self.ctx.env, service=p.service or None))
+        [self.judge_report] = replay_judges(rows, {"as recorded": None}, since=parse_moment(p.since or None),
+                                            until=parse_moment(p.until or None), horizon=timedelta(hours=24))
+        frame = judges_table(self.judge_report)
+        self.ctx.figure("judge_false_aborts", self.judge_report.false_aborts)
+        self.ctx.figure("judge_escapes", self.judge_report.escapes)
+        self.ctx.figure("judge_median_decision_s", self.judge_report.median_decision_s)
+        return Titled(frame.attrs["title"], frame)
+
+    def plot_judges(self) -> "Figure":
+        """False aborts and escapes per service, and each verdict's time to decision."""
+        from ..judging.replay import plot_judges
+
+        if self.judge_report is None:
+            self.judges()
+        return plot_judges(self.judge_report)
 
     def assessment(self) -> Said:
         """The figures into the record, and what meets the guide's targets, in words."""

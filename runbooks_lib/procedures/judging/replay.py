@@ -19,11 +19,16 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
 from .sequential import Look, VerdictPolicy, judge_looks
 
-__all__ = ["JudgedWindow", "JudgeReport", "judged_windows", "what_happened_next", "replay_judges", "format_reports"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["JudgedWindow", "JudgeReport", "judged_windows", "what_happened_next", "replay_judges", "format_reports",
+           "judges_table", "plot_judges"]
 
 Truth = Literal["bad", "good", "unknown"]
 RELEASES = ("deploy", "canary_promotion")
@@ -52,6 +57,7 @@ class JudgedWindow:
     decided_after_s: float
     max_s: float
     looks: tuple[Look, ...]
+    ended_by: str = "decision"  # or "window": the window's maximum came first
 
 
 def judged_windows(rows: Iterable[Mapping[str, Any]], since: datetime | None = None,
@@ -69,7 +75,8 @@ def judged_windows(rows: Iterable[Mapping[str, Any]], since: datetime | None = N
             windows.append(JudgedWindow(
                 str(row.get("record")), str(row.get("env")), str(judged.get("service") or row.get("service")),
                 str(judged.get("version")), str(judged.get("kind")), started, str(judged.get("verdict")),
-                float(judged.get("decided_after_s") or 0.0), float(judged.get("max_s") or looks[-1].at_s), looks))
+                float(judged.get("decided_after_s") or 0.0), float(judged.get("max_s") or looks[-1].at_s), looks,
+                str(judged.get("ended_by") or "decision")))
     return sorted(windows, key=lambda w: w.started)
 
 
@@ -207,3 +214,56 @@ def format_reports(reports: Sequence[JudgeReport]) -> str:
             lines.append(f"{verdict:10} " + " ".join(f"{table[(verdict, t)]:>{w}}" for t, w in
                                                     (("bad", 6), ("good", 6), ("unknown", 8))))
     return "\n".join(lines)
+
+
+def judges_table(report: JudgeReport) -> "pd.DataFrame":
+    """Per service: windows judged, aborted, false aborts, escapes, the median time to a decision and
+    the share decided by the evidence (not by the window's end)."""
+    import pandas as pd
+
+    by_service: dict[str, list[tuple[JudgedWindow, str, float, Truth]]] = {}
+    for entry in report.verdicts:
+        by_service.setdefault(entry[0].service, []).append(entry)
+    rows = []
+    for service, entries in sorted(by_service.items()):
+        part = JudgeReport(report.policy, entries)
+        rows.append({"service": service, "windows": len(entries), "judged bad": sum(v == "fail" for _, v, _, _ in entries),
+                     "false aborts": part.false_aborts, "escapes": part.escapes,
+                     "median s to decision": part.median_decision_s,
+                     "decided by evidence %": round(100 * sum(w.ended_by == "decision" for w, *_ in entries) / len(entries))})
+    frame = pd.DataFrame(rows, columns=["service", "windows", "judged bad", "false aborts", "escapes",
+                                        "median s to decision", "decided by evidence %"]).set_index("service")
+    frame.attrs["title"] = f"How good are our judges ({report.policy}): verdicts against what happened next"
+    return frame
+
+
+def plot_judges(report: JudgeReport) -> "Figure":
+    """Left: false aborts and escapes per service. Right: each window's time to decision by kind,
+    a hollow mark where the window's end came first."""
+    import matplotlib.pyplot as plt
+
+    table = judges_table(report)
+    fig, (counts, times) = plt.subplots(1, 2, figsize=(11, 3.4))
+    if table.empty:
+        for ax in (counts, times):
+            ax.text(0.5, 0.5, "no judged window in these records", ha="center", va="center", transform=ax.transAxes)
+    else:
+        table[["false aborts", "escapes"]].plot.bar(ax=counts, color=["tab:orange", "tab:red"], rot=0)
+        counts.set_ylabel("verdicts")
+        kinds = sorted({w.kind for w, *_ in report.verdicts})
+        services = list(table.index)
+        for k, kind in enumerate(kinds):
+            mine = [(services.index(w.service), s, w.ended_by) for w, _, s, _ in report.verdicts if w.kind == kind]
+            for ended in ("decision", "window"):
+                points = [(x + 0.1 * k, s) for x, s, e in mine if e == ended]
+                if points:
+                    times.scatter(*zip(*points), label=f"{kind}" + (" (window's end)" if ended == "window" else ""),
+                                  marker="o", facecolors="none" if ended == "window" else None, s=18)
+        times.set_xticks(range(len(services)), services, fontsize=7)
+        times.set_ylabel("seconds to decision")
+        times.legend(fontsize=7)
+    counts.set_title("Wrong verdicts per service", fontsize=9)
+    times.set_title("Time to decision", fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
