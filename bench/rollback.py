@@ -11,13 +11,18 @@ Goals (issue 10): restore ratio runbook / kubectl ≤ 1.5, exit ratio ≤ 2. Als
 runbook's time goes (kernel start, each step, finalize) from its record, the runbook's own
 time_to_rollback_s, failed requests, and a blue-green flip-back.
 
-    .venv/bin/python bench/rollback.py [--rounds 3] [--no-flip-back] [--verify-s 5]
+    .venv/bin/python bench/rollback.py [--rounds 5] [--no-flip-back] [--verify-s 5] [--load-rate 100]
 
-``--verify-s`` is the runbook's verify_s (seconds of the target's traffic judged against the SLOs
-before it exits): the exit cannot come before the undo, the first target pod's readiness and
-that window, so the exit ratio is printed with the window it paid for, the requests it judged,
-and how many an SPRT would need to rule out a 5 % error rate (the record's "evidence" column),
-with the window that takes at the judged rate.
+``--verify-s`` is the runbook's verify_s: the most seconds of the target's traffic judged before
+it exits (issue 27: the sequential verdict ends as soon as its evidence suffices). The exit
+cannot come before the undo, the first target pod's readiness and the verdict, so the exit ratio
+is printed with the window it judged, how many of its verdicts the evidence decided (not the
+window's end), the requests it judged, and how many an SPRT would need to rule out a 5 % error
+rate (the record's "evidence" column), with the window that takes at the judged rate.
+
+``--load-rate`` is the sandbox's load generator's rate per Service (`runbook sandbox up
+--load-rate`): at 100 requests a second the SPRT's ~112 requests take about a second (issue 27's
+goal: exit ≤ 2x bare kubectl at 100 req/s, restore ≤ 1.5x at any rate).
 """
 from __future__ import annotations
 
@@ -184,19 +189,20 @@ def _stats(values: list[float]) -> str:
     return f"min {min(values):.2f} / median {statistics.median(values):.2f} / max {max(values):.2f}"
 
 
-def main(rounds: int, flip_back: bool, verify_s: float) -> None:
+def main(rounds: int, flip_back: bool, verify_s: float, load_rate: float) -> None:
     bench = Bench()
     runbook_cmd = [sys.executable, "-m", "runbooks_lib.cli", "run", "notebooks/rollback.ipynb", "--env", "sandbox",
                    "-p", "service", SERVICE, "-p", "verify_s", f"{verify_s:g}"]
     kubectl = ["kubectl", "--kubeconfig", str(bench.state / "kubeconfig"), "-n", "veza-sandbox"]
     try:
         began = time.monotonic()
-        up = bench.runbook("sandbox", "up", "--state-dir", str(bench.state))
+        up = bench.runbook("sandbox", "up", "--state-dir", str(bench.state), "--load-rate", f"{load_rate:g}")
         assert up.returncode == 0, up.stderr
-        print(f"sandbox up: {time.monotonic() - began:.1f} s")
+        print(f"sandbox up: {time.monotonic() - began:.1f} s; load {load_rate:g} requests/s per Service")
         previous = bench.image_version()
         figures: dict[str, list[float]] = {k: [] for k in ("rb_restore", "rb_exit", "rb_ttr", "rb_window", "k_restore",
-                                                            "k_exit", "rb_judged", "rb_needed", "rb_needed_s")}
+                                                            "k_exit", "rb_judged", "rb_needed", "rb_needed_s",
+                                                            "rb_decided")}
         for round_ in range(1, rounds + 1):
             bench.set_image("v1.6.0")
             since = datetime.now(timezone.utc)
@@ -207,6 +213,7 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
             figures["rb_exit"].append(exit_s)
             figures["rb_ttr"].append(summary["figures"]["time_to_rollback_s"])
             figures["rb_window"].append(summary["figures"].get("judged_window_s") or 0.0)
+            figures["rb_decided"].append(1.0 if summary["figures"].get("decided_by_evidence") else 0.0)
             judged, needed = summary["figures"].get("judged_requests"), summary["figures"].get("judged_requests_needed")
             if judged and needed and figures["rb_window"][-1]:
                 # At the rate the target was judged at, how long a window the SPRT's evidence needs.
@@ -235,7 +242,8 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
         print(f"exit_s                  runbook  {_stats(figures['rb_exit'])}")
         print(f"exit_s                  kubectl  {_stats(figures['k_exit'])}")
         print(f"exit ratio runbook / kubectl     {_stats(exit_ratios)}   (goal ≤ 2; verify_s {verify_s:g})")
-        print(f"judged window (s, the runbook's judged_window_s)  {_stats(figures['rb_window'])}")
+        print(f"judged window (s, the runbook's judged_window_s)  {_stats(figures['rb_window'])}; decided by the "
+              f"evidence in {sum(figures['rb_decided']):.0f} of {rounds} rounds (else by verify_s's end)")
         print(f"time_to_rollback_s (the runbook's own figure)  {_stats(figures['rb_ttr'])}")
         if figures["rb_needed"]:
             print(f"requests judged in that window  {_stats(figures['rb_judged'])}")
@@ -251,8 +259,12 @@ def main(rounds: int, flip_back: bool, verify_s: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-flip-back", dest="flip_back", action="store_false", help="skip the blue-green scenario")
     parser.add_argument("--verify-s", type=float, default=5.0, help="the runbook's verify_s (default: the notebook's 5)")
+    parser.add_argument("--load-rate", type=float, default=10.0,
+                        help="the sandbox load generator's requests/s per Service (default: sandbox up's 10)")
     args = parser.parse_args()
-    main(args.rounds, args.flip_back, args.verify_s)
+    if args.rounds < 1 or args.load_rate <= 0 or args.verify_s < 0:
+        parser.error("--rounds ≥ 1, --load-rate > 0 and --verify-s ≥ 0")
+    main(args.rounds, args.flip_back, args.verify_s, args.load_rate)
