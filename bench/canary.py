@@ -19,7 +19,11 @@ Then a good canary (v1.6.0 at 5 %, 100 requests/s) is recorded for 40 looks, and
 are replayed offline from it (block bootstrap of the recorded looks) through our judge and the
 fixed rule: false aborts, goal 0. Goals (issue 12): ≤ 30 s at the higher load, ≤ 1.5x the floor.
 
-    .venv/bin/python bench/canary.py [--looks 40] [--default-load-timeout 400]
+Last (issue 27), the erroring release (8 % errors) at 1 request a second to the canary (load 20/s,
+5 % of it), ``--erroring-rounds`` times: time to abort against the statistical floor, min / median
+/ max (goal ≤ 1.5x the floor).
+
+    .venv/bin/python bench/canary.py [--looks 40] [--canaries 20] [--loads 10,100] [--erroring-rounds 5]
 """
 from __future__ import annotations
 
@@ -160,6 +164,30 @@ def run_regressions(box: Sandbox, profile: Any, loads: tuple[float, ...]) -> lis
     return rows
 
 
+def erroring_at_one_per_second(box: Sandbox, profile: Any, rounds: int) -> list[tuple[float, float]]:
+    """(time to abort, its ratio to the floor) of the 8 % erroring release, ``rounds`` times, with
+    the canary at 1 request a second (5 % of a 20/s load)."""
+    name, version, true_rate = SCENARIOS[1]
+    box.load(20)
+    time.sleep(5)
+    _, floor = floor_s(true_rate, 1.0)
+    results = []
+    for round_ in range(1, rounds + 1):
+        run = regression(profile, box.home, version)
+        tta = run.ctx.figures.get("time_to_abort_s")
+        print(json.dumps({"round": round_, "regression": name, "canary req/s": 1.0, "outcome": run.outcome,
+                          "time to abort s": tta, "floor s": None if floor is None else round(floor, 1)}), flush=True)
+        if tta is not None and floor:
+            results.append((tta, tta / floor))
+    return results
+
+
+def _stats(values: list[float]) -> str:
+    import statistics
+
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}" if values else "-"
+
+
 def record_good(profile: Any, home: Path, looks: int) -> list[Any]:
     """A good canary held at 5 % for ``looks`` looks, each measured as the judge would see it."""
     from runbooks_lib.procedures.canary.judge import Window
@@ -214,7 +242,11 @@ def main() -> int:
     parser.add_argument("--looks", type=int, default=40, help="looks of the recorded good canary")
     parser.add_argument("--canaries", type=int, default=20)
     parser.add_argument("--loads", default="10,100", help="load generator rates to the service, comma-separated")
+    parser.add_argument("--erroring-rounds", type=int, default=5,
+                        help="rounds of the 8 %% erroring release at 1 req/s to the canary (0: skip)")
     args = parser.parse_args()
+    if args.erroring_rounds < 0 or args.canaries < 1 or args.looks < 2:
+        parser.error("--erroring-rounds ≥ 0, --canaries ≥ 1, --looks ≥ 2")
     box = Sandbox()
     try:
         started = time.monotonic()
@@ -229,6 +261,7 @@ def main() -> int:
         time.sleep(5)
         recorded = record_good(profile, box.home, args.looks)
         ours, undecided, fixed = replay_good(recorded, args.canaries, looks=12)
+        erroring = erroring_at_one_per_second(box, profile, args.erroring_rounds) if args.erroring_rounds else []
 
         import pandas as pd
 
@@ -243,6 +276,11 @@ def main() -> int:
         print(f"\nFalse aborts over {args.canaries} good canaries replayed from {len(recorded)} recorded looks "
               f"(v1.6.0 at 5 %, 5 req/s, 12 looks each): ours {ours} (undecided {undecided}), "
               f"fixed rule (SR/p99 vs SLO, 5 failures) {fixed}; goal 0")
+        if args.erroring_rounds:
+            floor = floor_s(SCENARIOS[1][2], 1.0)[1]
+            print(f"\n8 % errors at 1 req/s to the canary, {len(erroring)} of {args.erroring_rounds} rounds aborted "
+                  f"(min / median / max): time to abort {_stats([t for t, _ in erroring])} s, floor {floor:.1f} s, "
+                  f"ratio {_stats([r for _, r in erroring])}; goal ≤ 1.5x")
     finally:
         box.down()
     return 0
