@@ -130,3 +130,16 @@ def test_the_delivery_notebooks_judges_table_and_plot(history: Path) -> None:
     assert [bar.get_height() for bar in bars] == [1, 2]  # false aborts, escapes
     empty = plot_judges(replay_judges([], {"as recorded": None})[0])
     assert "no judged window" in empty.axes[0].texts[0].get_text()
+
+
+def test_a_pass_its_own_run_rolled_back_is_an_escape(tmp_path: Path) -> None:
+    """A blue-green deploy whose analysis passed and whose monitoring then failed and flipped back."""
+    started = T0
+    summary = {"version": 1, "runbook": "deploy", "env": "sandbox", "service": SERVICE, "run_id": "bg1",
+               "parameters": {"version": "v2.0.0"}, "started": _iso(started), "finished": _iso(started),
+               "outcome": "failed", "steps": [], "figures": {"rolled_back": True}, "links": [], "verdicts": [],
+               "judged": [_window("deploy analysis", "v2.0.0", "pass", CLEAN),
+                          _window("deploy analysis", "v2.0.0", "fail", ERRORING, max_s=10.0)]}
+    write_summary_record(tmp_path, summary)
+    [report] = replay_judges(Catalog(tmp_path).rows(), {"as recorded": None})
+    assert report.escapes == 1 and report.confusion()[("fail", "unknown")] == 1

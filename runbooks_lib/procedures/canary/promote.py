@@ -391,8 +391,8 @@ class CanaryRun:
         """The canary's looks for the record (``judged``), as a deploy's analysis keeps its window."""
         from .judge import canary_looks
 
-        if not self.windows:
-            return
+        if not self.windows or any(w.get("kind") == "canary" for w in self.ctx.judged):
+            return  # nothing judged, or already recorded (summary() shown twice)
         looks = canary_looks(self.windows)
         blamed = any(d.blames_the_canary for d in self.judge.decisions)
         verdict = "pass" if self.outcome == "promoted" else ("fail" if blamed else "no data")

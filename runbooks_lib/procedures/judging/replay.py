@@ -5,8 +5,9 @@ Pure functions over the catalog's rows (``Catalog().rows()``), so the rules are 
 synthetic records. What happened next, within ``horizon`` of the judged run's start:
 
 - **bad**: the release was rolled back (a ``rollback`` record of its service linking it with
-  ``undoes``, or starting while it was the service's newest release), or a later record names the
-  version bad (an incident's correlation and mitigation, a rollback that blamed it);
+  ``undoes``, or starting while it was the service's newest release; or its own run rolled it back
+  after the window passed), or a later record names the version bad (an incident's correlation
+  and mitigation, a rollback that blamed it);
 - **good**: a release judged bad (aborted) that was later promoted, and not itself found bad
   afterwards; a release judged good that nothing named bad within the horizon;
 - **unknown**: an aborted release never tried again, or a window without data.
@@ -132,13 +133,23 @@ def _named_bad(window: JudgedWindow, rows: Sequence[Mapping[str, Any]], horizon:
     return None
 
 
+def _undone_by_its_own_run(window: JudgedWindow, rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """A pass its own run overturned: a later window or check of the same deploy failed and it
+    rolled back (a blue-green's monitoring after its analysis, say)."""
+    for row in rows:
+        if row.get("record") == window.record and (row.get("figures") or {}).get("rolled_back"):
+            return f"rolled back by its own run {row.get('record')} after this window passed"
+    return None
+
+
 def what_happened_next(window: JudgedWindow, rows: Sequence[Mapping[str, Any]], horizon: timedelta,
                        releases: Mapping[tuple[str, str], list[_Release]] | None = None) -> tuple[Truth, str]:
     """bad / good / unknown for ``window``'s release, and why (the rules in the module's docstring)."""
     releases = _releases(rows) if releases is None else releases
     mine = releases.get((window.env, window.service), [])
     if window.verdict == "pass":
-        why = _rolled_back(window, rows, mine, horizon) or _named_bad(window, rows, horizon)
+        why = (_undone_by_its_own_run(window, rows) or _rolled_back(window, rows, mine, horizon)
+               or _named_bad(window, rows, horizon))
         return ("bad", why) if why else ("good", f"not rolled back nor named bad within {horizon}")
     later = [r for r in mine if r.started > window.started and r.version == window.version]
     for release in later:
