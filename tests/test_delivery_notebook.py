@@ -59,6 +59,7 @@ def test_the_notebook_runs_headless_and_records_the_report_figures(tmp_path: Pat
 
     [judges] = replay_judges(Catalog(records).rows(RecordFilter(env="sandbox")), {"as recorded": None},
                              since=parse_moment(since), until=parse_moment(until))
+    assert judges.verdicts and judges.escapes + judges.false_aborts > 0  # the generated history has both kinds
     assert summary["figures"] == {**expected, "judge_false_aborts": judges.false_aborts,
                                   "judge_escapes": judges.escapes, "judge_median_decision_s": judges.median_decision_s}
     assert [s["name"] for s in summary["steps"]] == ["Read the records", "Verdict"]

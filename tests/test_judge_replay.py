@@ -84,6 +84,14 @@ def test_the_recorded_verdicts_count_two_escapes_and_one_false_abort(history: Pa
     assert (relaxed.changed, relaxed.false_aborts, relaxed.escapes) == (1, 0, 2)
 
 
+def test_a_stricter_policy_than_the_recording_is_reported_cut_short(history: Path) -> None:
+    """The runs stopped looking at 120 clean requests (12 s); α = β = 0.1 % needs 168: undecided where
+    the recording stops, judged on the SLOs there, and said so rather than counted as decided."""
+    [strict] = replay_judges(Catalog(history).rows(), {"strict": VerdictPolicy(alpha=0.001, beta=0.001)})
+    # The three clean windows; the canary's ran to its 10 s maximum: its end is the window's, not cut short.
+    assert strict.cut_short == 3 and strict.changed == 0
+
+
 def test_the_command_prints_the_table_per_policy(history: Path, tmp_path: Path) -> None:
     policy = tmp_path / "lenient.yaml"
     policy.write_text("success_rate_min: 0.9\nbad_error_rate: 0.3\n")
@@ -91,10 +99,10 @@ def test_the_command_prints_the_table_per_policy(history: Path, tmp_path: Path) 
                                       "--until", "2026-11-03", "--policy", str(policy), "--horizon", "24"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["policy", "windows", "changed", "median", "s", "escapes", "false", "aborts"]
-    assert lines[1].split() == ["as", "recorded", "4", "0", "12", "2", "1"]
+    assert lines[0].split() == ["policy", "windows", "changed", "median", "s", "escapes", "false", "aborts", "cut", "short"]
+    assert lines[1].split() == ["as", "recorded", "4", "0", "12", "2", "1", "0"]
     # At 30 % vs 10 % errors 19 clean requests rule the bad rate out; the p99 waits for 100: 10 s.
-    assert lines[2].split() == ["lenient", "4", "1", "10", "2", "0"]
+    assert lines[2].split() == ["lenient", "4", "1", "10", "2", "0", "0"]
     assert "as recorded: verdict vs what happened next" in result.output
     assert "pass" in result.output and "fail" in result.output
     outside = CliRunner().invoke(cli, ["judge", "replay", "--root", str(history), "--since", "2026-12-01"])

@@ -38,6 +38,27 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The sequential verdict's looks (cumulative requests, errors, p99): no random draw, so the rest
+# of a generated history is what it was before records kept their judged windows.
+_CLEAN_LOOKS = [[float(t), 10.0 * t, 0.0, 40.0] for t in range(1, 13)]  # passes at 12 s
+_ERRORING_LOOKS = [[float(t), 10.0 * t, 0.8 * t, 40.0] for t in range(1, 8)]  # 8 %: rejected at 7 s
+
+
+def _judged(runbook: str, service: str, version: str, outcome: str, figures: Mapping[str, Any],
+            params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The window a deploy's analysis or a canary judged: a pass for a release that served, a fail
+    for one rolled back or aborted after serving; none for runs that judged nothing."""
+    if params.get("dry_run") or outcome in ("refused",) or (outcome == "failed" and not figures.get("rolled_back")):
+        return []
+    if outcome == "aborted" and "time_to_abort_s" not in figures:
+        return []
+    passed = outcome in ("succeeded", "promoted")
+    looks = _CLEAN_LOOKS if passed else _ERRORING_LOOKS
+    return [{"kind": "canary" if runbook == "canary_promotion" else "deploy analysis", "service": service,
+             "version": version, "verdict": "pass" if passed else "fail", "ended_by": "decision",
+             "decided_after_s": looks[-1][0], "max_s": 30.0, "looks": looks}]
+
+
 class _Writer:
     def __init__(self, root: Path, rng: random.Random, commits: Mapping[tuple[str, str], datetime] | None,
                  envs: tuple[str, ...], filler: int) -> None:
@@ -48,7 +69,8 @@ class _Writer:
 
     def write(self, moment: datetime, runbook: str, env: str, service: str, outcome: str, *, duration_s: float,
               parameters: dict[str, Any] | None = None, figures: dict[str, Any] | None = None,
-              links: list[dict[str, str]] | None = None, notes: dict[str, str] | None = None) -> str:
+              links: list[dict[str, str]] | None = None, notes: dict[str, str] | None = None,
+              judged: list[dict[str, Any]] | None = None) -> str:
         run_id = f"{len(self.history.summaries):012x}"
         summary = {
             "version": 1, "runbook": runbook, "env": env, "service": service, "run_id": run_id,
@@ -57,6 +79,7 @@ class _Writer:
             "duration_s": duration_s, "outcome": outcome, "failed_step": "Rolling update and checks" if outcome == "failed" else None,
             "error": None, "steps": [{"name": "step", "outcome": "succeeded", "duration_s": duration_s}],
             "figures": figures or {}, "links": links or [], "verdicts": [], "notes": notes or {},
+            "judged": judged or [],
         }
         path = write_summary_record(self.history.root, summary, self.filler)
         self.history.summaries.append(summary)
@@ -104,7 +127,8 @@ class _Writer:
             if earlier and rng.random() < 0.05:
                 links.append({"relation": "fixes", "record": earlier[-1]})
         record = self.write(moment, runbook, env, service, outcome, duration_s=round(rng.uniform(60, 600), 1),
-                            parameters=params, figures=figures, links=links)
+                            parameters=params, figures=figures, links=links,
+                            judged=_judged(runbook, service, version, outcome, figures, params))
         if outcome in ("succeeded", "promoted") and not params.get("dry_run"):
             self.serving.setdefault((env, service), []).append(record)
 

@@ -166,6 +166,9 @@ class JudgeReport:
 
     policy: str
     verdicts: list[tuple[JudgedWindow, str, float, Truth]] = field(default_factory=list)  # window, verdict, s, truth
+    # Windows this policy left undecided where the recording stops: a run stops looking once its own
+    # verdict decided, so a stricter policy is judged on what was recorded (the SLOs), not on more.
+    cut_short: int = 0
 
     @property
     def changed(self) -> int:
@@ -203,6 +206,7 @@ def replay_judges(rows: Sequence[Mapping[str, Any]], policies: Mapping[str, Verd
                 report.verdicts.append((window, window.verdict, window.decided_after_s, truth))
                 continue
             verdict = judge_looks(policy, window.looks, window.max_s)
+            report.cut_short += verdict.ended_by == "window" and window.looks[-1].at_s < window.max_s
             label = {True: "pass", False: "fail", None: "no data"}[verdict.passed]
             report.verdicts.append((window, label, verdict.decided_after_s, truth))
         reports.append(report)
@@ -214,10 +218,15 @@ def format_reports(reports: Sequence[JudgeReport]) -> str:
     and the confusion table of verdicts against what happened next."""
     if not reports or not reports[0].verdicts:
         return "no judged window in the records of that period"
-    lines = [f"{'policy':20} {'windows':>7} {'changed':>7} {'median s':>8} {'escapes':>7} {'false aborts':>12}"]
+    lines = [f"{'policy':20} {'windows':>7} {'changed':>7} {'median s':>8} {'escapes':>7} {'false aborts':>12} "
+             f"{'cut short':>9}"]
     for r in reports:
         median = "-" if r.median_decision_s is None else f"{r.median_decision_s:g}"
-        lines.append(f"{r.policy:20} {len(r.verdicts):>7} {r.changed:>7} {median:>8} {r.escapes:>7} {r.false_aborts:>12}")
+        lines.append(f"{r.policy:20} {len(r.verdicts):>7} {r.changed:>7} {median:>8} {r.escapes:>7} {r.false_aborts:>12} "
+                     f"{r.cut_short:>9}")
+    if any(r.cut_short for r in reports):
+        lines.append("cut short: undecided under that policy where the recording stops (its run had decided); "
+                     "judged on the SLOs over what was recorded")
     for r in reports:
         table = r.confusion()
         lines += ["", f"{r.policy}: verdict vs what happened next", f"{'':10} {'bad':>6} {'good':>6} {'unknown':>8}"]
