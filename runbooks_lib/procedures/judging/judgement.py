@@ -4,6 +4,10 @@ A deploy judges the version it brought; a rollback judges the version it went ba
 a rollback that lands on a version failing its SLOs has not recovered anything. Both read the
 signals of the pods that actually run the version (by pod name, so a stale ``version`` label
 cannot mislead the query), draw the decision before taking it, and raise with the numbers.
+
+The verdict is the project's one sequential verdict (``sequential.py``): the pods' counters are
+read every second and the window ends as soon as the evidence decides; ``analysis_s`` and
+``verify_s`` are its maximum. Each window, look by look, goes into the record (``judged``).
 """
 from __future__ import annotations
 
@@ -48,8 +52,8 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     ``created_after`` (Unix seconds) is when the change that made these pods was applied (a
     rollback's undo). When every pod judged started after it and never restarted, their counters
     hold every request they served, so the window starts when the first of them was ready and
-    what they already served counts. Otherwise (or without it) the window starts now, and lasts
-    at least ``MIN_WINDOW_S`` at the most (a few scrapes).
+    what they already served counts. Otherwise (or without it) the window starts now, and its
+    maximum is never below ``MIN_WINDOW_S`` (a few scrapes: a shorter one could hold no request).
     """
     import pandas as pd
 
