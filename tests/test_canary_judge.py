@@ -245,3 +245,30 @@ def test_the_canarys_looks_add_up_across_steps_for_the_record_and_its_replay() -
     replayed = judge_looks(VerdictPolicy(), looks, max_s=looks[-1].at_s)
     assert decisions[-1].action == "abort" and "sequential test" in decisions[-1].why and replayed.passed is False
     assert replayed.decided_after_s == (decisions[-1].at - erroring[0].at).total_seconds()
+
+
+def test_a_canary_run_records_its_looks_once_with_its_verdict() -> None:
+    """CanaryRun._record_judged on a run's state (no cluster needed): an abort the numbers decided
+    is a "fail", kept once however often the summary is shown."""
+    from types import SimpleNamespace
+
+    from runbooks_lib.procedures.canary.promote import CanaryRun
+
+    judged: list[dict] = []
+    ctx = SimpleNamespace(judged=judged, judged_window=judged.append)
+    windows = [window(k, sr=0.92, requests=25, errors=2) for k in range(1, 10)]
+    judge = Judge(Policy(failure_threshold=5))
+    for w in windows:
+        if judge.judge(w).action == "abort":
+            break
+    run = SimpleNamespace(ctx=ctx, windows=windows[:len(judge.decisions)], judge=judge, outcome="aborted",
+                          steps=(5, 25, 50, 100), params=SimpleNamespace(service="veza-backend-api", version="v9"))
+    CanaryRun._record_judged(run)  # type: ignore[arg-type]
+    CanaryRun._record_judged(run)  # type: ignore[arg-type]
+    [record] = judged
+    assert record["kind"] == "canary" and record["verdict"] == "fail" and record["version"] == "v9"
+    assert record["requests"] == 25 * len(judge.decisions) and record["looks"][-1][0] == record["decided_after_s"]
+    run.outcome, run.judge = "promoted", Judge(Policy())
+    judged.clear()
+    CanaryRun._record_judged(run)  # type: ignore[arg-type]
+    assert judged[0]["verdict"] == "pass"
