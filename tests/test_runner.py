@@ -175,3 +175,46 @@ def test_a_kernel_that_cannot_start_ends_the_run_at_once_with_its_log(
     assert summary["error"].startswith("the kernel died outside any step: RuntimeError: Kernel died"), summary["error"]
     assert "ipykernel broken on purpose by the test" in summary["error"]
     assert "ipykernel broken on purpose by the test" in result.stdout, "the terminal says why too"
+
+
+def _notebook(path: Path, parameters: str, *cells: str) -> Path:
+    """A small runbook: a parameters cell, then ``cells``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_refused_record_ends_the_run_with_its_reason_not_a_traceback(project_copy: Path, tmp_path: Path,
+                                                                       jupyter_dirs: None) -> None:
+    """The seal refuses a record that prints a Vault token's shape: the run says NOT SEALED and
+    where the record went, exits 1, and nothing lands in the records folder."""
+    shaped = "hvs." + "A1b2C3d4" * 4  # the shape of a Vault service token, not a real one
+    notebook = _notebook(tmp_path / "leaky.ipynb", 'env = "sandbox"', f"print('token: {shaped}')")
+    result = runbook("run", str(notebook), "--env", "sandbox", home=project_copy)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT SEALED" in result.stderr and "quarantined in" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert shaped not in result.stdout + result.stderr
+    kept = records(project_copy)
+    assert [p.parent.parent.name for p in kept] == [".quarantine"], kept  # only its quarantined copy
+
+
+def test_notify_none_is_a_choice_not_a_secret(project_copy: Path, tmp_path: Path, jupyter_dirs: None) -> None:
+    """`notify` holds a webhook URL (a secret) or the word "none": the word is not registered, so
+    a record whose notebook says "none" elsewhere (a comment, a printed choice) is sealed."""
+    from runbooks_lib.records.redaction import secret_parameter_values
+
+    url = "https://hooks.example.test/T000/B000/" + "x" * 24
+    assert secret_parameter_values({"notify": "None ", "webhook": url, "service": "veza-chat"}) == [url]
+    notebook = _notebook(tmp_path / "quiet.ipynb", 'env = "sandbox"\nnotify = ""  # "none", a webhook URL, or empty',
+                         "print('mitigation: none')")
+    result = runbook("run", str(notebook), "--env", "sandbox", "-p", "notify", "none", home=project_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NOT SEALED" not in result.stderr
+    assert len(records(project_copy)) == 1

@@ -37,3 +37,19 @@ def test_names_are_dns_labels_short_enough_for_their_jobs() -> None:
     assert cronjob_name(Path("notebooks/health_check.ipynb"), "sandbox") == "runbook-health-check-sandbox"
     long = cronjob_name(Path("notebooks/" + "disaster_recovery_drill_" * 4 + ".ipynb"), "production")
     assert len(long) <= 52 and not long.endswith("-")
+
+
+def test_a_sandbox_job_keys_the_ledger_with_the_operator_s_key_file(project_copy: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's jobs run on this machine: they get the ledger key file the operator's
+    `records verify` checks with (only its path, never its content)."""
+    key = tmp_path / "keys" / "ledger.key"
+    monkeypatch.setenv("RUNBOOKS_LEDGER_KEY", str(key))
+    (project_copy / "notebooks").mkdir()
+    notebook = project_copy / "notebooks" / HEALTH.name
+    notebook.write_bytes(HEALTH.read_bytes())
+    job = runbook_cronjob(notebook, "sandbox", "@daily", home=project_copy)
+    [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["RUNBOOKS_LEDGER_KEY"] == str(key.resolve())
+    assert not key.exists()  # the CronJob names the file; nothing read or made here

@@ -32,7 +32,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .secret import MASK, SecretValue
 
@@ -46,6 +46,7 @@ __all__ = [
     "register_secret",
     "registered_count",
     "is_secret_name",
+    "secret_parameter_values",
     "redact",
     "redact_object",
     "find_shapes",
@@ -65,6 +66,11 @@ SECRET_NAME_HINTS = (
     # A webhook URL holds its token in its path (the incident's ``notify`` parameter takes one).
     "webhook", "notify",
 )
+
+#: The words a secret-named parameter takes *instead of* a secret (``notify="none"``: nobody is
+#: told). Registered as a secret, "none" was then found in every record's parameters cell and
+#: comments ("none | rollback | scale"), and the seal refused the record.
+PARAMETER_KEYWORDS = frozenset({"none"})
 
 # Common token shapes, named for the seal's message. The regexes match the secret part only
 # where a prefix helps the reader ("postgresql://veza:********@db" keeps user and host).
@@ -114,6 +120,13 @@ def is_secret_name(name: str) -> bool:
     """True for a parameter or key name that says it holds a secret."""
     lowered = name.lower()
     return any(hint in lowered for hint in SECRET_NAME_HINTS)
+
+
+def secret_parameter_values(parameters: Mapping[str, Any]) -> list[str]:
+    """The values of a run's secret-named parameters that are secrets (not a keyword such as
+    ``notify="none"``): what the runner and the kernel register before anything prints."""
+    return [value for name, value in parameters.items()
+            if is_secret_name(name) and isinstance(value, str) and value.strip().lower() not in PARAMETER_KEYWORDS]
 
 
 def _escaped_forms(value: str) -> set[str]:
@@ -231,10 +244,11 @@ def _leaves(value: Any) -> Iterator[str]:
             yield from _leaves(item)
 
 
-def register_profile_secrets(profile: Any) -> int:
+def register_profile_secrets(profile: Any, *, persist: bool = True) -> int:
     """Register every ``SecretStr`` a profile holds (DSNs, the Vault token, the webhook URL...):
     ``start()`` calls it, so none of them can reach a record even if a runbook prints it.
-    Returns how many values were found."""
+    ``persist=False`` masks them in this process only, writing no fingerprint (a command that may
+    still refuse its input must leave nothing behind). Returns how many values were found."""
     from pydantic import BaseModel, SecretStr
 
     found: list[str] = []
@@ -253,7 +267,7 @@ def register_profile_secrets(profile: Any) -> int:
                 walk(item)
 
     walk(profile)
-    register_secret(found)
+    register_secret(found, persist=persist)
     return len(found)
 
 

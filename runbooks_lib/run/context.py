@@ -27,7 +27,7 @@ from ..config.parameters import missing_required
 from ..config.profiles import Profile, load_profile, project_home
 from ..display import Said, Tables, Titled
 from ..errors import ParameterError, RunbookError, StepSkipped, outcome_of
-from ..records.redaction import is_secret_name, redact, register_profile_secrets, register_secret
+from ..records.redaction import redact, register_profile_secrets, register_secret, secret_parameter_values
 from ..records.secret import SecretValue
 from ..records.summary import SUMMARY_MIME, Summary, masked_parameters, summary_bundle
 from .journal import Journal, env_folder, journal_path
@@ -76,7 +76,7 @@ def _protect(params: Mapping[str, Any]) -> None:
     from ..records.kernel import install_filters
 
     install_filters()
-    register_secret([v for name, v in params.items() if is_secret_name(name) and isinstance(v, str)] +
+    register_secret(secret_parameter_values(params) +
                     [v for v in params.values() if isinstance(v, SecretValue)])
 
 

@@ -185,7 +185,7 @@ def resolve(notebook: Path, env: str, cli_params: list[tuple[str, str]], param_f
 def prepare(plan: RunPlan, workspace: Workspace, facts: dict[str, Any] | None = None) -> None:
     """Tell the kernel who it is (the run file), and keep secret parameters out of every output."""
     from .kernel import register_engine
-    from ..records.redaction import redact, register_secret
+    from ..records.redaction import redact, register_secret, secret_parameter_values
     from ..records.summary import masked_parameters
 
     # The notebook and its parameters (masked) reach the journal: `runbook resume` runs them again.
@@ -197,7 +197,7 @@ def prepare(plan: RunPlan, workspace: Workspace, facts: dict[str, Any] | None = 
          "notebook_sha256": plan.notebook_sha256,
          "notebook": str(plan.notebook.resolve()),
          "parameters": masked_parameters({k: v for k, v in plan.parameters.items() if k != "env"})}, default=str))
-    register_secret([v for name, v in plan.parameters.items() if name in plan.secret_names and isinstance(v, str)])
+    register_secret(secret_parameter_values(plan.parameters))
     _quiet_papermill_logger(redact)
     register_engine(redact)
     workspace.kernel.warm_up()
@@ -287,12 +287,16 @@ def publish(plan: RunPlan, execution: Execution, sealing: Any) -> RunResult:
     """The run's result: exit code from the record's outcome; a copy in the archive if any."""
     from ..records.seal import SealRefused
 
-    summary = read_summary(plan.record)
+    refused = isinstance(sealing, SealRefused)
+    # A refused record is not in the records folder: its summary is read where the seal left it
+    # (the quarantine), or not at all when it could not be written anywhere.
+    readable = _refused_copy(plan, sealing) if refused else plan.record
+    summary = read_summary(readable) if readable is not None else None
     if summary is not None:
         exit_code = exit_code_for(summary.get("outcome"))
     else:  # a notebook that never called start(): only whether it ran through
         exit_code = exit_code_for("failed" if execution.error else "succeeded")
-    if isinstance(sealing, SealRefused):
+    if refused:
         log.error("%s", sealing)
         return RunResult(exit_code or exit_code_for("failed"), plan.record, summary, seal_refusal=str(sealing))
     published = None
@@ -305,6 +309,15 @@ def publish(plan: RunPlan, execution: Execution, sealing: Any) -> RunResult:
         except RunbookError as e:
             log.error("NOT PUBLISHED: %s", e)
     return RunResult(exit_code, plan.record, summary, sealed=True, html=sealing.html, published=published)
+
+
+def _refused_copy(plan: RunPlan, refusal: Any) -> Path | None:
+    """Where a refused record is now: its quarantine folder's copy, if the seal moved it there."""
+    folder = getattr(refusal, "quarantined", None)
+    if folder is None:
+        return None
+    copy = Path(folder) / plan.record.name
+    return copy if copy.is_file() else None
 
 
 class WhenKernelWaits:

@@ -75,6 +75,12 @@ def _container_env(env: str, home: Path, profile_text: str, records_url: str) ->
         # The sandbox profile reads the live sandbox's values (addresses, its dev token) from this file.
         path = os.environ.get("RUNBOOKS_SANDBOX_ENV") or str(home / ".sandbox" / "env")
         values.append({"name": "RUNBOOKS_SANDBOX_ENV", "value": str(Path(path).resolve())})
+        # The sandbox's pods run on this machine: a job keys the ledger with the operator's key file
+        # (as production's jobs share Vault's transit key), or `records verify` here could not
+        # check the lines it writes ("made with key file:…, which this machine does not have").
+        key = os.environ.get("RUNBOOKS_LEDGER_KEY")
+        if key:
+            values.append({"name": "RUNBOOKS_LEDGER_KEY", "value": str(Path(key).expanduser().resolve())})
     return values
 
 
