@@ -137,3 +137,27 @@ def test_runbook_backups_list_shows_each_backup_proven_or_not(archiving: Backing
     assert rows[proven.name]["proven"] is True and rows[proven.name]["run_id"] == "run-listed"
     assert rows[never.name]["proven"] is False and rows[never.name]["bytes"] == never.size
     assert list(rows)[0] == never.name  # newest first
+
+
+def test_the_drills_restore_step_stamps_the_backup_with_its_run_id(archiving: Backing, tmp_path: Path) -> None:
+    """The notebook's Drill, not a helper: its restore step stamps; a dry run stamps nothing."""
+    from runbooks_lib.procedures.dr.drill import Drill, DrillParams
+    from runbooks_lib.procedures.dr.inventory import inventory_of_profile
+
+    profile = profile_of(archiving, 31)
+    ctx = RunContext("dr_drill", profile.name, profile, {}, run_id="run-drill-42", home=tmp_path)
+    drill = Drill(ctx, DrillParams(scenario="restore", backup="new"))
+    manifest = drill.pick_backup()
+    assert drill.restore().passed
+    entries = {e.name: e for e in inventory_of_profile(profile)}
+    assert entries[manifest.name].proven and entries[manifest.name].proof.stamp.run_id == "run-drill-42"
+    assert entries[manifest.name].proof.stamp.restore_s == ctx.figures["restore_s"]
+    assert any(f"{manifest.name} stamped as proven by run run-drill-42" in what for _, what in drill.timeline)
+
+    dry_ctx = RunContext("dr_drill", profile.name, profile, {}, run_id="run-dry-43", home=tmp_path)
+    dry = Drill(dry_ctx, DrillParams(scenario="restore", backup=manifest.name, dry_run=True))
+    dry.pick_backup()
+    assert dry.restore().passed
+    stamp = {e.name: e for e in inventory_of_profile(profile)}[manifest.name].proof.stamp
+    assert stamp.run_id == "run-drill-42"  # unchanged: the dry run wrote nothing
+    assert any("would be stamped (dry run)" in what for _, what in dry.timeline)
