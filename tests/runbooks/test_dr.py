@@ -346,3 +346,9 @@ def test_full_drill_restores_fails_over_and_leaves_the_platform_healthy(sandbox:
     assert pg_after["primary"]["port"] == pg_before["standby"]["port"], "the promoted standby is the primary"
     assert all(d["ready"] == d["replicas"] for d in after["deployments"].values())
     assert all(part["alive"] for part in after["components"].values()), after["components"]
+    # As the game day's closing health check: the drill's restore proved its backup, and the promoted
+    # standby archives its WAL (its configuration is the old primary's), so the backup rows pass.
+    health = sandbox.run("health_check", ("window_minutes", 1))
+    assert health.exit_code == 0, health.output[-3000:]
+    checked = health.summary["figures"]
+    assert checked["newest_proven_backup_age_s"] < 3600 and checked["wal_archive_lag_s"] < 3600
