@@ -249,7 +249,7 @@ class HealthCheck:
         import pandas as pd
 
         from ..errors import RunbookError
-        from .dr.freshness import backup_rows, rows_table, wal_archive_row
+        from .dr.freshness import backup_rows, rows_table, shown, wal_archive_row
         from .dr.inventory import inventory_of_profile
 
         settings, rpo_s = self.profile.backups, self.profile.drill.rpo_target_s
@@ -270,9 +270,9 @@ class HealthCheck:
         for row in rows:
             self.ctx.figure(row.check.lower().replace(" ", "_") + "_s", row.value_s)
             if not row.passed:
-                value = "none" if row.value_s is None else f"{row.value_s:g} s"
+                value = "none" if row.value_s is None else shown(row.value_s)
                 self._find("fail" if row.severity == "fail" else "warn", "backups",
-                           f"{row.check} {value} (limit {row.limit_s:g} s): {row.detail}")
+                           f"{row.check} {value} (limit {shown(row.limit_s)}): {row.detail}")
         return titled("Backups and WAL archiving (guide §10: RPO, monthly restore test)", rows_table(rows))
 
     def findings_table(self) -> Titled:

@@ -18,7 +18,7 @@ from ...platform.database import sql_errors
 if TYPE_CHECKING:
     from .inventory import BackupEntry
 
-__all__ = ["BackupRow", "backup_rows", "wal_archive_row", "segment_number", "rows_table"]
+__all__ = ["BackupRow", "backup_rows", "wal_archive_row", "segment_number", "rows_table", "shown"]
 
 Severity = Literal["ok", "warn", "fail"]
 
@@ -94,14 +94,16 @@ def wal_archive_row(primary_dsn: Any, rpo_s: float, *, archive_expected: bool) -
     return _within(check, lag, rpo_s, detail, "fail")
 
 
+def shown(seconds: float | None) -> str:
+    """An age or a limit as a person reads it: hours, or days from two days on; "-" for none."""
+    if seconds is None:
+        return "-"
+    return f"{seconds / 86400:.2f} d" if seconds >= 2 * 86400 else f"{seconds / 3600:.2f} h"
+
+
 def rows_table(rows: list[BackupRow]) -> Any:
     """The rows as the record shows them: the number and its limit, in hours or days."""
     import pandas as pd
-
-    def shown(seconds: float | None) -> str:
-        if seconds is None:
-            return "-"
-        return f"{seconds / 86400:.2f} d" if seconds >= 2 * 86400 else f"{seconds / 3600:.2f} h"
 
     return pd.DataFrame([{"check": r.check, "value": shown(r.value_s), "limit": f"≤ {shown(r.limit_s)}",
                           "passed": {"ok": True, "fail": False, "warn": None}[r.severity], "detail": r.detail}
