@@ -19,20 +19,21 @@ def entry(name: str, age_s: float, proven: bool = False, problem: str = "") -> B
 
 
 def rows(entries: list[BackupEntry], none_yet: str = "fail") -> dict[str, tuple[float | None, str]]:
-    found = backup_rows(entries, NOW, rpo_s=HOUR, interval_s=31 * DAY, none_yet=none_yet)  # type: ignore[arg-type]
+    found = backup_rows(entries, NOW, max_age_s=26 * HOUR, interval_s=31 * DAY, none_yet=none_yet)  # type: ignore[arg-type]
     return {r.check: (r.value_s, r.severity) for r in found}
 
 
 def test_each_age_against_its_limit() -> None:
-    got = rows([entry("new", 600), entry("proven", 20 * DAY, proven=True)])
-    assert got == {"newest backup age": (600, "ok"), "newest proven backup age": (20 * DAY, "ok")}
-    got = rows([entry("old", 2 * HOUR), entry("proven", 40 * DAY, proven=True)])
-    assert got == {"newest backup age": (2 * HOUR, "fail"), "newest proven backup age": (40 * DAY, "fail")}
+    # last night's full backup is hours old by design: the schedule's limit, not the RPO's 1 h
+    got = rows([entry("last-night", 9 * HOUR), entry("proven", 20 * DAY, proven=True)])
+    assert got == {"newest backup age": (9 * HOUR, "ok"), "newest proven backup age": (20 * DAY, "ok")}
+    got = rows([entry("missed-a-night", 27 * HOUR), entry("proven", 40 * DAY, proven=True)])
+    assert got == {"newest backup age": (27 * HOUR, "fail"), "newest proven backup age": (40 * DAY, "fail")}
 
 
 def test_an_untrustworthy_backup_counts_for_nothing() -> None:
-    got = rows([entry("edited", 60, proven=True, problem="its manifest is refused: edited"), entry("older", 3 * HOUR)])
-    assert got["newest backup age"] == (3 * HOUR, "fail")
+    got = rows([entry("edited", 60, proven=True, problem="its manifest is refused: edited"), entry("older", 30 * HOUR)])
+    assert got["newest backup age"] == (30 * HOUR, "fail")
     assert got["newest proven backup age"] == (None, "fail")
 
 

@@ -258,7 +258,7 @@ class HealthCheck:
             return titled("Backups and WAL archiving", pd.DataFrame())
         now = now or utcnow()
         try:
-            rows = backup_rows(inventory_of_profile(self.profile), now, rpo_s=rpo_s,
+            rows = backup_rows(inventory_of_profile(self.profile), now, max_age_s=settings.full_backup_max_age_h * 3600,
                                interval_s=settings.restore_test_interval_days * 86400, none_yet=settings.none_yet)
             primary = self.profile.database.primary_dsn
             if primary is not None and primary.get_secret_value():

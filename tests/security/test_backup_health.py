@@ -77,7 +77,7 @@ def test_a_stale_proof_fails_the_health_check_and_a_restore_drill_mends_it(archi
     health = health_of(archiving, tmp_path)
     table = health.backups(now=later)
     assert table.loc[PROVEN, "passed"] == False  # noqa: E712
-    assert table.loc["newest backup age", "passed"] == False  # noqa: E712  (2 days > RPO 1 h)
+    assert table.loc["newest backup age", "passed"] == False  # noqa: E712  (2 days > a daily backup's 26 h)
     assert "run-last-month" in table.loc[PROVEN, "detail"] and table.loc[PROVEN, "limit"] == "≤ 24.00 h"
     assert health.ctx.figures["newest_proven_backup_age_s"] > 86400
     with pytest.raises(CheckFailed, match=f"backups: {PROVEN} 2.00 d \\(limit 24.00 h\\): .*run-last-month"):
