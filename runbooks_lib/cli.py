@@ -228,6 +228,42 @@ def schedule_command(notebook: Path, env: str, cron: str, parameters: tuple, tim
                f"{meta['name'][:40]}-now --from=cronjob/{meta['name']}")
 
 
+@cli.group("backups")
+def backups() -> None:
+    """The backup store: every backup, and which ones a drill restored and proved."""
+
+
+@backups.command("list")
+@click.option("--env", "env", default="sandbox", show_default=True, help="Profile whose backup store to read.")
+@click.option("--verify-files", is_flag=True, help="Also read every dump and check its sha256 (slow on big ones).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per backup.")
+def backups_list_command(env: str, verify_files: bool, as_json: bool) -> None:
+    """Each backup, newest first: size, age, encryption key version, and "proven at ... by run ..."
+    (a valid stamp of a drill that restored it), "never restored", or NOT PROVEN with why. Read only."""
+    import json
+
+    from .config.clock import iso, utcnow
+    from .config.profiles import load_profile
+    from .procedures.dr.inventory import inventory_of_profile, inventory_table
+
+    entries = inventory_of_profile(load_profile(env), verify_files=verify_files)
+    now = utcnow()
+    if as_json:
+        for e in entries:
+            stamp = e.proof.stamp
+            click.echo(json.dumps({"backup": e.name, "taken_at": iso(e.taken_at), "age_s": e.age_s(now),
+                                   "bytes": e.size, "key_version": e.key_version, "proven": e.proven,
+                                   "proven_at": stamp.proven_at if stamp and e.proven else None,
+                                   "run_id": stamp.run_id if stamp and e.proven else None, "status": e.status()}))
+        return
+    if not entries:
+        click.echo("no backup stored")
+        return
+    click.echo(inventory_table(entries, now).to_string(index=False))
+    proven = sum(e.proven for e in entries)
+    click.echo(f"\n{len(entries)} backup(s), {proven} proven by a restore")
+
+
 from .records.cli import records  # noqa: E402  (the records commands are part of the library)
 
 cli.add_command(records)

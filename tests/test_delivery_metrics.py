@@ -240,3 +240,35 @@ def test_the_sandbox_image_catalog_gives_every_version_a_commit_time() -> None:
     assert times[("veza-backend-api", "v1.4.0")] < times[("veza-backend-api", "v1.6.0")]
     assert load_image_catalog(REPO / "parameters" / "sandbox.yaml").images["veza-frontend"]["v1.6.0"].commit_time
     assert commit_times(SimpleNamespace(sandbox=None)) is None  # type: ignore[arg-type]
+
+
+def test_the_backups_group_counts_proofs_and_shows_the_restore_trend() -> None:
+    """Issue 28: proven fraction, age of the newest proof against the interval, restore seconds drill by drill."""
+    from datetime import datetime, timedelta, timezone
+
+    from runbooks_lib.procedures.delivery.backups import backups_table, proofs_of
+    from runbooks_lib.procedures.delivery.events import DrillEvent
+    from runbooks_lib.procedures.dr.inventory import BackupEntry
+    from runbooks_lib.procedures.dr.proof import Proof, Stamp
+
+    now = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
+
+    def entry(name: str, proven_days_ago: float | None, problem: str = "") -> BackupEntry:
+        stamp = None if proven_days_ago is None else Stamp(
+            name, "d" * 64, f"run-{name}", "dr_drill", "restore", (now - timedelta(days=proven_days_ago)).isoformat(),
+            4, ("row counts per table",), 3.0, 100)
+        return BackupEntry(name, now - timedelta(days=50), 1000, "v1", Proof(name, stamp), problem)
+
+    entries = [entry("a", 40), entry("b", None), entry("c", 35), entry("d", 1, problem="its dump is missing")]
+    proofs = proofs_of(entries, interval_s=31 * 86400)
+    assert (proofs.stored, proofs.proven, proofs.proven_fraction) == (4, 2, 0.5)
+    assert proofs.newest_proof_run == "run-c" and proofs.newest_proof_age_s(now) == 35 * 86400
+    drills = [DrillEvent(f"r{i}", "sandbox", "veza_db", now - timedelta(days=10 - i), "succeeded", 5.0, 1.0, restore_s)
+              for i, restore_s in enumerate((2.0, None, 3.5))]
+    table = backups_table(proofs, drills, now)
+    assert table.loc["backups proven by a restore", "value"] == "2 of 4 (50 %)"
+    assert table.loc["age of the newest proof", "meets target"] == "NO"  # 35 days > 31
+    trend = [row for name, row in table.iterrows() if name.startswith("restore, drill of")]
+    assert [r["value"] for r in trend] == ["2.0 s", "3.5 s"] and trend[1]["detail"] == "+1.5 s vs the drill before"
+    fresh = proofs_of([entry("e", 2)], interval_s=31 * 86400)
+    assert backups_table(fresh, [], now).loc["age of the newest proof", "meets target"] == "yes"

@@ -60,13 +60,16 @@ def test_the_notebook_runs_headless_and_records_the_report_figures(tmp_path: Pat
     [judges] = replay_judges(Catalog(records).rows(RecordFilter(env="sandbox")), {"as recorded": None},
                              since=parse_moment(since), until=parse_moment(until))
     assert judges.verdicts and judges.escapes + judges.false_aborts > 0  # the generated history has both kinds
+    # No backup store in this profile (nothing listens): the backups group is unknown, saying why.
     assert summary["figures"] == {**expected, "judge_false_aborts": judges.false_aborts,
-                                  "judge_escapes": judges.escapes, "judge_median_decision_s": judges.median_decision_s}
-    assert [s["name"] for s in summary["steps"]] == ["Read the records", "Verdict"]
+                                  "judge_escapes": judges.escapes, "judge_median_decision_s": judges.median_decision_s,
+                                  "backups_proven_fraction": None, "newest_proof_age_s": None}
+    assert [s["name"] for s in summary["steps"]] == ["Read the records", "Read the backup store", "Verdict"]
     text = record.read_text()
-    assert text.count('"image/png"') == 9  # a plot per figure group, and the judges'
-    for title in ("How good are our judges", "Deployment frequency", "Lead time for changes", "Change failure rate", "recovery time",
-                  "Deployment success rate", "Rollback times", "Canary abort times", "DR drills"):
+    assert text.count('"image/png"') == 10  # a plot per figure group, the judges' and the backups'
+    for title in ("How good are our judges", "Deployment frequency", "Lead time for changes", "Change failure rate",
+                  "recovery time", "Deployment success rate", "Rollback times", "Canary abort times", "DR drills",
+                  "Backups: proven by restores", "? backups: unknown (profile sandbox names no backup storage"):
         assert title in text
 
 

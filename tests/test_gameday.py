@@ -1,6 +1,7 @@
 """The game day's verdict per scenario is computed from what happened: outcome and platform health."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from runbooks_lib.procedures.gameday.gameday import PlatformHealth, Scenario, ScenarioResult, format_table, load_scenarios
@@ -104,3 +105,24 @@ def test_the_index_page_links_every_record_shows_the_plots_and_the_ledger(tmp_pa
                                 results[1].started, results[1].ended)
     page = write_index(results, "sandbox", failed_requests=0, requests=1200, root=root)
     assert not page.passed and "1 problem(s)" in page.path.read_text()
+
+
+def test_the_game_day_schedules_the_monthly_restore_test_as_a_cronjob() -> None:
+    """Guide §10, restores tested monthly: `runbook schedule notebooks/dr_drill.ipynb ... -p scenario
+    restore --apply` is among the game day's commands, with a monthly cron the schedule accepts."""
+    from croniter import croniter
+
+    commands = [c for s in load_scenarios() for c in s.before if c[:3] == ["runbook", "schedule", "notebooks/dr_drill.ipynb"]]
+    assert len(commands) == 1
+    command = commands[0]
+    pairs = [tuple(command[i + 1:i + 3]) for i, word in enumerate(command) if word == "-p"]
+    assert pairs == [("scenario", "restore")] and "--apply" in command
+    cron = command[command.index("--cron") + 1]
+    schedule = croniter(cron, datetime(2026, 12, 7, tzinfo=timezone.utc))
+    runs = [schedule.get_next(datetime) for _ in range(4)]
+    assert all(r.day == 1 for r in runs) and all(28 <= (b - a).days <= 31 for a, b in zip(runs, runs[1:]))
+    # The parameters are the notebook's own (what `runbook schedule` checks before writing anything).
+    from runbooks_lib.run.runner import notebook_parameters, resolve_parameters
+
+    notebook = Path(__file__).parents[1] / "notebooks" / "dr_drill.ipynb"
+    resolve_parameters(notebook_parameters(notebook), [*pairs, ("env", "sandbox")], {})

@@ -127,3 +127,34 @@ def test_vault_token_is_masked_in_repr(project_copy: Path) -> None:
     profile = load_profile("sandbox")
     assert "dev-token-not-a-secret" not in repr(profile)
     assert profile.vault.auth.token.get_secret_value() == "dev-token-not-a-secret"
+
+
+@pytest.mark.parametrize("value, says", [(-1, "greater than or equal to 0"), (400, "less than or equal to 366"),
+                                         (".inf", "finite number"), ("monthly", "valid number")])
+def test_the_restore_test_interval_is_a_number_of_days_from_0_to_366(project_copy: Path, value: object,
+                                                                     says: str) -> None:
+    assert load_profile("production").backups.restore_test_interval_days == 31  # the guide: monthly
+    assert load_profile("production").backups.none_yet == "fail"
+    path = project_copy / "parameters" / "production.yaml"
+    path.write_text(path.read_text().replace("backups:\n", f"backups:\n  restore_test_interval_days: {value}\n", 1))
+    with pytest.raises(ProfileError) as info:
+        load_profile("production")
+    assert "backups.restore_test_interval_days" in str(info.value) and says in str(info.value)
+
+
+def test_what_no_backup_yet_means_is_fail_or_warn(project_copy: Path) -> None:
+    _edit(project_copy, "staging", lambda d: d.setdefault("backups", {}).update(none_yet="ignore"))
+    with pytest.raises(ProfileError, match=r"backups.none_yet: Input should be 'fail' or 'warn'"):
+        load_profile("staging")
+
+
+@pytest.mark.parametrize("value, says", [(0, "greater than 0"), (1000, "less than or equal to 744"),
+                                         (".nan", "finite number")])
+def test_the_newest_backup_s_age_limit_is_hours_of_a_daily_schedule(project_copy: Path, value: object,
+                                                                     says: str) -> None:
+    assert load_profile("production").backups.full_backup_max_age_h == 26  # daily (the guide's 10.1), 2 h grace
+    path = project_copy / "parameters" / "production.yaml"
+    path.write_text(path.read_text().replace("backups:\n", f"backups:\n  full_backup_max_age_h: {value}\n", 1))
+    with pytest.raises(ProfileError) as info:
+        load_profile("production")
+    assert "backups.full_backup_max_age_h" in str(info.value) and says in str(info.value)

@@ -143,6 +143,18 @@ class BackupSettings(_Model):
     scratch_dsn: SecretStr | None = Field(
         None, description="Server where restores are proven in a scratch database; None = the primary's server")
     retention: Retention = Retention()
+    full_backup_max_age_h: float = Field(
+        26, gt=0, le=24 * 31, allow_inf_nan=False,
+        description="The guide's 10.1 takes a full backup daily: the newest may be at most this many hours old "
+                    "(a day and two hours' grace), or the health check fails. The RPO (1 h) is held by WAL "
+                    "archiving, whose lag the health check compares with drill.rpo_target_s")
+    restore_test_interval_days: float = Field(
+        31, ge=0, le=366, allow_inf_nan=False,
+        description="The guide's 10 (\"backups tested monthly\"): the newest backup a restore proved may be at most "
+                    "this many days old, or the health check fails; 0 = a proof must be from today's drill")
+    none_yet: Literal["fail", "warn"] = Field(
+        "fail", description="What the health check makes of no backup, or no proven backup, at all: fail "
+                            "(staging, production); warn on a practice platform that starts with none (the sandbox)")
     restore_dir: str | None = Field(
         None, description="Folder where a drill recovers a database server from a base backup "
                           "(None = a temporary folder)")

@@ -1,17 +1,18 @@
 """The read-only health check: is every part of Veza where the guide says it should be?
 
-Each method looks at one part (workloads, events, golden signals, Vault, database), returns a
-table for the record and adds findings; ``verdict`` ends the check with every finding and the
-numbers behind it. Nothing here changes anything.
+Each method looks at one part (workloads, events, golden signals, Vault, database, Redis,
+backups), returns a table for the record and adds findings; ``verdict`` ends the check with every
+finding and the numbers behind it. Nothing here changes anything.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..config.clock import utcnow
 from ..config.parameters import RunbookParams
 from ..display import Titled, titled
 from ..errors import BackendUnavailable, CheckFailed, NotFound
@@ -241,6 +242,38 @@ class HealthCheck:
             "address": health.address, "reachable": health.reachable, "ping ms": health.ping_ms,
             "version": health.version, "used memory MB": health.used_memory_mb, "keys": health.keys,
         }]))
+
+    def backups(self, now: datetime | None = None) -> Titled:
+        """Newest backup's age against the RPO, newest proven backup's against the restore-test
+        interval, WAL archive lag against the RPO (runbooks_lib.procedures.dr.freshness)."""
+        import pandas as pd
+
+        from ..errors import RunbookError
+        from .dr.freshness import backup_rows, rows_table, shown, wal_archive_row
+        from .dr.inventory import inventory_of_profile
+
+        settings, rpo_s = self.profile.backups, self.profile.drill.rpo_target_s
+        if not settings.url:
+            self._find("warn", "backups", "the profile names no backup storage (backups.url)")
+            return titled("Backups and WAL archiving", pd.DataFrame())
+        now = now or utcnow()
+        try:
+            rows = backup_rows(inventory_of_profile(self.profile), now, max_age_s=settings.full_backup_max_age_h * 3600,
+                               interval_s=settings.restore_test_interval_days * 86400, none_yet=settings.none_yet)
+            primary = self.profile.database.primary_dsn
+            if primary is not None and primary.get_secret_value():
+                rows.append(wal_archive_row(primary.get_secret_value(), rpo_s,
+                                            archive_expected=bool(settings.wal_archive_url)))
+        except RunbookError as e:
+            self._find("fail", "backups", f"cannot be read: {e}")
+            return titled("Backups and WAL archiving", pd.DataFrame())
+        for row in rows:
+            self.ctx.figure(row.check.lower().replace(" ", "_") + "_s", row.value_s)
+            if not row.passed:
+                value = "none" if row.value_s is None else shown(row.value_s)
+                self._find("fail" if row.severity == "fail" else "warn", "backups",
+                           f"{row.check} {value} (limit {shown(row.limit_s)}): {row.detail}")
+        return titled("Backups and WAL archiving (guide §10: RPO, monthly restore test)", rows_table(rows))
 
     def findings_table(self) -> Titled:
         import pandas as pd

@@ -287,6 +287,48 @@ def test_region_drill_without_a_running_dr_region_is_refused_before_any_change(s
     assert _primary_facts(sandbox) == before
 
 
+def test_a_restore_drill_proves_its_backup_and_the_health_check_reads_it(sandbox: Any) -> None:
+    """Issue 28 end to end: a fresh sandbox's health check warns that nothing is proven yet; the
+    restore drill stamps its backup; `runbook backups list` shows it proven by the drill's run id;
+    the health check's backup rows pass, each with its number and limit."""
+    first = sandbox.run("health_check", ("window_minutes", 1))
+    assert first.exit_code == 0, first.output[-3000:]
+    text = first.record.read_text()
+    assert "no backup was ever proven by a restore" in text and "WAL archive lag" in text
+
+    drill = sandbox.run("dr_drill", ("scenario", "restore"), ("backup", "new"), timeout=400)
+    assert drill.exit_code == 0, drill.output[-3000:]
+    run_id = drill.summary["run_id"]
+    listed = sandbox.runbook("backups", "list", "--env", "sandbox", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["run_id"] for r in rows if r["proven"]] == [run_id]
+    assert sandbox.env["VAULT_TOKEN"] not in listed.stdout
+
+    after = sandbox.run("health_check", ("window_minutes", 1))
+    assert after.exit_code == 0, after.output[-3000:]
+    figures = after.summary["figures"]
+    assert 0 <= figures["newest_proven_backup_age_s"] < 3600 and 0 <= figures["newest_backup_age_s"] < 3600
+    assert figures["wal_archive_lag_s"] is not None and figures["wal_archive_lag_s"] < 3600
+    assert f"by run {run_id}" in after.record.read_text()
+
+
+def test_a_pitr_drill_stamps_the_base_backup_it_replayed(sandbox: Any, live: Any) -> None:
+    """The point-in-time drill proves its base backup the same way: a signed stamp beside its manifest."""
+    from runbooks_lib.platform.vault import Vault
+    from runbooks_lib.procedures.dr.pitr import latest_base_backup
+    from runbooks_lib.procedures.dr.proof import proofs
+    from runbooks_lib.procedures.dr.store import BackupStore, VaultSeal
+
+    drill = sandbox.run("dr_drill", ("scenario", "pitr"), timeout=400)
+    assert drill.exit_code == 0, drill.output[-3000:]
+    vault = Vault(live.vault)
+    base = latest_base_backup(live.backups, vault)
+    found = proofs(BackupStore(str(base.path.parent)), [base], VaultSeal(vault, live.backups))[base.name]
+    assert found.proven and found.stamp.run_id == drill.summary["run_id"] and found.stamp.scenario == "pitr"
+    assert found.stamp.checks == ("rows before the target present", "rows after the target absent")
+
+
 def test_full_drill_restores_fails_over_and_leaves_the_platform_healthy(sandbox: Any) -> None:
     before = json.loads(sandbox.runbook("sandbox", "status", "--json", "--state-dir", str(sandbox.state_dir)).stdout)
     run = sandbox.run("dr_drill", ("scenario", "full"), ("backup", "new"), timeout=400)
@@ -304,3 +346,9 @@ def test_full_drill_restores_fails_over_and_leaves_the_platform_healthy(sandbox:
     assert pg_after["primary"]["port"] == pg_before["standby"]["port"], "the promoted standby is the primary"
     assert all(d["ready"] == d["replicas"] for d in after["deployments"].values())
     assert all(part["alive"] for part in after["components"].values()), after["components"]
+    # As the game day's closing health check: the drill's restore proved its backup, and the promoted
+    # standby archives its WAL (its configuration is the old primary's), so the backup rows pass.
+    health = sandbox.run("health_check", ("window_minutes", 1))
+    assert health.exit_code == 0, health.output[-3000:]
+    checked = health.summary["figures"]
+    assert checked["newest_proven_backup_age_s"] < 3600 and checked["wal_archive_lag_s"] < 3600

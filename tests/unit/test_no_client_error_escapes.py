@@ -211,8 +211,30 @@ def _vault_calls() -> dict[str, Callable[[Platform], Any]]:
         "Vault.health": lambda p: Vault(p.profile.vault).health(),
         "Vault.token_identity": lambda p: Vault(p.profile.vault).token_identity(),
         "HealthCheck.vault": lambda p: HealthCheck(p.ctx("health_check")).vault(),
+        "HealthCheck.backups": _backups_health,
         "DeployRun.sync_secrets": lambda p: DeployRun(p.ctx(**params.model_dump()), params).sync_secrets(),
     }
+
+
+def _backups_health(p: Platform) -> Any:
+    """The health check's backup rows over a store holding one manifest: Vault is asked to vouch for it."""
+    from runbooks_lib.procedures.dr.store import Manifest
+    from runbooks_lib.procedures.health import HealthCheck
+
+    from .conftest import make_ctx
+
+    store = p.home / "backups"
+    store.mkdir(exist_ok=True)
+    manifest = Manifest(name="veza_db-x", database="veza_db", taken_at="2026-12-01T03:00:00+00:00",
+                        finished_at="2026-12-01T03:00:01+00:00", source_lsn="0/1", source_time="2026-12-01T03:00:00+00:00",
+                        size=1, plain_size=1, sha256="0" * 64, row_counts={}, marker="x", transit={}, tool_versions={},
+                        duration_s=1.0, authentication="vault:v1:bm90LWEtbWFj")
+    (store / "veza_db-x.manifest.json").write_text(manifest.to_json())
+    profile = p.profile.model_copy(update={"backups": p.profile.backups.model_copy(update={"url": str(store)})})
+    health = HealthCheck(make_ctx(profile, p.home, "health_check"))
+    health.backups()
+    assert [f.part for f in health.findings] == ["backups"], health.findings  # said, not raised
+    return health.findings
 
 
 @pytest.mark.parametrize("failure", FAILURES)

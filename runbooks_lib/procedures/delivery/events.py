@@ -114,6 +114,7 @@ class DrillEvent:
     outcome: str
     rto_s: float | None
     rpo_s: float | None
+    restore_s: float | None = None  # the restore (or PITR replay) of the drill, when it made one
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ def read_events(rows: Iterable[Mapping[str, Any]], commits: CommitTimes | None =
                                       started, str(row.get("outcome")), _number(figures.get("time_to_abort_s"))))
         elif runbook == DRILL_RUNBOOK and row.get("outcome") not in NOT_RUN:
             drills.append(DrillEvent(str(row.get("record")), env, service, started, str(row.get("outcome")),
-                                _number(figures.get("rto_s")), _number(figures.get("rpo_s"))))
+                                _number(figures.get("rto_s")), _number(figures.get("rpo_s")),
+                                _number(figures.get("restore_s"))))
     deployments = [_undone(d, undoers[d.record], serving_of) if d.status == "serving" and d.record in undoers else d
                    for d in deployments]
     key = (lambda e: e.started)

@@ -326,7 +326,23 @@ class Drill:
             Measurement("  validation", report.timings.get("validation_s"), None, "s"),
             Measurement("heartbeat rows lost (restore)", measured.get("lost"), None, "rows"),
         ]
+        if report.passed:
+            self.stamp_proof(self.store, self.manifest, report.checks, report.timings.get("total_s"),
+                             sum(report.row_counts.values()))
         return report
+
+    def stamp_proof(self, store: Any, proved: Any, checks: list[Any], restore_s: float | None,
+                    rows: int | None) -> None:
+        """Every check passed: the backup's entry in the store gets this run's signed stamp (.proof);
+        a dry run says what it would stamp."""
+        from .proof import stamp_backup
+        from .store import VaultSeal
+
+        stamp = stamp_backup(store, proved, VaultSeal(self.vault, self.profile.backups), run_id=self.ctx.run_id,
+                             scenario=self.params.scenario, checks=checks, restore_s=restore_s, rows=rows,
+                             dry_run=self.params.dry_run)
+        done = "would be stamped (dry run)" if self.params.dry_run else "stamped"
+        self.mark(f"backup {stamp.backup} {done} as proven by run {stamp.run_id}")
 
     # -- failover scenario -------------------------------------------------------------
     def fail_over(self) -> Any:
@@ -438,6 +454,10 @@ class Drill:
                               f"{before} of {expected_before}"),
                         Check("rows after the target absent", after == 0, f"{after} found")]
         self.mark("point-in-time recovery checked")
+        if before == expected_before and after == 0:
+            from .store import BackupStore
+
+            self.stamp_proof(BackupStore(str(base.path.parent)), base, self.checks[-2:], instance.replay_s, before)
         self.ctx.figure("restore_s", instance.replay_s)
         self.measurements.append(Measurement("PITR restore + replay", instance.replay_s, None, "s"))
         return pd.DataFrame([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks[-2:]])

@@ -4,7 +4,8 @@ standing for off-site storage in the sandbox.
 One backup is three objects side by side: ``<name>.dump.enc`` (the encrypted dump),
 ``<name>.key`` (the data key wrapped by Vault's transit engine; useless without Vault) and
 ``<name>.manifest.json``, written last: a backup without a manifest is incomplete and is
-neither listed nor restored.
+neither listed nor restored. A fourth, ``<name>.proofs.jsonl``, holds the signed stamps of the
+drills that restored it (:mod:`.proof`).
 
 A manifest says which backup is newest and what a restore must find, so whoever can write to the
 storage could make an old backup "latest" by editing its time, or by renaming it. Each manifest
@@ -32,6 +33,7 @@ __all__ = ["Manifest", "BackupStore", "ManifestSeal", "VaultSeal", "Vouched", "u
 DUMP_SUFFIX = ".dump.enc"
 KEY_SUFFIX = ".key"
 MANIFEST_SUFFIX = ".manifest.json"
+PROOF_SUFFIX = ".proofs.jsonl"  # the stamps of the drills that restored it (.proof)
 _MANIFEST_TAG = b"veza-backup-manifest-v1\n"
 
 
@@ -182,6 +184,9 @@ class BackupStore:
         with self.open_write(name, suffix) as out:
             out.write(text.encode())
 
+    def size(self, name: str, suffix: str = DUMP_SUFFIX) -> int:
+        return int(self._guard(f"size of {name}{suffix}", self.fs.size, self.path(name, suffix)))
+
     def read_text(self, name: str, suffix: str) -> str:
         with self.open_read(name, suffix) as source:
             return source.read().decode()
@@ -236,7 +241,7 @@ class BackupStore:
     def delete(self, name: str) -> list[str]:
         """Remove a backup's objects (manifest first: a half-deleted backup is never listed)."""
         removed = []
-        for suffix in (MANIFEST_SUFFIX, DUMP_SUFFIX, KEY_SUFFIX):
+        for suffix in (MANIFEST_SUFFIX, DUMP_SUFFIX, KEY_SUFFIX, PROOF_SUFFIX):
             path = self.path(name, suffix)
             if self._guard("check", self.fs.exists, path):
                 self._guard(f"delete {name}{suffix}", self.fs.rm, path)
