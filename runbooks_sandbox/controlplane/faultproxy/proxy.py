@@ -88,9 +88,7 @@ class FaultProxy:
         """Start the proxy in front of ``upstream_url`` (``https://host:port`` of the apiserver,
         reachable from here); returns self once both listeners are bound. On failure nothing is
         left running and the reason (the process's own words) is raised."""
-        if (pid := self.running_pid()) is not None:
-            raise StaleState(f"fault proxy: pid {pid} from an earlier start still runs on {self.dir}; stop it "
-                             f"first (FaultProxy({str(self.state_dir)!r}).stop())")
+        self._refuse_stale()
         for path in (credentials.cluster_ca, credentials.serving_cert, credentials.serving_key,
                      credentials.front_proxy_cert, credentials.front_proxy_key):
             if not Path(path).is_file():
@@ -125,6 +123,11 @@ class FaultProxy:
         self.stop()
         raise ServerStartFailed(f"fault proxy: not ready after {timeout:.0f} s; see {self.log_path}")
 
+    def _refuse_stale(self) -> None:
+        if (pid := self.running_pid()) is not None:
+            raise StaleState(f"fault proxy: pid {pid} from an earlier start still runs on {self.dir}; stop it "
+                             f"first (FaultProxy({str(self.state_dir)!r}).stop())")
+
     @classmethod
     def for_control_plane(cls, plane: "ControlPlane", *, api_url: str | None = None, port: int | None = None,
                           admin_port: int | None = None, kubeconfig: str | Path | None = None) -> "FaultProxy":
@@ -136,6 +139,7 @@ class FaultProxy:
         (default ``<state>/faultproxy/kubeconfig``); :attr:`kubeconfig` names it afterwards.
         """
         proxy = cls(plane.state_dir, port=port, admin_port=admin_port)
+        proxy._refuse_stale()  # before its certs are made anew under the running one
         pki = plane.pki
         serving = pki.issue_serving_cert(SERVING_CERT_STEM, "veza-sandbox-fault-proxy", [LOOPBACK], ["localhost"])
         front = pki.issue_front_proxy_client_cert(FRONT_PROXY_CERT_STEM)

@@ -73,6 +73,7 @@ class Upstream:
     def raw_socket(self, as_front_proxy: bool, timeout: float = 30.0) -> ssl.SSLSocket:
         """A TLS socket to the apiserver, for an upgrade (exec, attach, port-forward) relayed as bytes."""
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # interactive: every keystroke at once
         try:
             tls = self._contexts[as_front_proxy].wrap_socket(sock, server_hostname=self.host)
         except BaseException:
