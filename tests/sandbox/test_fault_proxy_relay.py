@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import ssl
 import threading
@@ -65,6 +66,9 @@ def test_lost_answers_count_only_applied_writes_to_the_resource() -> None:
 
 # -- the relay in front of a stand-in apiserver ---------------------------------------------------
 
+STREAM_ENDED_UPSTREAM = threading.Event()
+
+
 class StandIn(BaseHTTPRequestHandler):
     """An apiserver stand-in: echoes what reached it; /stream sends 3 pieces 0.4 s apart;
     /upgrade answers 101 and echoes bytes; /refuse-upgrade answers 403."""
@@ -99,6 +103,15 @@ class StandIn(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 time.sleep(0.4)
             self.wfile.write(b"0\r\n\r\n")
+        elif self.path == "/quiet-stream":  # one event, then nothing, as a watch on a quiet namespace
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nfirst\r\n")
+            self.close_connection = True
+            readable, _, _ = select.select([self.connection], [], [], 20)
+            if readable and not self.connection.recv(1):
+                STREAM_ENDED_UPSTREAM.set()  # the proxy let go of it
         elif self.path == "/upgrade":
             self.send_response(101)
             self.send_header("Connection", "Upgrade")
@@ -204,6 +217,19 @@ def test_a_chunked_answer_is_relayed_piece_by_piece(proxy: FaultProxy, pki: Pki)
     assert len(arrivals) == 3
     assert arrivals[0] < 0.3 and arrivals[1] > 0.3  # each piece as it was sent, not all at the end
     connection.close()
+
+
+def test_a_stream_the_caller_hangs_up_on_is_ended_upstream(proxy: FaultProxy, pki: Pki) -> None:
+    """``kubectl get -w`` ended with Ctrl-C on a quiet watch: the proxy lets go of the apiserver's stream."""
+    connection = _connect(proxy, pki)
+    connection.request("GET", "/quiet-stream")
+    response = connection.getresponse()
+    assert response.read1(100) == b"first"
+    hung_up = time.monotonic()
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+    assert STREAM_ENDED_UPSTREAM.wait(10), "the proxy kept the quiet stream open upstream"
+    assert time.monotonic() - hung_up < 3.0
 
 
 def test_an_upgrade_is_spliced_both_ways(proxy: FaultProxy, pki: Pki) -> None:

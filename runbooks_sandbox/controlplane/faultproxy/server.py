@@ -24,6 +24,7 @@ import select
 import socket
 import ssl
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -128,8 +129,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 self.close_connection = True  # no answer at all: the socket closes under the caller
             else:
                 self._answer_status(Faults.lost_answer_status(method, target))
-        except OSError:
-            self.close_connection = True  # the caller went away mid-answer
+        except (OSError, http.client.HTTPException):
+            self.close_connection = True  # the caller went away mid-answer, or the apiserver did
             self._drop_upstream()
 
     # Every method the API uses; any other gets the base class's 501.
@@ -200,8 +201,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         elif self.request_version == "HTTP/1.1":
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            while data := response.read1(CHUNK):  # one watch event is usually one piece: sent at once
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            with HangUpWatch(self.connection, self._upstream[self.caller is not None]) as hang_up:
+                while data := response.read1(CHUNK):  # one watch event is usually one piece: sent at once
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if hang_up.seen:
+                raise ConnectionAbortedError("the caller hung up on a stream")
             self.wfile.write(b"0\r\n\r\n")
         else:  # an HTTP/1.0 caller: the end of the body is the end of the connection
             self.close_connection = True
@@ -263,6 +267,50 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.connection.sendall(data)
             if left is not None:
                 left -= len(data)
+
+
+class HangUpWatch:
+    """While a stream is relayed, end it upstream when the caller hangs up.
+
+    A watch nobody sends events on would otherwise hold its thread and its apiserver connection
+    until the apiserver's own timeout (30 to 60 min), though the caller is long gone (``kubectl
+    get -w`` ended with Ctrl-C). A caller awaiting an answer sends nothing (HTTP/1.1 without
+    pipelining), so its socket turning readable means it closed: the upstream socket is then
+    shut down, which ends the blocked read at once.
+    """
+
+    POLL_SECONDS = 1.0  # how soon the watching thread notices the stream ended normally
+
+    def __init__(self, caller: ssl.SSLSocket, upstream: http.client.HTTPSConnection) -> None:
+        self.caller, self.upstream = caller, upstream
+        self.seen = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="hang-up-watch", daemon=True)
+
+    def __enter__(self) -> "HangUpWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            try:
+                readable, _, _ = select.select([self.caller], [], [], self.POLL_SECONDS)
+            except (OSError, ValueError):
+                return  # the caller's socket is closed already
+            if readable and not self._done.is_set():
+                self.seen = True
+                sock = self.upstream.sock
+                if sock is not None:
+                    try:
+                        # The plain socket's shutdown: SSLSocket.shutdown would also drop its TLS
+                        # state under the thread that is reading it.
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
 
 
 def _bad_gateway(url: str, error: BaseException) -> dict[str, Any]:
