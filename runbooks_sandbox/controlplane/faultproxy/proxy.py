@@ -217,13 +217,14 @@ class FaultProxy:
         return self._admin("DELETE")
 
     def _admin(self, method: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        port = self._recorded("admin_port")  # "not running" before "no token"
         try:
             token = self.token_path.read_text().strip()
         except OSError as e:
             raise ServerError(f"fault proxy: no admin token in {self.dir} (is it running?)") from e
         body = json.dumps(doc).encode() if doc is not None else None
         # http.client, not urllib: a proxy set in the environment must not see the token.
-        connection = http.client.HTTPConnection(LOOPBACK, self._recorded("admin_port"), timeout=10)
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
         try:
             connection.request(method, "/faults", body=body, headers={
                 "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
