@@ -294,6 +294,27 @@ def test_a_watch_through_the_proxy_receives_events_as_they_happen(proxy: FaultPr
     assert ours[0][1] - created_at < 2.0
 
 
+def test_a_websocket_watch_is_upgraded_and_spliced(api: Api) -> None:
+    """The apiserver serves a watch over WebSocket too: a real 101 through the proxy, then its frames."""
+    name = _unique("ws")
+    with api.context.wrap_socket(socket.create_connection(("127.0.0.1", api.port), timeout=15),
+                                 server_hostname="127.0.0.1") as sock:
+        sock.sendall((f"GET /api/v1/namespaces/{NAMESPACE}/configmaps?watch=true HTTP/1.1\r\n"
+                      f"Host: 127.0.0.1:{api.port}\r\nAuthorization: Bearer {api.tokens['alice']}\r\n"
+                      "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      # The apiserver's WebSocket handler refuses a handshake without an Origin (403).
+                      "Origin: http://127.0.0.1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(4096)
+        assert received.startswith(b"HTTP/1.1 101"), received + sock.recv(4096)
+        assert api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", body=_configmap(name))[0] == 201
+        deadline = time.monotonic() + 10
+        while name.encode() not in received and time.monotonic() < deadline:
+            received += sock.recv(65536)
+    assert name.encode() in received and b'"ADDED"' in received
+
+
 def test_an_upgrade_request_is_relayed(kubectl: Any, cluster: Any, kubectl_binary: str) -> None:
     """exec on a pod no node runs: the apiserver's own refusal of the upgrade comes back as it would directly."""
     pod = _unique("pending")
