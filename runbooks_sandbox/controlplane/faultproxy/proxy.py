@@ -62,6 +62,8 @@ class FaultProxy:
     """
 
     def __init__(self, state_dir: str | Path, *, port: int | None = None, admin_port: int | None = None) -> None:
+        if port is not None and port == admin_port:
+            raise ValueError(f"the proxy and its admin endpoint need two ports, not both {port}")
         self.state_dir = Path(state_dir).resolve()
         self.dir = self.state_dir / "faultproxy"
         self.port, self.admin_port = port, admin_port
