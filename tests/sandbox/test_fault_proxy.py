@@ -194,6 +194,20 @@ def test_error_rate_refuses_with_503_and_a_status_and_clear_restores(api: Api, p
     assert code == 200 and json.loads(body)["kind"] == "ConfigMapList"
 
 
+def test_kubectl_rides_out_refusals_by_retrying_after_retry_after(kubectl: Any, proxy: FaultProxy) -> None:
+    """What a drill meets: client-go retries a 503 that carries Retry-After, 1 s apart, up to 10
+    times (measured: at error_rate 1.0 a `kubectl get` fails after 10.1 s and 11 refusals), so
+    kubectl at a 40 % refusal rate is slow, not failing: a request fails only after 11 refusals
+    in a row (0.4^11, about 4 in 100,000)."""
+    kubectl("get", "configmaps", "-n", NAMESPACE, context="alice")  # discovery cached before the faults
+    proxy.set_faults(error_rate=0.4)
+    began = time.monotonic()
+    for _ in range(3):
+        kubectl("get", "configmaps", "-n", NAMESPACE, context="alice")
+    print(f"3 x kubectl get at error_rate 0.4: {time.monotonic() - began:.1f} s, {proxy.faults()['refused']} "
+          "requests refused and retried")
+
+
 def _median_seconds(api: Api, n: int = 5) -> float:
     times = []
     for _ in range(n):
