@@ -19,8 +19,11 @@ Servers of the sandbox that live inside (the supervisor's endpoints, Prometheus)
 :attr:`services_address`, an address of the node range kept for them, never on the namespace's
 127.0.0.1 where the mirror rules are; :meth:`expose` gives each an inward rule on the host.
 
-``stop()`` undoes it all, from a fresh instance too (after a crash): the control plane, the
-forwarder, then the namespace, killing by PID whatever is still inside it (only the sandbox's
+A fault proxy in front of the apiserver (:mod:`.controlplane.faultproxy`, started with
+``FaultProxy.for_cluster(cluster)``) lives in the same state directory.
+
+``stop()`` undoes it all, from a fresh instance too (after a crash): a fault proxy, the control
+plane, the forwarder, then the namespace, killing by PID whatever is still inside it (only the sandbox's
 own processes can be in it).
 """
 from __future__ import annotations
@@ -148,9 +151,16 @@ class SandboxCluster:
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self) -> list[str]:
-        """The control plane, the forwarder, the namespace (and what is left in it). Idempotent."""
+        """A fault proxy, the control plane, the forwarder, the namespace (and what is left in it). Idempotent."""
+        from .controlplane.faultproxy import FaultProxy
+
         stopped: list[str] = []
         errors: list[str] = []
+        try:
+            if FaultProxy(self.state_dir).stop():
+                stopped.append("fault proxy")
+        except Exception as e:  # keep stopping the rest; say what stayed
+            errors.append(f"fault proxy: {e}")
         try:
             stopped += self.control_plane_recorded().stop()
         except Exception as e:  # keep stopping the rest; say what stayed

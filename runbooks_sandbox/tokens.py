@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .servers.ports import ServerError
 
-__all__ = ["CONTROL_TOKEN", "NOTIFY_TOKEN", "make_tokens", "read_token", "token_path", "remove_tokens"]
+__all__ = ["CONTROL_TOKEN", "NOTIFY_TOKEN", "make_token", "make_tokens", "read_token", "token_path",
+           "remove_tokens"]
 
 CONTROL_TOKEN = "control-token"
 NOTIFY_TOKEN = "notify-token"
@@ -33,16 +34,22 @@ def token_path(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / name
 
 
+def make_token(state_dir: Path, name: str) -> None:
+    """A new random token in ``state_dir/name``, written 0600 through a rename (a reader never
+    sees half of one). The fault proxy's admin token is made so too."""
+    path = token_path(state_dir, name)
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32))
+    os.replace(tmp, path)
+
+
 def make_tokens(state_dir: Path) -> None:
-    """Two new tokens, each written 0600 through a rename (a reader never sees half of one)."""
+    """Two new tokens (:func:`make_token`)."""
     for name in (CONTROL_TOKEN, NOTIFY_TOKEN):
-        path = token_path(state_dir, name)
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32))
-        os.replace(tmp, path)
+        make_token(state_dir, name)
 
 
 def read_token(state_dir: Path, name: str) -> str:

@@ -5,7 +5,8 @@ controlplane/versions.env (:mod:`.versions`); :class:`ControlPlane` starts and s
 a state directory (:mod:`.cluster`; their flags: :mod:`.flags`; one process and the network
 namespace: :mod:`.process`; start-time probes: :mod:`.probes`), with a PKI made by
 ``cryptography`` (:mod:`.pki`) and the sandbox's people, tokens, RBAC and kubeconfig
-(:mod:`.people`).
+(:mod:`.people`). The drills' faults stand in front of the apiserver in a proxy of our own
+(:mod:`.faultproxy`, imported on its own).
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ __all__ = [
     "KUBELET_CLIENT_USER",
     "CONTROLLER_MANAGER_USER",
     "SCHEDULER_USER",
+    "FRONT_PROXY_CLIENT",
     "service_ip",
     "apiserver_sans",
 ]
@@ -264,6 +265,23 @@ class Pki:
         return _Authority.load(self.ca).issue(
             self._pair(f"kubelet-{node_name}"), f"system:node:{node_name}", ("system:nodes",), server=True,
             ips=ips, dns=list(dict.fromkeys([node_name, *hostnames])))
+
+    def issue_serving_cert(self, stem: str, common_name: str, ips: Iterable[str],
+                           hostnames: Iterable[str] = ()) -> CertPair:
+        """A serving cert of the cluster CA (``<pki>/<stem>.crt``/``.key``) for a server that stands
+        in front of the apiserver (the fault proxy): clients keep the kubeconfig's CA and trust it."""
+        ips, hostnames = list(ips), list(hostnames)
+        if not ips and not hostnames:
+            raise ValueError("a serving cert must name at least one IP or host name")
+        return _Authority.load(self.ca).issue(self._pair(stem), common_name, server=True, ips=ips,
+                                              dns=hostnames)
+
+    def issue_front_proxy_client_cert(self, stem: str) -> CertPair:
+        """A client cert of the front-proxy CA (``<pki>/<stem>.crt``/``.key``), CN ``front-proxy-client``
+        (the one name --requestheader-allowed-names admits): its holder may tell the apiserver who
+        the user is in X-Remote-User/X-Remote-Group, as an authenticating proxy does. Its own key,
+        not the apiserver's aggregation-layer one, so either can be replaced alone."""
+        return _Authority.load(self.front_proxy_ca).issue(self._pair(stem), FRONT_PROXY_CLIENT, client=True)
 
     def issue_client_cert(self, stem: str, common_name: str, organizations: Iterable[str] = ()) -> CertPair:
         """A client cert of the cluster CA (``<pki>/<stem>.crt``/``.key``): for a node agent,
