@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
+import http.client
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,16 @@ def sandbox() -> Iterator[Sandbox]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _get(host: str, port: int, path: str) -> bytes:
+    """GET http://host:port/path (run inside the cluster network)."""
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().read()
+    finally:
+        connection.close()
+
+
 def _ready(node: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions") or [])
 
@@ -123,6 +133,10 @@ def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
 # -- nodes ------------------------------------------------------------------------------------------
 
 def test_two_nodes_register_ready_with_addresses_version_and_leases(sandbox: Sandbox) -> None:
+    # A new Node gets node.kubernetes.io/not-ready:NoSchedule from the TaintNodesByCondition
+    # admission plugin; the node lifecycle controller lifts it once it sees Ready=True (~5 s).
+    sandbox.wait_for("both nodes untainted", lambda: all(
+        not n["spec"].get("taints") for n in sandbox.json("get", "nodes")["items"]), timeout=60)
     nodes = {n["metadata"]["name"]: n for n in sandbox.json("get", "nodes")["items"]}
     assert sorted(nodes) == list(NODES)
     for node in nodes.values():
@@ -163,8 +177,7 @@ def test_deployment_gets_running_ready_pods_on_pod_range_addresses(sandbox: Sand
         container = _container_status(pod)
         assert container["ready"] and container["started"] and "running" in container["state"]
         # The process listens on the pod's own address, inside the cluster network.
-        url = f"http://{status['podIP']}:{sandbox.backend.port}/version"
-        body = sandbox.cluster.network.call(lambda: urllib.request.urlopen(url, timeout=5).read())
+        body = sandbox.cluster.network.call(_get, status["podIP"], sandbox.backend.port, "/version")
         assert json.loads(body)["pod"] == pod["metadata"]["name"]
     # The Secret's keys reached the environment (valueFrom secretKeyRef, through the Node authorizer).
     pid = next(p for p in _workload_pids(sandbox.state))
