@@ -91,6 +91,15 @@ def _workload_pids(state: Path) -> list[int]:
     return found
 
 
+def _pid_of(state: Path, pod_ip: str) -> int:
+    """The workload process listening on ``pod_ip``."""
+    for pid in _workload_pids(state):
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        if words[words.index("--host") + 1] == pod_ip:
+            return pid
+    raise AssertionError(f"no workload process on {pod_ip}")
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     try:
@@ -253,6 +262,60 @@ def test_a_crashing_container_restarts_into_crash_loop_back_off(sandbox: Sandbox
     sandbox.kubectl("delete", "pod", "-n", NS, "crasher", "--wait=true", timeout=60)
 
 
+# -- probes ---------------------------------------------------------------------------------------
+
+def _probe(path: str, **times: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": 8080}, **times}
+
+
+def test_a_startup_probe_holds_started_and_ready_back_and_config_maps_reach_the_environment(sandbox: Sandbox) -> None:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tuning", "namespace": NS},
+              "data": {"mode": "careful"}}
+    pod = _bare_pod("slow-start", sandbox.image("v1.5.0"))
+    container = pod["spec"]["containers"][0]
+    container["startupProbe"] = _probe("/health", initialDelaySeconds=30, periodSeconds=10)  # 3 s, then every 1 s
+    container["env"] = [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "tuning", "key": "mode"}}}]
+    sandbox.apply(config, pod)
+
+    def status() -> dict[str, Any]:
+        return _container_status(sandbox.json("get", "pod", "-n", NS, "slow-start"))
+
+    early = sandbox.wait_for("the container running", lambda: (s := status()).get("state", {}).get("running") and s)
+    assert early["started"] is False and early["ready"] is False
+    later = sandbox.wait_for("started and ready", lambda: (s := status())["started"] and s["ready"] and s, timeout=30)
+    assert later["restartCount"] == 0
+    ip = sandbox.json("get", "pod", "-n", NS, "slow-start")["status"]["podIP"]
+    pid = _pid_of(sandbox.state, ip)
+    assert b"MODE=careful" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    sandbox.kubectl("delete", "pod", "-n", NS, "slow-start", "--wait=true", timeout=60)
+
+
+def test_a_failing_liveness_probe_restarts_the_container(sandbox: Sandbox) -> None:
+    pod = _bare_pod("not-alive", sandbox.image("v1.5.0"))
+    pod["spec"]["containers"][0]["livenessProbe"] = _probe("/no-such-path", periodSeconds=10, failureThreshold=2)
+    sandbox.apply(pod)
+    sandbox.wait_for("a restart", lambda: _container_status(sandbox.json("get", "pod", "-n", NS, "not-alive"))
+                     .get("restartCount", 0) >= 1, timeout=60)
+    messages = [e["message"] for e in sandbox.json("get", "events", "-n", NS, "--field-selector",
+                                                   "involvedObject.name=not-alive")["items"]]
+    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    sandbox.kubectl("delete", "pod", "-n", NS, "not-alive", "--wait=true", timeout=60)
+
+
+def test_a_version_that_never_gets_ready_runs_but_stays_out_of_ready(sandbox: Sandbox) -> None:
+    pod = _bare_pod("never-ready", sandbox.image("v1.5.3-noready"))
+    pod["spec"]["containers"][0]["readinessProbe"] = _probe("/ready", periodSeconds=5)
+    sandbox.apply(pod)
+    sandbox.wait_for("Running", lambda: sandbox.json("get", "pod", "-n", NS, "never-ready")["status"]["phase"]
+                     == "Running")
+    time.sleep(3)  # six readiness periods
+    status = sandbox.json("get", "pod", "-n", NS, "never-ready")["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ContainersNotReady"
+    assert _container_status({"status": status})["started"] is True
+    sandbox.kubectl("delete", "pod", "-n", NS, "never-ready", "--wait=true", timeout=60)
+
+
 # -- rollouts and deletion --------------------------------------------------------------------------
 
 def test_a_rolling_update_to_another_catalog_version_completes(sandbox: Sandbox) -> None:
@@ -269,12 +332,19 @@ def test_a_rolling_update_to_another_catalog_version_completes(sandbox: Sandbox)
 def test_deleting_a_pod_runs_it_down_gracefully_and_the_replicaset_replaces_it(sandbox: Sandbox) -> None:
     victim = _backend_pods(sandbox)[0]
     name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
-    pid = next(p for p in _workload_pids(sandbox.state) if ip in Path(f"/proc/{p}/cmdline").read_text())
+    pid = _pid_of(sandbox.state, ip)
+    follower = subprocess.Popen([sandbox.kubectl_binary, "--kubeconfig", str(sandbox.cluster.kubeconfig),
+                                 "--context", "sandbox-admin", "logs", "-f", "-n", NS, name],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)  # the follow is open
     began = time.monotonic()
     sandbox.kubectl("delete", "pod", "-n", NS, name, "--wait=true", timeout=60)
     took = time.monotonic() - began
     print(f"\npod deletion (grace 30 s scaled to 3 s) took {took:.1f} s")
     assert not process_alive(pid)
+    # SIGTERM, not SIGKILL: the workload drained, said so, and `kubectl logs -f` ended with it.
+    out, _ = follower.communicate(timeout=10)
+    assert "signal received: draining" in out, out
     reasons = [e["reason"] for e in sandbox.json("get", "events", "-n", NS, "--field-selector",
                                                  f"involvedObject.name={name}")["items"]]
     assert "Killing" in reasons
