@@ -3,7 +3,7 @@
 - :mod:`.settings`: :class:`AgentSettings` (node names, capacity, the kubelet's clocks).
 - :mod:`.identity`: each node's client cert (``system:node:<node>``) and kubelet serving cert.
 - :mod:`.registration`: the Node object, its status and its Lease in ``kube-node-lease``.
-- :mod:`.pods` and :mod:`.podworker`: the pods bound to a node, each a local process on its own
+- :mod:`.pods` and :mod:`.podworker` (through :mod:`.host`): the pods bound to a node, each a local process on its own
   address of the cluster network's pod range; probes, restarts with back-off, graceful deletion
   (:mod:`.lifecycle`: preStop hooks). Containers, probes and logs are :mod:`runbooks_sandbox.runtime`'s.
 - :mod:`.server`: the kubelet endpoint (HTTPS, client certs, SubjectAccessReview) serving

@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..kube import PODS, now_rfc3339
 from ..kube.errors import ApiError, BadRequest, NotFound, Unreachable
@@ -35,10 +35,8 @@ from ..runtime.probes import Probe
 from ..runtime.runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, pull_runner_image, runner_process
 from ..workload import ImagePullError
 from .config import cluster_lookup
+from .host import NodeHost
 from .lifecycle import run_pre_stop
-
-if TYPE_CHECKING:
-    from .pods import NodePods
 
 __all__ = ["PodWorker"]
 
@@ -54,9 +52,9 @@ def _sha(text: str) -> str:
 
 
 class PodWorker:
-    """The kubelet for one pod on one node (module doc); created and driven by :class:`NodePods`."""
+    """The kubelet for one pod on one node (module doc); created and driven by :class:`~.pods.NodePods`."""
 
-    def __init__(self, node: "NodePods", pod: Obj) -> None:
+    def __init__(self, node: NodeHost, pod: Obj) -> None:
         self.node = node
         self.settings = node.settings
         meta = pod["metadata"]
