@@ -379,10 +379,15 @@ def test_nodes_are_still_ready_after_the_node_monitor_grace_period(sandbox: Sand
 # -- stopping ---------------------------------------------------------------------------------------
 
 def test_stopping_the_agent_leaves_no_pod_process(sandbox: Sandbox) -> None:
-    assert _workload_pids(sandbox.state)
+    pods = _workload_pids(sandbox.state)
+    assert pods
+    agent_pid = sandbox.agent.pidfile.read()
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{agent_pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    print(f"\nagent RSS {rss / 1024:.0f} MiB with {len(pods)} pod processes")
     began = time.monotonic()
     assert sandbox.agent.stop()
-    print(f"\nagent stopped in {time.monotonic() - began:.1f} s")
+    print(f"agent stopped in {time.monotonic() - began:.1f} s")
     assert _workload_pids(sandbox.state) == []
 
 
