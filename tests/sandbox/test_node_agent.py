@@ -398,7 +398,9 @@ def test_after_kill_9_of_the_agent_the_cluster_stop_leaves_no_process(sandbox: S
     assert agent_pid is not None
     os.kill(agent_pid, signal.SIGKILL)
     sandbox.wait_for("the agent gone", lambda: not process_alive(agent_pid), timeout=10)
-    assert _workload_pids(sandbox.state), "the pods outlive their agent, as containers outlive a kubelet"
+    # The pods may outlive it for a while (until their next log write meets the dead agent's
+    # pipe), or be gone already; either way, deleting the namespace leaves none.
+    print(f"\n{len(_workload_pids(sandbox.state))} pod process(es) alive after kill -9 of the agent")
     sandbox.cluster.stop()
     assert _workload_pids(sandbox.state) == []
     assert not sandbox.cluster.network.exists()
