@@ -136,6 +136,14 @@ class Vault:
         data = reply["data"]["data"] or {}
         return {key: SecretValue(str(value), name=key) for key, value in data.items()}
 
+    def read_public(self, path: str) -> dict[str, str]:
+        """Values kept in Vault for their integrity, not their secrecy (the ledger's anchored head):
+        plain strings, not registered for masking; ``read`` would mask a hash in every output."""
+        mount, rest = self._split(path)
+        reply = self._translate(f"read {mount}/{rest}", self._client.secrets.kv.v2.read_secret_version,
+                                path=rest, mount_point=mount, raise_on_deleted_version=True)
+        return {key: str(value) for key, value in (reply["data"]["data"] or {}).items()}
+
     def current_version(self, path: str | None = None) -> int:
         """The KV version number the latest read returns (from the secret's metadata)."""
         mount, rest = self._split(path)
@@ -143,11 +151,15 @@ class Vault:
                                 path=rest, mount_point=mount)
         return int(reply["data"]["current_version"])
 
-    def write(self, data: Mapping[str, str | SecretValue], path: str | None = None, *, cas: int | None = None) -> int:
+    def write(self, data: Mapping[str, str | SecretValue], path: str | None = None, *, cas: int | None = None,
+              public: bool = False) -> int:
         """Write a new version of the secret at ``path``; returns the version number. With ``cas``
-        (check-and-set), Vault refuses the write unless the current version is still ``cas``."""
+        (check-and-set), Vault refuses the write unless the current version is still ``cas``.
+        Plain values are registered for masking, unless ``public`` (kept in Vault for integrity
+        only, like the ledger's head: masked, its hash would be refused in every later record)."""
         mount, rest = self._split(path)
-        clear = {k: v.reveal() if isinstance(v, SecretValue) else SecretValue(str(v)).reveal() for k, v in data.items()}
+        clear = {k: v.reveal() if isinstance(v, SecretValue) else SecretValue(str(v), register=not public).reveal()
+                 for k, v in data.items()}
         reply = self._translate(
             f"write {mount}/{rest}", self._client.secrets.kv.v2.create_or_update_secret,
             path=rest, secret=clear, mount_point=mount, cas=cas,
@@ -292,13 +304,13 @@ class VaultHeadAnchor:
         self.name = f"Vault KV {self.path}"
 
     def write(self, head: Any) -> None:
-        self.vault.write({k: str(v) for k, v in head.as_dict().items()}, f"{self.path}/{head.writer}")
+        self.vault.write({k: str(v) for k, v in head.as_dict().items()}, f"{self.path}/{head.writer}", public=True)
 
     def read(self, writer: str) -> Any:
         from ..records.trust import Head
 
         try:
-            data = self.vault.read(f"{self.path}/{writer}")
+            data = self.vault.read_public(f"{self.path}/{writer}")
         except NotFound:
             return None
-        return Head.from_dict({k: v.reveal() for k, v in data.items()})
+        return Head.from_dict(data)

@@ -139,6 +139,11 @@ def run_notebook(
     with Workspace(notebook, home) as workspace:
         plan = resolve(notebook, env, cli_params or [], param_file, dry_run=dry_run, home=home, values=values,
                        run_id=run_id)
+        # The ledger keyed and anchored as the profile says, for a resume as for a run (the
+        # provider `runbook` registers reaches Vault; without one, the key file and no anchor).
+        from ..records.trust import configure_for
+
+        configure_for(plan.env)
         prepare(plan, workspace, facts or {})
         # If this process is killed, the watcher ends the run for it (runbooks_lib.run.dead_runs).
         plan.journal.parent.mkdir(parents=True, exist_ok=True)

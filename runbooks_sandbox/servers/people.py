@@ -31,8 +31,11 @@ path "transit/encrypt/veza" { capabilities = ["update"] }
 path "transit/decrypt/veza" { capabilities = ["update"] }
 path "transit/hmac/*" { capabilities = ["update"] }
 """
+# Verifying reveals nothing: everyone may check an approval's signature and the HMACs that vouch
+# for the backups' manifests and proofs (the health check's backup rows read them, for a viewer too).
 _VERIFY = f"""
 path "transit/verify/{APPROVALS_KEY}" {{ capabilities = ["update"] }}
+path "transit/verify/veza" {{ capabilities = ["update"] }}
 """
 _APPROVER = f"""
 path "transit/sign/{APPROVALS_KEY}" {{ capabilities = ["update"] }}

@@ -250,6 +250,11 @@ def test_with_vault_the_macs_are_vaults_and_the_head_is_anchored_in_kv(tmp_path:
     lines = _lines(root)
     assert all(l["mac"].startswith("vault:v1:") and l["key_id"] == "vault-transit:transit/veza-ledger" for l in lines)
     assert anchor.read("host-a").hash == lines[-1]["hash"]
+    # The head is kept in Vault for its integrity, not its secrecy: never masked (a masked hash was
+    # printed as ******** by `records verify`, and a record quoting it would be refused).
+    from runbooks_lib.records.redaction import redact
+
+    assert redact(f"head {lines[-1]['hash']}") == f"head {lines[-1]['hash']}"
     assert Ledger(root).verify() == []
     lines[0]["sealed_at"] = "2020-01-01T00:00:00.000Z"  # rewritten, hashes recomputed, no key
     _write(root, _rechain(lines))
