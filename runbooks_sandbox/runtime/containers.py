@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..models.api import Store
 from ..models.errors import NotFound
@@ -28,7 +28,7 @@ from ..models.store import now_rfc3339
 from .logs import ContainerLog, follow_process
 from .probes import Probe, ProbeState
 
-__all__ = ["ContainerConfigError", "ContainerRunner", "WorkloadCommand", "resolve_env"]
+__all__ = ["ConfigLookup", "ContainerConfigError", "ContainerRunner", "WorkloadCommand", "resolve_env", "store_lookup"]
 
 Obj = dict[str, Any]
 DEFAULT_PORT = 8080  # the workload's port when a container declares none
@@ -39,19 +39,35 @@ class ContainerConfigError(ValueError):
     """The container's configuration cannot be resolved (missing Secret/ConfigMap or key)."""
 
 
-def _lookup(store: Store, kind: str, namespace: str, name: str) -> dict[str, str] | None:
-    """A Secret's (decoded) or ConfigMap's data, or None when it does not exist."""
-    try:
-        obj = store.get(SECRETS if kind == "Secret" else CONFIGMAPS, namespace, name)
-    except NotFound:
-        return None
+class ConfigLookup(Protocol):
+    """Where a container's Secrets and ConfigMaps come from: the in-process store here, the real API
+    server for the node agent (:mod:`runbooks_sandbox.node.config`). Returns a Secret's decoded or a
+    ConfigMap's data, None when the object does not exist."""
+
+    def __call__(self, kind: str, namespace: str, name: str) -> dict[str, str] | None: ...
+
+
+def decoded_data(kind: str, obj: Obj) -> dict[str, str]:
+    """A Secret's data base64-decoded, or a ConfigMap's data, as the container sees it."""
     if kind == "Secret":
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
     return dict(obj.get("data") or {})
 
 
-def _key_ref(store: Store, namespace: str, kind: str, ref: Obj) -> str | None:
-    data = _lookup(store, kind, namespace, ref.get("name", ""))
+def store_lookup(store: Store) -> ConfigLookup:
+    """The :class:`ConfigLookup` of the in-process store (the home-made API server's pods)."""
+    def lookup(kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            obj = store.get(SECRETS if kind == "Secret" else CONFIGMAPS, namespace, name)
+        except NotFound:
+            return None
+        return decoded_data(kind, obj)
+
+    return lookup
+
+
+def _key_ref(lookup: ConfigLookup, namespace: str, kind: str, ref: Obj) -> str | None:
+    data = lookup(kind, namespace, ref.get("name", ""))
     optional = bool(ref.get("optional"))
     if data is None:
         if optional:
@@ -80,13 +96,13 @@ def _field_ref(pod: Obj, path: str) -> str:
     return ""
 
 
-def resolve_env(store: Store, pod: Obj, container: Obj) -> dict[str, str]:
+def resolve_env(lookup: ConfigLookup, pod: Obj, container: Obj) -> dict[str, str]:
     """The container's environment from its spec (envFrom first, then env, as the kubelet does)."""
     namespace = pod["metadata"]["namespace"]
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         kind, ref = ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source.get("configMapRef") or {})
-        data = _lookup(store, kind, namespace, ref.get("name", ""))
+        data = lookup(kind, namespace, ref.get("name", ""))
         if data is None:
             if ref.get("optional"):
                 continue
@@ -98,9 +114,9 @@ def resolve_env(store: Store, pod: Obj, container: Obj) -> dict[str, str]:
         if source is None:
             value = _REFERENCE.sub(lambda m: env.get(m.group(1), m.group(0)), var.get("value") or "")
         elif "secretKeyRef" in source:
-            value = _key_ref(store, namespace, "Secret", source["secretKeyRef"])
+            value = _key_ref(lookup, namespace, "Secret", source["secretKeyRef"])
         elif "configMapKeyRef" in source:
-            value = _key_ref(store, namespace, "ConfigMap", source["configMapKeyRef"])
+            value = _key_ref(lookup, namespace, "ConfigMap", source["configMapKeyRef"])
         elif "fieldRef" in source:
             value = _field_ref(pod, source["fieldRef"].get("fieldPath", ""))
         else:  # resourceFieldRef: the sandbox sets no resource limits
@@ -147,6 +163,7 @@ class ContainerRunner:
     spec: Obj
     readiness_probe: Probe | None
     liveness_probe: Probe | None
+    startup_probe: Probe | None = None  # until it succeeds, the other probes wait and started is False
     log: ContainerLog = field(default_factory=ContainerLog)
     process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None  # set by the log thread when the process ends
@@ -161,6 +178,8 @@ class ContainerRunner:
     last_state: Obj = field(default_factory=dict)
     readiness: ProbeState | None = None
     liveness: ProbeState | None = None
+    startup: ProbeState | None = None
+    next_startup: float = 0.0
     next_readiness: float = 0.0
     next_liveness: float = 0.0
     retry_at: float = 0.0  # monotonic time of the next start attempt
@@ -182,8 +201,13 @@ class ContainerRunner:
         return self.process is not None and self.exit_code is None
 
     @property
+    def started(self) -> bool:
+        """Running and past its startup probe (the kubelet's ``started``)."""
+        return self.running and (self.startup is None or self.startup.ok)
+
+    @property
     def ready(self) -> bool:
-        return self.running and (self.readiness is None or self.readiness.ok)
+        return self.started and (self.readiness is None or self.readiness.ok)
 
     def launch(self, argv: list[str], env: dict[str, str], cwd: Path, on_exit: Callable[[], None]) -> None:
         """Start a new instance of the container process."""
@@ -201,7 +225,9 @@ class ContainerRunner:
         self.waiting, self.terminated = None, None
         self.readiness = ProbeState(self.readiness_probe, initially_ok=False) if self.readiness_probe else None
         self.liveness = ProbeState(self.liveness_probe, initially_ok=True) if self.liveness_probe else None
+        self.startup = ProbeState(self.startup_probe, initially_ok=False) if self.startup_probe else None
         now = time.monotonic()
+        self.next_startup = now + (self.startup_probe.initial_delay_s if self.startup_probe else 0)
         self.next_readiness = now + (self.readiness_probe.initial_delay_s if self.readiness_probe else 0)
         self.next_liveness = now + (self.liveness_probe.initial_delay_s if self.liveness_probe else 0)
 
@@ -253,7 +279,7 @@ class ContainerRunner:
             state = {"terminated": self.terminated or {}}
         status: Obj = {
             "name": self.name, "image": self.spec.get("image", ""), "imageID": self.image_id,
-            "ready": self.ready, "started": self.running, "restartCount": self.restart_count,
+            "ready": self.ready, "started": self.started, "restartCount": self.restart_count,
             "state": state, "lastState": self.last_state,
         }
         if self.container_id:

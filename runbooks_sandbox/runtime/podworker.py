@@ -19,7 +19,8 @@ from ..models.nodes import FINALIZER, NODE_NAME
 from ..models.resources import PODS
 from ..models.store import now_rfc3339
 from ..workload import ImagePullError
-from .containers import ContainerConfigError, ContainerRunner, WorkloadCommand, base_environment, resolve_env
+from .containers import (ContainerConfigError, ContainerRunner, WorkloadCommand, base_environment, resolve_env,
+                         store_lookup)
 from .ipam import PoolExhausted, can_bind
 from .host import PodHost
 from .logs import ContainerLog
@@ -215,7 +216,7 @@ class PodWorker:
         self._pulled(c, image, *((resolved.repository, resolved.service) if resolved
                                  else (self.runtime.catalog.repository, RUNNER_IMAGE_NAME)))
         try:
-            env = resolve_env(self.runtime.store, self.pod, c.spec)
+            env = resolve_env(store_lookup(self.runtime.store), self.pod, c.spec)
         except ContainerConfigError as e:
             c.waiting, c.retry_at = ("CreateContainerConfigError", str(e)), now + self.settings.config_retry_s
             self._event("Failed", f"Error: {e}", c, warning=True)

@@ -129,6 +129,11 @@ class ProbeState:
         self._successes = 0
         self._failures = 0
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures since the last success (a startup probe gives up at its failureThreshold)."""
+        return self._failures
+
     def record(self, result: ProbeResult) -> bool:
         """Count a result; returns True when the verdict changed."""
         if result.ok:
