@@ -26,12 +26,9 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .manifests import NAMESPACE, expected_pods
-
-if TYPE_CHECKING:
-    from .stack import Sandbox
 
 __all__ = ["RealKubernetes", "KUBERNETES_MODES", "HOME_MADE", "REAL"]
 
@@ -43,7 +40,7 @@ NODES = 2
 class RealKubernetes:
     """The real-Kubernetes parts of the sandbox ``box`` (module doc)."""
 
-    def __init__(self, box: "Sandbox") -> None:
+    def __init__(self, box: Any) -> None:  # a stack.Sandbox (not imported: stack imports this module)
         from .cluster import SandboxCluster
 
         self.box = box

@@ -32,12 +32,15 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = [sys.executable, "-m", "runbooks_lib.cli"]
 POD_RANGE = ipaddress.ip_network("10.244.0.0/16")  # ClusterNetwork's default pod range
+# Records and journals of the module's runs: a fresh folder, so the checkout's outputs/ stays
+# untouched and no earlier run's record makes a version "known bad".
+RECORDS = tempfile.mkdtemp(prefix="vz-real-stack-records-")
 UP_BUDGET_S = 60.0  # the issue asks ≤ 30 s on 2 cores; measured ~20 s; room for a busy machine
 
 
 def runbook(*args: str, check: bool = True, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([*RUNBOOK, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                            env={**os.environ, "RUNBOOKS_HOME": str(REPO), **env})
+                            env={**os.environ, "RUNBOOKS_HOME": str(REPO), "RUNBOOKS_RECORDS_URL": RECORDS, **env})
     if check and result.returncode != 0:
         raise AssertionError(f"runbook {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
