@@ -105,23 +105,28 @@ class RealKubernetes:
                 "sd_url": f"http://127.0.0.1:{host['sd']}/", "sd_port": host["sd"]}
         return view
 
-    def start_prometheus(self, supervisor: dict[str, Any]) -> Any:
-        """Prometheus inside the namespace (it scrapes pod IPs), on the host at the same port."""
+    def prometheus(self, supervisor: dict[str, Any], port: int | None) -> Any:
+        """Prometheus as it runs here: inside the namespace on the services address, reached from
+        the host at ``127.0.0.1:port`` (the forwarder's rule on the same port)."""
         from .servers import PrometheusServer
-        from .servers.ports import free_port
         from .tokens import CONTROL_TOKEN, token_path
 
+        inside = supervisor["inside"]
+        return PrometheusServer(self.state_dir, sd_url=inside["sd_url"], port=port,
+                                static_jobs={"redis": f"{inside['control_url']}/redis/metrics"},
+                                static_jobs_token_file=str(token_path(self.state_dir, CONTROL_TOKEN)),
+                                exec_prefix=tuple(self.cluster.network.exec_argv([])),
+                                listen_host=self.cluster.services_address)
+
+    def start_prometheus(self, supervisor: dict[str, Any]) -> Any:
+        """Prometheus inside the namespace (it scrapes pod IPs), on the host at the same port."""
         from .network.forward import Rule
+        from .servers.ports import free_port
 
         t = time.monotonic()
         port = free_port()  # the same number on the host (the forwarder's rule) and inside (Prometheus)
         self.cluster.forwarder.add(Rule.inward("prometheus", self.cluster.services_address, port, host_port=port))
-        inside = supervisor["inside"]
-        server = PrometheusServer(self.state_dir, sd_url=inside["sd_url"], port=port,
-                                  static_jobs={"redis": f"{inside['control_url']}/redis/metrics"},
-                                  static_jobs_token_file=str(token_path(self.state_dir, CONTROL_TOKEN)),
-                                  exec_prefix=tuple(self.cluster.network.exec_argv([])),
-                                  listen_host=self.cluster.services_address).start()
+        server = self.prometheus(supervisor, port).start()
         self.timings["prometheus"] = round(time.monotonic() - t, 2)
         self.box._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         return server
@@ -183,6 +188,15 @@ class RealKubernetes:
         return stopped
 
     # -- status ------------------------------------------------------------------------------------
+    def control_plane_pids(self) -> dict[str, int]:
+        """etcd, kube-apiserver, ... and the forwarder -> PID, for the memory report."""
+        status = self.cluster.status()
+        pids = {name: part["pid"] for name, part in (status["control_plane"].get("components") or {}).items()
+                if part.get("pid")}
+        if (status.get("forwarder") or {}).get("pid"):
+            pids["forwarder"] = status["forwarder"]["pid"]
+        return pids
+
     def summary(self) -> dict[str, Any]:
         """Versions and components of the real Kubernetes (for ``sandbox status``)."""
         from .controlplane.faultproxy import FaultProxy

@@ -447,7 +447,11 @@ class Sandbox:
             terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
             stopped.append("supervisor")
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-down") as pool:
-            servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
+            # Real mode: Prometheus listens inside the cluster's namespace; the host's port is the
+            # forwarder's until the cluster stops, so its stop must not wait for that port.
+            inside = self.state().get("components", {}).get("supervisor", {}).get("services_address") if real else None
+            servers = {"prometheus": PrometheusServer(self.state_dir, listen_host=inside),
+                       "openbao": OpenBaoServer(self.state_dir),
                        "postgres": PostgresCluster(self.state_dir), "redis": RedisServer(self.state_dir)}
             running = {name: s for name, s in servers.items() if _server_running(s)}
             say(f"stopping {', '.join(running) or 'no server'}")
@@ -557,6 +561,10 @@ class Sandbox:
         from .memory import memory_report
 
         pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
+        if self.kubernetes != "home-made":
+            from .realstack import RealKubernetes
+
+            pids.update(RealKubernetes(self).control_plane_pids())
         return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
 
     def _pod_apps(self) -> dict[str, str]:
@@ -820,6 +828,10 @@ class Sandbox:
         part = self.state().get("components", {}).get(name, {})
         # The same config as at `up` (the Redis exporter's job and its token included).
         server = self._prometheus(self._read_json(self.supervisor_status_path), port=part.get("port"))
+        if self.kubernetes != "home-made":  # inside the cluster's namespace, as at `up`
+            from .realstack import RealKubernetes
+
+            server = RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), part["port"])
         server.start(keep_data=True)
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
@@ -831,6 +843,11 @@ class Sandbox:
             raise ValueError(f"no server fault for {name!r}: only prometheus can be stopped this way")
         if self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        if self.kubernetes != "home-made":
+            from .realstack import RealKubernetes
+
+            port = self.state().get("components", {}).get(name, {}).get("port")
+            return RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), port)
         return PrometheusServer(self.state_dir)
 
     def pod_pids(self) -> dict[str, int]:
