@@ -8,9 +8,13 @@ process, not a thread of the caller: the pods must outlive neither the agent nor
 whoever started it, and a supervisor's GIL must not slow the heartbeats.
 
 ``stop()`` sends SIGTERM (the agent stops its pods: SIGTERM, a short grace, SIGKILL), then
-SIGKILL after ``grace``. After a ``kill -9`` of the agent its pod processes are orphaned but stay
-inside the namespace, where :meth:`~runbooks_sandbox.network.ClusterNetwork.delete` (from
-``SandboxCluster.stop``) kills whatever is left: nothing enters that namespace but the sandbox's.
+SIGKILL after ``grace``. After a ``kill -9`` of the agent its pod processes are orphaned inside
+the namespace; their output went to pipes the agent read, so a pod may end at its next log write
+(seen within a second or two), or live on until
+:meth:`~runbooks_sandbox.network.ClusterNetwork.delete` (from ``SandboxCluster.stop``) kills
+whatever is left: nothing enters that namespace but the sandbox's. (A kubelet's containers
+outlive it, their logs being files; an agent started again after a crash finds its pods' addresses
+busy until such orphans are gone, and reports CreateContainerError meanwhile.)
 """
 from __future__ import annotations
 
