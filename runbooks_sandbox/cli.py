@@ -49,8 +49,12 @@ def sandbox() -> None:
               help="Start a disaster-recovery region for the sandbox in this state directory: its own cluster "
                    "(empty), Redis and Prometheus, an OpenBao replicated from it, no database (the region drill "
                    "restores it). Give it its own --state-dir.")
+@click.option("--kubernetes", type=click.Choice(["home-made", "real"]), default="home-made", show_default=True,
+              help="real: the cluster is the real control plane (kube-apiserver, etcd, controller manager, "
+                   "scheduler; `make` builds them) behind a fault proxy, with the node agent's 2 nodes, in a "
+                   "network namespace of the sandbox's own (needs root). Recorded: status, down and fault follow it.")
 def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float,
-               dr_region_of: Path | None) -> None:
+               dr_region_of: Path | None, kubernetes: str) -> None:
     """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
     import time
 
@@ -58,7 +62,9 @@ def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rat
 
     if dr_region_of is not None and (state_dir is None or state_dir.resolve() == dr_region_of.resolve()):
         raise click.UsageError("--dr-region-of needs a --state-dir of its own (e.g. --state-dir .sandbox-dr)")
-    box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of)
+    if dr_region_of is not None and kubernetes != "home-made":
+        raise click.UsageError("--dr-region-of runs on the home-made Kubernetes only, for now")
+    box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of, kubernetes=kubernetes)
 
     def progress(total: int, description: str) -> Any:
         return tqdm(total=total, desc=description, unit="pod", file=sys.stderr, leave=False,
@@ -114,6 +120,8 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"sandbox {'running' if info['running'] else 'not running'} ({info['state_dir']})")
+    if info.get("kubernetes"):
+        _echo_kubernetes(info["kubernetes"])
     for name, part in info["components"].items():
         where = part.get("url") or part.get("api_url") or (f":{part['port']}" if part.get("port") else "")
         state = "alive" if part["alive"] else (part.get("fault") or "DEAD").upper()
@@ -133,6 +141,16 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
             f"{key.split('/')[1]} ({pid})" for key, pid in sorted(info["pods"].items())))
     if info.get("memory"):
         _echo_memory(info["memory"])
+
+
+def _echo_kubernetes(kubernetes: dict[str, Any]) -> None:
+    """The real control plane's versions and components (``up --kubernetes real``)."""
+    versions = kubernetes.get("versions") or {}
+    click.echo(f"kubernetes: real control plane, kubernetes {versions.get('kubernetes', '?')}, "
+               f"etcd {versions.get('etcd', '?')}; network namespace {kubernetes.get('netns', '?')}")
+    for name, part in (kubernetes.get("components") or {}).items():
+        click.echo(f"  {name:<18} pid {part.get('pid') or '-':<8} {'alive' if part.get('pid') else 'DOWN':<6} "
+                   f"{part.get('where') or ''}")
 
 
 def _echo_memory(memory: dict[str, Any]) -> None:

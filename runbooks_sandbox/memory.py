@@ -48,7 +48,10 @@ def memory_report(components: Mapping[str, int], pod_pids: Mapping[str, int],
     ``namespace/pod/container -> PID``; ``pod_apps`` maps ``namespace/pod`` to its app label
     (pods without one are grouped under their namespace).
     """
-    parts = {name: rss_mb([pid], descendants=name != "supervisor") for name, pid in components.items()}
+    # The pods' processes are children of the supervisor (home-made) or the node agent (real
+    # Kubernetes): counted under their apps, not twice.
+    parts = {name: rss_mb([pid], descendants=name not in ("supervisor", "node_agent"))
+             for name, pid in components.items()}
     groups: dict[str, list[int]] = {}
     pods_of: dict[str, set[str]] = {}
     for key, pid in pod_pids.items():

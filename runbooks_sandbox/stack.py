@@ -111,8 +111,13 @@ class Sandbox:
     """The sandbox whose files live in ``state_dir`` (default ``<project>/.sandbox``)."""
 
     def __init__(self, state_dir: str | Path | None = None, home: Path | None = None,
-                 load_rate: float = 10.0, dr_region_of: str | Path | None = None) -> None:
+                 load_rate: float = 10.0, dr_region_of: str | Path | None = None,
+                 kubernetes: str | None = None) -> None:
         self.load_rate = load_rate  # requests per second to each Service from the load generator
+        # "home-made" (default: the in-process API server) or "real" (the real control plane,
+        # :mod:`.realstack`); None: what `up` recorded in the state directory.
+        self._kubernetes = kubernetes
+        self.ports: dict[str, int] = {}  # host ports asked of the servers (real mode chooses them first)
         # A disaster-recovery region for the sandbox in that state directory (see _start_dr_region).
         self.dr_region_of = Path(dr_region_of).resolve() if dr_region_of else None
         self.home = Path(home) if home else project_home()
@@ -153,6 +158,13 @@ class Sandbox:
             if isinstance(part, dict) and part.get("pid"):
                 pids[name] = int(part["pid"])
         return pids
+
+    @property
+    def kubernetes(self) -> str:
+        """Which Kubernetes the sandbox runs on: ``home-made`` or ``real`` (recorded by ``up``)."""
+        from .realstack import HOME_MADE
+
+        return self._kubernetes or self.state().get("kubernetes") or HOME_MADE
 
     def is_running(self) -> bool:
         return self.supervisor_pid() is not None and self.env_path.is_file()
@@ -211,7 +223,7 @@ class Sandbox:
             return self.env()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
-                                                "started_at": time.time()})
+                                                "started_at": time.time(), "kubernetes": self.kubernetes})
         started = time.monotonic()
 
         def timed(line: str) -> None:
@@ -235,6 +247,10 @@ class Sandbox:
                    say: Callable[[str], None]) -> dict[str, str]:
         if self.dr_region_of is not None:
             return self._start_dr_region(self.dr_region_of, say)
+        from .realstack import REAL, RealKubernetes
+
+        if self.kubernetes == REAL:
+            return RealKubernetes(self).start_all(wait, progress, timeout_s, say)
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
             openbao_f = pool.submit(self._start_openbao)
@@ -261,16 +277,7 @@ class Sandbox:
             say(f"applied the Veza manifests to namespace {NAMESPACE}")
             prometheus = prometheus_f.result()
             say(f"Prometheus {prometheus.url}")
-        values = {
-            **_platform_env(supervisor, openbao, prometheus, redis, self.state_dir),
-            "PG_PRIMARY_DSN": postgres.primary_dsn,
-            "PG_STANDBY_DSN": postgres.standby_dsn,
-            # Disaster-recovery drills: folders standing for off-site storage, and the state
-            # directory the drill's fault and rebuild commands name.
-            "BACKUP_URL": str(self.state_dir / "offsite" / "backups"),
-            "WAL_ARCHIVE_URL": str(postgres.wal_archive),
-            "STATE_DIR": str(self.state_dir),
-        }
+        values = self.env_values(supervisor, openbao, prometheus, redis, postgres)
         if wait:
             deadline = time.monotonic() + timeout_s
             wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
@@ -280,6 +287,23 @@ class Sandbox:
             say(f"Prometheus scrapes all {pods} pods (up == 1)")
         self._write_env(values)
         return values
+
+    def env_values(self, supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus: PrometheusServer,
+                   redis: RedisServer, postgres: PostgresCluster) -> dict[str, str]:
+        """What ``<state>/env`` holds for a primary region."""
+        return {
+            **_platform_env(supervisor, openbao, prometheus, redis, self.state_dir),
+            "PG_PRIMARY_DSN": postgres.primary_dsn,
+            "PG_STANDBY_DSN": postgres.standby_dsn,
+            # Disaster-recovery drills: folders standing for off-site storage, and the state
+            # directory the drill's fault and rebuild commands name.
+            "BACKUP_URL": str(self.state_dir / "offsite" / "backups"),
+            "WAL_ARCHIVE_URL": str(postgres.wal_archive),
+            "STATE_DIR": str(self.state_dir),
+        }
+
+    def write_supervisor_status(self, status: dict[str, Any]) -> None:
+        write_json_atomically(self.supervisor_status_path, status)
 
     def _start_dr_region(self, primary_dir: Path, say: Callable[[str], None]) -> dict[str, str]:
         """A second region, standing by for the sandbox in ``primary_dir``: the region-failover drill's target.
@@ -338,13 +362,13 @@ class Sandbox:
             out.write("\n".join(lines) + "\n")
         os.replace(tmp, self.env_path)
 
-    def _start_supervisor(self, timeout_s: float = 30.0) -> dict[str, Any]:
+    def _start_supervisor(self, timeout_s: float = 30.0, argv: list[str] | None = None) -> dict[str, Any]:
         self.supervisor_status_path.unlink(missing_ok=True)
         make_tokens(self.state_dir)  # new ones each `up`; the supervisor reads them at its start
         with open(self.supervisor_log, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
-                 "--load-rate", f"{self.load_rate:g}", *(["--entry-point-off"] if self.dr_region_of else [])],
+                argv or [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
+                         "--load-rate", f"{self.load_rate:g}", *(["--entry-point-off"] if self.dr_region_of else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
                 env={**os.environ, "RUNBOOKS_HOME": str(self.home)}, start_new_session=True,
             )
@@ -366,21 +390,22 @@ class Sandbox:
         """The primary and its standby, archiving WAL sealed with the transit key ``veza``."""
         openbao.enable_transit("veza")
         archiver = WalArchiver(openbao.address, openbao.wal_archiver_token("veza"), key="veza")
-        cluster = PostgresCluster(self.state_dir, wal_archiver=archiver).start()
+        cluster = PostgresCluster(self.state_dir, wal_archiver=archiver, primary_port=self.ports.get("postgres-primary"),
+                                  standby_port=self.ports.get("postgres-standby")).start()
         status = cluster.status()
         self._record(postgres_primary={"pid": status["primary"]["pid"], "port": cluster.primary_port},
                      postgres_standby={"pid": status["standby"]["pid"], "port": cluster.standby_port})
         return cluster
 
     def _start_openbao(self) -> OpenBaoServer:
-        server = OpenBaoServer(self.state_dir).start()
+        server = OpenBaoServer(self.state_dir, port=self.ports.get("openbao")).start()
         assert server.port is not None
         self._record(openbao={"pid": server.status()["pid"], "port": server.port, "url": server.address,
                               "ports": [server.port, server.port + 1]})
         return server
 
     def _start_redis(self) -> RedisServer:
-        server = RedisServer(self.state_dir).start()
+        server = RedisServer(self.state_dir, port=self.ports.get("redis")).start()
         self._record(redis={"pid": server.status()["pid"], "port": server.port})
         return server
 
@@ -415,19 +440,28 @@ class Sandbox:
             say_now(f"[{time.monotonic() - started:5.1f} s] {line}")
 
         ports = self._bound_ports()
+        real = self.kubernetes != "home-made"
         supervisor = self.supervisor_pid()
         if supervisor is not None:
             say(f"stopping the supervisor (pid {supervisor}) and its pods")
             terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
             stopped.append("supervisor")
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-down") as pool:
-            servers = {"prometheus": PrometheusServer(self.state_dir), "openbao": OpenBaoServer(self.state_dir),
+            # Real mode: Prometheus listens inside the cluster's namespace; the host's port is the
+            # forwarder's until the cluster stops, so its stop must not wait for that port.
+            inside = self.state().get("components", {}).get("supervisor", {}).get("services_address") if real else None
+            servers = {"prometheus": PrometheusServer(self.state_dir, listen_host=inside),
+                       "openbao": OpenBaoServer(self.state_dir),
                        "postgres": PostgresCluster(self.state_dir), "redis": RedisServer(self.state_dir)}
             running = {name: s for name, s in servers.items() if _server_running(s)}
             say(f"stopping {', '.join(running) or 'no server'}")
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
         RedisServer(self.state_dir).forget()
+        if real:
+            from .realstack import RealKubernetes
+
+            stopped += RealKubernetes(self).stop(say)
         stopped += self._kill_strays()
         if remove_server_data_dir(self.state_dir):
             say(f"removed {server_data_dir(self.state_dir)}")
@@ -470,8 +504,8 @@ class Sandbox:
     def _cluster_ports(self) -> list[tuple[str, int]]:
         """Pod and Service addresses, asked from the API server while it still runs."""
         api = self._read_json(self.supervisor_status_path).get("api_url")
-        if not api or self.supervisor_pid() is None:
-            return []
+        if not api or self.supervisor_pid() is None or self.kubernetes != "home-made":
+            return []  # real mode: pod and Service addresses live inside the network namespace, gone with it
         import requests
 
         found: list[tuple[str, int]] = []
@@ -510,6 +544,10 @@ class Sandbox:
             info["up_seconds"] = state["up_seconds"]
         if state.get("dr_region_of"):
             info["dr_region_of"] = state["dr_region_of"]
+        if self.kubernetes != "home-made":
+            from .realstack import RealKubernetes
+
+            info["kubernetes"] = RealKubernetes(self).summary()
         if info["running"]:
             if not state.get("dr_region_of"):  # a DR region has no database until a drill recovers one
                 info["postgres"] = PostgresCluster(self.state_dir).status()
@@ -523,26 +561,47 @@ class Sandbox:
         from .memory import memory_report
 
         pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
+        if self.kubernetes != "home-made":
+            from .realstack import RealKubernetes
+
+            pids.update(RealKubernetes(self).control_plane_pids())
         return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
 
     def _pod_apps(self) -> dict[str, str]:
         """``namespace/pod`` -> its app label (or ``job/<name>``), for every pod the API server holds."""
-        import requests
-
-        api = self._read_json(self.supervisor_status_path).get("api_url")
         try:
-            items = requests.get(f"{api}/api/v1/pods", timeout=3).json()["items"]
-        except (requests.RequestException, ValueError, KeyError):
+            items = self._api_get("/api/v1/pods")["items"]
+        except (ServerError, OSError, ValueError, KeyError):
             return {}
         return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": _pod_group(p) for p in items}
 
-    def _deployments(self) -> dict[str, Any]:
-        import requests
+    def _api_get(self, path: str, timeout: float = 5) -> dict[str, Any]:
+        """GET ``path`` of the sandbox's API server: the home-made one answers anyone; the real one
+        is asked as its admin (through the host's way in, not the fault proxy: status and faults
+        must work while a drill's API faults are in force). ServerError when it does not answer."""
+        if self.kubernetes == "home-made":
+            import requests
 
-        api = self._read_json(self.supervisor_status_path).get("api_url")
+            api = self._read_json(self.supervisor_status_path).get("api_url")
+            try:
+                return dict(requests.get(f"{api}{path}", timeout=timeout).json())
+            except (requests.RequestException, ValueError) as e:
+                raise ServerError(f"the sandbox's API server did not answer {path}: {e}") from e
+        from .cluster import SandboxCluster
+        from .kube import ApiError
+
+        store = SandboxCluster(self.state_dir).admin_store()
         try:
-            items = requests.get(f"{api}/apis/apps/v1/namespaces/{NAMESPACE}/deployments", timeout=3).json()["items"]
-        except (requests.RequestException, ValueError, KeyError):
+            return dict(store.api.request("GET", path))
+        except ApiError as e:
+            raise ServerError(f"the sandbox's API server did not answer {path}: {e}") from e
+        finally:
+            store.close()
+
+    def _deployments(self) -> dict[str, Any]:
+        try:
+            items = self._api_get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
+        except (ServerError, OSError, ValueError, KeyError):
             return {}
         result = {}
         for item in items:
@@ -649,12 +708,10 @@ class Sandbox:
         return f"redis :{server.port} started again"
 
     def _running_pods(self, target: str, namespace: str) -> list[str]:
-        import requests
-
         api = self._read_json(self.supervisor_status_path).get("api_url")
         if not api or self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        items = requests.get(f"{api}/api/v1/namespaces/{namespace}/pods", timeout=5).json().get("items", [])
+        items = self._api_get(f"/api/v1/namespaces/{namespace}/pods").get("items", [])
         chosen = [p for p in items if p["metadata"]["name"] == target] or \
                  [p for p in items if (p["metadata"].get("labels") or {}).get("app") == target]
         running = [p["metadata"]["name"] for p in chosen if not p["metadata"].get("deletionTimestamp")]
@@ -708,10 +765,13 @@ class Sandbox:
         the next ``fail_writes`` writes (to ``resource``) but answers them 500; ``clear`` ends it."""
         body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms,
                                               "fail_writes": fail_writes, "resource": resource, "no_answer": no_answer}
-        reply = self._control("/apiserver-fault", body)
-        if not reply.ok:
-            raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
-        now = reply.json()
+        if self.kubernetes == "home-made":
+            reply = self._control("/apiserver-fault", body)
+            if not reply.ok:
+                raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
+            now = reply.json()
+        else:
+            now = self._fault_proxy_faults(body)
         if clear:
             lost = (f", {now['writes_failed']} write(s) were applied and their answer lost"
                     if now.get("writes_failed") else "")
@@ -721,6 +781,17 @@ class Sandbox:
                 f"applied, then {answer}") if now["fail_writes"] else ""
         return (f"API server: {now['error_rate']:.0%} of requests refused with 503, "
                 f"{now['latency_ms']:g} ms added to each{lost}; `runbook sandbox fault apiserver --clear` ends it")
+
+    def _fault_proxy_faults(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The real API server's faults: the fault proxy's admin endpoint (the kubeconfig points at it)."""
+        from .controlplane.faultproxy import FaultProxy
+
+        if self.supervisor_pid() is None:
+            raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        proxy = FaultProxy(self.state_dir)
+        if body.get("clear"):
+            return proxy.clear_faults()
+        return proxy.set_faults(**body)
 
     def vault_seal(self, sealed: bool) -> str:
         """Seal OpenBao (secret reads fail with 503) or unseal it again; its secrets are kept."""
@@ -757,6 +828,10 @@ class Sandbox:
         part = self.state().get("components", {}).get(name, {})
         # The same config as at `up` (the Redis exporter's job and its token included).
         server = self._prometheus(self._read_json(self.supervisor_status_path), port=part.get("port"))
+        if self.kubernetes != "home-made":  # inside the cluster's namespace, as at `up`
+            from .realstack import RealKubernetes
+
+            server = RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), part["port"])
         server.start(keep_data=True)
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
@@ -768,6 +843,11 @@ class Sandbox:
             raise ValueError(f"no server fault for {name!r}: only prometheus can be stopped this way")
         if self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
+        if self.kubernetes != "home-made":
+            from .realstack import RealKubernetes
+
+            port = self.state().get("components", {}).get(name, {}).get("port")
+            return RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), port)
         return PrometheusServer(self.state_dir)
 
     def pod_pids(self) -> dict[str, int]:
@@ -835,10 +915,20 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--load-rate", type=float, default=10.0, help="requests per second per Service")
     serve_cmd.add_argument("--entry-point-off", action="store_true",
                            help="send no user traffic until `runbook sandbox entry-point --on` (a DR region)")
+    serve_cmd.add_argument("--kubeconfig", type=Path, default=None,
+                           help="the real control plane's inside kubeconfig: run the real-Kubernetes supervisor "
+                                "(inside the cluster's network namespace)")
     args = parser.parse_args(argv)
     from .supervisor import serve
 
-    return serve(args.state_dir, args.namespace, args.load_rate, serving_users=not args.entry_point_off)
+    supervisor = None
+    if args.kubeconfig is not None:
+        from .real_supervisor import RealSupervisor
+
+        supervisor = RealSupervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
+                                    serving_users=not args.entry_point_off)
+    return serve(args.state_dir, args.namespace, args.load_rate, serving_users=not args.entry_point_off,
+                 supervisor=supervisor)
 
 
 if __name__ == "__main__":

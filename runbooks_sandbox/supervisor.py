@@ -346,12 +346,14 @@ def _deployment_available(store: Any, namespace: str, name: str) -> bool:
     return int(deployment.get("status", {}).get("availableReplicas") or 0) > 0
 
 
-def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0, serving_users: bool = True) -> int:
-    """Run the supervisor until SIGTERM/SIGINT; report readiness through supervisor.json."""
+def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0, serving_users: bool = True,
+          supervisor: Supervisor | None = None) -> int:
+    """Run the supervisor (``supervisor``, else the home-made one) until SIGTERM/SIGINT; report
+    readiness through supervisor.json."""
     state_dir = Path(state_dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     status_path = state_dir / STATUS_FILE
-    supervisor = Supervisor(state_dir, namespace, load_rate, serving_users)
+    supervisor = supervisor or Supervisor(state_dir, namespace, load_rate, serving_users)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -99,7 +99,10 @@ class Reach:
         while True:
             began = time.monotonic()
             try:
-                reply = self.session().get(url, timeout=timeout_s)
+                session = self.session()
+                # verify given again per request: requests lets REQUESTS_CA_BUNDLE (set on many
+                # machines) override a Session's own verify, and the cluster CA would be ignored.
+                reply = session.get(url, timeout=timeout_s, verify=session.verify)
             except requests.RequestException:
                 return None, 1000 * (time.monotonic() - began), None
             ms = 1000 * (time.monotonic() - began)

@@ -155,6 +155,11 @@ class PrometheusServer:
     retention: str = "1d"
     binary: str = "prometheus"
     start_timeout: float = 20.0
+    # Inside the cluster's network namespace (the real-Kubernetes sandbox: pod IPs live there):
+    # the command prefix that runs it inside, and the address it listens on there; ``host:port``
+    # is then the host's way in (a forwarder rule on the same port, put in place by the caller).
+    exec_prefix: tuple[str, ...] = ()
+    listen_host: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -206,14 +211,17 @@ class PrometheusServer:
             raise ServerError("prometheus: sd_url (the http_sd endpoint listing the pods) is required")
         binary = require_executable(self.binary, "prometheus")
         self._refuse_stale(keep_data)
-        self.port = claim_port(self.port, "prometheus", self.host)
+        if self.listen_host is None:
+            self.port = claim_port(self.port, "prometheus", self.host)
+        elif self.port is None:
+            raise ServerError("prometheus: listening inside a namespace needs its port given")
         self.write_config()
         tsdb = self.home / "data"
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
+                [*self.exec_prefix, binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={tsdb}",
                  f"--storage.tsdb.retention.time={self.retention}",
-                 f"--web.listen-address={self.host}:{self.port}", "--web.enable-lifecycle"],
+                 f"--web.listen-address={self.listen_host or self.host}:{self.port}", "--web.enable-lifecycle"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.home, start_new_session=True,
             )
@@ -266,7 +274,7 @@ class PrometheusServer:
                 self._process.kill()
                 self._process.wait()
             self._process = None
-        if self.port is not None:
+        if self.port is not None and self.listen_host is None:  # inside: the forwarder holds host:port
             wait_port_closed(self.port, self.host)
         (self.home / "server.json").unlink(missing_ok=True)
 

@@ -69,6 +69,9 @@ def test_lost_answers_count_only_applied_writes_to_the_resource() -> None:
 STREAM_ENDED_UPSTREAM = threading.Event()
 
 
+SEEN: list[tuple[str, str]] = []  # every request that reached the stand-in
+
+
 class StandIn(BaseHTTPRequestHandler):
     """An apiserver stand-in: echoes what reached it; /stream sends 3 pieces 0.4 s apart;
     /upgrade answers 101 and echoes bytes; /refuse-upgrade answers 403."""
@@ -79,6 +82,7 @@ class StandIn(BaseHTTPRequestHandler):
         pass
 
     def _echo(self, code: int = 200) -> None:
+        SEEN.append((self.command, self.path))
         length = int(self.headers.get("Content-Length") or 0)
         cert = self.connection.getpeercert()
         headers: dict[str, Any] = dict(self.headers.items())
@@ -200,11 +204,15 @@ def test_a_client_cert_caller_is_named_in_front_proxy_headers(proxy: FaultProxy,
 
 def test_a_request_body_and_keep_alive(proxy: FaultProxy, pki: Pki) -> None:
     connection = _connect(proxy, pki)
+    before = len(SEEN)
     for n in range(3):  # one caller connection, several requests
         connection.request("POST", "/api/v1/namespaces/x/configmaps", body=json.dumps({"n": n}).encode())
         response = connection.getresponse()
         assert response.status == 201 and json.loads(json.loads(response.read())["body"]) == {"n": n}
     connection.close()
+    # Each write reached the apiserver once, on the kept-alive upstream connection: a response
+    # left unclosed made the next request fail after it was sent, and the proxy sent it again.
+    assert SEEN[before:] == [("POST", "/api/v1/namespaces/x/configmaps")] * 3
 
 
 def test_a_chunked_answer_is_relayed_piece_by_piece(proxy: FaultProxy, pki: Pki) -> None:

@@ -75,3 +75,23 @@ def test_a_direct_reach_never_sends_again(server: HTTPStub) -> None:
     server.fail(rf"^{POD}/health$", status=503, body=status(503, "overloaded"))
     code, _, _ = Reach("veza").get(f"{server.url}{POD}/health", 2)
     assert code == 503 and len(server.requests) == 1
+
+
+def test_the_cluster_ca_is_used_even_when_requests_ca_bundle_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests lets REQUESTS_CA_BUNDLE override a Session's verify; the API server's proxy is
+    # signed by the cluster CA, so that would fail every check (CERTIFICATE_VERIFY_FAILED).
+    import requests
+
+    seen: list[object] = []
+
+    def send(adapter: object, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        seen.append(kwargs.get("verify"))
+        response = requests.Response()
+        response.status_code, response._content, response.url = 200, b"{}", request.url
+        return response
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    through = Reach("veza", api_url="https://k8s:6443", auth={"headers": {}, "verify": "/cluster/ca.crt"})
+    code, _, _ = through.get(f"{through.pod_url('web-1', None, 8080)}/health", 2)
+    assert code == 200 and seen == ["/cluster/ca.crt"]

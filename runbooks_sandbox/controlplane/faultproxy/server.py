@@ -171,8 +171,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     connection.putheader("Content-Length", str(len(body)))
                 connection.endheaders(body)
                 return connection.getresponse()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as e:
                 self._drop_upstream()
+                self.log_message("upstream %s on %s %s (attempt %d, reused %s)", type(e).__name__,
+                                 self.command, self.path.split("?")[0], attempt, reused)
                 if not reused or attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -212,6 +214,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             while data := response.read1(CHUNK):
                 self.wfile.write(data)
+        # read1() stops at Content-Length without marking the response closed: left open, the
+        # connection's next getresponse() raises ResponseNotReady after its request was sent,
+        # and the request would be sent twice (a POST answered 409 AlreadyExists, a PUT 409 Conflict).
+        response.close()
         if response.will_close:
             self._drop_upstream()
 
