@@ -6,6 +6,7 @@ so the checkout's parameters/ stay as they are. Alice operates; Bob approves.
 """
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
@@ -93,6 +94,11 @@ def steps(run: Run) -> dict[str, str]:
 def test_a_gated_deploy_stops_headless_then_is_approved_by_another_person_and_resumed(sandbox: Sandbox,
                                                                                     gated_home: Path) -> None:
     target = another_good_version(sandbox)
+    # The Secret has drifted from Vault (a key edited by hand), so the run has a Secret to write: the
+    # step the API server's fault below is aimed at. Without it, the outcome hung on test order: after
+    # an earlier deploy in the same sandbox had synced it, nothing was written and no fault fired.
+    stale = base64.b64encode(b"stale-by-hand").decode()
+    sandbox.kubectl("patch", "secret", "veza-secrets", "-p", json.dumps({"data": {"stripe-api-key": stale}}))
     before = resource_versions(sandbox)
     stopped = deploy(sandbox, gated_home, target)
 
