@@ -36,6 +36,7 @@ path "transit/hmac/*" { capabilities = ["update"] }
 _VERIFY = f"""
 path "transit/verify/{APPROVALS_KEY}" {{ capabilities = ["update"] }}
 path "transit/verify/veza" {{ capabilities = ["update"] }}
+path "transit/verify/veza/*" {{ capabilities = ["update"] }}
 """
 _APPROVER = f"""
 path "transit/sign/{APPROVALS_KEY}" {{ capabilities = ["update"] }}
