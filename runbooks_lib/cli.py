@@ -86,17 +86,15 @@ def run_command(notebook: Path, env: str, parameters: tuple, param_file: Path | 
 
 
 def _know_profile_secrets(env: str) -> None:
-    """This process masks the profile's secrets in what it prints, as the run's kernel does, and
-    keys and anchors the ledger as the profile says (records.trust). Nothing is written here: the
-    run may yet be refused (a missing parameter), and a refused run leaves no trace; the kernel's
-    start() persists the fingerprints the seal scans with."""
+    """This process masks the profile's secrets in what it prints, as the run's kernel does (the
+    runner keys and anchors the ledger for the run's env, for a resume too). Nothing is written
+    here: the run may yet be refused (a missing parameter), and a refused run leaves no trace; the
+    kernel's start() persists the fingerprints the seal scans with."""
     from .config.profiles import load_profile
     from .records.redaction import register_profile_secrets
-    from .records.trust import configure_for
 
     try:
         register_profile_secrets(load_profile(env), persist=False)
-        configure_for(env)
     except RunbookError:
         pass  # an unknown env or a broken profile: run_notebook refuses it and says why
 

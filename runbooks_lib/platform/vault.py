@@ -127,22 +127,22 @@ class Vault:
     def read(self, path: str | None = None, *, version: int | None = None) -> dict[str, SecretValue]:
         """The secrets at ``path`` (default: the profile's ``secret/veza/<env>``), each masked;
         ``version`` reads an earlier KV version (the latest by default)."""
+        return {key: SecretValue(str(value), name=key) for key, value in self._kv_data(path, version).items()}
+
+    def read_public(self, path: str) -> dict[str, str]:
+        """Values kept in Vault for their integrity, not their secrecy (the ledger's anchored head):
+        plain strings, not registered for masking; ``read`` would mask a hash in every output."""
+        return {key: str(value) for key, value in self._kv_data(path, None).items()}
+
+    def _kv_data(self, path: str | None, version: int | None) -> dict[str, Any]:
+        """The KV v2 secret's data at ``path`` (a version, or the latest), as Vault returns it."""
         mount, rest = self._split(path)
         reply = self._translate(
             f"read {mount}/{rest}" + (f" version {version}" if version else ""),
             self._client.secrets.kv.v2.read_secret_version,
             path=rest, mount_point=mount, version=version, raise_on_deleted_version=True,
         )
-        data = reply["data"]["data"] or {}
-        return {key: SecretValue(str(value), name=key) for key, value in data.items()}
-
-    def read_public(self, path: str) -> dict[str, str]:
-        """Values kept in Vault for their integrity, not their secrecy (the ledger's anchored head):
-        plain strings, not registered for masking; ``read`` would mask a hash in every output."""
-        mount, rest = self._split(path)
-        reply = self._translate(f"read {mount}/{rest}", self._client.secrets.kv.v2.read_secret_version,
-                                path=rest, mount_point=mount, raise_on_deleted_version=True)
-        return {key: str(value) for key, value in (reply["data"]["data"] or {}).items()}
+        return reply["data"]["data"] or {}
 
     def current_version(self, path: str | None = None) -> int:
         """The KV version number the latest read returns (from the secret's metadata)."""
