@@ -53,13 +53,6 @@ def pytest_configure(config: pytest.Config) -> None:
         import tempfile
 
         os.environ["RUNBOOKS_LEDGER_KEY"] = os.path.join(tempfile.mkdtemp(prefix="runbooks-tests-"), "ledger.key")
-    # Processes the tests start (the node agent reading a pod's Secrets, a sandbox's servers) register
-    # secrets too; without a records folder of their own they kept fingerprints in the checkout's
-    # outputs/.fingerprints (seen on a fresh clone). Tests that need their own set it themselves.
-    if "RUNBOOKS_FINGERPRINTS" not in os.environ:
-        import tempfile
-
-        os.environ["RUNBOOKS_FINGERPRINTS"] = tempfile.mkdtemp(prefix="runbooks-tests-fingerprints-")
 
 
 # -- tests leave the checkout's outputs/ alone (issue 10) -------------------------------------
