@@ -124,7 +124,13 @@ def vault_people(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         server.seed(("sandbox", "production"))
         seed_people(server.client(), state)
         passwords = read_passwords(state)
-        tokens = {name: login_userpass(server.address, name, password).reveal() for name, password in passwords.items()}
+        # A login registers its token as a secret, persisted beside the records: the fixture has no
+        # records folder of its own, so without this the tokens' fingerprints went to the checkout's
+        # outputs/ (seen on a fresh clone's make test).
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RUNBOOKS_FINGERPRINTS", str(state / "fingerprints"))
+            tokens = {name: login_userpass(server.address, name, password).reveal()
+                      for name, password in passwords.items()}
         yield {"address": server.address, "root": server.root_token, "tokens": tokens, "passwords": passwords}
     finally:
         server.stop()
