@@ -79,3 +79,27 @@ def test_an_object_kept_off_site_carries_nothing_the_api_server_set() -> None:
                                                               "annotations": {"deployment.kubernetes.io/revision": "7"}},
                            "spec": {"replicas": 3}})
     assert deployment == {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 3}}
+
+
+def test_a_recovered_server_listens_on_backups_restore_port_and_a_taken_one_stops_the_recovery_at_once(
+        tmp_path) -> None:
+    """The region's network reaches the recovered database at ``backups.restore_port`` only: a port
+    someone else holds fails the recovery, naming it, before anything is unpacked; unset, any free port."""
+    import socket
+
+    from runbooks_lib.config.profiles import BackupSettings
+    from runbooks_lib.errors import CheckFailed
+    from runbooks_lib.procedures.dr.pitr import BaseBackup, _listen_port, recover_to_time
+
+    restore_dir = tmp_path / "restored"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        settings = BackupSettings(restore_dir=str(restore_dir), restore_port=taken)
+        base = BaseBackup(tmp_path / "base-x.tar.enc", "vault:v1:key", T0, "0/2000028", 0)
+        with pytest.raises(CheckFailed, match=rf"backups.restore_port {taken} is taken on 127.0.0.1"):
+            recover_to_time(base, None, None, settings, wal_dir=tmp_path)  # no Vault: it is never asked
+    assert not restore_dir.exists() or not any(restore_dir.iterdir()), "nothing unpacked for a server that cannot listen"
+    assert _listen_port(settings) == taken, "once free, that port and no other"
+    assert 0 < _listen_port(BackupSettings()) < 65536

@@ -158,3 +158,21 @@ def test_the_newest_backup_s_age_limit_is_hours_of_a_daily_schedule(project_copy
     with pytest.raises(ProfileError) as info:
         load_profile("production")
     assert "backups.full_backup_max_age_h" in str(info.value) and says in str(info.value)
+
+
+def test_the_dr_region_s_restore_port_and_reach_come_from_its_env_and_are_unset_without(
+        project_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNBOOKS_DR_SANDBOX_ENV", raising=False)
+    env = project_copy / ".sandbox-dr" / "env"
+    env.parent.mkdir()
+    region = ("KUBECONFIG=/nonexistent/dr-kubeconfig\nCLUSTER_UID=dr-uid\nVAULT_ADDR=http://127.0.0.1:1\n"
+              "VAULT_TOKEN=dev-token-not-a-secret\nPROMETHEUS_URL=http://127.0.0.1:1\n")
+    env.write_text(region)  # a region on the home-made Kubernetes writes neither
+    dr = load_profile("sandbox-dr")
+    assert dr.backups.restore_port is None and dr.cluster.reach == "direct"
+    env.write_text(region + "RESTORE_PORT=15432\nCLUSTER_REACH=apiserver\n")
+    dr = load_profile("sandbox-dr")
+    assert dr.backups.restore_port == 15432 and dr.cluster.reach == "apiserver"
+    env.write_text(region + "RESTORE_PORT=70000\n")
+    with pytest.raises(ProfileError, match="backups.restore_port"):
+        load_profile("sandbox-dr")

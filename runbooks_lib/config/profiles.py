@@ -158,6 +158,16 @@ class BackupSettings(_Model):
     restore_dir: str | None = Field(
         None, description="Folder where a drill recovers a database server from a base backup "
                           "(None = a temporary folder)")
+    restore_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="The port the recovered database server listens on, so the region's network can reach it "
+                    "(a firewall rule, a proxy, a mirror); a free port if unset")
+
+    @field_validator("restore_port", mode="before")
+    @classmethod
+    def _unset_port(cls, port: Any) -> Any:
+        # ``${...:RESTORE_PORT:-}`` resolves to "" where no value is set: that means unset, not port "".
+        return None if port == "" else port
 
 
 class DrillSettings(_Model):

@@ -159,6 +159,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listen_port(settings: "BackupSettings") -> int:
+    """The port a recovered server listens on: ``backups.restore_port`` when the profile sets it
+    (the region's network reaches the server there, so no other port will do), else a free one."""
+    port = settings.restore_port
+    if port is None:
+        return _free_port()
+    with socket.socket() as s:
+        # As the server binds it: a port left in TIME_WAIT by an earlier drill's server is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise CheckFailed(f"backups.restore_port {port} is taken on 127.0.0.1 ({e.strerror}): the recovered "
+                              "database server must listen there, where the region's network reaches it; stop "
+                              "what holds the port, or set backups.restore_port to a free one") from None
+    return port
+
+
 def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", OS_USER, "--", *argv] if os.geteuid() == 0 else argv
 
@@ -268,6 +286,7 @@ def scratch_folder(settings: "BackupSettings", prefix: str) -> Path:
 def _prepare(base: BaseBackup, wal: Path, vault: "Vault", settings: "BackupSettings") -> tuple[Path, "RecoveredInstance"]:
     """A scratch folder with the base backup unpacked and the WAL it needs unsealed beside it;
     removed again (clear data in it) if any of that fails."""
+    port = _listen_port(settings)  # before any work: a taken restore_port fails the recovery at once
     home = scratch_folder(settings, "veza-pitr-")
     try:
         data = home / "data"
@@ -277,7 +296,7 @@ def _prepare(base: BaseBackup, wal: Path, vault: "Vault", settings: "BackupSetti
         del key
         began = time.monotonic()
         files, size = unseal_wal(wal, home / "wal", start, vault, settings)
-        instance = RecoveredInstance(data, _free_port(), settings.pg_bin_dir, wal_files=files, wal_bytes=size,
+        instance = RecoveredInstance(data, port, settings.pg_bin_dir, wal_files=files, wal_bytes=size,
                                      unseal_s=round(time.monotonic() - began, 3))
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)
@@ -289,7 +308,8 @@ def recover_to_time(base: BaseBackup, target: datetime | None, vault: "Vault", s
                     timeout_s: float = 300, *, wal_dir: Path | None = None) -> RecoveredInstance:
     """Restore ``base`` into a scratch instance and replay archived WAL up to ``target``
     (``None``: every segment there is, as a region's recovery does), from ``wal_dir`` or the
-    profile's archive. The instance lives under ``backups.restore_dir`` (else a temporary folder)."""
+    profile's archive. The instance lives under ``backups.restore_dir`` (else a temporary folder)
+    and listens on ``backups.restore_port`` (else a free port)."""
     wal = wal_dir or Path(str(settings.wal_archive_url).removeprefix("file://"))
     if target is not None and target < base.taken_at:
         raise ParameterError(f"target time {target.isoformat()} is before the base backup ({base.taken_at.isoformat()})")
