@@ -103,3 +103,13 @@ def test_a_recovered_server_listens_on_backups_restore_port_and_a_taken_one_stop
     assert not restore_dir.exists() or not any(restore_dir.iterdir()), "nothing unpacked for a server that cannot listen"
     assert _listen_port(settings) == taken, "once free, that port and no other"
     assert 0 < _listen_port(BackupSettings()) < 65536
+
+
+def test_what_the_cluster_makes_in_every_namespace_is_not_kept_off_site() -> None:
+    """The controller manager publishes its own CA in kube-root-ca.crt in every namespace: the DR
+    cluster has its own (creating the primary's there is a 409), a Veza ConfigMap is kept."""
+    from runbooks_lib.procedures.dr.region import made_by_the_cluster
+
+    assert made_by_the_cluster({"kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}})
+    assert not made_by_the_cluster({"kind": "ConfigMap", "metadata": {"name": "veza-config"}})
+    assert not made_by_the_cluster({"kind": "Service", "metadata": {"name": "kube-root-ca.crt"}})

@@ -53,10 +53,19 @@ _SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation",
                     "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace")
 _SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
 _SERVICE_ADDRESSES = ("clusterIP", "clusterIPs", "healthCheckNodePort")  # the DR cluster assigns its own
+# Made by the cluster itself in every namespace, never by the platform's deploys: the controller
+# manager publishes its own cluster's CA certificate there. Another cluster's would be wrong, and
+# the DR cluster has made its own already (creating it again is a 409).
+_CLUSTER_MADE = frozenset({("ConfigMap", "kube-root-ca.crt")})
 MANIFESTS_FOLDER = "manifests"
 # Secret keys each region holds its own value of (never replicated): the cache's address.
 REGIONAL_KEYS = frozenset({"redis_url"})
 VAULT_DSN_KEY = "database_url"
+
+
+def made_by_the_cluster(obj: dict[str, Any]) -> bool:
+    """Whether the cluster makes this object in every namespace by itself (never kept off-site)."""
+    return (obj.get("kind"), (obj.get("metadata") or {}).get("name")) in _CLUSTER_MADE
 
 
 def portable(obj: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +118,7 @@ def export_manifests(cluster: "Cluster", backups: "BackupStore", source_cluster:
     the index is vouched for by ``seal`` (Vault's HMAC): the DR region creates only what it holds."""
     import yaml
 
-    objects = tuple(portable(o) for o in cluster.namespaced_objects(KEPT_KINDS))
+    objects = tuple(portable(o) for o in cluster.namespaced_objects(KEPT_KINDS) if not made_by_the_cluster(o))
     secrets = {s["metadata"]["name"]: sorted((s.get("data") or {}))
                for s in cluster.namespaced_objects(("Secret",))}
     text = yaml.safe_dump_all(objects, sort_keys=True)
