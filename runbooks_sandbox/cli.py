@@ -49,12 +49,13 @@ def sandbox() -> None:
               help="Start a disaster-recovery region for the sandbox in this state directory: its own cluster "
                    "(empty), Redis and Prometheus, an OpenBao replicated from it, no database (the region drill "
                    "restores it). Give it its own --state-dir.")
-@click.option("--kubernetes", type=click.Choice(["home-made", "real"]), default="home-made", show_default=True,
+@click.option("--kubernetes", type=click.Choice(["home-made", "real"]), default=None,
               help="real: the cluster is the real control plane (kube-apiserver, etcd, controller manager, "
                    "scheduler; `make` builds them) behind a fault proxy, with the node agent's 2 nodes, in a "
-                   "network namespace of the sandbox's own (needs root). Recorded: status, down and fault follow it.")
+                   "network namespace of the sandbox's own (needs root). Recorded: status, down and fault follow it. "
+                   "Default: home-made; a DR region follows its primary's (another is refused).")
 def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float,
-               dr_region_of: Path | None, kubernetes: str) -> None:
+               dr_region_of: Path | None, kubernetes: str | None) -> None:
     """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
     import time
 
@@ -62,8 +63,6 @@ def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rat
 
     if dr_region_of is not None and (state_dir is None or state_dir.resolve() == dr_region_of.resolve()):
         raise click.UsageError("--dr-region-of needs a --state-dir of its own (e.g. --state-dir .sandbox-dr)")
-    if dr_region_of is not None and kubernetes != "home-made":
-        raise click.UsageError("--dr-region-of runs on the home-made Kubernetes only, for now")
     box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of, kubernetes=kubernetes)
 
     def progress(total: int, description: str) -> Any:

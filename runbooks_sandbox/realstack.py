@@ -18,6 +18,11 @@ This mode builds the same platform on the real Kubernetes of :class:`~.cluster.S
    ``CLUSTER_REACH=apiserver`` (checks reach pods through the API server's proxy: pod IPs are
    inside the namespace).
 
+A DR region (``sandbox up --dr-region-of``, on its primary's mode) is the same minus the
+database and the manifests (:meth:`RealKubernetes.start_dr_region`): a cluster of its own,
+OpenBao replicated from the primary's, and the port its recovered database will listen on
+chosen and mirrored at step 1 (RESTORE_PORT in its env).
+
 ``stop()`` (from ``sandbox down``, after the supervisor and the servers) stops the node agent (its
 pods), then the cluster: fault proxy, control plane, forwarder, namespace.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 from .manifests import NAMESPACE, expected_pods
@@ -35,6 +41,7 @@ __all__ = ["RealKubernetes", "KUBERNETES_MODES", "HOME_MADE", "REAL"]
 HOME_MADE, REAL = "home-made", "real"
 KUBERNETES_MODES = (HOME_MADE, REAL)
 NODES = 2
+RESTORED_DATABASE = "restored-database"  # a DR region's: the server the region drill recovers there
 
 
 class RealKubernetes:
@@ -49,12 +56,13 @@ class RealKubernetes:
         self.timings: dict[str, float] = {}
 
     # -- up --------------------------------------------------------------------------------------
-    def choose_ports(self) -> dict[str, int]:
-        """The host servers' ports, chosen before the cluster so its forwarder mirrors them."""
+    def choose_ports(self, names: tuple[str, ...] = ("redis", "postgres-primary", "postgres-standby")) -> dict[str, int]:
+        """The host servers' ports (OpenBao's and ``names``'), chosen before the cluster so its
+        forwarder mirrors them."""
         from .servers.ports import free_port, free_port_pair
 
         ports: dict[str, int] = {"openbao": free_port_pair()}
-        for name in ("redis", "postgres-primary", "postgres-standby"):
+        for name in names:
             port = free_port()
             while port in ports.values() or port == ports["openbao"] + 1:
                 port = free_port()
@@ -91,7 +99,8 @@ class RealKubernetes:
         """The supervisor inside the namespace; its endpoints exposed on the host's 127.0.0.1."""
         argv = self.cluster.network.exec_argv(
             [sys.executable, "-m", "runbooks_sandbox.stack", "serve", "--state-dir", str(self.state_dir),
-             "--load-rate", f"{self.box.load_rate:g}", "--kubeconfig", inside_kubeconfig])
+             "--load-rate", f"{self.box.load_rate:g}", "--kubeconfig", inside_kubeconfig,
+             *(["--entry-point-off"] if self.box.dr_region_of else [])])  # a DR region: no users yet
         status = self.box._start_supervisor(argv=argv)
         inside = self.cluster.services_address
         host = {}
@@ -171,6 +180,38 @@ class RealKubernetes:
             prometheus.wait_for_targets_up(min_targets=pods, timeout=max(5.0, deadline - time.monotonic()))
             self.timings["prometheus_targets_up"] = round(time.monotonic() - t, 2)
             say(f"Prometheus scrapes all {pods} pods (up == 1)")
+        box._record_meta(kubernetes_timings=dict(self.timings), versions=supervisor.get("versions"))
+        box._write_env(values)
+        return values
+
+    def start_dr_region(self, primary_dir: Path, source: dict[str, str], say: Callable[[str], None]) -> dict[str, str]:
+        """A DR region (``stack.Sandbox._start_dr_region`` says what it holds) on a cluster of its own.
+
+        The region's own network namespace and control plane (empty of Veza objects), fault
+        proxy, node agent, supervisor with the entry point off, Prometheus inside; OpenBao and
+        Redis on the host, mirrored inside, OpenBao replicated from the primary's. The database
+        the drill will recover here listens on the host too, so its port is chosen now and
+        mirrored before the cluster starts, like the others (a pod then reaches it at
+        ``127.0.0.1:P``): RESTORE_PORT in the env, which the sandbox-dr profile hands the
+        library as ``backups.restore_port``. Returns the env values.
+        """
+        box = self.box
+        box.ports = ports = self.choose_ports(("redis", RESTORED_DATABASE))
+        box._record_meta(restore_port=ports[RESTORED_DATABASE])  # `down` waits for it to be free
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-dr-up") as pool:
+            cluster_f = pool.submit(self.start_cluster, ports, say)
+            openbao_f = pool.submit(box._start_openbao)
+            redis = pool.submit(box._start_redis).result()
+            openbao = openbao_f.result()
+            box.replicate_vault(openbao, redis, primary_dir, source, say)
+            supervisor = cluster_f.result()
+        box._record(supervisor={**supervisor, "log": str(box.supervisor_log)})
+        box.write_supervisor_status(supervisor)
+        prometheus = self.start_prometheus(supervisor)
+        say(f"Prometheus {prometheus.url} (inside {self.cluster.services_address}); the recovered database "
+            f"will listen on :{ports[RESTORED_DATABASE]} (mirrored inside)")
+        values = box.dr_env_values(supervisor, openbao, prometheus, redis, primary_dir, source)
+        values.update(CLUSTER_REACH="apiserver", KUBERNETES=REAL, RESTORE_PORT=str(ports[RESTORED_DATABASE]))
         box._record_meta(kubernetes_timings=dict(self.timings), versions=supervisor.get("versions"))
         box._write_env(values)
         return values

@@ -221,6 +221,8 @@ class Sandbox:
         if not self.check_startable():
             say(f"the sandbox already runs ({self.state_dir}); `runbook sandbox status` says where")
             return self.env()
+        if self.dr_region_of is not None:
+            self._follow_primary(self.dr_region_of)  # before anything starts or is recorded
         self.state_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
                                                 "started_at": time.time(), "kubernetes": self.kubernetes})
@@ -315,14 +317,14 @@ class Sandbox:
         keys); and no database server, because the database is what the drill restores there
         from off-site backups. The env file names the primary region's off-site folders
         (OFFSITE_*), the only thing of the primary a drill may read once the region is lost.
+        On the real control plane (the primary's mode, :meth:`_follow_primary`) the same parts are
+        made by :meth:`.realstack.RealKubernetes.start_dr_region`.
         """
-        primary = Sandbox(primary_dir, self.home)
-        source = primary.env()
-        if not primary.is_running() or not source.get("VAULT_ADDR"):
-            raise SandboxError(f"--dr-region-of {primary_dir}: no sandbox runs there; start it first "
-                               f"(`runbook sandbox up --state-dir {primary_dir}`)")
-        import hvac
+        source = self._primary(primary_dir).env()
+        from .realstack import REAL, RealKubernetes
 
+        if self.kubernetes == REAL:
+            return RealKubernetes(self).start_dr_region(primary_dir, source, say)
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-dr-up") as pool:
             supervisor_f = pool.submit(self._start_supervisor)
             openbao_f = pool.submit(self._start_openbao)
@@ -330,15 +332,47 @@ class Sandbox:
             supervisor = supervisor_f.result()
             prometheus_f = pool.submit(self._start_prometheus, supervisor)
             openbao, redis = openbao_f.result(), redis_f.result()
-            paths = openbao.replicate_from(hvac.Client(url=source["VAULT_ADDR"], token=source.get("VAULT_TOKEN"),
-                                                       timeout=5),
-                                           ("sandbox", "staging", "production"),
-                                           own_values={"sandbox": {"redis_url": redis.url}})
-            say(f"DR region of {primary_dir}: OpenBao {openbao.address} replicated ({', '.join(paths)}, "
-                "transit key); no Veza objects, no database")
+            self.replicate_vault(openbao, redis, primary_dir, source, say)
             prometheus = prometheus_f.result()
+        values = self.dr_env_values(supervisor, openbao, prometheus, redis, primary_dir, source)
+        self._write_env(values)
+        return values
+
+    def _primary(self, primary_dir: Path) -> "Sandbox":
+        """The running sandbox a DR region stands by for; SandboxError when none runs there."""
+        primary = Sandbox(primary_dir, self.home)
+        if not primary.is_running() or not primary.env().get("VAULT_ADDR"):
+            raise SandboxError(f"--dr-region-of {primary_dir}: no sandbox runs there; start it first "
+                               f"(`runbook sandbox up --state-dir {primary_dir}`)")
+        return primary
+
+    def _follow_primary(self, primary_dir: Path) -> None:
+        """A DR region runs on its primary's Kubernetes (the drill rebuilds there what ran there):
+        the mode the primary recorded, or a refusal before anything starts when asked for another."""
+        theirs = self._primary(primary_dir).kubernetes
+        if self._kubernetes is not None and self._kubernetes != theirs:
+            raise SandboxError(
+                f"--kubernetes {self._kubernetes}: the sandbox in {primary_dir} runs on the {theirs} Kubernetes, "
+                f"and its DR region runs on the same; leave --kubernetes out (it follows) or give {theirs}")
+        self._kubernetes = theirs
+
+    def replicate_vault(self, openbao: OpenBaoServer, redis: RedisServer, primary_dir: Path,
+                        source: dict[str, str], say: Callable[[str], None]) -> None:
+        """The region's OpenBao in step with the primary's (its own Redis URL: a cache is regional)."""
+        import hvac
+
+        paths = openbao.replicate_from(hvac.Client(url=source["VAULT_ADDR"], token=source.get("VAULT_TOKEN"),
+                                                   timeout=5),
+                                       ("sandbox", "staging", "production"),
+                                       own_values={"sandbox": {"redis_url": redis.url}})
+        say(f"DR region of {primary_dir}: OpenBao {openbao.address} replicated ({', '.join(paths)}, "
+            "transit key); no Veza objects, no database")
+
+    def dr_env_values(self, supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus: PrometheusServer,
+                      redis: RedisServer, primary_dir: Path, source: dict[str, str]) -> dict[str, str]:
+        """What ``<state>/env`` holds for a DR region (recorded as one in state.json too)."""
         self._record_meta(dr_region_of=str(primary_dir))
-        values = {
+        return {
             **_platform_env(supervisor, openbao, prometheus, redis, self.state_dir),
             "STATE_DIR": str(self.state_dir),
             "DR_REGION_OF": str(primary_dir),
@@ -349,8 +383,6 @@ class Sandbox:
             # Where the drill recovers the region's database server: user postgres must reach it.
             "RESTORE_DIR": str(server_data_dir(self.state_dir, create=True) / "restored"),
         }
-        self._write_env(values)
-        return values
 
     def _write_env(self, values: dict[str, str]) -> None:
         lines = ["# The live sandbox, written by `runbook sandbox up`; removed by `runbook sandbox down`.",
@@ -498,6 +530,8 @@ class Sandbox:
             for key in ("api_port", "sd_port", "traffic_port", "control_port", "notify_port"):
                 if part.get(key):
                     ports.append(("127.0.0.1", int(part[key])))
+        if self.state().get("restore_port"):  # a DR region's recovered database (a drill left running?)
+            ports.append(("127.0.0.1", int(self.state()["restore_port"])))
         ports += self._cluster_ports()
         return ports
 

@@ -141,7 +141,8 @@ def test_point_in_time_recovery_keeps_rows_before_the_target_only(live: Any) -> 
 
 @pytest.fixture
 def dr_region(sandbox: Any) -> Iterator[Path]:
-    """A second sandbox standing by as the DR region of the test sandbox; its state directory."""
+    """A second sandbox standing by as the DR region of the test sandbox; its state directory. It runs
+    on the test sandbox's Kubernetes (RUNBOOKS_TEST_KUBERNETES): `up --dr-region-of` follows its primary."""
     import shutil
 
     state = Path(tempfile.mkdtemp(prefix="veza-dr-region-"))  # private: the restored server lives elsewhere
