@@ -280,6 +280,22 @@ def test_a_dr_region_whose_vault_lacks_the_transit_key_fails_the_drill_before_an
     assert _primary_facts(sandbox) == before
 
 
+def test_a_dr_region_asked_on_another_kubernetes_than_its_primary_is_refused_before_anything_starts(
+        sandbox: Any, tmp_path: Path) -> None:
+    """The drill rebuilds in the DR region what ran in the primary: the region runs on its primary's
+    Kubernetes (it follows when --kubernetes is left out); another is refused, nothing started."""
+    from .conftest import KUBERNETES
+
+    other = "home-made" if KUBERNETES == "real" else "real"
+    state = tmp_path / "dr"
+    up = sandbox.runbook("sandbox", "up", "--state-dir", str(state), "--dr-region-of", str(sandbox.state_dir),
+                         "--kubernetes", other)
+    assert up.returncode != 0 and f"--kubernetes {other}" in up.stderr, up.stdout + up.stderr
+    assert f"runs on the {KUBERNETES} Kubernetes" in up.stderr and "leave --kubernetes out" in up.stderr
+    left = {p.name for p in state.iterdir()} if state.exists() else set()
+    assert left <= {".lock"}, f"nothing started, nothing recorded: {left}"
+
+
 def test_region_drill_without_a_running_dr_region_is_refused_before_any_change(sandbox: Any, tmp_path: Path) -> None:
     before = _primary_facts(sandbox)
     run = sandbox.run("dr_drill", ("scenario", "region"), RUNBOOKS_DR_SANDBOX_ENV=str(tmp_path / "no-such-env"))
