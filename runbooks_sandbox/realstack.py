@@ -56,7 +56,8 @@ class RealKubernetes:
         self.timings: dict[str, float] = {}
 
     # -- up --------------------------------------------------------------------------------------
-    def choose_ports(self, names: tuple[str, ...] = ("redis", "postgres-primary", "postgres-standby")) -> dict[str, int]:
+    def choose_ports(self, names: tuple[str, ...] = ("redis", "postgres-primary", "postgres-standby"),
+                     ) -> dict[str, int]:
         """The host servers' ports (OpenBao's and ``names``'), chosen before the cluster so its
         forwarder mirrors them."""
         from .servers.ports import free_port, free_port_pair

@@ -100,7 +100,7 @@ def test_a_recovered_server_listens_on_backups_restore_port_and_a_taken_one_stop
         base = BaseBackup(tmp_path / "base-x.tar.enc", "vault:v1:key", T0, "0/2000028", 0)
         with pytest.raises(CheckFailed, match=rf"backups.restore_port {taken} is taken on 127.0.0.1"):
             recover_to_time(base, None, None, settings, wal_dir=tmp_path)  # no Vault: it is never asked
-    assert not restore_dir.exists() or not any(restore_dir.iterdir()), "nothing unpacked for a server that cannot listen"
+    assert not restore_dir.exists() or not any(restore_dir.iterdir()), "nothing unpacked: the server could not listen"
     assert _listen_port(settings) == taken, "once free, that port and no other"
     assert 0 < _listen_port(BackupSettings()) < 65536
 
