@@ -148,3 +148,39 @@ def test_the_canary_judge_and_the_judgements_share_the_one_test() -> None:
 
     assert judge.SPRT is sequential.SPRT and judge.expected_requests is sequential.expected_requests
     assert judgement.SequentialVerdict is sequential.SequentialVerdict
+
+
+class _ScriptedWindow:
+    """A window whose looks follow a script: clean traffic, then errors from ``sour_at_s`` on."""
+
+    def __init__(self, sour_at_s: float) -> None:
+        import time
+
+        self.start, self.sour_at_s, self.what = time.time(), sour_at_s, "scripted"
+
+    def look(self, moment: float) -> Look:
+        at = moment - self.start
+        clean_requests = 400 * min(at, self.sour_at_s)
+        erroring = max(at - self.sour_at_s, 0.0) * 400
+        return Look(at, clean_requests + erroring, 0.3 * erroring, 40.0)
+
+    def scraped_after(self, moment: float) -> float:
+        return moment
+
+
+@pytest.mark.parametrize("bake", [False, True])
+def test_a_bake_window_is_watched_to_its_end_unless_the_version_fails(bake: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blue-green's monitor (bake=True) must see a fault that appears after the first good seconds;
+    a deploy's analysis (bake=False) takes the first good decision."""
+    from runbooks_lib.procedures.judging import judgement
+
+    monkeypatch.setattr(judgement, "LOOK_S", 0.1)
+    window = _ScriptedWindow(sour_at_s=0.5)
+    verdict = judgement.watch(window, SequentialVerdict(VerdictPolicy(success_rate_min=0.99, p99_max_ms=500), 3.0),
+                              "v2", bake=bake)
+    if bake:
+        assert verdict.passed is False and verdict.ended_by == "decision"
+        assert 0.5 < verdict.last.at_s < 3.0  # ended by the errors, before the window's end
+    else:
+        assert verdict.passed is True and verdict.last.at_s < 0.5

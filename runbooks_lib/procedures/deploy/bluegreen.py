@@ -183,7 +183,9 @@ class BlueGreen:
         if self.cluster.dry_run:
             return self._dry_table()
         try:
-            table = self.deploy.judge_metrics(observe_s=self.deploy.params.monitor_s)
+            # The whole window: the old colour stays ready to take traffic back until it ends, so
+            # a fault that shows only after the first good seconds still flips back.
+            table = self.deploy.judge_metrics(observe_s=self.deploy.params.monitor_s, bake=True)
             self.deploy.ctx.verdict(self.service, self.deploy.params.version, "good",
                                     "blue-green: served 100 % through the monitoring window within SLOs")
             return table

@@ -323,13 +323,14 @@ class DeployRun:
         self.ctx.verdict(self.params.service, self.params.version, "good", "deployed and passed pod, smoke and SLO checks")
         return tables
 
-    def judge_metrics(self, observe_s: float | None = None) -> "pd.DataFrame":
-        """Error rate and p99 of the new version's pods over ``observe_s`` (default ``analysis_s``), against the SLOs."""
+    def judge_metrics(self, observe_s: float | None = None, bake: bool = False) -> "pd.DataFrame":
+        """Error rate and p99 of the new version's pods over ``observe_s`` (default ``analysis_s``), against
+        the SLOs; ``bake``: watch all of it unless the version fails (``judge_version``)."""
         from ..judging.judgement import judge_version
 
         observe_s = self.params.analysis_s if observe_s is None else observe_s
         return judge_version(self.ctx, self.cluster, self.params.service, self.params.version, observe_s=observe_s,
-                             pod_label_selector=f"app={self.params.service},version={self.params.version}")
+                             pod_label_selector=f"app={self.params.service},version={self.params.version}", bake=bake)
 
     # -- 4. the rollout, by strategy ---------------------------------------------------------
 

@@ -41,10 +41,13 @@ def _pod_selector(service: str, pods: list[str]) -> str:
 
 
 def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: str, *, observe_s: float,
-                  pod_label_selector: str, created_after: float | None = None, kind: str = "deploy analysis"
-                  ) -> "pd.DataFrame":
+                  pod_label_selector: str, created_after: float | None = None, kind: str = "deploy analysis",
+                  bake: bool = False) -> "pd.DataFrame":
     """Success rate and p99 of the pods running ``version``, judged by the sequential verdict
     (judging/sequential.py): it ends the moment the evidence suffices, ``observe_s`` at the most.
+
+    ``bake``: the window is a watch that must last (blue-green's monitoring before the old colour
+    goes): evidence of a bad version ends it at once, evidence of a good one does not.
 
     ``pod_label_selector`` picks those pods (e.g. their ReplicaSet's pod-template-hash). Raises
     NoData when Prometheus saw no traffic and CheckFailed, with the numbers, when the verdict fails.
@@ -77,7 +80,7 @@ def judge_version(ctx: "RunContext", cluster: "Cluster", service: str, version: 
     else:
         counters = WindowCounters(metrics, selector, len(pods), since, served=True, what=what)
         max_s = observe_s
-    verdict = watch(counters, SequentialVerdict(VerdictPolicy.from_slo(ctx.profile.slo), max_s), version)
+    verdict = watch(counters, SequentialVerdict(VerdictPolicy.from_slo(ctx.profile.slo), max_s), version, bake=bake)
     window = _window_text(counters, verdict, version)
     ctx.judged_window(verdict.record(kind=kind, service=service, version=version, window=window))
     table = pd.DataFrame([_verdict_row(ctx, version, len(pods), verdict, window)]).set_index("version")
@@ -131,15 +134,19 @@ class WindowCounters:
         return min(end, time.time())
 
 
-def watch(counters: WindowCounters, verdict: SequentialVerdict, version: str) -> Verdict:
-    """Look every LOOK_S until the verdict decides or the window's maximum passes; then the last look."""
+def watch(counters: WindowCounters, verdict: SequentialVerdict, version: str, *, bake: bool = False) -> Verdict:
+    """Look every LOOK_S until the verdict decides or the window's maximum passes; then the last look.
+
+    With ``bake``, only a failing decision ends the watch early: a passing one is taken at the
+    window's end, from its last look (a fault that appears after the first good seconds is seen)."""
     from ...display import progress_bar
 
     deadline = counters.start + verdict.max_s
-    with progress_bar(total=round(verdict.max_s, 1), desc=f"judging {version} (until the evidence suffices)",
-                      unit="s") as bar:
+    desc = f"watching {version} for {verdict.max_s:g} s" if bake else f"judging {version} (until the evidence suffices)"
+    with progress_bar(total=round(verdict.max_s, 1), desc=desc, unit="s") as bar:
         while (now := time.time()) < deadline:
-            if (decided := verdict.look(counters.look(now))) is not None:
+            decided = verdict.look(counters.look(now))
+            if decided is not None and (decided.passed is False or not bake):
                 return decided
             bar.n = round(min(now - counters.start, verdict.max_s), 1)
             bar.refresh()
