@@ -46,12 +46,13 @@ test: bootstrap controlplane $(MOTO_SERVER)
 # The main job: a short game day on a fresh sandbox (one already running is restarted, so the
 # drill always starts from the same state). The sandbox stays up afterwards for a look around
 # (`make lab`, or kubectl after `. .sandbox/env`); `.venv/bin/runbook sandbox down` stops it.
-demo: bootstrap
+# The sandbox's cluster is the real control plane: `sandbox up` needs its binaries built.
+demo: bootstrap controlplane
 	$(BIN)/runbook sandbox down
 	$(BIN)/runbook sandbox up
 	$(BIN)/runbook gameday --env sandbox
 
-lab: bootstrap
+lab: bootstrap controlplane
 	$(BIN)/runbook sandbox up
 	@mkdir -p .jupyter/workspaces
 	. .sandbox/env && $(BIN)/jupyter lab --allow-root --no-browser \
@@ -72,7 +73,7 @@ $(MOTO_SERVER):
 # and the kubectl of the same release, built from the Go module proxy at the versions of
 # controlplane/versions.env. Built once per version into a cache outside the checkout
 # (~/.cache/veza-runbooks/controlplane), since a cold build takes minutes on 2 cores; then instant.
-# make test builds it (the control plane's tests need it); the first build takes about 12 min on
+# make demo, lab and test build it (`sandbox up` needs it); the first build takes about 12 min on
 # 2 cores and 5 GiB of disk (Go's module and build caches, and 299 MiB of binaries).
 controlplane:
 	@bash scripts/build-controlplane.sh

@@ -23,10 +23,18 @@ _state_dir_option = click.option(
     help="Where the sandbox keeps its files and .sandbox/env (default: <project>/.sandbox).")
 
 
-def _sandbox(state_dir: Path | None, **options: Any) -> Any:
+def _sandbox(state_dir: Path | None, stopping: bool = False, **options: Any) -> Any:
+    """The sandbox in ``state_dir``; one an earlier version started on its retired home-made
+    Kubernetes is refused with what to do, except by ``down`` (``stopping``), which stops it."""
     from .stack import Sandbox
 
-    return Sandbox(state_dir, **options)
+    box = Sandbox(state_dir, **options)
+    if not stopping:
+        try:
+            box.refuse_retired()
+        except ServerError as e:
+            raise _fail(e) from e
+    return box
 
 
 def _fail(error: Exception) -> click.ClickException:
@@ -49,21 +57,20 @@ def sandbox() -> None:
               help="Start a disaster-recovery region for the sandbox in this state directory: its own cluster "
                    "(empty), Redis and Prometheus, an OpenBao replicated from it, no database (the region drill "
                    "restores it). Give it its own --state-dir.")
-@click.option("--kubernetes", type=click.Choice(["home-made", "real"]), default=None,
-              help="real: the cluster is the real control plane (kube-apiserver, etcd, controller manager, "
-                   "scheduler; `make` builds them) behind a fault proxy, with the node agent's 2 nodes, in a "
-                   "network namespace of the sandbox's own (needs root). Recorded: status, down and fault follow it. "
-                   "Default: home-made; a DR region follows its primary's (another is refused).")
 def up_command(state_dir: Path | None, no_wait: bool, timeout_s: float, load_rate: float,
-               dr_region_of: Path | None, kubernetes: str | None) -> None:
-    """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...)."""
+               dr_region_of: Path | None) -> None:
+    """Start the sandbox and write .sandbox/env (KUBECONFIG, VAULT_ADDR, PROMETHEUS_URL...).
+
+    Its cluster is the real Kubernetes control plane (kube-apiserver, etcd, controller manager,
+    scheduler; `make controlplane` builds them) behind a fault proxy, with the node agent's 2 nodes,
+    in a network namespace of the sandbox's own (needs root)."""
     import time
 
     from tqdm import tqdm
 
     if dr_region_of is not None and (state_dir is None or state_dir.resolve() == dr_region_of.resolve()):
         raise click.UsageError("--dr-region-of needs a --state-dir of its own (e.g. --state-dir .sandbox-dr)")
-    box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of, kubernetes=kubernetes)
+    box = _sandbox(state_dir, load_rate=load_rate, dr_region_of=dr_region_of)
 
     def progress(total: int, description: str) -> Any:
         return tqdm(total=total, desc=description, unit="pod", file=sys.stderr, leave=False,
@@ -101,7 +108,7 @@ def _server(kubeconfig: str | None) -> str:
 @_state_dir_option
 def down_command(state_dir: Path | None) -> None:
     """Stop every process the sandbox started and remove .sandbox/env (safe to repeat)."""
-    box = _sandbox(state_dir)
+    box = _sandbox(state_dir, stopping=True)
     try:
         stopped = box.down(say=lambda line: click.echo(line, err=True))
     except ServerError as e:
@@ -143,7 +150,7 @@ def status_command(state_dir: Path | None, as_json: bool) -> None:
 
 
 def _echo_kubernetes(kubernetes: dict[str, Any]) -> None:
-    """The real control plane's versions and components (``up --kubernetes real``)."""
+    """The control plane's versions and components."""
     versions = kubernetes.get("versions") or {}
     click.echo(f"kubernetes: real control plane, kubernetes {versions.get('kubernetes', '?')}, "
                f"etcd {versions.get('etcd', '?')}; network namespace {kubernetes.get('netns', '?')}")

@@ -165,7 +165,8 @@ class SandboxCluster:
             stopped += self.control_plane_recorded().stop()
         except Exception as e:  # keep stopping the rest; say what stayed
             errors.append(f"control plane: {e}")
-        if self.forwarder.stop():
+        running = self.forwarder.running_pid()  # `stop` is True when none runs: say only what was stopped
+        if self.forwarder.stop() and running:
             stopped.append("forwarder")
         if self.network.exists():
             killed = self.network.delete(kill=True)

@@ -1,7 +1,4 @@
-"""``runbook sandbox up --kubernetes real``: the same sandbox on the real control plane (opt-in).
-
-The default (``home-made``) sandbox runs its own API server and pod runtime in the supervisor.
-This mode builds the same platform on the real Kubernetes of :class:`~.cluster.SandboxCluster`:
+"""``runbook sandbox up``: the sandbox's platform on the real Kubernetes of :class:`~.cluster.SandboxCluster`.
 
 1. the host ports of OpenBao, Redis and PostgreSQL primary/standby are chosen first, so the
    cluster's forwarder mirrors them inside the network namespace before anything listens there
@@ -9,16 +6,16 @@ This mode builds the same platform on the real Kubernetes of :class:`~.cluster.S
 2. the cluster (network namespace, forwarder, etcd, apiserver, controller manager, scheduler, the
    Istio CRDs), then the fault proxy in front of the apiserver (users' KUBECONFIG is its
    kubeconfig), then the node agent (:mod:`.node`, 2 nodes, inside the namespace);
-3. the supervisor (:mod:`.real_supervisor`) inside the namespace: Service proxy on ClusterIPs,
+3. the supervisor (:mod:`.supervisor`) inside the namespace: Service proxy on ClusterIPs,
    pod discovery, load generator, control endpoint, webhook sink, on the cluster's
    ``services_address``, each exposed on the host's 127.0.0.1 by an inward forwarder rule;
    Prometheus inside too (it scrapes pod IPs), exposed the same way;
 4. the Veza manifests through the fault proxy, then the wait for available Deployments and
-   Prometheus' ``up == 1`` for every pod; ``<state>/env`` as in the default mode, plus
+   Prometheus' ``up == 1`` for every pod; ``<state>/env`` (:meth:`.stack.Sandbox.env_values`), with
    ``CLUSTER_REACH=apiserver`` (checks reach pods through the API server's proxy: pod IPs are
    inside the namespace).
 
-A DR region (``sandbox up --dr-region-of``, on its primary's mode) is the same minus the
+A DR region (``sandbox up --dr-region-of``) is the same minus the
 database and the manifests (:meth:`RealKubernetes.start_dr_region`): a cluster of its own,
 OpenBao replicated from the primary's, and the port its recovered database will listen on
 chosen and mirrored at step 1 (RESTORE_PORT in its env).
@@ -36,10 +33,8 @@ from typing import Any, Callable
 
 from .manifests import NAMESPACE, expected_pods
 
-__all__ = ["RealKubernetes", "KUBERNETES_MODES", "HOME_MADE", "REAL"]
+__all__ = ["RealKubernetes"]
 
-HOME_MADE, REAL = "home-made", "real"
-KUBERNETES_MODES = (HOME_MADE, REAL)
 NODES = 2
 RESTORED_DATABASE = "restored-database"  # a DR region's: the server the region drill recovers there
 
@@ -171,7 +166,7 @@ class RealKubernetes:
         prometheus = prometheus_f.result()
         say(f"Prometheus {prometheus.url} (inside {self.cluster.services_address})")
         values = box.env_values(supervisor, openbao, prometheus, redis, postgres)
-        values.update(CLUSTER_REACH="apiserver", KUBERNETES=REAL)
+        values.update(CLUSTER_REACH="apiserver")
         if wait:
             deadline = time.monotonic() + timeout_s
             wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
@@ -212,7 +207,7 @@ class RealKubernetes:
         say(f"Prometheus {prometheus.url} (inside {self.cluster.services_address}); the recovered database "
             f"will listen on :{ports[RESTORED_DATABASE]} (mirrored inside)")
         values = box.dr_env_values(supervisor, openbao, prometheus, redis, primary_dir, source)
-        values.update(CLUSTER_REACH="apiserver", KUBERNETES=REAL, RESTORE_PORT=str(ports[RESTORED_DATABASE]))
+        values.update(CLUSTER_REACH="apiserver", RESTORE_PORT=str(ports[RESTORED_DATABASE]))
         box._record_meta(kubernetes_timings=dict(self.timings), versions=supervisor.get("versions"))
         box._write_env(values)
         return values
@@ -223,7 +218,9 @@ class RealKubernetes:
         from .node import NodeAgentProcess
 
         stopped: list[str] = []
-        if NodeAgentProcess(self.state_dir).stop():
+        agent = NodeAgentProcess(self.state_dir)
+        running = agent.status().get("pid")  # `stop` is True when none runs: say only what was stopped
+        if agent.stop() and running:
             stopped.append("node agent")
         say("stopping the cluster (fault proxy, control plane, forwarder, network namespace)")
         stopped += self.cluster.stop()

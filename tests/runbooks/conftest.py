@@ -23,9 +23,6 @@ import pytest
 from .groups import CHANGES, DRILLS, group_of
 
 REPO = Path(__file__).resolve().parents[2]
-# RUNBOOKS_TEST_KUBERNETES=real runs the scenarios on the real control plane
-# (`sandbox up --kubernetes real`, opt-in; the default is the home-made Kubernetes).
-KUBERNETES = os.environ.get("RUNBOOKS_TEST_KUBERNETES", "home-made")
 
 
 @dataclass
@@ -103,7 +100,7 @@ def _start_sandbox() -> Sandbox:
     state_dir = Path(tempfile.mkdtemp(prefix="veza-runbooks-"))
     records = Path(tempfile.mkdtemp(prefix="veza-records-"))
     box = Sandbox(state_dir, records, {})
-    up = box.runbook("sandbox", "up", "--state-dir", str(state_dir), "--kubernetes", KUBERNETES)
+    up = box.runbook("sandbox", "up", "--state-dir", str(state_dir))
     if up.returncode != 0:
         _stop_sandbox(box)
         raise AssertionError(f"sandbox up failed:\n{up.stdout}\n{up.stderr}")
