@@ -17,7 +17,6 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .jsonhttp import send_json
-from .models.resources import PODS
 
 __all__ = ["pod_targets", "PodDiscoveryServer"]
 
@@ -85,17 +84,13 @@ def pod_targets(pods: list[Obj]) -> list[dict[str, Any]]:
 class PodDiscoveryServer:
     """Serves ``GET /pods[?namespace=NS]`` (http_sd JSON) on loopback from a pod lister.
 
-    ``list_pods(namespace)`` returns pod objects (the sandbox passes its store's list).
+    ``list_pods(namespace)`` returns pod objects (the supervisor passes the API server's list).
     """
 
     def __init__(self, list_pods: Callable[[str | None], list[Obj]], host: str = "127.0.0.1", port: int = 0) -> None:
         self.list_pods = list_pods
         self.host, self.port = host, port
         self._server: ThreadingHTTPServer | None = None
-
-    @classmethod
-    def for_store(cls, store: Any, host: str = "127.0.0.1", port: int = 0) -> "PodDiscoveryServer":
-        return cls(lambda namespace: store.list(PODS, namespace)[0], host, port)
 
     @property
     def url(self) -> str:

@@ -5,7 +5,7 @@ sandbox's, and the backend's Deployment and Service are named after the catalog'
 (``veza-backend-api``, where the guide's excerpt says ``veza-backend``). Nothing in the sandbox
 serves the Ingress (no ingress controller: the Service proxy is how traffic arrives); it is
 there so that runbooks and operators read the same objects as in production. The HPA's
-min/max are enforced by the sandbox's HPA controller (see ``models.controllers.autoscaler``).
+min/max are enforced by the real controller manager's HPA controller.
 """
 from __future__ import annotations
 

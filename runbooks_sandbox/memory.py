@@ -48,8 +48,7 @@ def memory_report(components: Mapping[str, int], pod_pids: Mapping[str, int],
     ``namespace/pod/container -> PID``; ``pod_apps`` maps ``namespace/pod`` to its app label
     (pods without one are grouped under their namespace).
     """
-    # The pods' processes are children of the supervisor (home-made) or the node agent (real
-    # Kubernetes): counted under their apps, not twice.
+    # The pods' processes are children of the node agent: counted under their apps, not twice.
     parts = {name: rss_mb([pid], descendants=name not in ("supervisor", "node_agent"))
              for name, pid in components.items()}
     groups: dict[str, list[int]] = {}

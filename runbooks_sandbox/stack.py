@@ -855,10 +855,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="the real control plane's inside kubeconfig (the supervisor runs inside the "
                                 "cluster's network namespace)")
     args = parser.parse_args(argv)
-    from .real_supervisor import RealSupervisor
-    from .supervisor import serve
+    from .supervisor import Supervisor, serve
 
-    supervisor = RealSupervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
+    supervisor = Supervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
                                 serving_users=not args.entry_point_off)
     return serve(args.state_dir, supervisor=supervisor)
 

@@ -1,22 +1,33 @@
-"""The sandbox's long-lived process: API server, controllers, pod runtime, proxy, http_sd, load.
+"""The sandbox's long-lived process: Service proxy, pod discovery, load, control endpoint, webhook sink.
 
 ``runbook sandbox up`` returns while the sandbox keeps running, so everything that lives in a
 Python process runs here, in one detached process (its own session, so a closed terminal does
-not end it): ``python -m runbooks_sandbox.stack serve --state-dir DIR``. The real servers
-(OpenBao, PostgreSQL, Prometheus) are their own processes, started by ``up``.
+not end it): ``python -m runbooks_sandbox.stack serve --state-dir DIR --kubeconfig FILE``. The
+Kubernetes API server, its controllers and the pods are not ours: the real apiserver holds the
+objects, the node agent (:mod:`.node`, its own process) runs the pods. What runs here, reading the
+real API through an admin :class:`~.kube.ClusterStore`:
+
+- the Service proxy (:mod:`.runtime.proxy`, kube-proxy's role with the Istio weights), each
+  Service's ClusterIP put on the namespace's ``lo`` before the proxy binds it (:mod:`.clusterview`);
+- the http_sd endpoint Prometheus reads its pod list from (:mod:`.discovery_sd`);
+- the load generator, its report, the control endpoint (pod faults through the fault files the
+  node agent's workloads poll, load rates, the entry point, the Redis exporter) and the webhook sink.
+
+It runs inside the cluster's network namespace (``ip netns exec``: pod and Service addresses
+live there), every endpoint on :attr:`SandboxCluster.services_address`; ``runbook sandbox up``
+exposes them on the host's 127.0.0.1 through the forwarder. The API server's faults are the fault
+proxy's (:mod:`.controlplane.faultproxy`), set from the host.
 
 It tells its starter how it went through ``<state>/supervisor.json`` (written atomically):
 ``{"pid", "api_url", "kubeconfig", "sd_url", "traffic_url", "cluster_uid", ...}`` once ready,
 or ``{"pid", "error"}`` when it could not start. SIGTERM stops it in order: load first (so a
-stopping pod is not counted as a failed request), then the proxy, the pods, the API server.
+stopping pod is not counted as a failed request), then the proxy and the rest.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -25,14 +36,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .apiserver import ApiServer, write_kubeconfig
+from . import kube
+from .clusterview import PodFaults, StoreView
 from .discovery_sd import PodDiscoveryServer
 from .jsonhttp import read_json, refused, send_json
 from .manifests import NAMESPACE
-from .models.errors import ApiError
-from .models.resources import DEPLOYMENTS, NAMESPACES, SERVICES
 from .notify_sink import WebhookSink
 from .runtime.load import LoadGenerator
+from .runtime.proxy import ServiceProxy
 from .tokens import CONTROL_TOKEN, NOTIFY_TOKEN, read_token
 
 __all__ = ["Supervisor", "serve", "write_json_atomically", "STATUS_FILE"]
@@ -53,30 +64,21 @@ def write_json_atomically(path: Path, data: dict[str, Any], mode: int = 0o644) -
     os.replace(tmp, path)
 
 
-def _required(module: str, name: str, what: str) -> Any:
-    """A part the sandbox cannot do without: a missing or broken one stops `sandbox up` with a
-    message saying which, instead of a sandbox that quietly fakes it."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise RuntimeError(f"the sandbox cannot {what}: {module}.{name} does not load ({type(e).__name__}: {e})") from e
-
-
 class Supervisor:
-    """Starts and stops the in-process parts of the sandbox, and keeps the load's targets current."""
+    """Starts and stops the supervisor's parts (module doc), and keeps the load's targets current."""
 
-    def __init__(self, state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0,
+    def __init__(self, state_dir: Path, kubeconfig: Path, namespace: str = NAMESPACE, load_rate: float = 10.0,
                  serving_users: bool = True) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.kubeconfig = Path(kubeconfig)  # the admin's, inside the namespace
         self.namespace = namespace
         self.load_rate = load_rate
         # The platform's entry point (DNS, in production) sends users here: the load generator's
         # traffic. A DR region starts without it; `runbook sandbox entry-point --on` switches it.
         self.serving_users = serving_users
-        self.kubeconfig = self.state_dir / "kubeconfig"
-        self.api: ApiServer | None = None
-        self.runtime: Any = None
-        self.proxy: Any = None
+        self.store: StoreView | None = None
+        self.runtime: PodFaults | None = None
+        self.proxy: ServiceProxy | None = None
         self.discovery: PodDiscoveryServer | None = None
         self.load: LoadGenerator | None = None
         self.control: _ControlServer | None = None
@@ -89,26 +91,31 @@ class Supervisor:
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         """Start every part; returns the status written to supervisor.json (no token in it: 0644)."""
+        from .cluster import SandboxCluster
+        from .controlplane import ADMIN_CONTEXT
+
         # First: without its tokens the sandbox would serve its endpoints to anyone.
         self.control_token = read_token(self.state_dir, CONTROL_TOKEN)
         notify_token = read_token(self.state_dir, NOTIFY_TOKEN)
-        self.runtime = self._make_runtime()
-        self.api = ApiServer(port=0, runtime=self.runtime).start()
-        # The kubeconfig's context namespace is Veza's: `kubectl get pods` shows its pods.
-        write_kubeconfig(self.kubeconfig, self.api.url, self.namespace)
-        self.proxy = self._make_proxy()
-        self.discovery = PodDiscoveryServer.for_store(self.api.store).start()
+        cluster = SandboxCluster(self.state_dir)
+        host = cluster.services_address
+        store = kube.ClusterStore.from_kubeconfig(self.kubeconfig, context=ADMIN_CONTEXT,
+                                                  user_agent="sandbox-supervisor")
+        self.store = StoreView(store, cluster.network.add_address)
+        self.runtime = PodFaults(self.state_dir, store)
+        self.proxy = ServiceProxy()
+        self.proxy.start(self.store)
+        self.discovery = PodDiscoveryServer(lambda ns: store.list(kube.PODS, ns)[0], host=host).start()
         self.load = LoadGenerator({}, rate_per_s=self.load_rate, max_duration_s=_LOAD_MAX_DURATION_S).start()
-        traffic_host, traffic_port = self.load.serve_report()
+        traffic_host, traffic_port = self.load.serve_report(host)
         threading.Thread(target=self._follow_services, name="load-targets", daemon=True).start()
-        self.control = _ControlServer(self).start()
-        self.sink = WebhookSink(notify_token, self.control_token).start()
-        kube_system = self.api.store.get(NAMESPACES, None, "kube-system")
+        self.control = _ControlServer(self, host=host).start()
+        self.sink = WebhookSink(notify_token, self.control_token, host=host).start()
+        kube_system = store.get(kube.NAMESPACES, None, "kube-system")
         return {
             "pid": os.getpid(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "api_url": self.api.url,
-            "api_port": self.api.port,
+            "api_url": store.credentials.server,
             "kubeconfig": str(self.kubeconfig),
             "cluster_uid": kube_system["metadata"]["uid"],
             "sd_url": self.discovery.url,
@@ -119,25 +126,10 @@ class Supervisor:
             "control_port": self.control.port,
             "notify_base_url": self.sink.base_url,
             "notify_port": self.sink.port,
-            "runtime": type(self.runtime).__name__,
-            "proxy": type(self.proxy).__name__ if self.proxy is not None else None,
+            "services_address": host,
+            "runtime": "node agent",
+            "proxy": type(self.proxy).__name__,
         }
-
-    def _make_runtime(self) -> Any:
-        process_runtime = _required("runbooks_sandbox.runtime.pods", "ProcessRuntime", "run pods as processes")
-        pods_dir = self.state_dir / "pods"
-        pods_dir.mkdir(parents=True, exist_ok=True)
-        # Its own /16 of loopback for pod IPs (Services take theirs in 127.64.0.0/10): two
-        # sandboxes on one machine (a drill beside a test run) do not race for addresses.
-        network = f"127.{random.randrange(10, 64)}.0.0/16"
-        return process_runtime(state_dir=str(pods_dir), pod_network=network)
-
-    def _make_proxy(self) -> Any:
-        proxy_class = _required("runbooks_sandbox.runtime.proxy", "ServiceProxy", "give Services a cluster address")
-        assert self.api is not None
-        proxy = proxy_class()
-        proxy.start(self.api.store)
-        return proxy
 
     # -- load targets --------------------------------------------------------------------------
     def _follow_services(self, interval_s: float = 0.5) -> None:
@@ -150,7 +142,7 @@ class Supervisor:
         while not self._stop.wait(interval_s):
             try:
                 self._update_targets()
-            except Exception:  # keep following; a transient store error must not end the load
+            except Exception:  # keep following; a transient API error must not end the load
                 log.exception("updating load targets failed")
 
     def _update_targets(self, force: bool = False) -> None:
@@ -158,9 +150,9 @@ class Supervisor:
             self._update_targets_locked(force)
 
     def _update_targets_locked(self, force: bool) -> None:
-        assert self.api is not None and self.load is not None
-        store, changed = self.api.store, force
-        services = {svc["metadata"]["name"]: svc for svc in store.list(SERVICES, self.namespace)[0]}
+        assert self.store is not None and self.load is not None
+        store, changed = self.store, force
+        services = {svc["metadata"]["name"]: svc for svc in store.list(kube.SERVICES, self.namespace)[0]}
         for gone in [name for name in self._targets if name not in services]:  # deleted: its address is no one's
             del self._targets[gone]
             changed = True
@@ -185,10 +177,10 @@ class Supervisor:
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop in order: load, proxy, API server with its runtime (every pod), discovery."""
+        """Stop in order: load, proxy, the API client, discovery."""
         self._stop.set()
         for name, part in (("control", self.control), ("sink", self.sink), ("load", self.load), ("proxy", self.proxy),
-                           ("api", self.api), ("discovery", self.discovery)):
+                           ("store", self.store), ("discovery", self.discovery)):
             if part is None:
                 continue
             try:
@@ -204,8 +196,7 @@ class _ControlServer:
     """Loopback endpoint through which ``runbook sandbox`` reaches the pod runtime.
 
     ``POST /fault`` ``{"namespace", "pod", "faults": {...}, "clear": bool}`` injects or clears
-    a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``POST /apiserver-fault``
-    sets the API server's own (refusals, latency); ``GET /pids`` lists the
+    a pod's faults through ``runtime.fault`` / ``runtime.clear_fault``; ``GET /pids`` lists the
     container processes (``namespace/pod/container`` -> PID); ``POST /load`` ``{"rate", "service"}``
     changes the load generator's rate (of one service, or of all); ``GET /redis/metrics`` is the
     Redis exporter Prometheus scrapes (job ``redis``). Every request shows the control token, every
@@ -257,7 +248,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
         elif self.path != "/pids":
             self._reply(404, {"error": "try GET /pids or POST /fault"})
         else:
-            self._reply(200, runtime.pids() if hasattr(runtime, "pids") else {})
+            self._reply(200, runtime.pids())
 
     def do_POST(self) -> None:
         if refused(self, self.server.supervisor.control_token, body=True):  # type: ignore[attr-defined]
@@ -265,9 +256,6 @@ class _ControlHandler(BaseHTTPRequestHandler):
         runtime = self.server.supervisor.runtime  # type: ignore[attr-defined]
         if self.path == "/load":
             self._set_load()
-            return
-        if self.path == "/apiserver-fault":
-            self._set_api_faults()
             return
         if self.path == "/entry-point":
             try:
@@ -277,10 +265,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 self._reply(400, {"error": f"bad entry-point request: {e}"})
             return
         if self.path != "/fault":
-            self._reply(404, {"error": "try POST /fault, /apiserver-fault, /entry-point or /load"})
-            return
-        if not hasattr(runtime, "fault"):
-            self._reply(501, {"error": f"the {type(runtime).__name__} runs no processes: no faults to inject"})
+            self._reply(404, {"error": "try POST /fault, /entry-point or /load"})
             return
         try:
             body = self._json_body()
@@ -290,7 +275,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 doc = runtime.clear_fault(namespace, pod)
             if body.get("faults"):
                 doc = runtime.fault(namespace, pod, **body["faults"])
-        except ApiError as e:
+        except kube.ApiError as e:
             self._reply(e.code, {"error": e.message})
         except (KeyError, TypeError, ValueError) as e:
             self._reply(400, {"error": f"bad fault request: {e}"})
@@ -308,25 +293,6 @@ class _ControlHandler(BaseHTTPRequestHandler):
         else:
             self._reply(200, load.rates())
 
-    def _set_api_faults(self) -> None:
-        """``POST /apiserver-fault`` ``{"error_rate", "latency_ms", "fail_writes", "resource", "no_answer"}``
-        or ``{"clear": true}``: the API server's own faults (http.faults); answers what is in force and
-        how many were refused."""
-        from .http.faults import FaultSettings
-
-        faults = self.server.supervisor.api.faults  # type: ignore[attr-defined]
-        try:
-            body = self._json_body()
-            if body.get("clear"):
-                self._reply(200, faults.clear())
-            else:
-                self._reply(200, faults.set(FaultSettings(
-                    error_rate=float(body.get("error_rate") or 0), latency_ms=float(body.get("latency_ms") or 0),
-                    fail_writes=int(body.get("fail_writes") or 0), resource=str(body.get("resource") or ""),
-                    no_answer=bool(body.get("no_answer")))))
-        except (TypeError, ValueError) as e:
-            self._reply(400, {"error": f"bad API server fault: {e}"})
-
     def _json_body(self) -> Any:
         """The request's JSON body ({} when empty); ValueError when it is not JSON or too large."""
         return read_json(self)
@@ -338,22 +304,19 @@ class _ControlHandler(BaseHTTPRequestHandler):
         log.info("control: %s", format % args)
 
 
-def _deployment_available(store: Any, namespace: str, name: str) -> bool:
+def _deployment_available(store: StoreView, namespace: str, name: str) -> bool:
     try:
-        deployment = store.get(DEPLOYMENTS, namespace, name)
-    except ApiError:
+        deployment = store.get(kube.DEPLOYMENTS, namespace, name)
+    except kube.ApiError:
         return False
     return int(deployment.get("status", {}).get("availableReplicas") or 0) > 0
 
 
-def serve(state_dir: Path, namespace: str = NAMESPACE, load_rate: float = 10.0, serving_users: bool = True,
-          supervisor: Supervisor | None = None) -> int:
-    """Run the supervisor (``supervisor``, else the home-made one) until SIGTERM/SIGINT; report
-    readiness through supervisor.json."""
+def serve(state_dir: Path, supervisor: Supervisor) -> int:
+    """Run ``supervisor`` until SIGTERM/SIGINT; report readiness through supervisor.json."""
     state_dir = Path(state_dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     status_path = state_dir / STATUS_FILE
-    supervisor = supervisor or Supervisor(state_dir, namespace, load_rate, serving_users)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

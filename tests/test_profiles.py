@@ -167,12 +167,12 @@ def test_the_dr_region_s_restore_port_and_reach_come_from_its_env_and_are_unset_
     env.parent.mkdir()
     region = ("KUBECONFIG=/nonexistent/dr-kubeconfig\nCLUSTER_UID=dr-uid\nVAULT_ADDR=http://127.0.0.1:1\n"
               "VAULT_TOKEN=dev-token-not-a-secret\nPROMETHEUS_URL=http://127.0.0.1:1\n")
-    env.write_text(region)  # a region on the home-made Kubernetes writes neither
+    env.write_text(region)  # an env without them: any free port, and pods through the apiserver's proxy
     dr = load_profile("sandbox-dr")
-    assert dr.backups.restore_port is None and dr.cluster.reach == "direct"
-    env.write_text(region + "RESTORE_PORT=15432\nCLUSTER_REACH=apiserver\n")
+    assert dr.backups.restore_port is None and dr.cluster.reach == "apiserver"
+    env.write_text(region + "RESTORE_PORT=15432\nCLUSTER_REACH=direct\n")
     dr = load_profile("sandbox-dr")
-    assert dr.backups.restore_port == 15432 and dr.cluster.reach == "apiserver"
+    assert dr.backups.restore_port == 15432 and dr.cluster.reach == "direct"
     env.write_text(region + "RESTORE_PORT=70000\n")
     with pytest.raises(ProfileError, match="backups.restore_port"):
         load_profile("sandbox-dr")

@@ -7,11 +7,11 @@ Service proxy and the supervisor.
 - :mod:`.client`: :class:`Credentials` (a kubeconfig context, or server + CA + client cert or
   token) and :class:`ApiClient` (JSON over HTTPS, urllib3).
 - :mod:`.store`: :class:`ClusterStore`: get, list, create, replace, patch, delete,
-  update_status, watch and subscribe (informers), the shape of the retired in-process Store.
+  update_status, watch and subscribe (informers).
 - :mod:`.informer`: :class:`StoreEvent`, :class:`Subscription`, the informer and watch stream.
 
 Why not the official ``kubernetes`` client: the sandbox's parts need informers that deliver
-plain dicts (what the retired Store gave them) with relists done right, client-certificate
+plain dicts with relists done right, client-certificate
 identities per node, and no model classes to convert through; ~500 lines over urllib3 do that.
 The runbooks (``runbooks_lib``) keep the official client: they are what production runs.
 """

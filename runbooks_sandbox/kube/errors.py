@@ -2,9 +2,8 @@
 
 :func:`ApiError.from_response` picks the class by the Status ``reason`` first (409 is both
 AlreadyExists and Conflict) and the HTTP code second, so callers catch what they mean:
-``except NotFound``, ``except Conflict``. Class names and attributes are those of the retired
-``runbooks_sandbox.models.errors`` (``code``, ``reason``, ``message``, ``details``,
-``NotFound.of(...)``, ``status()``), so code moving over changes only its imports.
+``except NotFound``, ``except Conflict``; each carries ``code``, ``reason``, ``message`` and
+``details`` (``status()`` gives the Status body back).
 
 :class:`Unreachable` is not an answer of the server: the connection failed or timed out, and a
 write may or may not have been applied.

@@ -2,8 +2,7 @@
 
 A :class:`ResourceType` names one kind of object by group, version and plural (what the URL
 needs) and kind (what the object says). The constants below are the ones the sandbox's parts
-read and write; their names are those of the retired ``runbooks_sandbox.models.resources``, so
-code moving to the real API server changes only its imports. Any other type is one line:
+read and write. Any other type is one line:
 ``ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")``.
 """
 from __future__ import annotations

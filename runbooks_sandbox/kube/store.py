@@ -1,10 +1,8 @@
 """``ClusterStore``: the sandbox's parts read and write the real API server through this.
 
-It keeps the shape of the retired in-process ``Store`` protocol (``runbooks_sandbox.models.api``)
-that the node agent, the Service proxy and the supervisor were written against: objects are
-plain dicts as the API serialises them; ``get``, ``list`` (returns ``(items, resourceVersion)``),
-``create``, ``replace``, ``patch``, ``delete``, ``update_status`` and ``subscribe``; failures are
-:mod:`.errors` classes. What differs, because a real server is on the other end:
+Objects are plain dicts as the API serialises them; ``get``, ``list`` (returns ``(items,
+resourceVersion)``), ``create``, ``replace``, ``patch``, ``delete``, ``update_status`` and
+``subscribe``; failures are :mod:`.errors` classes. In particular:
 
 - ``subscribe(callback, resources, ...)`` names what to watch: each type gets an
   :class:`~.informer.Informer` (a thread, a list and a watch), optionally narrowed to a namespace

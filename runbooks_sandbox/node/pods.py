@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..kube import EVENTS, PODS, ClusterStore, StoreEvent, Subscription
-from ..kube.errors import ApiError, NotFound
+from ..kube import PODS, ClusterStore, StoreEvent, Subscription
+from ..kube.errors import NotFound
 from ..network import ClusterNetwork
 from ..runtime.containers import ContainerRunner
 from ..runtime.events import EventRecorder
@@ -39,7 +39,7 @@ class NodePods:
         self.store, self.identity, self.network = store, identity, network
         self.catalog, self.settings = catalog, settings
         self.state_dir = state_dir / identity.name
-        self.events = EventRecorder(store, "kubelet", identity.name, resource=EVENTS, api_errors=(ApiError,))
+        self.events = EventRecorder(store, "kubelet", identity.name)
         self.pulled_images: set[str] = set()
         self._workers: dict[str, PodWorker] = {}  # by pod uid
         self._processes: set[subprocess.Popen[bytes]] = set()

@@ -1,8 +1,7 @@
 """One pod on one node, against the real API server: start, probe, restart with back-off, terminate.
 
-Adapted from :mod:`runbooks_sandbox.runtime.podworker` (the home-made API server's kubelet),
-whose container, probe and log pieces it reuses as they are. What differs, because the real
-control plane is on the other side:
+The kubelet's part, as the real control plane expects it; the container, probe and log pieces
+are :mod:`runbooks_sandbox.runtime`'s (``containers``, ``probes``, ``logs``):
 
 - the scheduler binds pods (``spec.nodeName``); the worker only runs pods already bound to its node;
 - the pod's address comes from the cluster network's pod range and is put on the namespace's
@@ -29,7 +28,7 @@ from ..kube import PODS, now_rfc3339
 from ..kube.errors import ApiError, BadRequest, NotFound, Unreachable
 from ..network.errors import NetworkError
 from ..runtime.containers import ContainerConfigError, ContainerRunner, WorkloadCommand, base_environment, resolve_env
-from ..runtime.ipam import can_bind
+from ..loopback import can_bind
 from ..runtime.logs import ContainerLog
 from ..runtime.probes import Probe
 from ..runtime.runner_image import RUNNER_IMAGE_NAME, CommandNotFound, is_runner_image, pull_runner_image, runner_process

@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..models.api import Store
-from ..models.errors import NotFound
-from ..models.resources import CONFIGMAPS, SECRETS
-from ..models.store import now_rfc3339
+from ..kube import now_rfc3339
 from .logs import ContainerLog, follow_process
 from .probes import Probe, ProbeState
 
-__all__ = ["ConfigLookup", "ContainerConfigError", "ContainerRunner", "WorkloadCommand", "resolve_env", "store_lookup"]
+__all__ = ["ConfigLookup", "ContainerConfigError", "ContainerRunner", "WorkloadCommand", "resolve_env"]
 
 Obj = dict[str, Any]
 DEFAULT_PORT = 8080  # the workload's port when a container declares none
@@ -40,9 +37,9 @@ class ContainerConfigError(ValueError):
 
 
 class ConfigLookup(Protocol):
-    """Where a container's Secrets and ConfigMaps come from: the in-process store here, the real API
-    server for the node agent (:mod:`runbooks_sandbox.node.config`). Returns a Secret's decoded or a
-    ConfigMap's data, None when the object does not exist."""
+    """Where a container's Secrets and ConfigMaps come from: the real API server, for the node agent
+    (:mod:`runbooks_sandbox.node.config`). Returns a Secret's decoded or a ConfigMap's data, None
+    when the object does not exist."""
 
     def __call__(self, kind: str, namespace: str, name: str) -> dict[str, str] | None: ...
 
@@ -52,18 +49,6 @@ def decoded_data(kind: str, obj: Obj) -> dict[str, str]:
     if kind == "Secret":
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
     return dict(obj.get("data") or {})
-
-
-def store_lookup(store: Store) -> ConfigLookup:
-    """The :class:`ConfigLookup` of the in-process store (the home-made API server's pods)."""
-    def lookup(kind: str, namespace: str, name: str) -> dict[str, str] | None:
-        try:
-            obj = store.get(SECRETS if kind == "Secret" else CONFIGMAPS, namespace, name)
-        except NotFound:
-            return None
-        return decoded_data(kind, obj)
-
-    return lookup
 
 
 def _key_ref(lookup: ConfigLookup, namespace: str, kind: str, ref: Obj) -> str | None:

@@ -1,4 +1,4 @@
-"""Events about pods, written to the store as the kubelet and scheduler write them.
+"""Events about pods, written to the real API server as the kubelet writes them.
 
 Repeats of the same reason and message for the same object are folded into one Event whose
 ``count`` and ``lastTimestamp`` advance (the client-go event correlator does this), so a pod
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import Any, Sequence
+from typing import Any
 
-from ..models.errors import ApiError
-from ..models.resources import EVENTS
-from ..models.api import Store
-from ..models.store import now_rfc3339
+from ..kube import EVENTS, ApiError, ClusterStore, now_rfc3339
 
 __all__ = ["EventRecorder"]
 
@@ -23,13 +20,8 @@ Obj = dict[str, Any]
 class EventRecorder:
     """Records core/v1 Events with involvedObject set; thread-safe, never raises."""
 
-    def __init__(self, store: Store, component: str, host: str, *, resource: Any = EVENTS,
-                 api_errors: Sequence[type[Exception]] = (ApiError,)) -> None:
-        # The node agent writes through the real API server's client: its Events type and errors
-        # (runbooks_sandbox.kube) are passed in, the rest is the same.
+    def __init__(self, store: ClusterStore, component: str, host: str) -> None:
         self._store = store
-        self._resource = resource
-        self._errors = tuple(api_errors)
         self._component = component
         self._host = host
         self._seen: dict[tuple[str, str, str, str], tuple[str, int]] = {}  # key -> (event name, count)
@@ -46,10 +38,10 @@ class EventRecorder:
             try:
                 if seen is not None:
                     name, count = seen
-                    self._store.patch(self._resource, namespace, name, {"count": count + 1, "lastTimestamp": now}, "merge")
+                    self._store.patch(EVENTS, namespace, name, {"count": count + 1, "lastTimestamp": now}, "merge")
                     self._seen[key] = (name, count + 1)
                     return
-            except self._errors:
+            except ApiError:
                 pass  # the event was deleted (a namespace went away): write a new one
             involved: Obj = {"kind": kind, "namespace": namespace, "name": meta["name"], "uid": meta.get("uid"),
                              "apiVersion": obj.get("apiVersion", "v1"), "resourceVersion": meta.get("resourceVersion")}
@@ -66,9 +58,9 @@ class EventRecorder:
                 "reportingComponent": source, "reportingInstance": self._host if source == "kubelet" else "",
             }
             try:
-                created = self._store.create(self._resource, namespace, event)
+                created = self._store.create(EVENTS, namespace, event)
                 self._seen[key] = (created["metadata"]["name"], 1)
-            except self._errors:
+            except ApiError:
                 pass  # the namespace is being deleted: nobody will read this event
 
     def forget(self, uid: str) -> None:

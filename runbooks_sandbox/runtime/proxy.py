@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from ..models.api import Store, StoreEvent
-from ..models.resources import DESTINATIONRULES, ENDPOINTS, PODS, SERVICES, VIRTUALSERVICES
+from ..clusterview import PROXY_TYPES as _TYPES
+from ..clusterview import StoreView
+from ..kube import StoreEvent
 from .service_routes import Backend, Destination, ObjectCache, PortRoutes, build_table
 
 __all__ = ["ServiceProxy"]
 
 log = logging.getLogger(__name__)
 ListenKey = tuple[str, int]
-_TYPES = {rt.plural: rt for rt in (SERVICES, ENDPOINTS, PODS, VIRTUALSERVICES, DESTINATIONRULES)}
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
                          "transfer-encoding", "expect"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -151,7 +151,7 @@ class ServiceProxy:
 
     # --- life cycle ------------------------------------------------------------------------
 
-    def start(self, store: Store) -> None:
+    def start(self, store: StoreView) -> None:
         """Follow the store's Services, endpoints, pods and Istio rules; bind the listeners."""
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="service-proxy", daemon=True)

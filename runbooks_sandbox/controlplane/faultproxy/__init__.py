@@ -1,7 +1,7 @@
 """A fault-injecting HTTPS reverse proxy in front of the real kube-apiserver, for drills.
 
 The drills' faults (refused requests, added latency, writes applied then answered 500 or not
-at all) now stand in front of the real server instead of inside a home-made one. Modules:
+at all) stand in front of the real server. Modules:
 :mod:`.faults` (what each request meets; no HTTP), :mod:`.identity` (how the caller's identity
 reaches the apiserver: bearer tokens passed on, client-certificate users named through the
 apiserver's front-proxy headers), :mod:`.upstream` (the TLS ways to the apiserver),

@@ -1,7 +1,6 @@
 """The faults a drill injects in front of kube-apiserver, and what each request meets (no HTTP here).
 
-The same semantics as the home-made API server's faults (``runbooks_sandbox.http.faults``),
-now decided by a proxy that cannot look inside the server:
+Decided by a proxy that cannot look inside the server:
 
 - ``error_rate``: that fraction of requests is refused before it reaches the apiserver, with
   503 ``ServiceUnavailable``, a Kubernetes ``Status`` body and ``Retry-After: 1``, as an

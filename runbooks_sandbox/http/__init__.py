@@ -1,1 +1,0 @@
-"""The thin HTTP layer of the sandbox API server: routes, responses, discovery, tables, watch."""

@@ -1,1 +1,0 @@
-"""Cluster state and behaviour, with no HTTP (moto's models.py split)."""
