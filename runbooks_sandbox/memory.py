@@ -49,7 +49,7 @@ def memory_report(components: Mapping[str, int], pod_pids: Mapping[str, int],
     (pods without one are grouped under their namespace).
     """
     # The pods' processes are children of the node agent: counted under their apps, not twice.
-    parts = {name: rss_mb([pid], descendants=name not in ("supervisor", "node_agent"))
+    parts = {name: rss_mb([pid], descendants=name != "node_agent")
              for name, pid in components.items()}
     groups: dict[str, list[int]] = {}
     pods_of: dict[str, set[str]] = {}

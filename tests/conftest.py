@@ -86,7 +86,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # session-scoped servers, so they are another.
 # Every other test goes to whichever worker is free. (xdist's own `--dist loadgroup` does not
 # group under pytest 9: it renames node ids through an attribute pytest 9 no longer reads.)
-_GROUPS = {"tests/sandbox/": "sandbox-servers"}
+# Every test that starts a cluster (the real control plane, in a network namespace) is in that
+# unit, so that one starts at a time.
+_GROUPS = {"tests/sandbox/": "sandbox-servers", "tests/security/test_sandbox_endpoints.py": "sandbox-servers"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own scheduler factory

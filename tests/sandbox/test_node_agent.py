@@ -387,6 +387,52 @@ def test_nodes_are_still_ready_after_the_node_monitor_grace_period(sandbox: Sand
         assert not node["spec"].get("taints"), node["spec"]["taints"]
 
 
+# -- the project's runner image: how a runbook runs on a schedule inside the cluster ------------------
+
+def _runner_image() -> str:
+    from runbooks_sandbox.runtime.runner_image import runner_tags
+
+    return f"registry.veza.app/veza-runbooks:v{sorted(runner_tags() - {'latest'})[0].lstrip('v')}"
+
+
+def test_a_cronjob_runs_the_projects_runner_image_as_a_pod(sandbox: Sandbox) -> None:
+    """The real CronJob and Job controllers make the pod, the node agent runs the runner as a local process."""
+    cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": NS},
+               "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                   "restartPolicy": "Never",
+                   "containers": [{"name": "task", "image": _runner_image(),
+                                   "command": ["runbook", "records", "--help"]}]}}}}}}
+    sandbox.apply(cronjob)
+    try:
+        assert "job.batch/by-hand created" in sandbox.kubectl("create", "job", "by-hand", "-n", NS,
+                                                              "--from=cronjob/nightly").stdout
+        sandbox.kubectl("wait", "-n", NS, "--for=condition=complete", "job/by-hand", "--timeout=90s", timeout=120)
+        assert "Find, verify, seal and export run records" in sandbox.kubectl("logs", "-n", NS, "job/by-hand").stdout
+    finally:
+        sandbox.kubectl("delete", "cronjob,job", "-n", NS, "nightly", "by-hand", "--ignore-not-found", check=False)
+
+
+def test_a_pod_running_a_shell_in_the_runner_image_fails_to_start_saying_why(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The runner image runs `runbook run|resume|records` and papermill only (tests/security/test_runner_image.py
+    holds the rest of its rules): `sh -c` is a CreateContainerError, and nothing runs."""
+    proof = tmp_path / "owned"
+    pod = _bare_pod("shell", _runner_image(), restartPolicy="Never")
+    pod["spec"]["containers"][0].update(command=["sh", "-c", f"touch {proof}"])
+    sandbox.apply(pod)
+    try:
+        def refused() -> dict[str, Any] | None:
+            waiting = _container_status(sandbox.json("get", "pod", "-n", NS, "shell")).get("state", {}).get("waiting")
+            return waiting if waiting and waiting.get("reason") == "CreateContainerError" else None
+
+        waiting = sandbox.wait_for("CreateContainerError", refused, timeout=60, every=0.3)
+        assert 'exec: "sh"' in waiting["message"] and "runs only runbook run" in waiting["message"]
+        events = sandbox.json("get", "events", "-n", NS, "--field-selector", "involvedObject.name=shell")["items"]
+        assert any("runs only runbook run" in e["message"] for e in events if e.get("reason") == "Failed"), events
+        assert not proof.exists()
+    finally:
+        sandbox.kubectl("delete", "pod", "-n", NS, "shell", "--wait=true", timeout=60, check=False)
+
+
 # -- stopping ---------------------------------------------------------------------------------------
 
 def test_stopping_the_agent_leaves_no_pod_process(sandbox: Sandbox) -> None:
