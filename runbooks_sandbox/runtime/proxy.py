@@ -1,16 +1,15 @@
-"""The Service proxy: every Service's cluster IP and ports, served on loopback, per-request.
+"""The Service proxy: every Service's cluster IP and ports, served inside the cluster network, per-request.
 
 It plays kube-proxy plus the Istio sidecar: it listens on ``spec.clusterIP:port`` for every
-Service port (the store allocates the cluster IP from 127.96.0.0/16 when a Service is created)
-and forwards each HTTP/1.1 request to one ready endpoint, chosen per request (not per
-connection), so a load generator that keeps connections alive still sees Service balancing and
-VirtualService weights exactly (see ``service_routes``). Responses carry ``X-Veza-Upstream``
-naming the pod that answered.
+Service port (the apiserver allocates the ClusterIP; the supervisor puts it on the cluster
+namespace's ``lo`` first, :mod:`runbooks_sandbox.clusterview`) and forwards each HTTP/1.1 request
+to one ready endpoint, chosen per request (not per connection), so a load generator that keeps
+connections alive still sees Service balancing and VirtualService weights exactly (see
+``service_routes``). Responses carry ``X-Veza-Upstream`` naming the pod that answered.
 
-Routing follows the store synchronously: the table is rebuilt inside the store callback, so by
-the time a pod's "not ready" status write returns to the pod runtime, no new request goes to
-that pod; only then does the runtime send SIGTERM. Requests already sent to it complete (the
-workload drains them). Connection draining, in short: an endpoint leaving never cuts a request.
+Routing follows the API server's watch events: the table is rebuilt inside the informer's
+callback. The node agent reports a terminating pod not ready before it sends SIGTERM, and the
+workload drains the requests already sent to it, so an endpoint leaving does not cut a request.
 
 Retry: a request whose connection to an endpoint is refused is retried once on another
 endpoint of the same destination. kube-proxy does not retry, but it also never routes to a pod
@@ -126,7 +125,7 @@ async def _read_request(reader: asyncio.StreamReader, max_body: int) -> _Request
 
 
 class ServiceProxy:
-    """Serves every Service's cluster IP:port on loopback (see the module doc)."""
+    """Serves every Service's cluster IP:port (see the module doc)."""
 
     def __init__(self, *, connect_timeout_s: float = 2.0, response_timeout_s: float = 60.0,
                  max_body_bytes: int = 8 << 20, idle_per_backend: int = 64) -> None:
@@ -152,7 +151,7 @@ class ServiceProxy:
     # --- life cycle ------------------------------------------------------------------------
 
     def start(self, store: StoreView) -> None:
-        """Follow the store's Services, endpoints, pods and Istio rules; bind the listeners."""
+        """Follow the cluster's Services, endpoints, pods and Istio rules; bind the listeners."""
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="service-proxy", daemon=True)
         self._thread.start()
