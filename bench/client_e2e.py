@@ -425,7 +425,7 @@ def main() -> int:
     cluster, agent, seconds, began = None, None, {}, time.monotonic()
     try:
         if args.state_dir:
-            kubeconfig = args.state_dir / "kubeconfig"
+            kubeconfig = (args.state_dir / "kubeconfig").resolve()  # the suite runs in another folder
         else:
             from runbooks_sandbox.cluster import SandboxCluster
 
