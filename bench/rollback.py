@@ -39,6 +39,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "veza-backend-api"
@@ -48,11 +49,18 @@ STABLE = 10  # consecutive answers (one second) of the previous version that cou
 class VersionPoller(threading.Thread):
     """Samples the Service's /version ten times a second; remembers (time, version)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, network: Any = None) -> None:
         super().__init__(daemon=True)
         self.url, self.samples, self.stopped = url, [], threading.Event()
+        self.network = network  # the cluster network a Service's cluster IP lives in (runbooks_sandbox.network)
 
     def run(self) -> None:
+        if self.network is not None:  # cluster IPs answer inside the sandbox's network namespace only
+            self.network.call(self._poll, timeout=None)
+        else:
+            self._poll()
+
+    def _poll(self) -> None:
         while not self.stopped.is_set():
             at = time.monotonic()
             try:
@@ -125,7 +133,9 @@ class Bench:
     def timed(self, command: list[list[str]], previous: str) -> tuple[float | None, float, list[subprocess.CompletedProcess[str]], float]:
         """Run commands one after another (stopping at a failure) while polling the Service.
         Returns (restore_from_command_s, exit_s, results, the wall clock start)."""
-        poller = VersionPoller(self.service_url())
+        from runbooks_sandbox.network import ClusterNetwork
+
+        poller = VersionPoller(self.service_url(), ClusterNetwork(self.state))
         poller.start()
         time.sleep(0.1)  # the poller sees the new version before the command starts
         wall, began = time.time(), time.monotonic()
