@@ -29,7 +29,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .manifests import NAMESPACE, expected_pods
 
@@ -167,7 +167,7 @@ class RealKubernetes:
         say(f"Prometheus {prometheus.url} (inside {self.cluster.services_address})")
         values = box.env_values(supervisor, openbao, prometheus, redis, postgres)
         values.update(CLUSTER_REACH="apiserver")
-        self.mirror_env_endpoints(values, already=set(mirrored.values()))
+        self.mirror_env_endpoints([*values.values(), supervisor["api_url"]], already=set(mirrored.values()))
         if wait:
             deadline = time.monotonic() + timeout_s
             wait_available(supervisor["kubeconfig"], NAMESPACE, deadline, progress)
@@ -181,25 +181,18 @@ class RealKubernetes:
         box._write_env(values)
         return values
 
-    def mirror_env_endpoints(self, values: dict[str, str], already: set[int]) -> list[int]:
-        """Every host endpoint the env file names (the fault proxy the kubeconfig points at,
-        Prometheus, the traffic report, the webhook sink) answers inside the namespace at the same
-        ``127.0.0.1:P`` too: a scheduled runbook (a CronJob's pod, run by the node agent inside)
-        reads the same env file as the operator's shell and must reach the same addresses.
-        Nothing inside listens on the namespace's 127.0.0.1 but these mirrors (cluster.py)."""
+    def mirror_env_endpoints(self, urls: Iterable[str], already: set[int]) -> list[int]:
+        """Every host endpoint of ``urls`` (the env file's values and the fault proxy the
+        kubeconfig points at: Prometheus, the traffic report, the webhook sink) answers inside the
+        namespace at the same ``127.0.0.1:P`` too: a scheduled runbook (a CronJob's pod, run by the
+        node agent inside) reads the same env file as the operator's shell and must reach the same
+        addresses. Nothing inside listens on the namespace's 127.0.0.1 but these mirrors (cluster.py)."""
         from urllib.parse import urlsplit
 
-        import yaml
-
-        urls = [v for v in values.values() if isinstance(v, str) and "://" in v]
-        kubeconfig = values.get("KUBECONFIG")
-        if kubeconfig:
-            config = yaml.safe_load(Path(kubeconfig).read_text())
-            urls += [c["cluster"]["server"] for c in config.get("clusters") or []]
         ports = []
         for url in urls:
-            parts = urlsplit(url)
-            if parts.hostname == "127.0.0.1" and parts.port and parts.port not in already and parts.port not in ports:
+            parts = urlsplit(url) if "://" in url else None
+            if parts and parts.hostname == "127.0.0.1" and parts.port and parts.port not in already | set(ports):
                 ports.append(parts.port)
         for port in ports:
             self.cluster.mirror(f"env-{port}", port)

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator
 from runbooks_lib.config.paths import project_home
 
 from .manifests import NAMESPACE
+from .realstack import RealKubernetes
 from .servers import OpenBaoServer, PostgresCluster, PrometheusServer, RedisServer
 from .servers.openbao import find_bao
 from .servers.ports import (
@@ -258,8 +259,6 @@ class Sandbox:
 
     def _start_all(self, wait: bool, progress: ProgressFactory | None, timeout_s: float,
                    say: Callable[[str], None]) -> dict[str, str]:
-        from .realstack import RealKubernetes
-
         if self.dr_region_of is not None:
             return self._start_dr_region(self.dr_region_of, say)
         return RealKubernetes(self).start_all(wait, progress, timeout_s, say)
@@ -293,8 +292,6 @@ class Sandbox:
         (OFFSITE_*), the only thing of the primary a drill may read once the region is lost.
         The parts are made by :meth:`.realstack.RealKubernetes.start_dr_region`: a cluster of its own.
         """
-        from .realstack import RealKubernetes
-
         source = self._primary(primary_dir).env()
         return RealKubernetes(self).start_dr_region(primary_dir, source, say)
 
@@ -433,8 +430,6 @@ class Sandbox:
             for name, result in zip(running, pool.map(lambda s: s.stop(), running.values())):
                 stopped.append(name)
         RedisServer(self.state_dir).forget()
-        from .realstack import RealKubernetes
-
         stopped += RealKubernetes(self).stop(say)  # idempotent: also cleans a cluster a crash left
         stopped += self._kill_strays()
         if remove_server_data_dir(self.state_dir):
@@ -499,8 +494,6 @@ class Sandbox:
             info["up_seconds"] = state["up_seconds"]
         if state.get("dr_region_of"):
             info["dr_region_of"] = state["dr_region_of"]
-        from .realstack import RealKubernetes
-
         info["kubernetes"] = RealKubernetes(self).summary()
         if info["running"]:
             if not state.get("dr_region_of"):  # a DR region has no database until a drill recovers one
@@ -515,8 +508,6 @@ class Sandbox:
         from .memory import memory_report
 
         pids = {name: pid for name, pid in self.recorded_pids().items() if process_alive(pid)}
-        from .realstack import RealKubernetes
-
         pids.update(RealKubernetes(self).control_plane_pids())
         return memory_report(pids, self.pod_pids() if pod_pids is None else pod_pids, self._pod_apps())
 
@@ -764,8 +755,6 @@ class Sandbox:
         server = self._fault_server(name)
         if _server_running(server):
             return f"{name} already runs"
-        from .realstack import RealKubernetes
-
         # The same config as at `up` (the Redis exporter's job and its token included), inside the
         # cluster's namespace.
         part = self.state().get("components", {}).get(name, {})
@@ -781,8 +770,6 @@ class Sandbox:
             raise ValueError(f"no server fault for {name!r}: only prometheus can be stopped this way")
         if self.supervisor_pid() is None:
             raise SandboxNotRunning(f"the sandbox is not running ({self.state_dir}): `runbook sandbox up` starts it")
-        from .realstack import RealKubernetes
-
         port = self.state().get("components", {}).get(name, {}).get("port")
         return RealKubernetes(self).prometheus(self._read_json(self.supervisor_status_path), port)
 
@@ -858,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     from .supervisor import Supervisor, serve
 
     supervisor = Supervisor(args.state_dir.resolve(), args.kubeconfig, args.namespace, args.load_rate,
-                                serving_users=not args.entry_point_off)
+                            serving_users=not args.entry_point_off)
     return serve(args.state_dir, supervisor=supervisor)
 
 
